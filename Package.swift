@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layering (DESIGN.md §2): TurnoutModel ← TurnoutRules ← TurnoutNetlink/TurnoutProxy ← TurnoutControl ← turnout.
+// A target depends only on targets to its left; the netlink and proxy targets arrive with their issues.
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "turnout",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "turnout", targets: ["turnout"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        .target(name: "TurnoutModel", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: strict),
+        .target(name: "TurnoutRules", dependencies: ["TurnoutModel"], swiftSettings: strict),
+        .target(name: "TurnoutControl", dependencies: ["TurnoutModel", "TurnoutRules"], swiftSettings: strict),
+        .executableTarget(
+            name: "turnout",
+            dependencies: [
+                "TurnoutModel", "TurnoutRules", "TurnoutControl",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "turnout-bench-compile",
+            dependencies: ["TurnoutModel", "TurnoutRules"],
+            path: "Benchmarks/CompileBenchmark",
+            swiftSettings: strict
+        ),
+        // Shared by every test target: the network-namespace lab and the helpers that run real tools.
+        .target(name: "TurnoutTestSupport", dependencies: ["TurnoutModel"], path: "Tests/TurnoutTestSupport", swiftSettings: strict),
+        .testTarget(name: "TurnoutModelTests", dependencies: ["TurnoutModel", "TurnoutTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TurnoutRulesTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TurnoutCLITests", dependencies: ["turnout", "TurnoutTestSupport"], swiftSettings: strict),
+    ]
+)

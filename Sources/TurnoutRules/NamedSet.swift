@@ -1,0 +1,86 @@
+import TurnoutModel
+
+/// One component of a set element's key: a value or a closed range of values.
+public enum KeyPart: Hashable, Sendable, Comparable {
+    case address(IPAddress)
+    case transport(TransportProtocol)
+    case port(UInt16)
+    case integer(UInt32)
+    case integerRange(UInt32, UInt32)
+
+    public static func < (lhs: KeyPart, rhs: KeyPart) -> Bool {
+        switch (lhs, rhs) {
+        case (.address(let a), .address(let b)): a < b
+        case (.transport(let a), .transport(let b)): a < b
+        case (.port(let a), .port(let b)): a < b
+        case (.integer(let a), .integer(let b)): a < b
+        case (.integerRange(let a, _), .integerRange(let b, _)): a < b
+        case (.integer(let a), .integerRange(let b, _)): a < b
+        case (.integerRange(let a, _), .integer(let b)): a < b
+        default: lhs.order < rhs.order
+        }
+    }
+
+    private var order: Int {
+        switch self {
+        case .address: 0
+        case .transport: 1
+        case .port: 2
+        case .integer, .integerRange: 3
+        }
+    }
+}
+
+/// What a map element maps its key to.
+public enum ElementData: Hashable, Sendable {
+    case verdict(Verdict)
+    /// `address . port`, the target of a `dnat … map`.
+    case socket(SocketAddress)
+}
+
+/// One element of a set (no data) or map (with data).
+public struct SetElement: Hashable, Sendable, Comparable {
+    public var key: [KeyPart]
+    public var data: ElementData?
+
+    public init(_ key: [KeyPart], _ data: ElementData? = nil) {
+        self.key = key
+        self.data = data
+    }
+
+    public static func < (lhs: SetElement, rhs: SetElement) -> Bool { lhs.key.lexicographicallyPrecedes(rhs.key) }
+}
+
+/// The kind of value a map yields.
+public enum SetDataType: Hashable, Sendable {
+    case verdict
+    /// `address . port` of the given family (a DNAT target).
+    case socket(IPFamily)
+}
+
+/// A named set or map.
+///
+/// The key is declared by the expressions that fill it (nft's `typeof`), so renderers can print
+/// `type` or `typeof` and the tracer knows how to build the key from a packet.
+public struct NamedSet: Hashable, Sendable {
+    public var name: String
+    public var key: [KeyField]
+    public var dataType: SetDataType?
+    /// Elements may be ranges (`0-8`), required for `numgen` pick ranges.
+    public var isInterval: Bool
+    /// Filled from the packet path (`update @set`), entries expire after `timeoutSeconds`.
+    public var timeoutSeconds: UInt32?
+    public var elements: [SetElement]
+
+    public init(name: String, key: [KeyField], dataType: SetDataType? = nil, isInterval: Bool = false,
+                timeoutSeconds: UInt32? = nil, elements: [SetElement] = []) {
+        self.name = name
+        self.key = key
+        self.dataType = dataType
+        self.isInterval = isInterval
+        self.timeoutSeconds = timeoutSeconds
+        self.elements = elements
+    }
+
+    public var isDynamic: Bool { timeoutSeconds != nil }
+}

@@ -1,0 +1,73 @@
+import TurnoutModel
+
+/// Which way a traced packet travels through the host's hooks.
+public enum TraceOrigin: String, Hashable, Sendable, CaseIterable {
+    /// Sent by a process on this host: OUTPUT, then POSTROUTING.
+    case local
+    /// Arriving from another host (a pod behind a bridge, a client routed through this node):
+    /// PREROUTING, then FORWARD (or INPUT when redirected to a local port), then POSTROUTING.
+    case forwarded
+}
+
+/// The first packet of a connection, as the tracer sees it.
+public struct TracePacket: Hashable, Sendable {
+    public var source: IPAddress
+    public var sourcePort: UInt16
+    public var destination: SocketAddress
+    public var transport: TransportProtocol
+    public var origin: TraceOrigin
+    public var mark: UInt32
+
+    public init(source: IPAddress, sourcePort: UInt16 = 49_152, destination: SocketAddress,
+                transport: TransportProtocol = .tcp, origin: TraceOrigin = .local, mark: UInt32 = 0) {
+        self.source = source
+        self.sourcePort = sourcePort
+        self.destination = destination
+        self.transport = transport
+        self.origin = origin
+        self.mark = mark
+    }
+}
+
+/// Entries already present in dynamic sets (client-IP affinity), keyed by set name.
+///
+/// Empty by default: a first connection. Tests fill it to trace a returning client.
+public struct TraceState: Hashable, Sendable {
+    public var dynamicEntries: [String: Set<[KeyPart]>]
+
+    public init(dynamicEntries: [String: Set<[KeyPart]>] = [:]) {
+        self.dynamicEntries = dynamicEntries
+    }
+}
+
+/// What finally happens to a traced connection.
+public enum Disposition: Hashable, Sendable, Comparable, CustomStringConvertible {
+    /// Accepted with its destination unchanged.
+    case untouched
+    /// Destination rewritten to an endpoint; `masqueraded` when its source is rewritten too (hairpin).
+    case delivered(SocketAddress, masqueraded: Bool)
+    /// Redirected to a local port (the proxy).
+    case redirected(port: UInt16)
+    case rejected(RejectKind)
+    case dropped
+
+    public var description: String {
+        switch self {
+        case .untouched: "accept, destination unchanged"
+        case .delivered(let target, let masqueraded): "dnat to \(target)" + (masqueraded ? " (masquerade: hairpin)" : "")
+        case .redirected(let port): "redirect to local port \(port)"
+        case .rejected(let kind): "reject with \(kind.rawValue)"
+        case .dropped: "drop"
+        }
+    }
+
+    public static func < (lhs: Disposition, rhs: Disposition) -> Bool { lhs.description < rhs.description }
+}
+
+/// One possible fate of a packet with its exact probability and the chains it went through.
+public struct TraceOutcome: Hashable, Sendable {
+    public var disposition: Disposition
+    public var probability: Probability
+    /// The chains of one path to this outcome, in order, e.g. `nat-output`, `services`, `weighted-pick-10`.
+    public var chains: [String]
+}

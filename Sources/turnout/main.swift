@@ -1,0 +1,26 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+import TurnoutModel
+
+// Exit statuses are part of the CLI contract (DESIGN.md §4): 0 ok, 1 runtime failure, 2 bad input.
+// ArgumentParser's own usage errors (64) are folded into 2, since a bad flag is bad input too.
+do {
+    var command = try TurnoutCommand.parseAsRoot()
+    try command.run()
+} catch let error as TableError {
+    printError("turnout: the table is invalid (\(error.issues.count) \(error.issues.count == 1 ? "problem" : "problems")):")
+    for issue in error.issues { printError("  \(issue)") }
+    exit(ExitStatus.badInput)
+} catch let error as BadInput {
+    printError("turnout: \(error.message)")
+    exit(ExitStatus.badInput)
+} catch {
+    let code = TurnoutCommand.exitCode(for: error)
+    if code == .success {
+        TurnoutCommand.exit(withError: error) // --help, --version
+    }
+    printError(TurnoutCommand.fullMessage(for: error))
+    exit(code == .validationFailure ? ExitStatus.badInput : ExitStatus.failure)
+}
