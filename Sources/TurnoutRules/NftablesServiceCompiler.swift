@@ -54,8 +54,16 @@ public enum NftablesServiceCompiler {
     static func familySuffix(_ family: IPFamily) -> String { family == .ipv4 ? "4" : "6" }
 
     /// `prefix + 8-char hash + readable suffix`, cut to nft's limit (the hash keeps it unique).
+    ///
+    /// The readable part keeps only what nft accepts in an unquoted name (letters, digits, `_ . / -`);
+    /// anything else, such as the colons of an IPv6 address, becomes `.`.
     static func objectName(_ prefix: String, identity: String, readable: String) -> String {
-        let name = "\(prefix)\(StableHash.base32(identity, length: 8))-\(readable)"
+        let safe = String(decoding: readable.utf8.map { byte in
+            let allowed = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == 0x5F || byte == 0x2E || byte == 0x2F || byte == 0x2D
+            return allowed ? byte : 0x2E
+        }, as: UTF8.self)
+        let name = "\(prefix)\(StableHash.base32(identity, length: 8))-\(safe)"
         return String(name.prefix(maximumNameLength))
     }
 

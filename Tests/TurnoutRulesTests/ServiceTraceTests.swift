@@ -142,9 +142,21 @@ struct AffinityTraceTests {
         #expect(trace(rules, dialect, to: "10.96.0.60:80", from: "192.0.2.8", state: state).count == 2, "another client is not stuck")
     }
 
-    @Test("the affinity timeout is the table's", arguments: Dialect.allCases)
-    func timeout(_ dialect: Dialect) throws {
-        let timed = dialect.tables(try example("affinity"), family: .ipv4).flatMap(\.sets).filter(\.isDynamic)
+    @Test("an IPv6 client sticks as well: each family keeps its own client lists", arguments: Dialect.allCases)
+    func returningIPv6Client(_ dialect: Dialect) throws {
+        let rules = try example("affinity")
+        let set = try Self.affinitySet(for: "[fd00:1::32]:8080", in: dialect.tables(rules, family: .ipv6))
+        let state = TraceState(dynamicEntries: [set: [[.address(IPAddress("2001:db8::7")!)]]])
+        #expect(trace(rules, dialect, to: "[fd00:96::60]:80", from: "2001:db8::7", state: state) == [delivered("[fd00:1::32]:8080"): .one])
+        #expect(trace(rules, dialect, to: "[fd00:96::60]:80", from: "2001:db8::8", state: state) == [
+            delivered("[fd00:1::31]:8080"): Probability(1, 2), delivered("[fd00:1::32]:8080"): Probability(1, 2),
+        ])
+    }
+
+    @Test("one timed client list per endpoint, with the table's timeout", arguments: Dialect.allCases, IPFamily.allCases)
+    func timeout(_ dialect: Dialect, _ family: IPFamily) throws {
+        let timed = dialect.tables(try example("affinity"), family: family).flatMap(\.sets).filter(\.isDynamic)
+            .filter { $0.key == [.address(.source, family)] }
         #expect(timed.count == 2)
         #expect(timed.allSatisfy { $0.timeoutSeconds == 600 })
     }
