@@ -6,42 +6,8 @@ import TurnoutTestSupport
 /// naming file:line and the field. Nothing is printed on stdout, so nothing half-made can be piped on.
 @Suite("turnout exit statuses and error messages")
 struct ExitStatusTests {
-    struct BadTable: CustomTestStringConvertible, Sendable {
-        var name: String
-        var yaml: String
-        /// `file:line:` must appear, then the field path.
-        var line: Int
-        var field: String
-        var testDescription: String { name }
-    }
-
-    static let api = "  - name: shop/api\n    addresses: [10.96.0.10]\n    ports: [{name: http, port: 80}]\n"
-
-    static let tables: [BadTable] = [
-        BadTable(name: "duplicate service name", yaml: "services:\n\(api)\(api)", line: 5, field: "services[1].name"),
-        BadTable(name: "the same VIP:port:protocol in two services",
-                 yaml: "services:\n\(api)  - name: shop/web\n    addresses: [10.96.0.10]\n    ports: [{port: 80}]\n", line: 7, field: "services[1].ports[0]"),
-        BadTable(name: "a bad address", yaml: "services:\n  - name: a/b\n    addresses: [10.96.0]\n    ports: [{port: 80}]\n",
-                 line: 3, field: "services[0].addresses[0]"),
-        BadTable(name: "mixed-up address families", yaml: "services:\n\(api)    endpoints: [{address: 'fd00::1'}]\n",
-                 line: 5, field: "services[0].endpoints[0].address"),
-        BadTable(name: "port 0", yaml: "services:\n  - name: a/b\n    addresses: [10.96.0.1]\n    ports: [{port: 0}]\n",
-                 line: 4, field: "services[0].ports[0].port"),
-        BadTable(name: "port 65536", yaml: "services:\n  - name: a/b\n    addresses: [10.96.0.1]\n    ports: [{port: 65536}]\n",
-                 line: 4, field: "services[0].ports[0].port"),
-        BadTable(name: "negative weight", yaml: "services:\n\(api)    endpoints: [{address: 10.1.0.1, weight: -5}]\n",
-                 line: 5, field: "services[0].endpoints[0].weight"),
-        BadTable(name: "non-integer weight", yaml: "services:\n\(api)    endpoints: [{address: 10.1.0.1, weight: heavy}]\n",
-                 line: 5, field: "services[0].endpoints[0].weight"),
-        BadTable(name: "unknown key", yaml: "services:\n\(api)    endpionts: []\n", line: 5, field: "services[0].endpionts"),
-        BadTable(name: "empty name", yaml: "services:\n  - name: ''\n    addresses: [10.96.0.1]\n    ports: [{port: 80}]\n",
-                 line: 2, field: "services[0].name"),
-        BadTable(name: "empty port name", yaml: "services:\n  - name: a/b\n    addresses: [10.96.0.1]\n    ports: [{name: '', port: 80}]\n",
-                 line: 4, field: "services[0].ports[0].name"),
-    ]
-
-    @Test("bad table → exit 2, file:line and field on stderr, nothing on stdout", arguments: tables)
-    func badTable(_ bad: BadTable) throws {
+    @Test("bad table → exit 2, file:line and field on stderr, nothing on stdout", arguments: InvalidTable.all)
+    func badTable(_ bad: InvalidTable) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -53,6 +19,7 @@ struct ExitStatusTests {
             #expect(result.status == 2, "\(command[0]): \(result.standardError)")
             #expect(result.standardError.contains("\(file):\(bad.line):"), "\(result.standardError)")
             #expect(result.standardError.contains(bad.field), "\(result.standardError)")
+            #expect(result.standardError.contains(bad.message), "\(result.standardError)")
             #expect(result.standardOutput.isEmpty)
         }
     }
