@@ -5,7 +5,15 @@ import TurnoutModel
 /// The file opens with `table …; delete table …; table … { … }`, so applying it is one
 /// transaction that works whether or not the table existed, and leaves every other table alone.
 /// Output is deterministic: the same IR gives the same bytes.
+///
+/// A set of more than ``elementsPerStatement`` elements is declared empty and filled by
+/// `add element` statements of that many after the table block: nft 1.0.6 fails on one statement
+/// of about 2,000 concatenated-range elements (a spurious `File exists`, then `No buffer space
+/// available`; measured here), while the same elements in chunks load. The file stays one
+/// transaction either way.
 public enum NftablesRenderer {
+    public static let elementsPerStatement = 500
+
     public static func render(_ tables: [RuleTable], header: String? = nil) -> String {
         var out = ""
         if let header { out += header.split(separator: "\n", omittingEmptySubsequences: false).map { "# \($0)\n" }.joined() }
@@ -16,6 +24,16 @@ public enum NftablesRenderer {
             blocks += table.chains.map(renderChain)
             out += blocks.joined(separator: "\n")
             out += "}\n"
+            for set in table.sets where set.elements.count > elementsPerStatement {
+                var start = 0
+                while start < set.elements.count {
+                    let chunk = set.elements[start..<min(start + elementsPerStatement, set.elements.count)]
+                    out += "add element \(id) \(set.name) {\n"
+                    out += chunk.map { "\t" + element($0) }.joined(separator: ",\n")
+                    out += "\n}\n"
+                    start += elementsPerStatement
+                }
+            }
         }
         return out
     }
@@ -43,7 +61,7 @@ public enum NftablesRenderer {
         if set.isDynamic { flags += ["dynamic", "timeout"] }
         if !flags.isEmpty { out += "\t\tflags \(flags.joined(separator: ","))\n" }
         if let timeout = set.timeoutSeconds { out += "\t\ttimeout \(timeout)s\n" }
-        if !set.elements.isEmpty {
+        if !set.elements.isEmpty && set.elements.count <= elementsPerStatement {
             let elements = set.elements.map { "\t\t\t" + element($0) }
             out += "\t\telements = {\n" + elements.joined(separator: ",\n") + "\n\t\t}\n"
         }
