@@ -50,6 +50,10 @@ public enum IptablesRenderer {
                     preconditionFailure("iptables can only look up timed client lists (-m recent)")
                 }
                 parts.append("-m recent --name \(setName) --rcheck --seconds \(timeout) --reap")
+            case .socketUser(let ids, let negated), .socketGroup(let ids, let negated):
+                precondition(ids.count == 1, "iptables' owner match takes one id per rule")
+                let option: String = if case .socketUser = match { "--uid-owner" } else { "--gid-owner" }
+                parts.append("-m owner \(negated ? "! " : "")\(option) \(ids.first!)")
             case .family:
                 preconditionFailure("iptables tables are per family; no family match is needed")
             }

@@ -146,6 +146,10 @@ public enum NftablesRenderer {
             return "ct status dnat"
         case .markBits(let bits, let negated):
             return "meta mark & \(hex(bits)) \(negated ? "!=" : "==") \(hex(bits))"
+        case .socketUser(let ids, let negated):
+            return "meta skuid \(negated ? "!= " : "")\(idList(ids))"
+        case .socketGroup(let ids, let negated):
+            return "meta skgid \(negated ? "!= " : "")\(idList(ids))"
         case .probability:
             preconditionFailure("statistic probabilities are an iptables construct; the nftables compiler uses numgen")
         }
@@ -188,6 +192,11 @@ public enum NftablesRenderer {
         case .jump(let chain): "jump \(chain)"
         case .goto(let chain): "goto \(chain)"
         }
+    }
+
+    static func idList(_ ids: Set<UInt32>) -> String {
+        let sorted = ids.sorted().map(String.init)
+        return sorted.count == 1 ? sorted[0] : "{ \(sorted.joined(separator: ", ")) }"
     }
 
     static func hex(_ value: UInt32) -> String { "0x" + String(value, radix: 16, uppercase: false).leftPadded(to: 8) }

@@ -39,6 +39,8 @@ public struct PacketTracer: Sendable {
         var destination: SocketAddress
         var transport: TransportProtocol
         var mark: UInt32
+        var uid: UInt32?
+        var gid: UInt32?
         var destinationNATed = false
         var redirectedPort: UInt16?
         var masqueraded = false
@@ -51,6 +53,8 @@ public struct PacketTracer: Sendable {
             destination = packet.destination
             transport = packet.transport
             mark = packet.mark
+            uid = packet.uid
+            gid = packet.gid
             self.dynamic = dynamic
         }
 
@@ -194,6 +198,12 @@ public struct PacketTracer: Sendable {
             return [(chance, true), (chance.complement, false)]
         case .markBits(let bits, let negated):
             return certain((flow.mark & bits == bits) != negated)
+        case .socketUser(let ids, let negated):
+            guard let uid = flow.uid else { return certain(false) }
+            return certain(ids.contains(uid) != negated)
+        case .socketGroup(let ids, let negated):
+            guard let gid = flow.gid else { return certain(false) }
+            return certain(ids.contains(gid) != negated)
         case .lookup(let key, let setName, let negated):
             guard let values = keyValues(key, flow: flow) else { return certain(false) }
             guard let set = tables[table].set(named: setName) else { preconditionFailure("no set \(setName)") }

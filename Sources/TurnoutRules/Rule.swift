@@ -47,6 +47,11 @@ public enum Match: Hashable, Sendable {
     case probability(Probability)
     /// `meta mark & bits == bits` (or `!=` when negated).
     case markBits(UInt32, negated: Bool)
+    /// `meta skuid 1337`: the sending socket's owner (locally generated packets only; a packet
+    /// without a local socket matches neither this nor its negation, as in the kernel).
+    case socketUser(Set<UInt32>, negated: Bool)
+    /// `meta skgid 1337`, likewise for the owner's group.
+    case socketGroup(Set<UInt32>, negated: Bool)
 }
 
 /// Why a connection is refused.

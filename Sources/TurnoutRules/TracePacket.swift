@@ -17,15 +17,22 @@ public struct TracePacket: Hashable, Sendable {
     public var transport: TransportProtocol
     public var origin: TraceOrigin
     public var mark: UInt32
+    /// The sending socket's owner; only locally generated packets have one.
+    public var uid: UInt32?
+    public var gid: UInt32?
 
+    /// `uid` defaults to root for local packets and to none for forwarded ones; `gid` to `uid`.
     public init(source: IPAddress, sourcePort: UInt16 = 49_152, destination: SocketAddress,
-                transport: TransportProtocol = .tcp, origin: TraceOrigin = .local, mark: UInt32 = 0) {
+                transport: TransportProtocol = .tcp, origin: TraceOrigin = .local, mark: UInt32 = 0,
+                uid: UInt32? = nil, gid: UInt32? = nil) {
         self.source = source
         self.sourcePort = sourcePort
         self.destination = destination
         self.transport = transport
         self.origin = origin
         self.mark = mark
+        self.uid = origin == .local ? (uid ?? 0) : nil
+        self.gid = origin == .local ? (gid ?? uid ?? 0) : nil
     }
 }
 

@@ -35,6 +35,12 @@ struct TraceCommand: ParsableCommand {
     @Option(help: "local: sent by a process on this host; forwarded: routed through it.")
     var origin: TraceOrigin = .local
 
+    @Option(help: "The sending process's user id (local origin only).")
+    var uid: UInt32 = 0
+
+    @Option(help: "The sending process's group id (default: the uid).")
+    var gid: UInt32?
+
     @Option(help: "Which rules to trace: nft, iptables or ip6tables (by default the one for the destination's family).")
     var format: RuleFormat?
 
@@ -59,10 +65,11 @@ struct TraceCommand: ParsableCommand {
 
         let table = try TableFile.load(rules.file)
         let tracer = PacketTracer(tables: format.tables(for: table, options: rules.compilerOptions))
-        let packet = TracePacket(source: source, destination: destination, transport: transport, origin: origin)
+        let packet = TracePacket(source: source, destination: destination, transport: transport, origin: origin, uid: uid, gid: gid)
         let outcomes = tracer.trace(packet)
 
-        print("\(transport) \(source) -> \(destination), \(origin) origin, mode \(rules.mode.rawValue), \(format.rawValue) rules")
+        let owner = packet.uid.map { ", uid \($0) gid \(packet.gid ?? $0)" } ?? ""
+        print("\(transport) \(source) -> \(destination), \(origin) origin\(owner), mode \(rules.mode.rawValue), \(format.rawValue) rules")
         for outcome in outcomes {
             let fraction = outcome.probability.description.padding(to: 9)
             print("  \(fraction) \(percent(outcome.probability).padding(to: 8)) \(outcome.disposition)")
