@@ -123,11 +123,10 @@ struct YAMLCursor {
         return address
     }
 
+    /// YAML's null: a plain (unquoted) `~`, `null` or nothing at all; a quoted "null" is a string.
     var isNull: Bool {
-        if case .scalar(let scalar) = node, scalar.tag.description == "tag:yaml.org,2002:null" || (scalar.string.isEmpty && scalar.style == .plain) || scalar.string == "null" || scalar.string == "~" {
-            return true
-        }
-        return false
+        guard case .scalar(let scalar) = node, scalar.style == .plain || scalar.style == .any else { return false }
+        return ["", "~", "null", "Null", "NULL"].contains(scalar.string)
     }
 
     private var kind: String {
