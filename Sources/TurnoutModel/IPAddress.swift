@@ -66,13 +66,6 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
         }
     }
 
-    public var isLoopback: Bool {
-        switch self {
-        case .v4(let value): value >> 24 == 127
-        case .v6(let high, let low): high == 0 && low == 1
-        }
-    }
-
     public var description: String {
         var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         var bytes = self.bytes

@@ -9,9 +9,4 @@ public struct ServiceTable: Hashable, Sendable {
     public subscript(name: ServiceName) -> Service? {
         services.first { $0.name == name }
     }
-
-    /// Every address family some service address uses.
-    public var families: Set<IPFamily> {
-        Set(services.flatMap { $0.addresses.map(\.family) })
-    }
 }

@@ -100,8 +100,7 @@ public enum NftablesServiceCompiler {
             pickModuli.insert(pick.total)
             serviceIPs[frontend.family, default: []].append(SetElement(key, .verdict(.goto("\(weightedPickPrefix)\(pick.total)"))))
             for slot in pick.slots {
-                let range: KeyPart = slot.range.count == 1 ? .integer(slot.range.lowerBound) : .integerRange(slot.range.lowerBound, slot.range.upperBound)
-                picks[frontend.family, default: []].append(SetElement(key + [range], .socket(slot.target)))
+                picks[frontend.family, default: []].append(SetElement(key + [slot.keyPart], .socket(slot.target)))
             }
         }
 
@@ -125,8 +124,7 @@ public enum NftablesServiceCompiler {
                     Rule([], [.updateSet(client, set: affinitySet)]),
                     Rule([.transport([frontend.port.transport])], [.dnat(slot.target)]),
                 ]))
-                let range: KeyPart = slot.range.count == 1 ? .integer(slot.range.lowerBound) : .integerRange(slot.range.lowerBound, slot.range.upperBound)
-                ranges.append(SetElement([range], .verdict(.goto(endpointChain))))
+                ranges.append(SetElement([slot.keyPart], .verdict(.goto(endpointChain))))
             }
             extraChains.append(Chain(name: serviceChain, rules: checks + [
                 Rule([], [.verdictMap([.random(modulus: pick.total)], .inline(ranges))]),

@@ -18,7 +18,7 @@ public struct PacketTracer: Sendable {
 
     public func trace(_ packet: TracePacket, state: TraceState = TraceState()) -> [TraceOutcome] {
         let start = Flow(packet: packet, dynamic: state.dynamicEntries)
-        let hooks: [Hook] = packet.origin == .local ? [.output, .postrouting] : [.prerouting, .forward, .postrouting]
+        let hooks: ArraySlice<Hook> = packet.origin == .local ? [.output, .postrouting] : [.prerouting, .forward, .postrouting]
         var outcomes: [Disposition: TraceOutcome] = [:]
         for (flow, probability, disposition) in runHooks(hooks, flow: start, probability: .one) where probability > .zero {
             if var existing = outcomes[disposition] {
@@ -96,10 +96,6 @@ public struct PacketTracer: Sendable {
         return runChains(baseChains(for: hook)[...], natBound: false, flow: flow, probability: probability) { flow, probability in
             runHooks(hooks.dropFirst(), flow: flow, probability: probability)
         }
-    }
-
-    private func runHooks(_ hooks: [Hook], flow: Flow, probability: Probability) -> [(Flow, Probability, Disposition)] {
-        runHooks(hooks[...], flow: flow, probability: probability)
     }
 
     private func runChains(_ chains: ArraySlice<(table: Int, chain: Chain)>, natBound: Bool, flow: Flow, probability: Probability,

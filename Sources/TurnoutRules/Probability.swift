@@ -37,6 +37,12 @@ public struct Probability: Hashable, Sendable, Comparable, CustomStringConvertib
 
     public var description: String { denominator == 1 ? "\(numerator)" : "\(numerator)/\(denominator)" }
 
+    /// `16.67%`: rounded to hundredths of a percent, computed exactly from the fraction.
+    public var percentText: String {
+        let hundredths = (numerator * 10_000 + denominator / 2) / denominator
+        return "\(hundredths / 100).\(String(hundredths % 100).leftPadded(to: 2))%"
+    }
+
     static func gcd(_ a: UInt64, _ b: UInt64) -> UInt64 {
         var (a, b) = (a, b)
         while b != 0 { (a, b) = (b, a % b) }

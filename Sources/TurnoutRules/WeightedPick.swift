@@ -8,9 +8,13 @@ import TurnoutModel
 /// share one pick chain.
 struct WeightedPick: Hashable {
     struct Slot: Hashable {
-        var endpoint: Endpoint
         var target: SocketAddress
         var range: ClosedRange<UInt32>
+
+        /// The slot's numbers as an nft key component: `9` or `0-8`.
+        var keyPart: KeyPart {
+            range.count == 1 ? .integer(range.lowerBound) : .integerRange(range.lowerBound, range.upperBound)
+        }
     }
 
     let slots: [Slot]
@@ -25,8 +29,7 @@ struct WeightedPick: Hashable {
         slots = serving.map { endpoint in
             let share = endpoint.weight / divisor
             defer { next += share }
-            return Slot(endpoint: endpoint,
-                        target: SocketAddress(address: endpoint.address, port: endpoint.targetPort(for: port)),
+            return Slot(target: SocketAddress(address: endpoint.address, port: endpoint.targetPort(for: port)),
                         range: next...(next + share - 1))
         }
         total = next
@@ -56,7 +59,6 @@ struct Frontend: Hashable {
     var port: ServicePort
 
     var family: IPFamily { address.family }
-    var socket: SocketAddress { SocketAddress(address: address, port: port.port) }
     /// `shop/api:http`, for comments and trace output.
     var label: String { "\(service.name):\(port.label)" }
 

@@ -72,18 +72,12 @@ struct TraceCommand: ParsableCommand {
         print("\(transport) \(source) -> \(destination), \(origin) origin\(owner), mode \(rules.mode.rawValue), \(format.rawValue) rules")
         for outcome in outcomes {
             let fraction = outcome.probability.description.padding(to: 9)
-            print("  \(fraction) \(percent(outcome.probability).padding(to: 8)) \(outcome.disposition)")
+            print("  \(fraction) \(outcome.probability.percentText.padding(to: 8)) \(outcome.disposition)")
             print("  \("".padding(to: 18)) via \(outcome.chains.joined(separator: " > "))")
         }
-    }
-
-    private func percent(_ probability: Probability) -> String {
-        let hundredths = (probability.numerator * 10_000 + probability.denominator / 2) / probability.denominator
-        return "\(hundredths / 100).\(String(hundredths % 100).leftPadded(2))%"
     }
 }
 
 private extension String {
     func padding(to width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
-    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }

@@ -133,24 +133,34 @@ struct AffinityTraceTests {
         ])
     }
 
-    @Test("a returning client → the endpoint it had, with certainty", arguments: Dialect.allCases)
-    func returningClient(_ dialect: Dialect) throws {
-        let rules = try example("affinity")
-        let set = try Self.affinitySet(for: "10.1.0.32:8080", in: dialect.tables(rules, family: .ipv4))
-        let state = TraceState(dynamicEntries: [set: [[.address(IPAddress("192.0.2.7")!)]]])
-        #expect(trace(rules, dialect, to: "10.96.0.60:80", from: "192.0.2.7", state: state) == [delivered("10.1.0.32:8080"): .one])
-        #expect(trace(rules, dialect, to: "10.96.0.60:80", from: "192.0.2.8", state: state).count == 2, "another client is not stuck")
+    /// Per family: the service address, the endpoints (3:1 for IPv4, 1:1 for IPv6), a returning client and a new one.
+    struct Returning: Sendable, CustomTestStringConvertible {
+        var family: IPFamily
+        var service: String
+        var endpoints: [String]
+        var firstSplit: [Probability]
+        var client: String
+        var otherClient: String
+        var testDescription: String { family.description }
     }
 
-    @Test("an IPv6 client sticks as well: each family keeps its own client lists", arguments: Dialect.allCases)
-    func returningIPv6Client(_ dialect: Dialect) throws {
+    static let returning: [Returning] = [
+        Returning(family: .ipv4, service: "10.96.0.60:80", endpoints: ["10.1.0.31:8080", "10.1.0.32:8080"],
+                  firstSplit: [Probability(3, 4), Probability(1, 4)], client: "192.0.2.7", otherClient: "192.0.2.8"),
+        Returning(family: .ipv6, service: "[fd00:96::60]:80", endpoints: ["[fd00:1::31]:8080", "[fd00:1::32]:8080"],
+                  firstSplit: [Probability(1, 2), Probability(1, 2)], client: "2001:db8::7", otherClient: "2001:db8::8"),
+    ]
+
+    @Test("a returning client → the endpoint it had, with certainty; another client → the weighted split; each family keeps its own lists",
+          arguments: Dialect.allCases, returning)
+    func returningClient(_ dialect: Dialect, _ family: Returning) throws {
         let rules = try example("affinity")
-        let set = try Self.affinitySet(for: "[fd00:1::32]:8080", in: dialect.tables(rules, family: .ipv6))
-        let state = TraceState(dynamicEntries: [set: [[.address(IPAddress("2001:db8::7")!)]]])
-        #expect(trace(rules, dialect, to: "[fd00:96::60]:80", from: "2001:db8::7", state: state) == [delivered("[fd00:1::32]:8080"): .one])
-        #expect(trace(rules, dialect, to: "[fd00:96::60]:80", from: "2001:db8::8", state: state) == [
-            delivered("[fd00:1::31]:8080"): Probability(1, 2), delivered("[fd00:1::32]:8080"): Probability(1, 2),
-        ])
+        let set = try Self.affinitySet(for: family.endpoints[1], in: dialect.tables(rules, family: family.family))
+        let state = TraceState(dynamicEntries: [set: [[.address(IPAddress(family.client)!)]]])
+        #expect(trace(rules, dialect, to: family.service, from: family.client, state: state) == [delivered(family.endpoints[1]): .one])
+        #expect(trace(rules, dialect, to: family.service, from: family.otherClient, state: state) == [
+            delivered(family.endpoints[0]): family.firstSplit[0], delivered(family.endpoints[1]): family.firstSplit[1],
+        ], "another client is not stuck")
     }
 
     @Test("one timed client list per endpoint, with the table's timeout", arguments: Dialect.allCases, IPFamily.allCases)
