@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Layering (DESIGN.md §2): TurnoutModel ← TurnoutRules ← TurnoutNetlink/TurnoutProxy ← TurnoutControl ← turnout.
-// A target depends only on targets to its left; the netlink and proxy targets arrive with their issues.
+// A target depends only on targets to its left; the proxy target arrives with its issue.
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
@@ -18,11 +18,17 @@ let package = Package(
     targets: [
         .target(name: "TurnoutModel", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .target(name: "TurnoutRules", dependencies: ["TurnoutModel"], swiftSettings: strict),
-        .target(name: "TurnoutControl", dependencies: ["TurnoutModel", "TurnoutRules"], swiftSettings: strict),
+        // libnftnl + libmnl (Debian's libnftnl-dev, libmnl-dev). libnftnl.pc names libmnl only as
+        // Requires.private, so the module map links it itself.
+        .systemLibrary(name: "CNetfilter", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
+        // Wrappers for Linux calls Glibc exports only under _GNU_SOURCE; every symbol prefixed CTurnoutLinux_.
+        .target(name: "CTurnoutLinux", cSettings: [.define("_GNU_SOURCE")]),
+        .target(name: "TurnoutNetlink", dependencies: ["CNetfilter", "CTurnoutLinux", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
+        .target(name: "TurnoutControl", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink"], swiftSettings: strict),
         .executableTarget(
             name: "turnout",
             dependencies: [
-                "TurnoutModel", "TurnoutRules", "TurnoutControl",
+                "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -37,6 +43,8 @@ let package = Package(
         .target(name: "TurnoutTestSupport", dependencies: ["TurnoutModel"], path: "Tests/TurnoutTestSupport", swiftSettings: strict),
         .testTarget(name: "TurnoutModelTests", dependencies: ["TurnoutModel", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutRulesTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TurnoutNetlinkTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TurnoutControlTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutCLITests", dependencies: ["turnout", "TurnoutTestSupport"], swiftSettings: strict),
     ]
 )

@@ -41,6 +41,10 @@ public final class NetworkNamespace: Sendable {
     /// The namespace's name as `ip netns` knows it.
     public let name: String
 
+    /// The namespace's bind mount (`/run/netns/NAME`): open it to enter the namespace, e.g.
+    /// `NetfilterSocket(namespacePath:)`.
+    public var path: String { "/run/netns/\(name)" }
+
     /// Set once the namespace is deleted, so `remove()` is idempotent and `deinit` knows.
     private let isRemoved = Atomic<Bool>(false)
 

@@ -1,0 +1,261 @@
+import TurnoutModel
+import TurnoutRules
+
+/// Lowers the rule IR to nf_tables wire values: the same objects nft creates from the text
+/// `NftablesRenderer` prints, expression for expression.
+///
+/// That equivalence is the contract: `turnout plan` shows what `turnout apply` installs. It is
+/// tested by installing both into twin namespaces and comparing the dumps. Pure; any thread.
+public enum NftablesLowering {
+    // linux/netfilter.h, nf_tables.h: numbers the wire model carries.
+    static let nfprotoInet: UInt32 = 1
+    static let nfprotoIPv4: UInt32 = 2
+    static let nfprotoIPv6: UInt32 = 10
+    static let metaMark: UInt32 = 3
+    static let metaSocketUser: UInt32 = 10
+    static let metaSocketGroup: UInt32 = 11
+    static let metaNFProto: UInt32 = 15
+    static let metaL4Proto: UInt32 = 16
+    static let payloadNetwork: UInt32 = 1
+    static let payloadTransport: UInt32 = 2
+    static let compareEqual: UInt32 = 0
+    static let compareNotEqual: UInt32 = 1
+    static let conntrackState: UInt32 = 0
+    static let conntrackStatus: UInt32 = 2
+    static let byteorderToNetwork: UInt32 = 1
+    static let natDestination: UInt32 = 1
+    /// NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED: what the kernel records for a NAT
+    /// with address and port registers, so written and read-back rules compare equal.
+    static let natAddressAndPort: UInt32 = 0x3
+    static let natPortOnly: UInt32 = 0x2
+    static let rejectTCPReset: UInt32 = 1
+    static let rejectICMPXUnreachable: UInt32 = 2
+    static let rejectICMPXPortUnreachable: UInt32 = 1
+    static let hookNumbers: [Hook: UInt32] = [.prerouting: 0, .input: 1, .forward: 2, .output: 3, .postrouting: 4]
+
+    // nft's datatype ids (src/datatype.h), six bits per concatenated field.
+    static let verdictType: UInt32 = 1
+    static let integerType: UInt32 = 4
+    static let ipv4Type: UInt32 = 7
+    static let ipv6Type: UInt32 = 8
+    static let protocolType: UInt32 = 12
+    static let serviceType: UInt32 = 13
+    static let verdictDataType: UInt32 = 0xffff_ff00
+
+    public static func familyNumber(_ family: TableFamily) -> UInt32 {
+        switch family {
+        case .inet: nfprotoInet
+        case .ip: nfprotoIPv4
+        case .ip6: nfprotoIPv6
+        }
+    }
+
+    public static func lower(_ table: RuleTable) -> WireTable {
+        let lowering = RuleLowering(table: table)
+        return WireTable(
+            family: familyNumber(table.family),
+            name: table.name,
+            chains: table.chains.map { chain in
+                WireChain(name: chain.name,
+                          hook: chain.base.map { WireHook(type: $0.type.rawValue, hook: hookNumbers[$0.hook]!, priority: $0.priority, policy: 1) },
+                          rules: chain.rules.map(lowering.lower))
+            }.sorted { $0.name < $1.name },
+            sets: table.sets.map(lowerSet).sorted { $0.name < $1.name })
+    }
+
+    // MARK: Sets
+
+    static func lowerSet(_ set: NamedSet) -> WireSet {
+        let concatenated = set.key.count > 1
+        var flags: UInt32 = 0
+        if set.dataType != nil { flags |= WireSet.mapFlag }
+        if set.isInterval { flags |= WireSet.intervalFlag }
+        if set.isInterval && concatenated { flags |= WireSet.concatFlag }
+        if set.isDynamic { flags |= WireSet.timeoutFlag | WireSet.evalFlag }
+        var dataType: UInt32?
+        var dataLength: UInt32?
+        switch set.dataType {
+        case .verdict: dataType = verdictDataType
+        case .socket(let family):
+            dataType = (addressType(family) << 6) | serviceType
+            dataLength = UInt32(addressLength(family) + 4)
+        case nil: break
+        }
+        let layout = KeyLayout(set.key, interval: set.isInterval)
+        return WireSet(
+            name: set.name, flags: flags, keyType: layout.type, keyLength: layout.length,
+            dataType: dataType, dataLength: dataLength,
+            timeoutMilliseconds: set.timeoutSeconds.map { UInt64($0) * 1000 },
+            concatFieldLengths: set.isInterval && concatenated ? layout.fieldLengths.map(UInt8.init) : [],
+            userdata: userdata(set),
+            elements: elements(set.elements, layout: layout, interval: set.isInterval))
+    }
+
+    static func addressType(_ family: IPFamily) -> UInt32 { family == .ipv4 ? ipv4Type : ipv6Type }
+    static func addressLength(_ family: IPFamily) -> Int { family == .ipv4 ? 4 : 16 }
+
+    /// How a key is laid out in registers and element bytes.
+    struct KeyLayout {
+        var fields: [KeyField]
+        var fieldLengths: [Int]
+        var type: UInt32
+        /// Concatenations pad every field to 4 bytes; a single field keeps its own length.
+        var length: UInt32
+        /// Host-order fields are byte-swapped to network order before interval lookups, so
+        /// ranges compare as numbers.
+        var interval: Bool
+
+        init(_ fields: [KeyField], interval: Bool) {
+            self.fields = fields
+            self.interval = interval
+            fieldLengths = fields.map(KeyLayout.length)
+            type = fields.reduce(0) { ($0 << 6) | KeyLayout.type($1) }
+            length = fields.count == 1 ? UInt32(fieldLengths[0]) : UInt32(fieldLengths.reduce(0) { $0 + ($1 + 3) / 4 * 4 })
+        }
+
+        static func length(_ field: KeyField) -> Int {
+            switch field {
+            case .address(_, let family): addressLength(family)
+            case .transport: 1
+            case .port: 2
+            case .random: 4
+            }
+        }
+
+        static func type(_ field: KeyField) -> UInt32 {
+            switch field {
+            case .address(_, let family): addressType(family)
+            case .transport: protocolType
+            case .port: serviceType
+            case .random: integerType
+            }
+        }
+
+        func bytes(_ parts: [KeyPart], upper: Bool) -> [UInt8] {
+            var out: [UInt8] = []
+            for (part, length) in zip(parts, fieldLengths) {
+                var value: [UInt8]
+                switch part {
+                case .address(let address): value = address.bytes
+                case .transport(let transport): value = [transport.number]
+                case .port(let port): value = [UInt8(port >> 8), UInt8(port & 0xff)]
+                case .integer(let number): value = integerBytes(number)
+                case .integerRange(let low, let high): value = integerBytes(upper ? high : low)
+                }
+                precondition(value.count == length, "key part \(part) does not fit its field")
+                if fields.count > 1 { value += Array(repeating: 0, count: (4 - length % 4) % 4) }
+                out += value
+            }
+            return out
+        }
+
+        private func integerBytes(_ number: UInt32) -> [UInt8] {
+            withUnsafeBytes(of: interval ? number.bigEndian : number.littleEndian) { Array($0) }
+        }
+    }
+
+    static func elements(_ elements: [SetElement], layout: KeyLayout, interval: Bool) -> [WireElement] {
+        func data(_ element: SetElement) -> (data: [UInt8]?, verdict: WireVerdict?) {
+            switch element.data {
+            case .verdict(let verdict): (nil, wireVerdict(verdict))
+            case .socket(let socket): (socket.address.bytes + [UInt8(socket.port >> 8), UInt8(socket.port & 0xff), 0, 0], nil)
+            case nil: (nil, nil)
+            }
+        }
+        if interval && layout.fields.count > 1 {
+            // pipapo: every element is a [key, keyEnd] range.
+            return elements.map { element in
+                let (bytes, verdict) = data(element)
+                return WireElement(key: layout.bytes(element.key, upper: false), keyEnd: layout.bytes(element.key, upper: true),
+                                   data: bytes, verdict: verdict)
+            }
+        }
+        if interval {
+            // rbtree: each range is its start, plus an interval-end element after it unless the
+            // next range starts right there.
+            var out: [WireElement] = []
+            let sorted = elements.sorted()
+            for (index, element) in sorted.enumerated() {
+                let (bytes, verdict) = data(element)
+                out.append(WireElement(key: layout.bytes(element.key, upper: false), data: bytes, verdict: verdict))
+                guard case .some(let last) = element.key.last else { continue }
+                let high: UInt32 = switch last {
+                case .integerRange(_, let high): high
+                case .integer(let value): value
+                default: preconditionFailure("interval keys are integers")
+                }
+                let nextLow: UInt32? = index + 1 < sorted.count ? {
+                    switch sorted[index + 1].key.last {
+                    case .integerRange(let low, _): low
+                    case .integer(let value): value
+                    default: nil
+                    }
+                }() : nil
+                if high < UInt32.max && nextLow != high + 1 {
+                    out.append(WireElement(key: layout.bytes([.integer(high + 1)], upper: false), isIntervalEnd: true))
+                }
+            }
+            return out
+        }
+        return elements.map { element in
+            let (bytes, verdict) = data(element)
+            return WireElement(key: layout.bytes(element.key, upper: false), data: bytes, verdict: verdict)
+        }
+    }
+
+    static func wireVerdict(_ verdict: Verdict) -> WireVerdict {
+        switch verdict {
+        case .accept: WireVerdict(code: WireVerdict.acceptCode)
+        case .drop: WireVerdict(code: WireVerdict.dropCode)
+        case .return: WireVerdict(code: WireVerdict.returnCode)
+        case .jump(let chain): WireVerdict(code: WireVerdict.jumpCode, chain: chain)
+        case .goto(let chain): WireVerdict(code: WireVerdict.gotoCode, chain: chain)
+        }
+    }
+
+    /// What nft 1.0.6 stores for the same declaration (see `SetUserdata`).
+    static func userdata(_ set: NamedSet) -> [UInt8] {
+        typealias U = SetUserdata
+        if set.isDynamic { return U.encode([.u32(U.keyByteOrder, U.byteOrderBig)]) }
+        var nodes: [U.Node] = [.u32(U.keyByteOrder, U.byteOrderUnspecified)]
+        if set.dataType != nil { nodes.append(.u32(U.dataByteOrder, U.byteOrderUnspecified)) }
+        if set.key.contains(where: { if case .random = $0 { true } else { false } }) {
+            // `typeof` declaration: the key and data expressions themselves.
+            nodes.append(.nest(U.keyTypeof, U.concat(set.key.map(typeofExpression))))
+            if case .socket(let family) = set.dataType {
+                nodes.append(.nest(U.dataTypeof, U.concat([typeofExpression(.address(.destination, family)), typeofExpression(.port(.destination))])))
+            }
+        } else {
+            nodes.append(.nest(U.keyTypeof, U.concat([])))
+        }
+        if set.dataType != nil { nodes.append(.u32(U.dataInterval, 0)) }
+        return U.encode(nodes)
+    }
+
+    /// Anonymous sets of rules: `meta l4proto { tcp, udp }` and inline verdict maps.
+    static func anonymousUserdata(key: KeyField, isMap: Bool) -> [UInt8] {
+        typealias U = SetUserdata
+        if isMap {
+            return U.encode([.u32(U.keyByteOrder, U.byteOrderHost), .u32(U.dataByteOrder, U.byteOrderUnspecified),
+                             .nest(U.dataTypeof, U.expression(U.verdictExpression, [])), .u32(U.dataInterval, 0)])
+        }
+        return U.encode([.u32(U.keyByteOrder, U.byteOrderHost), .nest(U.keyTypeof, typeofExpression(key))])
+    }
+
+    static func typeofExpression(_ field: KeyField) -> [SetUserdata.Node] {
+        typealias U = SetUserdata
+        // nft's protocol descriptions and header templates: ip 12, ip6 13, th 11; fields by index.
+        switch field {
+        case .address(let direction, .ipv4):
+            return U.expression(U.payloadExpression, [.u32(0, 12), .u32(1, direction == .source ? 11 : 12)])
+        case .address(let direction, .ipv6):
+            return U.expression(U.payloadExpression, [.u32(0, 13), .u32(1, direction == .source ? 8 : 9)])
+        case .port(let direction):
+            return U.expression(U.payloadExpression, [.u32(0, 11), .u32(1, direction == .source ? 1 : 2)])
+        case .transport:
+            return U.expression(U.metaExpression, [.u32(0, metaL4Proto)])
+        case .random(let modulus):
+            return U.expression(U.numgenExpression, [.u32(0, 1), .u32(1, modulus), .u32(2, 0)])
+        }
+    }
+}

@@ -1,0 +1,140 @@
+/// The changes that turn an installed table into a desired one, as few kernel objects as possible.
+///
+/// Map and set elements are patched one by one, chains whose rules changed are flushed and
+/// refilled, new chains and sets are added and stale ones deleted. A change the kernel cannot
+/// take in place (a base chain's hook, a set's key or flags) makes the delta a rebuild instead.
+/// Cost follows the size of the change, not of the table: one endpoint's weight is a handful of
+/// messages at 10 or 10,000 services.
+public struct TableDelta: Sendable, Equatable {
+    public enum Plan: Sendable, Equatable {
+        case unchanged
+        /// Nothing installed: create everything.
+        case create
+        /// Replace the whole table in one transaction (`add; delete; add …`).
+        case rebuild(reason: String)
+        /// Patch in place.
+        case patch
+    }
+
+    public var plan: Plan
+    public let desired: WireTable
+    var addedChains: [WireChain] = []
+    var changedChains: [WireChain] = []
+    var removedChains: [String] = []
+    var addedSets: [WireSet] = []
+    var removedSets: [String] = []
+    var elementChanges: [(set: String, removed: [WireElement], added: [WireElement])] = []
+
+    public static func == (lhs: TableDelta, rhs: TableDelta) -> Bool { lhs.plan == rhs.plan && lhs.desired == rhs.desired && lhs.changes == rhs.changes }
+
+    /// One line per changed object, for people: `map endpoint-picks4: -2 +2 elements`.
+    public var changes: [String] {
+        switch plan {
+        case .unchanged: return []
+        case .create: return ["create table \(desired.name): \(desired.chains.count) chains, \(desired.sets.count) sets, \(desired.elementCount) elements"]
+        case .rebuild(let reason): return ["rebuild table \(desired.name) (\(reason)): \(desired.chains.count) chains, \(desired.sets.count) sets, \(desired.elementCount) elements"]
+        case .patch:
+            var lines: [String] = []
+            lines += addedChains.map { "add chain \($0.name) (\($0.rules.count) rules)" }
+            lines += changedChains.map { "replace rules of chain \($0.name) (\($0.rules.count) rules)" }
+            lines += removedChains.map { "delete chain \($0)" }
+            lines += addedSets.map { "add \($0.isMap ? "map" : "set") \($0.name) (\($0.elements.count) elements)" }
+            lines += removedSets.map { "delete set \($0)" }
+            lines += elementChanges.map { "\(desired.set(named: $0.set)?.isMap == true ? "map" : "set") \($0.set): -\($0.removed.count) +\($0.added.count) elements" }
+            return lines
+        }
+    }
+
+    /// Compares `installed` (read back, or what was last written) with `desired`.
+    public init(installed: WireTable?, desired: WireTable) {
+        self.desired = desired
+        guard let installed else { plan = .create; return }
+        guard installed != desired else { plan = .unchanged; return }
+        plan = .patch
+
+        let installedChains = Dictionary(uniqueKeysWithValues: installed.chains.map { ($0.name, $0) })
+        let desiredChainNames = Set(desired.chains.map(\.name))
+        for chain in desired.chains {
+            guard let current = installedChains[chain.name] else { addedChains.append(chain); continue }
+            if current.hook != chain.hook {
+                plan = .rebuild(reason: "chain \(chain.name) changes its hook")
+                return
+            }
+            if current.rules != chain.rules { changedChains.append(chain) }
+        }
+        removedChains = installed.chains.map(\.name).filter { !desiredChainNames.contains($0) }
+
+        let installedSets = Dictionary(uniqueKeysWithValues: installed.sets.map { ($0.name, $0) })
+        let desiredSetNames = Set(desired.sets.map(\.name))
+        for set in desired.sets {
+            guard let current = installedSets[set.name] else { addedSets.append(set); continue }
+            if current.definition != set.definition {
+                plan = .rebuild(reason: "set \(set.name) changes its definition")
+                return
+            }
+            if set.isDynamic || current.elements == set.elements { continue }
+            let before = Set(current.elements)
+            let after = Set(set.elements)
+            let removed = current.elements.filter { !after.contains($0) }
+            let added = set.elements.filter { !before.contains($0) }
+            elementChanges.append((set.name, removed, added))
+        }
+        removedSets = installed.sets.map(\.name).filter { !desiredSetNames.contains($0) }
+    }
+
+    /// Appends the delta's messages to `batch`, in an order the kernel accepts: new chains
+    /// before anything can jump to them, element removals before additions (a changed element is
+    /// both), rules after the sets they look up, deletions last and references before referents.
+    public func append(to batch: NetlinkBatch) {
+        let family = desired.family
+        let table = desired.name
+        switch plan {
+        case .unchanged:
+            return
+        case .create, .rebuild:
+            ObjectEncoding.addTable(batch, family: family, name: table)
+            if case .rebuild = plan {
+                ObjectEncoding.deleteTable(batch, family: family, name: table)
+                ObjectEncoding.addTable(batch, family: family, name: table)
+            }
+            for chain in desired.chains { ObjectEncoding.addChain(batch, family: family, table: table, chain) }
+            for set in desired.sets { ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID()) }
+            for chain in desired.chains { addRules(of: chain, to: batch) }
+        case .patch:
+            for chain in addedChains { ObjectEncoding.addChain(batch, family: family, table: table, chain) }
+            for set in addedSets { ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID()) }
+            for change in elementChanges where !change.removed.isEmpty {
+                ObjectEncoding.deleteElements(batch, family: family, table: table, set: change.set, change.removed)
+            }
+            for change in elementChanges where !change.added.isEmpty {
+                ObjectEncoding.addElements(batch, family: family, table: table, set: change.set, change.added)
+            }
+            for chain in changedChains {
+                ObjectEncoding.flushChain(batch, family: family, table: table, name: chain.name)
+                addRules(of: chain, to: batch)
+            }
+            for chain in addedChains { addRules(of: chain, to: batch) }
+            // Rules of stale chains may jump to other stale chains or use stale sets: empty them
+            // all before deleting any.
+            for name in removedChains { ObjectEncoding.flushChain(batch, family: family, table: table, name: name) }
+            for name in removedChains { ObjectEncoding.deleteChain(batch, family: family, table: table, name: name) }
+            for name in removedSets { ObjectEncoding.deleteSet(batch, family: family, table: table, name: name) }
+        }
+    }
+
+    private func addRules(of chain: WireChain, to batch: NetlinkBatch) {
+        for (index, rule) in chain.rules.enumerated() {
+            ObjectEncoding.addRule(batch, family: desired.family, table: desired.name, chain: chain.name, rule, index: index)
+        }
+    }
+}
+
+/// Deleting a table: what `flush` sends.
+public enum TableRemoval {
+    /// `add table` then `delete table` in one batch: deletes it whether or not it exists, so the
+    /// batch never fails on a missing table (the caller decides whether to send it at all).
+    public static func append(family: UInt32, name: String, to batch: NetlinkBatch) {
+        ObjectEncoding.addTable(batch, family: family, name: name)
+        ObjectEncoding.deleteTable(batch, family: family, name: name)
+    }
+}
