@@ -10,16 +10,7 @@ import Glibc
 public enum TableReader {
     /// The table, or `nil` when it does not exist. Throws `NetlinkError` (EPERM without CAP_NET_ADMIN).
     public static func read(family: UInt32, name: String, from socket: NetfilterSocket) throws(NetlinkError) -> WireTable? {
-        do throws(NetlinkError) {
-            try socket.request(NFT_MSG_GETTABLE, family: family, flags: 0, "read table \(ObjectEncoding.familyName(family)) \(name)", build: { header in
-                let table = nftnl_table_alloc()!
-                defer { nftnl_table_free(table) }
-                nftnl_table_set_str(table, attribute(NFTNL_TABLE_NAME), name)
-                nftnl_table_nlmsg_build_payload(header, table)
-            }, handle: { _ in })
-        } catch where error.errno == ENOENT {
-            return nil
-        }
+        guard try socket.tableExists(family: family, name: name) else { return nil }
 
         var chains: [String: WireChain] = [:]
         try socket.request(NFT_MSG_GETCHAIN, family: family, flags: NLM_F_DUMP, "list chains of \(name)", build: { header in
@@ -96,5 +87,22 @@ public enum TableReader {
         return WireTable(family: family, name: name,
                          chains: chains.values.sorted { $0.name < $1.name },
                          sets: sets.values.filter { !$0.isAnonymous }.sorted { $0.name < $1.name })
+    }
+}
+
+extension NetfilterSocket {
+    /// Whether `family name` exists (one `GETTABLE`, no dump).
+    public func tableExists(family: UInt32, name: String) throws(NetlinkError) -> Bool {
+        do throws(NetlinkError) {
+            try request(NFT_MSG_GETTABLE, family: family, flags: 0, "read table \(ObjectEncoding.familyName(family)) \(name)", build: { header in
+                let table = nftnl_table_alloc()!
+                defer { nftnl_table_free(table) }
+                nftnl_table_set_str(table, attribute(NFTNL_TABLE_NAME), name)
+                nftnl_table_nlmsg_build_payload(header, table)
+            }, handle: { _ in })
+            return true
+        } catch where error.errno == ENOENT {
+            return false
+        }
     }
 }

@@ -13,6 +13,12 @@ do {
     printError("turnout: the table is invalid (\(error.issues.count) \(error.issues.count == 1 ? "problem" : "problems")):")
     for issue in error.issues { printError("  \(issue)") }
     exit(ExitStatus.badInput)
+} catch let error as KernelAccessDenied {
+    printError(error.description)
+    exit(ExitStatus.failure)
+} catch let error as KernelCommandFailed {
+    printError(error.description)
+    exit(ExitStatus.failure)
 } catch let error as BadInput {
     printError("turnout: \(error.message)")
     exit(ExitStatus.badInput)

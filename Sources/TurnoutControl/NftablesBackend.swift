@@ -1,0 +1,157 @@
+import Foundation
+import Glibc
+import TurnoutModel
+import TurnoutNetlink
+import TurnoutRules
+
+/// Installs, removes and inspects Turnout's nftables table (`inet turnout`) over netlink.
+///
+/// Every apply is one nf_tables transaction that lands whole or not at all, built against the
+/// ruleset generation it read (a concurrent commit makes the kernel refuse it; the apply then
+/// starts over). What it sends is the difference between the installed table and the desired
+/// one, provided the installed table is exactly what Turnout last wrote (its digest matches the
+/// record kept in `/run/turnout`); otherwise, and whenever the difference cannot be patched in
+/// place, the table is rebuilt in the same single transaction.
+///
+/// Owns a netlink socket: use one instance from one thread at a time. A long-lived instance
+/// (a daemon) also remembers the table it last wrote and skips reading the kernel back while
+/// the ruleset generation has not moved. Errors are `NetlinkError` (EPERM without CAP_NET_ADMIN).
+public final class NftablesBackend {
+    public static let name = "nft"
+    /// The tables Turnout owns; `flush` deletes these and nothing else. `turnout-capture` is
+    /// installed by `turnout init`.
+    public static let ownedTables = [NftablesServiceCompiler.tableName, "turnout-capture"]
+    static let family = NftablesLowering.familyNumber(.inet)
+
+    private let socket: NetfilterSocket
+    private let recordDirectory: String
+    private let namespaceIdentity: UInt64
+    private var lastWritten: (generation: UInt32, table: WireTable)?
+
+    /// Opens the backend in the caller's network namespace, or in the one at `namespacePath`.
+    public init(namespacePath: String? = nil, recordDirectory: String = "/run/turnout") throws(NetlinkError) {
+        socket = try NetfilterSocket(namespacePath: namespacePath)
+        self.recordDirectory = recordDirectory
+        var info = stat()
+        let statPath = namespacePath ?? "/proc/self/ns/net"
+        guard stat(statPath, &info) == 0 else { throw NetlinkError(call: "stat(\(statPath))", errno: errno) }
+        namespaceIdentity = UInt64(info.st_ino)
+    }
+
+    /// Compiles `table` and makes the kernel's `inet turnout` exactly that.
+    public func apply(_ table: ServiceTable, options: ServiceCompilerOptions) throws(NetlinkError) -> ApplyReport {
+        try apply(NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options)))
+    }
+
+    /// Makes the kernel's copy of `desired.name` exactly `desired`.
+    public func apply(_ desired: WireTable) throws(NetlinkError) -> ApplyReport {
+        let recordPath = ApplyRecord.path(directory: recordDirectory, table: desired.name, namespaceIdentity: namespaceIdentity)
+        var attempt = 0
+        while true {
+            attempt += 1
+            let generation = try socket.generation()
+            let installed: WireTable?
+            if let lastWritten, lastWritten.generation == generation, lastWritten.table.name == desired.name {
+                installed = lastWritten.table  // nothing committed since we wrote it: no need to read
+            } else {
+                installed = try TableReader.read(family: desired.family, name: desired.name, from: socket)
+            }
+            var delta = TableDelta(installed: installed, desired: desired)
+            if let installed, delta.plan != .unchanged {
+                let record = ApplyRecord.load(from: recordPath)
+                if record?.digest != WireDigest(installed).description {
+                    delta.plan = .rebuild(reason: record == nil
+                        ? "no record of what Turnout last wrote in this namespace"
+                        : "the installed table is not what Turnout last wrote (changed outside Turnout)")
+                }
+            }
+            if delta.plan == .unchanged {
+                saveRecord(WireDigest(desired), generation: generation, path: recordPath)
+                lastWritten = (generation, desired)
+                return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0)
+            }
+            let batch = NetlinkBatch(generation: generation)
+            delta.append(to: batch)
+            do throws(NetlinkError) {
+                try socket.commit(batch, expectedGeneration: generation)
+            } catch where error.errno == ERESTART && attempt < 5 {
+                continue  // another transaction committed between our read and our commit
+            }
+            saveRecord(WireDigest(desired), generation: generation &+ 1, path: recordPath)
+            lastWritten = (generation &+ 1, desired)
+            let outcome: ApplyReport.Outcome
+            var reason: String?
+            switch delta.plan {
+            case .create: outcome = .created
+            case .rebuild(let why): outcome = .rebuilt; reason = why
+            case .patch, .unchanged: outcome = .incremental
+            }
+            return ApplyReport(backend: Self.name, outcome: outcome, messages: batch.messageCount, changes: delta.changes, reason: reason)
+        }
+    }
+
+    /// Deletes Turnout's tables (``ownedTables``) in one transaction; `.absent` with no message
+    /// sent when none is installed. Foreign tables, iptables rules and connections are untouched
+    /// (conntrack entries, and so established connections, outlive NAT rules).
+    public func flush() throws(NetlinkError) -> ApplyReport {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let generation = try socket.generation()
+            var present: [String] = []
+            for name in Self.ownedTables where try socket.tableExists(family: Self.family, name: name) { present.append(name) }
+            guard !present.isEmpty else { return ApplyReport(backend: Self.name, outcome: .absent, messages: 0) }
+            let batch = NetlinkBatch(generation: generation)
+            for name in present { TableRemoval.append(family: Self.family, name: name, to: batch) }
+            do throws(NetlinkError) {
+                try socket.commit(batch, expectedGeneration: generation)
+            } catch where error.errno == ERESTART && attempt < 5 {
+                continue
+            }
+            for name in present {
+                ApplyRecord.remove(at: ApplyRecord.path(directory: recordDirectory, table: name, namespaceIdentity: namespaceIdentity))
+            }
+            lastWritten = nil
+            return ApplyReport(backend: Self.name, outcome: .flushed, messages: batch.messageCount,
+                               changes: present.map { "delete table inet \($0)" })
+        }
+    }
+
+    /// What is installed, whether it is what Turnout last wrote, and how it differs from `table`.
+    public func status(comparingWith table: ServiceTable?, options: ServiceCompilerOptions) throws(NetlinkError) -> InstalledStatus {
+        let name = NftablesServiceCompiler.tableName
+        let installed = try TableReader.read(family: Self.family, name: name, from: socket)
+        var summary: [String] = []
+        if let installed {
+            summary.append("table inet \(name): \(installed.chains.count) chains, \(installed.ruleCount) rules, \(installed.sets.count) sets and maps, \(installed.elementCount) elements")
+            let record = ApplyRecord.load(from: ApplyRecord.path(directory: recordDirectory, table: name, namespaceIdentity: namespaceIdentity))
+            switch record {
+            case nil: summary.append("no record of Turnout's last apply in this namespace")
+            case let record? where record.digest == WireDigest(installed).description:
+                summary.append("matches what Turnout last applied (digest \(record.digest.prefix(12)))")
+            case .some: summary.append("DRIFT: differs from what Turnout last applied; the next apply rebuilds it")
+            }
+        } else {
+            summary.append("table inet \(name): not installed")
+        }
+        for other in Self.ownedTables where other != name {
+            if try socket.tableExists(family: Self.family, name: other) { summary.append("table inet \(other): installed") }
+        }
+        var drift: [String]?
+        if let table {
+            let desired = NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options))
+            drift = TableComparison.lines(installed: installed, desired: desired)
+        }
+        return InstalledStatus(backend: Self.name, installed: installed != nil, summary: summary, drift: drift)
+    }
+
+    /// The table as the kernel holds it now, for tests and `status`.
+    public func readInstalled(_ name: String = NftablesServiceCompiler.tableName) throws(NetlinkError) -> WireTable? {
+        try TableReader.read(family: Self.family, name: name, from: socket)
+    }
+
+    private func saveRecord(_ digest: WireDigest, generation: UInt32, path: String) {
+        // The record only saves a rebuild later; failing to write it must not fail the apply.
+        try? ApplyRecord(digest: digest.description, generation: generation).save(to: path)
+    }
+}

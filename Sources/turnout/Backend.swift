@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import TurnoutControl
+import TurnoutModel
+import TurnoutNetlink
+import TurnoutRules
+
+/// Which kernel interface a command writes through.
+enum Backend: String, ExpressibleByArgument, CaseIterable {
+    /// nf_tables over netlink (libnftnl): one atomic, incremental transaction.
+    case nft
+    /// The iptables tools (`iptables-restore --noflush`): for hosts that must stay on iptables.
+    case iptables
+}
+
+/// How `apply`, `flush` and `status` print what they did.
+enum ReportFormat: String, ExpressibleByArgument, CaseIterable {
+    case text
+    case json
+}
+
+/// Kernel commands need CAP_NET_ADMIN; without it they say so in one line and change nothing.
+enum KernelAccess {
+    /// CAP_NET_ADMIN's bit in the effective capability set (linux/capability.h).
+    static let netAdminBit: UInt64 = 1 << 12
+
+    /// Throws `KernelAccessDenied` unless the process holds CAP_NET_ADMIN (read from
+    /// `/proc/self/status`, the same answer `capget(2)` gives).
+    static func require(for command: String) throws {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+              let bits = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return }
+        if bits & netAdminBit == 0 { throw KernelAccessDenied(command: command) }
+    }
+}
+
+/// The one-line refusal of a kernel command run without CAP_NET_ADMIN (exit status 1).
+struct KernelAccessDenied: Error, CustomStringConvertible {
+    var command: String
+    var description: String {
+        "turnout \(command): needs CAP_NET_ADMIN to change or read netfilter rules (run it as root, e.g. with sudo); nothing was changed"
+    }
+}
+
+/// A kernel or tool failure, reported with what failed; nothing was changed (exit status 1).
+struct KernelCommandFailed: Error, CustomStringConvertible {
+    var command: String
+    var detail: String
+    var description: String { "turnout \(command): failed, nothing was changed: \(detail)" }
+
+    /// Wraps backend errors; EPERM from the kernel becomes the CAP_NET_ADMIN message.
+    static func wrapping(_ command: String, _ body: () throws -> ApplyReport) throws -> ApplyReport {
+        do { return try body() } catch let error as NetlinkError {
+            if error.isPermissionDenied { throw KernelAccessDenied(command: command) }
+            throw KernelCommandFailed(command: command, detail: error.description)
+        } catch let error as ToolError {
+            throw KernelCommandFailed(command: command, detail: error.description)
+        }
+    }
+}
+
+extension ApplyReport {
+    func printed(_ format: ReportFormat, elapsed: Duration, source: String?) -> String {
+        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        switch format {
+        case .json:
+            var object: [String: Any] = ["backend": backend, "outcome": outcome.rawValue, "messages": messages,
+                                         "changes": changes, "milliseconds": (milliseconds * 1000).rounded() / 1000]
+            if let reason { object["reason"] = reason }
+            if let source { object["table"] = source }
+            let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            return String(decoding: data, as: UTF8.self) + "\n"
+        case .text:
+            let what = source.map { " \($0)" } ?? ""
+            var out = "turnout:\(what) \(outcome.rawValue) via \(backend): \(messages) messages, \(String(format: "%.1f", milliseconds)) ms\n"
+            if let reason { out += "  because \(reason)\n" }
+            for change in changes { out += "  \(change)\n" }
+            return out
+        }
+    }
+}
