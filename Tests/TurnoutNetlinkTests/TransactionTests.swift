@@ -1,0 +1,175 @@
+import Foundation
+import Testing
+import TurnoutControl
+import TurnoutModel
+import TurnoutNetlink
+import TurnoutRules
+import TurnoutTestSupport
+
+/// The transaction guarantees of `apply` and `flush`, against the real kernel in a throwaway
+/// namespace: all or nothing, nothing sent twice, foreign state untouched, drift rebuilt.
+@Suite("nf_tables transactions: atomic, idempotent, own tables only",
+       .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
+struct TransactionTests {
+    static func example(_ name: String) throws -> ServiceTable {
+        try TableFile.load(Repository.path("rules/\(name).yaml"))
+    }
+
+    /// rules/canary.yaml with other weights.
+    static func canary(weights first: Int, _ second: Int) throws -> ServiceTable {
+        let text = try String(contentsOfFile: Repository.path("rules/canary.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "weight: 90", with: "weight: \(first)")
+            .replacingOccurrences(of: "weight: 10", with: "weight: \(second)")
+        return try TableDecoder.decode(text, name: "canary-\(first)-\(second).yaml")
+    }
+
+    static func wire(_ table: ServiceTable, mode: DispatchMode = .direct) -> WireTable {
+        NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: ServiceCompilerOptions(mode: mode)))
+    }
+
+    /// A private record directory per test, so tests never share apply records.
+    static func backend(_ ns: NetworkNamespace) throws -> NftablesBackend {
+        try NftablesBackend(namespacePath: ns.path, recordDirectory: NSTemporaryDirectory() + "turnout-records-\(ns.name)")
+    }
+
+    static func ruleset(_ ns: NetworkNamespace) throws -> String {
+        let listing = try ns.run("nft", ["list", "ruleset"])
+        try #require(listing.status == 0, "nft list ruleset: \(listing.standardError)")
+        return listing.standardOutput
+    }
+
+    @Test("apply canary twice → second is unchanged, 0 messages, read-back identical")
+    func applyTwiceSendsNothing() throws {
+        try withNetworkNamespace(prefix: "tx-idem") { ns in
+            let backend = try Self.backend(ns)
+            let table = try Self.example("canary")
+            let first = try backend.apply(table, options: ServiceCompilerOptions())
+            let installed = try backend.readInstalled()
+            let second = try Self.backend(ns).apply(table, options: ServiceCompilerOptions())  // fresh instance: the CLI's path
+            let third = try backend.apply(table, options: ServiceCompilerOptions())            // same instance: the daemon's path
+            #expect(first.outcome == .created)
+            #expect(second == ApplyReport(backend: "nft", outcome: .unchanged, messages: 0))
+            #expect(third == ApplyReport(backend: "nft", outcome: .unchanged, messages: 0))
+            #expect(try backend.readInstalled() == installed)
+            #expect(installed == Self.wire(table))
+        }
+    }
+
+    @Test("a batch the kernel rejects in its middle → error names the object, ruleset byte-identical")
+    func rejectedBatchChangesNothing() throws {
+        try withNetworkNamespace(prefix: "tx-atomic") { ns in
+            let backend = try Self.backend(ns)
+            _ = try backend.apply(Self.example("canary"), options: ServiceCompilerOptions())
+            let before = try Self.ruleset(ns)
+            let installedBefore = try backend.readInstalled()
+
+            // Valid changes first (new weights: map elements and chains), then a rule that jumps
+            // to a chain that does not exist, then more valid changes (chain deletions).
+            let changed = try Self.canary(weights: 50, 50)
+            var desired = Self.wire(changed)
+            let services = try #require(desired.chains.firstIndex { $0.name == NftablesServiceCompiler.servicesChain })
+            desired.chains[services].rules.append(WireRule([.immediateVerdict(WireVerdict(code: WireVerdict.jumpCode, chain: "no-such-chain"))]))
+
+            let error = #expect(throws: NetlinkError.self) { try backend.apply(desired) }
+            #expect(error?.errno == ENOENT)
+            #expect(error?.call == "add rule 3 to chain inet turnout services", "the error names the rejected object")
+            #expect(try Self.ruleset(ns) == before)
+            #expect(try backend.readInstalled() == installedBefore)
+            // And the backend recovers: the valid table applies as a patch afterwards.
+            #expect(try backend.apply(changed, options: ServiceCompilerOptions()).outcome == .incremental)
+        }
+    }
+
+    @Test("flush with foreign nft, iptables-nft and iptables-legacy state → foreign state byte-identical, then absent")
+    func flushLeavesForeignStateAlone() throws {
+        try withNetworkNamespace(prefix: "tx-flush") { ns in
+            let foreign = """
+            table inet foreign {
+            \tchain input {
+            \t\ttype filter hook input priority 0; policy accept;
+            \t\ttcp dport 22 accept
+            \t}
+            }
+            """
+            for command in [["nft", "-f", "-"],
+                            ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "192.0.2.1", "-p", "tcp", "-j", "DNAT", "--to-destination", "192.0.2.2"],
+                            ["iptables", "-t", "nat", "-N", "FOREIGN-CHAIN"],
+                            ["iptables", "-t", "nat", "-A", "FOREIGN-CHAIN", "-j", "RETURN"],
+                            ["iptables-legacy", "-t", "nat", "-A", "OUTPUT", "-d", "192.0.2.3", "-p", "tcp", "-j", "DNAT", "--to-destination", "192.0.2.4"]] {
+                let result = try ns.run(command[0], Array(command.dropFirst()), input: command[0] == "nft" ? foreign : nil)
+                try #require(result.status == 0, "\(command.joined(separator: " ")): \(result.standardError)")
+            }
+            let nftBefore = try Self.ruleset(ns)
+            let legacyBefore = try ns.run("iptables-legacy-save").standardOutput.withoutComments
+
+            let backend = try Self.backend(ns)
+            #expect(try backend.apply(Self.example("dual-stack"), options: ServiceCompilerOptions()).outcome == .created)
+            #expect(try Self.ruleset(ns) != nftBefore)
+            let flushed = try backend.flush()
+            #expect(flushed.outcome == .flushed)
+            #expect(try Self.ruleset(ns) == nftBefore)
+            #expect(try ns.run("iptables-legacy-save").standardOutput.withoutComments == legacyBefore)
+            #expect(try backend.readInstalled() == nil)
+            #expect(try backend.flush() == ApplyReport(backend: "nft", outcome: .absent, messages: 0))
+        }
+    }
+
+    @Test("an element deleted by hand → status shows drift, next apply rebuilds and says why")
+    func driftIsRebuilt() throws {
+        try withNetworkNamespace(prefix: "tx-drift") { ns in
+            let table = try Self.example("canary")
+            let backend = try Self.backend(ns)
+            _ = try backend.apply(table, options: ServiceCompilerOptions())
+            let removed = try ns.run("nft", ["delete", "element", "inet", "turnout", "hairpin-endpoints4", "{ 10.1.0.5 . 10.1.0.5 }"])
+            try #require(removed.status == 0, "\(removed.standardError)")
+
+            let status = try Self.backend(ns).status(comparingWith: table, options: ServiceCompilerOptions())
+            #expect(status.summary.contains { $0.hasPrefix("DRIFT") })
+            #expect(status.drift == ["+ set hairpin-endpoints4: 10.1.0.5 . 10.1.0.5"])
+
+            let report = try Self.backend(ns).apply(table, options: ServiceCompilerOptions())
+            #expect(report.outcome == .rebuilt)
+            #expect(report.reason?.contains("not what Turnout last wrote") == true)
+            #expect(try backend.readInstalled() == Self.wire(table))
+            #expect(try Self.backend(ns).status(comparingWith: table, options: ServiceCompilerOptions()).drift == [])
+        }
+    }
+
+    @Test("no record of the last apply and a different table installed → rebuilt, not patched blindly")
+    func unknownProvenanceIsRebuilt() throws {
+        try withNetworkNamespace(prefix: "tx-record") { ns in
+            let load = try ns.run("nft", ["-f", Repository.path("rules/canary.nft")])
+            try #require(load.status == 0, "\(load.standardError)")
+            let report = try Self.backend(ns).apply(Self.example("weights-1-2-3"), options: ServiceCompilerOptions())
+            #expect(report.outcome == .rebuilt)
+            #expect(report.reason == "no record of what Turnout last wrote in this namespace")
+            // The same table installed by `nft -f` of plan's text needs no change at all.
+            let again = try withNetworkNamespace(prefix: "tx-record") { other in
+                let load = try other.run("nft", ["-f", Repository.path("rules/canary.nft")])
+                try #require(load.status == 0, "\(load.standardError)")
+                return try Self.backend(other).apply(Self.example("canary"), options: ServiceCompilerOptions())
+            }
+            #expect(again.outcome == .unchanged)
+        }
+    }
+
+    @Test("switching modes direct → proxy → direct patches in place and converges")
+    func modeSwitchConverges() throws {
+        try withNetworkNamespace(prefix: "tx-mode") { ns in
+            let backend = try Self.backend(ns)
+            let table = try Self.example("dual-stack")
+            _ = try backend.apply(table, options: ServiceCompilerOptions(mode: .direct))
+            #expect(try backend.apply(table, options: ServiceCompilerOptions(mode: .proxy)).outcome == .incremental)
+            #expect(try backend.readInstalled() == Self.wire(table, mode: .proxy))
+            #expect(try backend.apply(table, options: ServiceCompilerOptions(mode: .direct)).outcome == .incremental)
+            #expect(try backend.readInstalled() == Self.wire(table))
+        }
+    }
+}
+
+extension String {
+    /// iptables-save output without its `#` lines, which carry timestamps.
+    var withoutComments: String {
+        split(separator: "\n").filter { !$0.hasPrefix("#") }.joined(separator: "\n")
+    }
+}
