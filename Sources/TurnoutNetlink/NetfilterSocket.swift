@@ -11,6 +11,10 @@ public final class NetfilterSocket {
     private var sequence: UInt32
     private let receiveBuffer: UnsafeMutableRawBufferPointer
 
+    /// The receive buffer a commit asks for; `nil` sizes it for one acknowledgement per message.
+    /// Tests set it small to make the kernel drop acknowledgements (`ENOBUFS`) on purpose.
+    public var acknowledgementBufferBytes: Int32?
+
     /// Opens a socket in the calling thread's network namespace, or in the one at `namespacePath`
     /// (`/run/netns/NAME`). Throws `NetlinkError` (EPERM without CAP_NET_ADMIN is reported later,
     /// by the first request, since opening needs no privilege).
@@ -68,7 +72,8 @@ public final class NetfilterSocket {
         try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_SNDBUFFORCE, value: Int32(clamping: batch.byteCount + 65_536), "SO_SNDBUFFORCE")
         try Syscalls.setOption(fd, level: SOL_NETLINK, name: NETLINK_CAP_ACK, value: 1, "NETLINK_CAP_ACK")
         try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_RCVBUFFORCE,
-                               value: Int32(clamping: min(max(1 << 20, batch.messageCount * 1024), 1 << 30)), "SO_RCVBUFFORCE")
+                               value: acknowledgementBufferBytes ?? Int32(clamping: min(max(1 << 20, batch.messageCount * 1024), 1 << 30)),
+                               "SO_RCVBUFFORCE")
         let sent: NetlinkError? = batch.bytes.withUnsafeBytes { raw in
             do throws(NetlinkError) { try Syscalls.send(socket, raw); return nil } catch { return error }
         }
