@@ -39,7 +39,7 @@ public enum IptablesRenderer {
             case .connectionState(let states):
                 parts.append("-m conntrack --ctstate \(states.sorted().map { $0.rawValue.uppercased() }.joined(separator: ","))")
             case .destinationNATed:
-                parts.append("-m conntrack --ctstatus DNAT")
+                parts.append("-m conntrack --ctstate DNAT")
             case .probability(let probability):
                 parts.append("-m statistic --mode random --probability \(decimal(probability))")
             case .markBits(let bits, let negated):
