@@ -35,8 +35,16 @@ let package = Package(
         ),
         .executableTarget(
             name: "turnout-bench-compile",
-            dependencies: ["TurnoutModel", "TurnoutRules"],
+            dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutBenchmarkSupport"],
             path: "Benchmarks/CompileBenchmark",
+            swiftSettings: strict
+        ),
+        // Shared by the benchmarks: synthetic tables, samples, text tables, child processes.
+        .target(name: "TurnoutBenchmarkSupport", dependencies: ["TurnoutModel"], path: "Benchmarks/BenchmarkSupport", swiftSettings: strict),
+        .executableTarget(
+            name: "turnout-bench-apply",
+            dependencies: ["CTurnoutLinux", "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl", "TurnoutBenchmarkSupport"],
+            path: "Benchmarks/ApplyBenchmark",
             swiftSettings: strict
         ),
         // Shared by every test target: the network-namespace lab and the helpers that run real tools.

@@ -1,3 +1,5 @@
+import TurnoutBenchmarkSupport
+
 /// Command-line options. Parsed by hand: the benchmark depends only on TurnoutModel and
 /// TurnoutRules, so it measures exactly what a caller of those modules pays for.
 struct BenchmarkOptions {
@@ -95,13 +97,5 @@ struct BenchmarkOptions {
     }
 
     /// `1000`, `10k`, `1_000`, `1m`.
-    static func count(_ text: String) -> Int? {
-        var digits = text.lowercased().replacing("_", with: "")
-        var scale = 1
-        if digits.hasSuffix("k") { scale = 1_000 } else if digits.hasSuffix("m") { scale = 1_000_000 }
-        if scale != 1 { digits.removeLast() }
-        guard let number = Int(digits) else { return nil }
-        let (product, overflow) = number.multipliedReportingOverflow(by: scale)
-        return overflow ? nil : product
-    }
+    static func count(_ text: String) -> Int? { parseCount(text) }
 }

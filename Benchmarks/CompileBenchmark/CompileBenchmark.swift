@@ -1,4 +1,5 @@
 import Foundation
+import TurnoutBenchmarkSupport
 import TurnoutModel
 import TurnoutRules
 

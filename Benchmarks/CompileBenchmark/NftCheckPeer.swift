@@ -1,4 +1,5 @@
 import Foundation
+import TurnoutBenchmarkSupport
 
 /// The peer: nftables' own `nft --check -f FILE` on the text Turnout rendered, in a namespace.
 ///
@@ -14,11 +15,7 @@ struct NftCheckPeer {
     let timeoutSeconds: Int
     var version: String
 
-    enum Outcome {
-        case finished(Duration)
-        case failed(status: Int32, message: String)
-        case timedOut
-    }
+    typealias Outcome = ChildProcess.Outcome
 
     /// The peer, or why it cannot run here.
     static func make(options: BenchmarkOptions) -> Result<NftCheckPeer, SkipReason> {
@@ -63,54 +60,12 @@ struct NftCheckPeer {
         return outcomes
     }
 
-    /// Runs a command, stdout and stderr into a temporary file (a pipe could fill up and stall
-    /// the child while we wait), killing it after `timeoutSeconds`.
+    /// Runs a command with the peer's time limit (see ``ChildProcess/run(_:input:timeoutSeconds:)``).
     private func run(_ command: [String]) -> (outcome: Outcome, output: String?) {
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log")
-        defer { try? FileManager.default.removeItem(at: log) }
-        guard FileManager.default.createFile(atPath: log.path, contents: nil),
-              let handle = FileHandle(forWritingAtPath: log.path) else {
-            return (.failed(status: -1, message: "cannot create \(log.path)"), nil)
-        }
-        defer { try? handle.close() }
-
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command[0])
-        process.arguments = Array(command.dropFirst())
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = handle
-        process.standardError = handle
-        let exited = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in exited.signal() }
-
-        let clock = ContinuousClock()
-        let start = clock.now
-        do {
-            try process.run()
-        } catch {
-            return (.failed(status: -1, message: "cannot run \(command[0]): \(error)"), nil)
-        }
-        if exited.wait(timeout: .now() + .seconds(timeoutSeconds)) == .timedOut {
-            process.terminate()
-            exited.wait()
-            return (.timedOut, nil)
-        }
-        let elapsed = clock.now - start
-        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-        guard process.terminationReason == .exit, process.terminationStatus == 0 else {
-            let lines = output.split(separator: "\n", omittingEmptySubsequences: true)
-            let excerpt = lines.prefix(3).joined(separator: " | ")
-            return (.failed(status: process.terminationStatus, message: excerpt.isEmpty ? "no output" : String(excerpt.prefix(300))), output)
-        }
-        return (.finished(elapsed), output)
+        ChildProcess.run(command, timeoutSeconds: timeoutSeconds)
     }
 
-    static func executable(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        // Root's tools live in sbin, which a user's PATH may lack.
-        let directories = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-        return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
+    static func executable(_ name: String) -> String? { ChildProcess.executable(name) }
 }
 
 /// Times the peer and turns its outcomes into samples, or the first failure.

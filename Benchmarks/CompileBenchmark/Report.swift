@@ -1,4 +1,5 @@
 import Foundation
+import TurnoutBenchmarkSupport
 
 /// The printed result: a header naming the build and machine, the main table, the peer table.
 /// Timings are reported, never judged: the process exits 0 whatever they are.
@@ -24,15 +25,8 @@ struct Report {
     }
 
     private var header: [String] {
-        #if DEBUG
-        let build = "DEBUG build (timings are not representative; use -c release)"
-        #else
-        let build = "release build"
-        #endif
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        let cpu = Report.cpuModel.map { " (\($0))" } ?? ""
-        return [
-            "turnout-bench-compile: \(build), \(cores) cores\(cpu), single-threaded",
+        [
+            "turnout-bench-compile: \(Machine.build), \(Machine.cores), single-threaded",
             "tables: N services × \(options.endpointsPerService) endpoints, 1 TCP port each, VIPs in 10.96.0.0/12, endpoints in 10.128.0.0/9,",
             "        weight 1 except every 10th service a 90/10 canary and every 25th one endpoint drained (weight 0)",
             "times: milliseconds, median [min] of \(options.runs) runs after \(options.warmupRuns) warm-up, sizes interleaved run by run, ContinuousClock",
@@ -130,15 +124,5 @@ struct Report {
             break
         }
         return lines
-    }
-
-    /// The CPU's marketing name from /proc/cpuinfo, if there is one.
-    static var cpuModel: String? {
-        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return nil }
-        for line in info.split(separator: "\n") where line.hasPrefix("model name") {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            return line[line.index(after: colon)...].split(separator: " ").joined(separator: " ")
-        }
-        return nil
     }
 }

@@ -1,3 +1,5 @@
+import TurnoutBenchmarkSupport
+
 /// Everything measured for one table size.
 struct SizeMeasurement {
     let services: Int

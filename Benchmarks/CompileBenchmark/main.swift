@@ -3,6 +3,7 @@
 // A benchmark, not a test: it prints a table (scripts/bench/compile runs it in a release build)
 // with ratios against peers measured in the same run, and never judges a timing by its exit code.
 import Foundation
+import TurnoutBenchmarkSupport
 import TurnoutModel
 import TurnoutRules
 

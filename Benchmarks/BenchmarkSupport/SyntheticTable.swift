@@ -9,30 +9,30 @@ import TurnoutModel
 /// * Weights: most endpoints weight 1; every 10th service is a 90/10 canary (stable endpoints
 ///   carry 90% of the weight, a fifth of the endpoints are the canary on `targetPort + 1`);
 ///   every 25th other service has one endpoint drained (weight 0).
-struct SyntheticTable {
-    let services: Int
-    let endpointsPerService: Int
-    let table: ServiceTable
+public struct SyntheticTable: Sendable {
+    public let services: Int
+    public let endpointsPerService: Int
+    public let table: ServiceTable
 
-    static let vipBase: UInt32 = 0x0A60_0000 // 10.96.0.0/12
-    static let vipBits: UInt32 = 20
-    static let endpointBase: UInt32 = 0x0A80_0000 // 10.128.0.0/9
-    static let endpointBits: UInt32 = 23
+    public static let vipBase: UInt32 = 0x0A60_0000 // 10.96.0.0/12
+    public static let vipBits: UInt32 = 20
+    public static let endpointBase: UInt32 = 0x0A80_0000 // 10.128.0.0/9
+    public static let endpointBits: UInt32 = 23
     /// Odd, so `i * multiplier mod 2^bits` is a permutation: distinct inputs, distinct addresses.
-    static let scatter: UInt32 = 0x9E37_79B1
+    public static let scatter: UInt32 = 0x9E37_79B1
 
-    static let ports: [(name: String, port: UInt16, targetPort: UInt16)] = [
+    public static let ports: [(name: String, port: UInt16, targetPort: UInt16)] = [
         ("http", 80, 8080), ("https", 443, 8443), ("grpc", 9090, 9090),
         ("metrics", 9100, 9100), ("redis", 6379, 6379), ("postgres", 5432, 5432),
     ]
-    static let zones = ["a", "b", "c"]
+    public static let zones = ["a", "b", "c"]
 
     /// Largest service count whose VIPs and endpoints stay distinct within their ranges.
-    static func maximumServices(endpointsPerService: Int) -> Int {
+    public static func maximumServices(endpointsPerService: Int) -> Int {
         min((1 << Int(vipBits)) - 1, ((1 << Int(endpointBits)) - 1) / max(endpointsPerService, 1))
     }
 
-    init(services: Int, endpointsPerService: Int) {
+    public init(services: Int, endpointsPerService: Int) {
         precondition(services <= SyntheticTable.maximumServices(endpointsPerService: endpointsPerService),
                      "the address ranges are too small for that many distinct VIPs and endpoints")
         self.services = services
@@ -45,13 +45,13 @@ struct SyntheticTable {
         table = ServiceTable(services: list)
     }
 
-    static func address(base: UInt32, bits: UInt32, ordinal: Int) -> IPAddress {
+    public static func address(base: UInt32, bits: UInt32, ordinal: Int) -> IPAddress {
         // ordinal ≥ 1 and < 2^bits, so the offset is never 0 (the range's network address).
         let mask: UInt32 = (1 << bits) - 1
         return .v4(base | (UInt32(truncatingIfNeeded: ordinal) &* scatter) & mask)
     }
 
-    static func service(_ index: Int, endpoints count: Int) -> Service {
+    public static func service(_ index: Int, endpoints count: Int) -> Service {
         let port = ports[index % ports.count]
         let servicePort = ServicePort(name: port.name, port: port.port, targetPort: port.targetPort)
         let isCanary = index % 10 == 0 && count >= 2

@@ -2,26 +2,28 @@
 ///
 /// The median is the headline (robust to one run hitting a page-fault storm or a noisy
 /// neighbour); the minimum shows the floor the code can reach on this machine.
-struct Samples {
-    private(set) var durations: [Duration] = []
+public struct Samples: Sendable {
+    public private(set) var durations: [Duration] = []
 
-    var isEmpty: Bool { durations.isEmpty }
+    public init() {}
 
-    mutating func append(_ duration: Duration) { durations.append(duration) }
+    public var isEmpty: Bool { durations.isEmpty }
 
-    var medianMilliseconds: Double {
+    public mutating func append(_ duration: Duration) { durations.append(duration) }
+
+    public var medianMilliseconds: Double {
         precondition(!durations.isEmpty, "no samples")
         let sorted = durations.map(Samples.milliseconds).sorted()
         let middle = sorted.count / 2
         return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
     }
 
-    var minimumMilliseconds: Double {
+    public var minimumMilliseconds: Double {
         precondition(!durations.isEmpty, "no samples")
         return durations.map(Samples.milliseconds).min()!
     }
 
-    static func milliseconds(_ duration: Duration) -> Double {
+    public static func milliseconds(_ duration: Duration) -> Double {
         let (seconds, attoseconds) = duration.components
         return Double(seconds) * 1_000 + Double(attoseconds) / 1e15
     }
@@ -29,7 +31,7 @@ struct Samples {
 
 /// Times `body` once with the monotonic clock, returning its result and how long it took.
 @inline(never)
-func timed<Result>(_ body: () throws -> Result) rethrows -> (Result, Duration) {
+public func timed<Result>(_ body: () throws -> Result) rethrows -> (Result, Duration) {
     let clock = ContinuousClock()
     let start = clock.now
     let result = try body()
