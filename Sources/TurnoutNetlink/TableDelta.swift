@@ -5,7 +5,7 @@
 /// take in place (a base chain's hook, a set's key or flags) makes the delta a rebuild instead.
 /// Cost follows the size of the change, not of the table: one endpoint's weight is a handful of
 /// messages at 10 or 10,000 services.
-public struct TableDelta: Sendable, Equatable {
+public struct TableDelta: Sendable {
     public enum Plan: Sendable, Equatable {
         case unchanged
         /// Nothing installed: create everything.
@@ -24,8 +24,6 @@ public struct TableDelta: Sendable, Equatable {
     var addedSets: [WireSet] = []
     var removedSets: [String] = []
     var elementChanges: [(set: String, removed: [WireElement], added: [WireElement])] = []
-
-    public static func == (lhs: TableDelta, rhs: TableDelta) -> Bool { lhs.plan == rhs.plan && lhs.desired == rhs.desired && lhs.changes == rhs.changes }
 
     /// One line per changed object, for people: `map endpoint-picks4: -2 +2 elements`.
     public var changes: [String] {

@@ -140,15 +140,6 @@ public struct WireElement: Hashable, Sendable, Comparable {
         if lhs.key != rhs.key { return lhs.key.lexicographicallyPrecedes(rhs.key) }
         return (lhs.keyEnd ?? []).lexicographicallyPrecedes(rhs.keyEnd ?? [])
     }
-
-    /// What identifies the element in the kernel: elements with equal identity replace each other.
-    var identity: ElementIdentity { ElementIdentity(key: key, keyEnd: keyEnd, isIntervalEnd: isIntervalEnd) }
-}
-
-struct ElementIdentity: Hashable {
-    var key: [UInt8]
-    var keyEnd: [UInt8]?
-    var isIntervalEnd: Bool
 }
 
 /// A verdict as the kernel encodes it: `NF_ACCEPT`, `NFT_JUMP`, `NFT_GOTO`, … and the target chain.

@@ -49,7 +49,7 @@ struct KernelCommandFailed: Error, CustomStringConvertible {
     var description: String { "turnout \(command): failed, nothing was changed: \(detail)" }
 
     /// Wraps backend errors; EPERM from the kernel becomes the CAP_NET_ADMIN message.
-    static func wrapping(_ command: String, _ body: () throws -> ApplyReport) throws -> ApplyReport {
+    static func wrapping<Result>(_ command: String, _ body: () throws -> Result) throws -> Result {
         do { return try body() } catch let error as NetlinkError {
             if error.isPermissionDenied { throw KernelAccessDenied(command: command) }
             throw KernelCommandFailed(command: command, detail: error.description)

@@ -1,0 +1,50 @@
+import ArgumentParser
+import TurnoutControl
+import TurnoutRules
+
+/// `turnout status`: what is installed, and how it differs from a table.
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show Turnout's installed rules and their drift from a table (needs CAP_NET_ADMIN).",
+        discussion: """
+        Examples:
+          sudo turnout status
+          sudo turnout status -f rules/canary.yaml     # '-' installed only, '+' missing
+          sudo turnout status -f rules/canary.yaml --backend iptables
+        """
+    )
+
+    @Option(name: [.customShort("f"), .customLong("file")], help: "A table to compare the installed rules with.")
+    var file: String?
+
+    @Option(help: "The mode the table would be applied in.")
+    var mode: DispatchMode = .direct
+
+    @Option(help: "The proxy port of proxy mode.")
+    var proxyPort: UInt16 = ServiceCompilerOptions.defaultProxyPort
+
+    @Option(help: "nft or iptables.")
+    var backend: Backend = .nft
+
+    func run() throws {
+        let table = try file.map(TableFile.load)
+        try KernelAccess.require(for: "status")
+        let options = ServiceCompilerOptions(mode: mode, proxyPort: proxyPort)
+        let status = try KernelCommandFailed.wrapping("status") {
+            switch backend {
+            case .nft: try NftablesBackend().status(comparingWith: table, options: options)
+            case .iptables: try IptablesBackend().status(comparingWith: table, options: options)
+            }
+        }
+        for line in status.summary { print(line) }
+        if let drift = status.drift, let file {
+            if drift.isEmpty {
+                print("in sync with \(file)")
+            } else {
+                print("DRIFT from \(file) (\(drift.count) lines; '-' installed only, '+' missing):")
+                for line in drift { print("  \(line)") }
+            }
+        }
+    }
+}
