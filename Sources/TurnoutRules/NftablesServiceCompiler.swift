@@ -3,8 +3,9 @@ import TurnoutModel
 /// Compiles a service table into Turnout's nftables table, `inet turnout`.
 ///
 /// Per-packet cost does not grow with the table: one concatenated-key map lookup finds the
-/// frontend (`ip daddr . meta l4proto . th dport vmap @service-ips4`), and one interval-map lookup
-/// keyed by `numgen random mod Σw` picks and rewrites to the endpoint. There is no chain per
+/// frontend (`ip daddr . meta l4proto . th dport vmap @service-ips4`), and one hash-map lookup
+/// keyed by the frontend and `numgen random mod Σw` picks and rewrites to the endpoint (an
+/// interval map only for splits too fine for one element per value; see `WeightedPick`). There is no chain per
 /// service or endpoint, because chains are what make kernel commits slow (linux-pitfalls.md);
 /// only services with client-IP affinity get their own chains, as in kube-proxy.
 ///
@@ -19,8 +20,11 @@ public enum NftablesServiceCompiler {
     public static let noEndpointsChain = "no-endpoints-check"
     public static let rejectChain = "reject-connection"
     public static let proxyRedirectChain = "redirect-to-proxy"
-    /// `weighted-pick-N`: picks among endpoints whose reduced weights sum to N.
+    /// `weighted-pick-N`: picks among endpoints whose reduced weights sum to N, one map element
+    /// per drawn value (`endpoint-picks4/6`).
     public static let weightedPickPrefix = "weighted-pick-"
+    /// `weighted-range-N`: the same for splits held as ranges (`endpoint-ranges4/6`).
+    public static let weightedRangePrefix = "weighted-range-"
     public static let serviceChainPrefix = "service-"
     public static let endpointChainPrefix = "endpoint-"
     public static let affinitySetPrefix = "affinity-"
@@ -28,6 +32,7 @@ public enum NftablesServiceCompiler {
     // Sets and maps, one per family: "service-ips4", "service-ips6", ….
     public static let serviceIPsMap = "service-ips"
     public static let endpointPicksMap = "endpoint-picks"
+    public static let endpointRangesMap = "endpoint-ranges"
     public static let noEndpointServicesSet = "no-endpoint-services"
     public static let hairpinSet = "hairpin-endpoints"
 
@@ -71,9 +76,11 @@ public enum NftablesServiceCompiler {
         let options: ServiceCompilerOptions
         var serviceIPs: [IPFamily: [SetElement]] = [:]
         var picks: [IPFamily: [SetElement]] = [:]
+        var ranges: [IPFamily: [SetElement]] = [:]
         var noEndpoints: [IPFamily: [SetElement]] = [:]
         var hairpins: Set<IPAddress> = []
         var pickModuli: Set<UInt32> = []
+        var rangeModuli: Set<UInt32> = []
         var usesProxy = false
         var extraChains: [Chain] = []
         var extraSets: [NamedSet] = []
@@ -97,10 +104,14 @@ public enum NftablesServiceCompiler {
                 serviceIPs[frontend.family, default: []].append(SetElement(key, .verdict(.goto(chain))))
                 return
             }
-            pickModuli.insert(pick.total)
-            serviceIPs[frontend.family, default: []].append(SetElement(key, .verdict(.goto("\(weightedPickPrefix)\(pick.total)"))))
+            let prefix = pick.usesExactSlots ? weightedPickPrefix : weightedRangePrefix
+            if pick.usesExactSlots { pickModuli.insert(pick.total) } else { rangeModuli.insert(pick.total) }
+            serviceIPs[frontend.family, default: []].append(SetElement(key, .verdict(.goto("\(prefix)\(pick.total)"))))
             for slot in pick.slots {
-                picks[frontend.family, default: []].append(SetElement(key + [slot.keyPart], .socket(slot.target)))
+                for part in pick.keyParts(of: slot) {
+                    let element = SetElement(key + [part], .socket(slot.target))
+                    if pick.usesExactSlots { picks[frontend.family, default: []].append(element) } else { ranges[frontend.family, default: []].append(element) }
+                }
             }
         }
 
@@ -161,11 +172,13 @@ public enum NftablesServiceCompiler {
                     Rule([.transport([.tcp])], [.redirect(port: options.proxyPort)]),
                 ]))
             }
-            for modulus in pickModuli.sorted() {
-                chains.append(Chain(name: "\(weightedPickPrefix)\(modulus)", rules: IPFamily.allCases.map { family in
-                    Rule([.transport([.tcp, .udp, .sctp])],
-                         [.dnatMap(keyed(family) + [.random(modulus: modulus)], map: endpointPicksMap + familySuffix(family), family: family)])
-                }))
+            for (prefix, map, moduli) in [(weightedPickPrefix, endpointPicksMap, pickModuli), (weightedRangePrefix, endpointRangesMap, rangeModuli)] {
+                for modulus in moduli.sorted() {
+                    chains.append(Chain(name: "\(prefix)\(modulus)", rules: IPFamily.allCases.map { family in
+                        Rule([.transport([.tcp, .udp, .sctp])],
+                             [.dnatMap(keyed(family) + [.random(modulus: modulus)], map: map + familySuffix(family), family: family)])
+                    }))
+                }
             }
             chains += extraChains.sorted { $0.name < $1.name }
 
@@ -175,7 +188,9 @@ public enum NftablesServiceCompiler {
                 sets.append(NamedSet(name: serviceIPsMap + suffix, key: keyed(family), dataType: .verdict,
                                      elements: (serviceIPs[family] ?? []).sorted()))
                 sets.append(NamedSet(name: endpointPicksMap + suffix, key: keyed(family) + [.random(modulus: 1)],
-                                     dataType: .socket(family), isInterval: true, elements: (picks[family] ?? []).sorted()))
+                                     dataType: .socket(family), elements: (picks[family] ?? []).sorted()))
+                sets.append(NamedSet(name: endpointRangesMap + suffix, key: keyed(family) + [.random(modulus: 1)],
+                                     dataType: .socket(family), isInterval: true, elements: (ranges[family] ?? []).sorted()))
                 sets.append(NamedSet(name: noEndpointServicesSet + suffix, key: keyed(family),
                                      elements: (noEndpoints[family] ?? []).sorted()))
                 sets.append(NamedSet(name: hairpinSet + suffix, key: [.address(.source, family), .address(.destination, family)],

@@ -6,7 +6,17 @@ import TurnoutModel
 /// many values; iptables walks the same endpoints as a cascade of `statistic` probabilities.
 /// Reducing by the gcd (90/10 → 9/1) keeps moduli small, so services with proportional weights
 /// share one pick chain.
+///
+/// nft can hold the draw's values two ways. One element per value in a hash map
+/// (``usesExactSlots``) costs O(1) to look up, add and delete. Ranges need an interval map with
+/// a concatenated key, which the kernel keeps as a pipapo set, and pipapo's cost grows with its
+/// size: at 100,000 elements one deletion took 70–100 ms here and the per-packet lookup was
+/// measurably slower. So exact slots are the rule; ranges are only for splits that would need
+/// more than ``exactSlotLimit`` values and more values than endpoints (a 999:1 split).
 struct WeightedPick: Hashable {
+    /// Every whole-percent split (99:1 reduces to 100 values) still gets exact slots.
+    static let exactSlotLimit: UInt32 = 100
+
     struct Slot: Hashable {
         var target: SocketAddress
         var range: ClosedRange<UInt32>
@@ -19,6 +29,14 @@ struct WeightedPick: Hashable {
 
     let slots: [Slot]
     let total: UInt32
+
+    /// One map element per drawn value, rather than one range per endpoint.
+    var usesExactSlots: Bool { total <= Self.exactSlotLimit || total == UInt32(slots.count) }
+
+    /// The slot's key parts as map elements: one per value with exact slots, else its range.
+    func keyParts(of slot: Slot) -> [KeyPart] {
+        usesExactSlots ? slot.range.map { .integer($0) } : [slot.keyPart]
+    }
 
     /// `nil` when no endpoint of the frontend's family has a weight above zero.
     init?(service: Service, port: ServicePort, family: IPFamily) {

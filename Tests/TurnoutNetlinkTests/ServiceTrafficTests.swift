@@ -156,10 +156,10 @@ struct ServiceTrafficTests {
             try expectSplit(weights: ["stable": 7, "canary": 3], "5,000 services, 70/30") { try lab.split(to: "10.96.0.20", port: 80, count: Self.connections) }
 
             // Both weightings reduce to a total of 10 (7+3 and 9+1), so the service still goes to
-            // weighted-pick-10 and service-ips4 keeps its element. Only the service's two pick
-            // ranges change (0-6 → stable, 7-9 → canary becomes 0-8 → stable, 9 → canary):
-            //   batch begin + delete elements (both old ranges, one message)
-            //   + add elements (both new ranges, one message) + batch end = 4 messages.
+            // weighted-pick-10 and service-ips4 keeps its element. Only the pick elements of the
+            // draws 7 and 8 change (canary → stable):
+            //   batch begin + delete elements (both old elements, one message)
+            //   + add elements (both new elements, one message) + batch end = 4 messages.
             start = clock.now
             let changed = try backend.apply(Self.bulk(services: 5_000, stable: 270), options: options)
             let changeTime = clock.now - start

@@ -34,6 +34,37 @@ struct CompilerPropertyTests {
         #expect(rules.chains.map(\.name).filter { $0.hasPrefix("weighted-pick-") } == ["weighted-pick-10"])
     }
 
+    /// One service with these weights → which pick map holds it, how many elements, which chain.
+    struct PickLayoutCase: Sendable, CustomTestStringConvertible {
+        var weights: [UInt32]
+        var map: String
+        var elements: Int
+        var chain: String
+        var testDescription: String {
+            let shown = weights.count > 4 ? "\(weights.count) × \(weights[0])" : weights.map(String.init).joined(separator: ":")
+            return "\(shown) → \(elements) in \(map) via \(chain)"
+        }
+    }
+
+    @Test("a split → one hash-map element per drawn value, ranges only past 100 values", arguments: [
+        PickLayoutCase(weights: [90, 10], map: "endpoint-picks4", elements: 10, chain: "weighted-pick-10"),
+        PickLayoutCase(weights: [1, 1, 1], map: "endpoint-picks4", elements: 3, chain: "weighted-pick-3"),
+        PickLayoutCase(weights: [99, 1], map: "endpoint-picks4", elements: 100, chain: "weighted-pick-100"),
+        PickLayoutCase(weights: Array(repeating: 5, count: 150), map: "endpoint-picks4", elements: 150, chain: "weighted-pick-150"),
+        PickLayoutCase(weights: [100, 1], map: "endpoint-ranges4", elements: 2, chain: "weighted-range-101"),
+        PickLayoutCase(weights: [997, 2, 1], map: "endpoint-ranges4", elements: 3, chain: "weighted-range-1000"),
+    ])
+    func pickLayout(_ layout: PickLayoutCase) {
+        let service = Service(name: ServiceName("ns/split")!, addresses: [IPAddress("10.96.0.1")!],
+                              ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
+                              endpoints: layout.weights.enumerated().map { Endpoint(address: IPAddress("10.1.0.1")!.offset($0.offset), weight: $0.element) })
+        let rules = NftablesServiceCompiler.compile(ServiceTable(services: [service]))
+        let other = layout.map == "endpoint-picks4" ? "endpoint-ranges4" : "endpoint-picks4"
+        #expect(rules.set(named: layout.map)?.elements.count == layout.elements)
+        #expect(rules.set(named: other)?.elements.isEmpty == true)
+        #expect(rules.chains.map(\.name).filter { $0.hasPrefix("weighted-") } == [layout.chain])
+    }
+
     @Test("same table in any order → the same bytes", arguments: RuleFormatCase.allCases)
     func deterministic(_ format: RuleFormatCase) throws {
         let services = Self.generated(services: 50).services
