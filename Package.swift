@@ -52,7 +52,7 @@ let package = Package(
         .testTarget(name: "TurnoutModelTests", dependencies: ["TurnoutModel", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutRulesTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutNetlinkTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
-        .testTarget(name: "TurnoutControlTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TurnoutControlTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutCLITests", dependencies: ["turnout", "TurnoutTestSupport"], swiftSettings: strict),
     ]
 )

@@ -26,7 +26,8 @@ public final class NftablesBackend {
     private let socket: NetfilterSocket
     private let recordDirectory: String
     private let namespaceIdentity: UInt64
-    private var lastWritten: (generation: UInt32, table: WireTable)?
+    private var lastWritten: (generation: UInt32, table: WireTable, digest: WireDigest)?
+    private var index: InstalledServiceIndex?
 
     /// Opens the backend in the caller's network namespace, or in the one at `namespacePath`.
     public init(namespacePath: String? = nil, recordDirectory: String = "/run/turnout") throws(NetlinkError) {
@@ -39,13 +40,42 @@ public final class NftablesBackend {
     }
 
     /// Compiles `table` and makes the kernel's `inet turnout` exactly that.
+    ///
+    /// A long-lived instance whose last write is still the kernel's latest commit recompiles
+    /// only the services that differ from the table it last applied and sends their difference;
+    /// otherwise it compiles the whole table and compares it with what is installed.
     public func apply(_ table: ServiceTable, options: ServiceCompilerOptions) throws(NetlinkError) -> ApplyReport {
-        try apply(NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options)))
+        if let index, index.options == options, try socket.generation() == index.generation,
+           let (delta, next) = index.patch(to: table) {
+            if delta.plan == .unchanged { return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0) }
+            let batch = NetlinkBatch(generation: index.generation)
+            delta.append(to: batch)
+            do throws(NetlinkError) {
+                try socket.commit(batch, expectedGeneration: index.generation)
+                var written = next
+                written.generation = index.generation &+ 1
+                self.index = written
+                lastWritten = nil  // the whole table is no longer kept; the index stands for it
+                saveRecord(written.digest, generation: written.generation, path: recordPath(NftablesServiceCompiler.tableName))
+                return ApplyReport(backend: Self.name, outcome: .incremental, messages: batch.messageCount, changes: delta.changes)
+            } catch where error.errno == ERESTART {
+                // Another transaction committed first: fall through to the full path, which reads.
+            }
+        }
+        let rules = table.services.map { NftablesServiceCompiler.rules(for: $0, options: options) }
+        let desired = NftablesLowering.lower(NftablesServiceCompiler.assemble(rules, options: options))
+        let report = try apply(desired)
+        if let lastWritten {
+            index = InstalledServiceIndex(table: table, rules: rules, options: options, written: desired,
+                                          digest: lastWritten.digest, generation: lastWritten.generation)
+        }
+        return report
     }
 
     /// Makes the kernel's copy of `desired.name` exactly `desired`.
     public func apply(_ desired: WireTable) throws(NetlinkError) -> ApplyReport {
-        let recordPath = ApplyRecord.path(directory: recordDirectory, table: desired.name, namespaceIdentity: namespaceIdentity)
+        index = nil
+        let recordPath = recordPath(desired.name)
         var attempt = 0
         while true {
             attempt += 1
@@ -66,8 +96,9 @@ public final class NftablesBackend {
                 }
             }
             if delta.plan == .unchanged {
-                saveRecord(WireDigest(desired), generation: generation, path: recordPath)
-                lastWritten = (generation, desired)
+                let digest = WireDigest(desired)
+                saveRecord(digest, generation: generation, path: recordPath)
+                lastWritten = (generation, desired, digest)
                 return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0)
             }
             let batch = NetlinkBatch(generation: generation)
@@ -77,8 +108,9 @@ public final class NftablesBackend {
             } catch where error.errno == ERESTART && attempt < 5 {
                 continue  // another transaction committed between our read and our commit
             }
-            saveRecord(WireDigest(desired), generation: generation &+ 1, path: recordPath)
-            lastWritten = (generation &+ 1, desired)
+            let digest = WireDigest(desired)
+            saveRecord(digest, generation: generation &+ 1, path: recordPath)
+            lastWritten = (generation &+ 1, desired, digest)
             let outcome: ApplyReport.Outcome
             var reason: String?
             switch delta.plan {
@@ -112,6 +144,7 @@ public final class NftablesBackend {
                 ApplyRecord.remove(at: ApplyRecord.path(directory: recordDirectory, table: name, namespaceIdentity: namespaceIdentity))
             }
             lastWritten = nil
+            index = nil
             return ApplyReport(backend: Self.name, outcome: .flushed, messages: batch.messageCount,
                                changes: present.map { "delete table inet \($0)" })
         }
@@ -148,6 +181,10 @@ public final class NftablesBackend {
     /// The table as the kernel holds it now, for tests and `status`.
     public func readInstalled(_ name: String = NftablesServiceCompiler.tableName) throws(NetlinkError) -> WireTable? {
         try TableReader.read(family: Self.family, name: name, from: socket)
+    }
+
+    private func recordPath(_ table: String) -> String {
+        ApplyRecord.path(directory: recordDirectory, table: table, namespaceIdentity: namespaceIdentity)
     }
 
     private func saveRecord(_ digest: WireDigest, generation: UInt32, path: String) {

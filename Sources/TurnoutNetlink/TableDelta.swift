@@ -17,13 +17,44 @@ public struct TableDelta: Sendable {
     }
 
     public var plan: Plan
+    /// The table to create or rebuild. For a patch only its family, name and set kinds are read,
+    /// so a patch computed elsewhere may pass the table's skeleton (sets without elements).
     public let desired: WireTable
     var addedChains: [WireChain] = []
     var changedChains: [WireChain] = []
     var removedChains: [String] = []
     var addedSets: [WireSet] = []
     var removedSets: [String] = []
-    var elementChanges: [(set: String, removed: [WireElement], added: [WireElement])] = []
+    var elementChanges: [ElementChange] = []
+
+    /// One set's elements to delete and to add.
+    public struct ElementChange: Sendable {
+        public var set: String
+        public var removed: [WireElement]
+        public var added: [WireElement]
+
+        public init(set: String, removed: [WireElement], added: [WireElement]) {
+            self.set = set
+            self.removed = removed
+            self.added = added
+        }
+    }
+
+    /// A patch computed by the caller (a long-lived backend that knows which services changed),
+    /// sent in the same safe order as a computed one; `.unchanged` when it changes nothing.
+    public init(patching skeleton: WireTable, addedChains: [WireChain], changedChains: [WireChain], removedChains: [String],
+                addedSets: [WireSet], removedSets: [String], elementChanges: [ElementChange]) {
+        desired = skeleton
+        self.addedChains = addedChains
+        self.changedChains = changedChains
+        self.removedChains = removedChains
+        self.addedSets = addedSets
+        self.removedSets = removedSets
+        self.elementChanges = elementChanges.filter { !$0.removed.isEmpty || !$0.added.isEmpty }
+        let empty = addedChains.isEmpty && changedChains.isEmpty && removedChains.isEmpty && addedSets.isEmpty
+            && removedSets.isEmpty && self.elementChanges.isEmpty
+        plan = empty ? .unchanged : .patch
+    }
 
     /// One line per changed object, for people: `map endpoint-picks4: -2 +2 elements`.
     public var changes: [String] {
@@ -75,18 +106,24 @@ public struct TableDelta: Sendable {
             let after = Set(set.elements)
             let removed = current.elements.filter { !after.contains($0) }
             let added = set.elements.filter { !before.contains($0) }
-            elementChanges.append((set.name, removed, added))
+            elementChanges.append(ElementChange(set: set.name, removed: removed, added: added))
         }
         removedSets = installed.sets.map(\.name).filter { !desiredSetNames.contains($0) }
 
-        let pipapoDeletionCost = elementChanges.reduce(0) { cost, change in
-            guard installedSets[change.set]?.isPipapo == true else { return cost }
-            return cost + change.removed.count * (installedSets[change.set]?.elements.count ?? 0)
+        let pipapoDeletions = elementChanges.compactMap { change -> (removed: Int, setSize: Int)? in
+            guard let set = installedSets[change.set], set.isPipapo else { return nil }
+            return (change.removed.count, set.elements.count)
         }
-        if pipapoDeletionCost > Self.rebuildCostPerElement * max(desired.elementCount, 1) {
-            let deletions = elementChanges.filter { installedSets[$0.set]?.isPipapo == true }.reduce(0) { $0 + $1.removed.count }
-            plan = .rebuild(reason: "deleting \(deletions) elements from interval maps costs more than rebuilding the table")
+        if let reason = Self.rebuildReason(pipapoDeletions: pipapoDeletions, tableElements: desired.elementCount) {
+            plan = .rebuild(reason: reason)
         }
+    }
+
+    /// Why a patch with these deletions from pipapo sets should be a rebuild instead, or `nil`.
+    public static func rebuildReason(pipapoDeletions: [(removed: Int, setSize: Int)], tableElements: Int) -> String? {
+        let cost = pipapoDeletions.reduce(0) { $0 + $1.removed * $1.setSize }
+        guard cost > rebuildCostPerElement * max(tableElements, 1) else { return nil }
+        return "deleting \(pipapoDeletions.reduce(0) { $0 + $1.removed }) elements from interval maps costs more than rebuilding the table"
     }
 
     /// The kernel's cost model behind choosing a rebuild over a patch, in units of one element

@@ -51,9 +51,100 @@ public enum NftablesServiceCompiler {
     ]
 
     public static func compile(_ table: ServiceTable, options: ServiceCompilerOptions = ServiceCompilerOptions()) -> RuleTable {
-        var builder = Builder(options: options)
-        for frontend in Frontend.all(in: table) { builder.add(frontend) }
-        return builder.finish()
+        assemble(table.services.map { rules(for: $0, options: options) }, options: options)
+    }
+
+    /// What `service` adds to the table; `compile` is `assemble` of these for every service.
+    public static func rules(for service: Service, options: ServiceCompilerOptions = ServiceCompilerOptions()) -> ServiceRules {
+        var builder = ServiceBuilder(options: options)
+        for port in service.ports {
+            for address in service.addresses { builder.add(Frontend(service: service, address: address, port: port)) }
+        }
+        return builder.rules
+    }
+
+    /// The table holding `services`' contributions: the skeleton (base chains, fixed chains,
+    /// every set and map declared for both families), the shared chains they use, their own
+    /// chains and sets, and the union of their elements, each list in a stable order.
+    public static func assemble(_ services: [ServiceRules], options: ServiceCompilerOptions = ServiceCompilerOptions()) -> RuleTable {
+        var elements: [String: [SetElement]] = [:]
+        var shared: [String: Set<SetElement>] = [:]
+        var sharedChains: Set<SharedChain> = []
+        var ownChains: [Chain] = []
+        var ownSets: [NamedSet] = []
+        for service in services {
+            for member in service.elements { elements[member.set, default: []].append(member.element) }
+            for member in service.sharedElements { shared[member.set, default: []].insert(member.element) }
+            sharedChains.formUnion(service.sharedChains)
+            ownChains += service.chains
+            ownSets += service.sets
+        }
+        let base = skeleton()
+        let sets = base.sets.map { declared in
+            var set = declared
+            set.elements = ((elements[set.name] ?? []) + (shared[set.name].map(Array.init) ?? [])).sorted()
+            return set
+        }
+        return RuleTable(name: tableName, family: .inet,
+                         sets: sets + ownSets.sorted { $0.name < $1.name },
+                         chains: base.chains + sharedChains.sorted().map { chain(for: $0, options: options) } + ownChains.sorted { $0.name < $1.name })
+    }
+
+    /// The table with no service in it: base chains, fixed chains, and every set and map
+    /// declared (empty) for both families. Services only ever add elements, shared chains and
+    /// their own chains and sets to it.
+    public static func skeleton() -> RuleTable {
+        var chains: [Chain] = baseChains.map { entry in
+            Chain(name: entry.name, base: entry.spec, rules: [
+                Rule(entry.onlyNew ? [.connectionState([.new])] : [], [.verdict(.jump(entry.jumpTo))]),
+            ])
+        }
+        chains.append(Chain(name: servicesChain, rules: IPFamily.allCases.map { family in
+            Rule([], [.verdictMap(frontendKey(family), .named(serviceIPsMap + familySuffix(family)))])
+        }))
+        chains.append(Chain(name: noEndpointsChain, rules: IPFamily.allCases.map { family in
+            Rule([.lookup(frontendKey(family), set: noEndpointServicesSet + familySuffix(family), negated: false)], [.verdict(.goto(rejectChain))])
+        }))
+        chains.append(Chain(name: rejectChain, rules: [
+            Rule([.transport([.tcp])], [.reject(.tcpReset)]),
+            Rule([], [.reject(.portUnreachable)]),
+        ]))
+        chains.append(Chain(name: masqueradingChain, rules: IPFamily.allCases.map { family in
+            Rule([.destinationNATed, .lookup([.address(.source, family), .address(.destination, family)],
+                                              set: hairpinSet + familySuffix(family), negated: false)],
+                 [.masquerade])
+        }))
+        var sets: [NamedSet] = []
+        for family in IPFamily.allCases {
+            let suffix = familySuffix(family)
+            let pickKey = frontendKey(family) + [.random(modulus: 1)]
+            sets.append(NamedSet(name: serviceIPsMap + suffix, key: frontendKey(family), dataType: .verdict))
+            sets.append(NamedSet(name: endpointPicksMap + suffix, key: pickKey, dataType: .socket(family)))
+            sets.append(NamedSet(name: endpointRangesMap + suffix, key: pickKey, dataType: .socket(family), isInterval: true))
+            sets.append(NamedSet(name: noEndpointServicesSet + suffix, key: frontendKey(family)))
+            sets.append(NamedSet(name: hairpinSet + suffix, key: [.address(.source, family), .address(.destination, family)]))
+        }
+        return RuleTable(name: tableName, family: .inet, sets: sets, chains: chains)
+    }
+
+    /// A chain services share, as `assemble` adds it.
+    public static func chain(for shared: SharedChain, options: ServiceCompilerOptions) -> Chain {
+        switch shared {
+        case .proxyRedirect:
+            return Chain(name: shared.name, rules: [Rule([.transport([.tcp])], [.redirect(port: options.proxyPort)])])
+        case .pick(let modulus), .range(let modulus):
+            let map: String
+            if case .pick = shared { map = endpointPicksMap } else { map = endpointRangesMap }
+            return Chain(name: shared.name, rules: IPFamily.allCases.map { family in
+                Rule([.transport([.tcp, .udp, .sctp])],
+                     [.dnatMap(frontendKey(family) + [.random(modulus: modulus)], map: map + familySuffix(family), family: family)])
+            })
+        }
+    }
+
+    /// `ip daddr . meta l4proto . th dport`: the key every frontend is found by.
+    static func frontendKey(_ family: IPFamily) -> [KeyField] {
+        [.address(.destination, family), .transport, .port(.destination)]
     }
 
     static func familySuffix(_ family: IPFamily) -> String { family == .ipv4 ? "4" : "6" }
@@ -72,45 +163,41 @@ public enum NftablesServiceCompiler {
         return String(name.prefix(maximumNameLength))
     }
 
-    private struct Builder {
+    /// Collects one service's contribution, frontend by frontend.
+    private struct ServiceBuilder {
         let options: ServiceCompilerOptions
-        var serviceIPs: [IPFamily: [SetElement]] = [:]
-        var picks: [IPFamily: [SetElement]] = [:]
-        var ranges: [IPFamily: [SetElement]] = [:]
-        var noEndpoints: [IPFamily: [SetElement]] = [:]
-        var hairpins: Set<IPAddress> = []
-        var pickModuli: Set<UInt32> = []
-        var rangeModuli: Set<UInt32> = []
-        var usesProxy = false
-        var extraChains: [Chain] = []
-        var extraSets: [NamedSet] = []
+        var rules = ServiceRules()
 
         init(options: ServiceCompilerOptions) { self.options = options }
 
         mutating func add(_ frontend: Frontend) {
+            let family = frontend.family
+            let suffix = familySuffix(family)
             let key: [KeyPart] = [.address(frontend.address), .transport(frontend.port.transport), .port(frontend.port.port)]
-            guard let pick = WeightedPick(service: frontend.service, port: frontend.port, family: frontend.family) else {
-                noEndpoints[frontend.family, default: []].append(SetElement(key))
+            guard let pick = WeightedPick(service: frontend.service, port: frontend.port, family: family) else {
+                rules.elements.append(SetMember(set: noEndpointServicesSet + suffix, element: SetElement(key)))
                 return
             }
             if options.mode == .proxy && frontend.port.transport == .tcp {
-                usesProxy = true
-                serviceIPs[frontend.family, default: []].append(SetElement(key, .verdict(.goto(proxyRedirectChain))))
+                rules.sharedChains.insert(.proxyRedirect)
+                rules.elements.append(SetMember(set: serviceIPsMap + suffix, element: SetElement(key, .verdict(.goto(proxyRedirectChain)))))
                 return
             }
-            hairpins.formUnion(pick.slots.map(\.target.address))
+            for slot in pick.slots {
+                rules.sharedElements.append(SetMember(set: hairpinSet + suffix, element: SetElement([.address(slot.target.address), .address(slot.target.address)])))
+            }
             if let affinity = frontend.service.affinity {
                 let chain = addAffinityChains(frontend, pick: pick, affinity: affinity)
-                serviceIPs[frontend.family, default: []].append(SetElement(key, .verdict(.goto(chain))))
+                rules.elements.append(SetMember(set: serviceIPsMap + suffix, element: SetElement(key, .verdict(.goto(chain)))))
                 return
             }
-            let prefix = pick.usesExactSlots ? weightedPickPrefix : weightedRangePrefix
-            if pick.usesExactSlots { pickModuli.insert(pick.total) } else { rangeModuli.insert(pick.total) }
-            serviceIPs[frontend.family, default: []].append(SetElement(key, .verdict(.goto("\(prefix)\(pick.total)"))))
+            let shared: SharedChain = pick.usesExactSlots ? .pick(modulus: pick.total) : .range(modulus: pick.total)
+            let map = (pick.usesExactSlots ? endpointPicksMap : endpointRangesMap) + suffix
+            rules.sharedChains.insert(shared)
+            rules.elements.append(SetMember(set: serviceIPsMap + suffix, element: SetElement(key, .verdict(.goto(shared.name)))))
             for slot in pick.slots {
                 for part in pick.keyParts(of: slot) {
-                    let element = SetElement(key + [part], .socket(slot.target))
-                    if pick.usesExactSlots { picks[frontend.family, default: []].append(element) } else { ranges[frontend.family, default: []].append(element) }
+                    rules.elements.append(SetMember(set: map, element: SetElement(key + [part], .socket(slot.target))))
                 }
             }
         }
@@ -129,75 +216,18 @@ public enum NftablesServiceCompiler {
                 let endpointChain = objectName(endpointChainPrefix, identity: "\(identity)__\(slot.target)", readable: endpointReadable)
                 let affinitySet = objectName(affinitySetPrefix, identity: "\(identity)__\(slot.target)", readable: endpointReadable)
                 let client: [KeyField] = [.address(.source, family)]
-                extraSets.append(NamedSet(name: affinitySet, key: client, timeoutSeconds: affinity.timeoutSeconds))
+                rules.sets.append(NamedSet(name: affinitySet, key: client, timeoutSeconds: affinity.timeoutSeconds))
                 checks.append(Rule([.lookup(client, set: affinitySet, negated: false)], [.verdict(.goto(endpointChain))]))
-                extraChains.append(Chain(name: endpointChain, rules: [
+                rules.chains.append(Chain(name: endpointChain, rules: [
                     Rule([], [.updateSet(client, set: affinitySet)]),
                     Rule([.transport([frontend.port.transport])], [.dnat(slot.target)]),
                 ]))
                 ranges.append(SetElement([slot.keyPart], .verdict(.goto(endpointChain))))
             }
-            extraChains.append(Chain(name: serviceChain, rules: checks + [
+            rules.chains.append(Chain(name: serviceChain, rules: checks + [
                 Rule([], [.verdictMap([.random(modulus: pick.total)], .inline(ranges))]),
             ]))
             return serviceChain
-        }
-
-        func finish() -> RuleTable {
-            var chains: [Chain] = baseChains.map { entry in
-                Chain(name: entry.name, base: entry.spec, rules: [
-                    Rule(entry.onlyNew ? [.connectionState([.new])] : [], [.verdict(.jump(entry.jumpTo))]),
-                ])
-            }
-            func keyed(_ family: IPFamily) -> [KeyField] {
-                [.address(.destination, family), .transport, .port(.destination)]
-            }
-            chains.append(Chain(name: servicesChain, rules: IPFamily.allCases.map { family in
-                Rule([], [.verdictMap(keyed(family), .named(serviceIPsMap + familySuffix(family)))])
-            }))
-            chains.append(Chain(name: noEndpointsChain, rules: IPFamily.allCases.map { family in
-                Rule([.lookup(keyed(family), set: noEndpointServicesSet + familySuffix(family), negated: false)], [.verdict(.goto(rejectChain))])
-            }))
-            chains.append(Chain(name: rejectChain, rules: [
-                Rule([.transport([.tcp])], [.reject(.tcpReset)]),
-                Rule([], [.reject(.portUnreachable)]),
-            ]))
-            chains.append(Chain(name: masqueradingChain, rules: IPFamily.allCases.map { family in
-                Rule([.destinationNATed, .lookup([.address(.source, family), .address(.destination, family)],
-                                                  set: hairpinSet + familySuffix(family), negated: false)],
-                     [.masquerade])
-            }))
-            if usesProxy {
-                chains.append(Chain(name: proxyRedirectChain, rules: [
-                    Rule([.transport([.tcp])], [.redirect(port: options.proxyPort)]),
-                ]))
-            }
-            for (prefix, map, moduli) in [(weightedPickPrefix, endpointPicksMap, pickModuli), (weightedRangePrefix, endpointRangesMap, rangeModuli)] {
-                for modulus in moduli.sorted() {
-                    chains.append(Chain(name: "\(prefix)\(modulus)", rules: IPFamily.allCases.map { family in
-                        Rule([.transport([.tcp, .udp, .sctp])],
-                             [.dnatMap(keyed(family) + [.random(modulus: modulus)], map: map + familySuffix(family), family: family)])
-                    }))
-                }
-            }
-            chains += extraChains.sorted { $0.name < $1.name }
-
-            var sets: [NamedSet] = []
-            for family in IPFamily.allCases {
-                let suffix = familySuffix(family)
-                sets.append(NamedSet(name: serviceIPsMap + suffix, key: keyed(family), dataType: .verdict,
-                                     elements: (serviceIPs[family] ?? []).sorted()))
-                sets.append(NamedSet(name: endpointPicksMap + suffix, key: keyed(family) + [.random(modulus: 1)],
-                                     dataType: .socket(family), elements: (picks[family] ?? []).sorted()))
-                sets.append(NamedSet(name: endpointRangesMap + suffix, key: keyed(family) + [.random(modulus: 1)],
-                                     dataType: .socket(family), isInterval: true, elements: (ranges[family] ?? []).sorted()))
-                sets.append(NamedSet(name: noEndpointServicesSet + suffix, key: keyed(family),
-                                     elements: (noEndpoints[family] ?? []).sorted()))
-                sets.append(NamedSet(name: hairpinSet + suffix, key: [.address(.source, family), .address(.destination, family)],
-                                     elements: hairpins.filter { $0.family == family }.sorted().map { SetElement([.address($0), .address($0)]) }))
-            }
-            sets += extraSets.sorted { $0.name < $1.name }
-            return RuleTable(name: tableName, family: .inet, sets: sets, chains: chains)
         }
     }
 }

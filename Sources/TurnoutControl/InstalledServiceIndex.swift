@@ -1,0 +1,176 @@
+import TurnoutModel
+import TurnoutNetlink
+import TurnoutRules
+
+/// What a long-lived `NftablesBackend` last wrote, service by service: enough to turn the next
+/// table into a patch by recompiling and comparing only the services that changed.
+///
+/// A one-endpoint change in a 10,000-service table then costs one service's compile, a
+/// dictionary walk that compares services (unchanged ones share storage with the previous
+/// table, so most comparisons are by identity) and a handful of netlink messages, instead of
+/// compiling, lowering and comparing the whole table.
+///
+/// Valid only while the kernel's ruleset generation is the one recorded here, that is while
+/// nothing else has committed since Turnout wrote; the backend checks that before every patch
+/// and otherwise goes back to reading the table. A plain value: the backend owns it.
+struct InstalledServiceIndex {
+    let options: ServiceCompilerOptions
+    /// The ruleset generation right after Turnout's last commit.
+    var generation: UInt32
+    /// The digest of the table as installed (what the apply record holds).
+    private(set) var digest: WireDigest
+    private var services: [ServiceName: Entry]
+    /// How many services add each shared element and use each shared chain.
+    private var sharedElementUses: [SetMember: Int]
+    private var sharedChainUses: [SharedChain: Int]
+    private var elementCounts: [String: Int]
+    private var tableElements: Int
+    private let lowering: ServiceLowering
+
+    struct Entry {
+        var service: Service
+        var rules: ServiceRules
+    }
+
+    /// Indexes `table`, whose services compiled to `rules` (same order) and whose whole table
+    /// `written` is now installed at `generation`.
+    init(table: ServiceTable, rules: [ServiceRules], options: ServiceCompilerOptions, written: WireTable,
+         digest: WireDigest, generation: UInt32) {
+        self.options = options
+        self.generation = generation
+        self.digest = digest
+        lowering = ServiceLowering(options: options)
+        services = Dictionary(minimumCapacity: table.services.count)
+        sharedElementUses = [:]
+        sharedChainUses = [:]
+        for (service, rules) in zip(table.services, rules) {
+            services[service.name] = Entry(service: service, rules: rules)
+            for member in rules.sharedElements { sharedElementUses[member, default: 0] += 1 }
+            for chain in rules.sharedChains { sharedChainUses[chain, default: 0] += 1 }
+        }
+        elementCounts = Dictionary(uniqueKeysWithValues: written.sets.map { ($0.name, $0.elements.count) })
+        tableElements = written.elementCount
+    }
+
+    /// The patch from what is installed to `table`, with the index as it will be once the patch
+    /// is committed; `nil` when a patch is the wrong tool (an affinity set changes its timeout,
+    /// or deleting from an interval map would cost more than a rebuild), so the caller compiles
+    /// the whole table and lets `TableDelta` decide.
+    func patch(to table: ServiceTable) -> (delta: TableDelta, next: InstalledServiceIndex)? {
+        var next = self
+        var changed: [(old: Entry?, new: Entry?)] = []
+        var found = 0
+        for service in table.services {
+            let old = services[service.name]
+            if old != nil { found += 1 }
+            if let old, old.service == service { continue }
+            let entry = Entry(service: service, rules: NftablesServiceCompiler.rules(for: service, options: options))
+            next.services[service.name] = entry
+            changed.append((old, entry))
+        }
+        if found < services.count {
+            let names = Set(table.services.map(\.name))
+            for (name, entry) in services where !names.contains(name) {
+                next.services[name] = nil
+                changed.append((entry, nil))
+            }
+        }
+
+        // Own elements: removed and added per set, an element in both left alone.
+        var removedMembers: [SetMember] = []
+        var addedMembers: [SetMember] = []
+        for (old, new) in changed {
+            let before = old?.rules.elements ?? []
+            let after = new?.rules.elements ?? []
+            let kept = Set(before).intersection(after)
+            removedMembers += before.filter { !kept.contains($0) }
+            addedMembers += after.filter { !kept.contains($0) }
+        }
+        // Shared elements and chains: only the first user adds one, only the last one deletes it.
+        var touched: [SetMember: Int] = [:]
+        var touchedChains: [SharedChain: Int] = [:]
+        for (old, new) in changed {
+            for member in old?.rules.sharedElements ?? [] { touched[member, default: 0] -= 1 }
+            for member in new?.rules.sharedElements ?? [] { touched[member, default: 0] += 1 }
+            for chain in old?.rules.sharedChains ?? [] { touchedChains[chain, default: 0] -= 1 }
+            for chain in new?.rules.sharedChains ?? [] { touchedChains[chain, default: 0] += 1 }
+        }
+        for (member, change) in touched where change != 0 {
+            let before = sharedElementUses[member] ?? 0
+            let after = before + change
+            next.sharedElementUses[member] = after == 0 ? nil : after
+            if before == 0 { addedMembers.append(member) } else if after == 0 { removedMembers.append(member) }
+        }
+        var addedChains: [WireChain] = []
+        var changedChains: [WireChain] = []
+        var removedChains: [WireChain] = []
+        for (chain, change) in touchedChains where change != 0 {
+            let before = sharedChainUses[chain] ?? 0
+            let after = before + change
+            next.sharedChainUses[chain] = after == 0 ? nil : after
+            if before == 0 { addedChains.append(lowering.lower(chain)) } else if after == 0 { removedChains.append(lowering.lower(chain)) }
+        }
+
+        // Own chains and sets (client-IP affinity): compared by name within each service.
+        var addedSets: [WireSet] = []
+        var removedSets: [WireSet] = []
+        for (old, new) in changed where !(old?.rules.chains.isEmpty ?? true) || !(new?.rules.chains.isEmpty ?? true) {
+            let before = old.map { lowering.lower($0.rules) }
+            let after = new.map { lowering.lower($0.rules) }
+            let oldChains = Dictionary(uniqueKeysWithValues: (before?.chains ?? []).map { ($0.name, $0) })
+            let newChains = Dictionary(uniqueKeysWithValues: (after?.chains ?? []).map { ($0.name, $0) })
+            for (name, chain) in newChains {
+                guard let current = oldChains[name] else { addedChains.append(chain); continue }
+                if current != chain {
+                    changedChains.append(chain)
+                    next.digest.remove(current)
+                    next.digest.add(chain)
+                }
+            }
+            removedChains += oldChains.filter { newChains[$0.key] == nil }.map(\.value)
+            let oldSets = Dictionary(uniqueKeysWithValues: (before?.sets ?? []).map { ($0.name, $0) })
+            let newSets = Dictionary(uniqueKeysWithValues: (after?.sets ?? []).map { ($0.name, $0) })
+            for (name, set) in newSets {
+                guard let current = oldSets[name] else { addedSets.append(set); continue }
+                if current != set { return nil }  // a new timeout: the set must be replaced, not patched
+            }
+            removedSets += oldSets.filter { newSets[$0.key] == nil }.map(\.value)
+        }
+
+        // Lower only what is sent, grouped per set.
+        var removedBySet: [String: [WireElement]] = [:]
+        var addedBySet: [String: [WireElement]] = [:]
+        for member in lowering.lower(removedMembers) { removedBySet[member.set, default: []].append(member.element) }
+        for member in lowering.lower(addedMembers) { addedBySet[member.set, default: []].append(member.element) }
+        let pipapoDeletions = removedBySet.compactMap { set, removed -> (removed: Int, setSize: Int)? in
+            lowering.skeleton.set(named: set)?.isPipapo == true ? (removed.count, elementCounts[set] ?? 0) : nil
+        }
+        let addedCount = addedBySet.values.reduce(0) { $0 + $1.count }
+        let removedCount = removedBySet.values.reduce(0) { $0 + $1.count }
+        if TableDelta.rebuildReason(pipapoDeletions: pipapoDeletions, tableElements: tableElements + addedCount - removedCount) != nil {
+            return nil
+        }
+
+        for (set, elements) in removedBySet {
+            next.elementCounts[set, default: 0] -= elements.count
+            for element in elements { next.digest.remove(element, in: set) }
+        }
+        for (set, elements) in addedBySet {
+            next.elementCounts[set, default: 0] += elements.count
+            for element in elements { next.digest.add(element, in: set) }
+        }
+        next.tableElements += addedCount - removedCount
+        for chain in addedChains { next.digest.add(chain) }
+        for chain in removedChains { next.digest.remove(chain) }
+        for set in addedSets { next.digest.add(set) }
+        for set in removedSets { next.digest.remove(set) }
+
+        let sets = Set(removedBySet.keys).union(addedBySet.keys).sorted()
+        let byName: (WireChain, WireChain) -> Bool = { $0.name < $1.name }
+        let delta = TableDelta(patching: lowering.skeleton, addedChains: addedChains.sorted(by: byName),
+                               changedChains: changedChains.sorted(by: byName), removedChains: removedChains.map(\.name).sorted(),
+                               addedSets: addedSets.sorted { $0.name < $1.name }, removedSets: removedSets.map(\.name).sorted(),
+                               elementChanges: sets.map { TableDelta.ElementChange(set: $0, removed: removedBySet[$0] ?? [], added: addedBySet[$0] ?? []) })
+        return (delta, next)
+    }
+}

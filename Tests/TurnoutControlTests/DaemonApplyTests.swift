@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+import TurnoutControl
+import TurnoutModel
+import TurnoutNetlink
+import TurnoutRules
+import TurnoutTestSupport
+
+/// A long-lived `NftablesBackend` patches service by service; after every change the kernel must
+/// hold exactly the table a fresh compile of the whole input gives, and the apply record must
+/// describe it (so a later CLI run sees no drift).
+@Suite("Daemon apply: per-service patches leave exactly the compiled table",
+       .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
+struct DaemonApplyTests {
+    /// Every example of rules/ in one table; a service name seen before (shop/api is in two
+    /// examples) keeps its first definition, so frontends stay unique.
+    static func examples() throws -> ServiceTable {
+        var services: [ServiceName: Service] = [:]
+        for name in Repository.exampleTables {
+            for service in try TableFile.load(Repository.path("rules/\(name).yaml")).services where services[service.name] == nil {
+                services[service.name] = service
+            }
+        }
+        return ServiceTable(services: Array(services.values))
+    }
+
+    /// One step of the sequence: what changes, applied to the previous table.
+    struct Step: Sendable {
+        var what: String
+        var change: @Sendable ([Service]) -> [Service]
+    }
+
+    static func weights(_ name: String, _ weights: [UInt32]) -> @Sendable ([Service]) -> [Service] {
+        { services in
+            services.map { service in
+                guard service.name.description == name else { return service }
+                var changed = service
+                for (index, weight) in weights.enumerated() { changed.endpoints[index].weight = weight }
+                return changed
+            }
+        }
+    }
+
+    static let steps: [Step] = [
+        Step(what: "canary 90/10 → 70/30 (same modulus: pick elements only)", change: weights("shop/checkout", [70, 30])),
+        Step(what: "canary → 1:1 (weighted-pick-2, already used elsewhere)", change: weights("shop/checkout", [1, 1])),
+        Step(what: "canary → 3:4 (a new shared chain, weighted-pick-7)", change: weights("shop/checkout", [3, 4])),
+        Step(what: "fine split 997:2:1 → 998:1:1 (interval map elements)", change: weights("search/query", [998, 1, 1, 998, 1, 1])),
+        Step(what: "fine split → 1:1:1 (from ranges to exact picks; weighted-range-1000 goes away)", change: weights("search/query", [1, 1, 1, 1, 1, 1])),
+        Step(what: "affinity weights 3:1 → 1:1 (its own chain changes)", change: weights("shop/cart", [1, 1, 1, 1])),
+        Step(what: "affinity service removed (its chains and sets go)", change: { $0.filter { $0.name.description != "shop/cart" } }),
+        Step(what: "a new service sharing endpoints with dual-stack (shared hairpin elements)", change: { services in
+            services + [Service(name: ServiceName("shop/mirror")!, addresses: [IPAddress("10.96.0.90")!],
+                                ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
+                                endpoints: [Endpoint(address: IPAddress("10.1.0.21")!), Endpoint(address: IPAddress("10.1.0.99")!)])]
+        }),
+        Step(what: "fine split removed: hairpins 10.1.0.21/22 stay for the others, 10.1.0.23 goes", change: { $0.filter { $0.name.description != "search/query" } }),
+        Step(what: "the canary drained (weight 0 everywhere → refused)", change: weights("shop/checkout", [0, 0])),
+        Step(what: "affinity service back, with client-IP affinity", change: { services in
+            services + [Service(name: ServiceName("shop/cart")!, addresses: [IPAddress("10.96.0.60")!],
+                                ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
+                                endpoints: [Endpoint(address: IPAddress("10.1.0.31")!, weight: 3), Endpoint(address: IPAddress("10.1.0.32")!)],
+                                affinity: SessionAffinity(timeoutSeconds: 60))]
+        }),
+    ]
+
+    @Test("a sequence of changes through one backend → each read-back equals the compiled table, records match")
+    func sequence() throws {
+        try withNetworkNamespace(prefix: "turnout-daemon") { ns in
+            let records = NSTemporaryDirectory() + "turnout-records-\(ns.name)"
+            let options = ServiceCompilerOptions()
+            let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
+            var table = try Self.examples()
+            #expect(try daemon.apply(table, options: options).outcome == .created)
+
+            for step in Self.steps {
+                table = ServiceTable(services: step.change(table.services))
+                let report = try daemon.apply(table, options: options)
+                #expect(report.outcome == .incremental, "\(step.what): \(report.outcome) \(report.reason ?? "")")
+                let expected = NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options))
+                let installed = try daemon.readInstalled()
+                #expect(installed == expected, "\(step.what): the kernel's table differs from the compiled one")
+                // A fresh backend (the CLI) trusts the record: same table → unchanged, no drift.
+                let status = try NftablesBackend(namespacePath: ns.path, recordDirectory: records).status(comparingWith: table, options: options)
+                #expect(status.summary.contains { $0.hasPrefix("matches what Turnout last applied") }, "\(step.what): \(status.summary)")
+                #expect(status.drift == [], "\(step.what): \(status.drift ?? [])")
+            }
+            let again = try daemon.apply(table, options: options)
+            #expect(again.outcome == .unchanged)
+            #expect(again.messages == 0)
+        }
+    }
+
+    @Test("a commit from elsewhere between two applies → the daemon reads the kernel again and still converges")
+    func foreignCommit() throws {
+        try withNetworkNamespace(prefix: "turnout-daemon") { ns in
+            let records = NSTemporaryDirectory() + "turnout-records-\(ns.name)"
+            let options = ServiceCompilerOptions()
+            let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
+            var table = try Self.examples()
+            _ = try daemon.apply(table, options: options)
+            // Someone deletes one of Turnout's pick elements by hand: the generation moves.
+            let deleted = try ns.run("nft", ["delete", "element", "inet", "turnout", "endpoint-picks4", "{ 10.96.0.20 . tcp . 80 . 9 }"])
+            try #require(deleted.status == 0, "\(deleted.standardError)")
+            table = ServiceTable(services: Self.weights("shop/checkout", [70, 30])(table.services))
+            let report = try daemon.apply(table, options: options)
+            #expect(report.outcome == .rebuilt, "\(report.outcome)")
+            #expect(try daemon.readInstalled() == NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options)))
+        }
+    }
+}
