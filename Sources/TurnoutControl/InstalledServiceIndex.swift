@@ -19,7 +19,10 @@ struct InstalledServiceIndex {
     var generation: UInt32
     /// The digest of the table as installed (what the apply record holds).
     private(set) var digest: WireDigest
-    private var services: [ServiceName: Entry]
+    /// The services last applied, sorted by name (as `ServiceTable` keeps them), and what each
+    /// compiled to.
+    private var services: [Service]
+    private var rules: [ServiceName: ServiceRules]
     /// How many services add each shared element and use each shared chain.
     private var sharedElementUses: [SetMember: Int]
     private var sharedChainUses: [SharedChain: Int]
@@ -27,9 +30,16 @@ struct InstalledServiceIndex {
     private var tableElements: Int
     private let lowering: ServiceLowering
 
-    struct Entry {
-        var service: Service
-        var rules: ServiceRules
+    /// A patch and what committing it changes in the index.
+    struct Patch {
+        var delta: TableDelta
+        fileprivate var services: [Service]
+        fileprivate var rules: [(ServiceName, ServiceRules?)]
+        fileprivate var sharedElementUses: [(SetMember, Int?)]
+        fileprivate var sharedChainUses: [(SharedChain, Int?)]
+        fileprivate var elementCounts: [String: Int]
+        fileprivate var tableElements: Int
+        fileprivate var digest: WireDigest
     }
 
     /// Indexes `table`, whose services compiled to `rules` (same order) and whose whole table
@@ -40,11 +50,12 @@ struct InstalledServiceIndex {
         self.generation = generation
         self.digest = digest
         lowering = ServiceLowering(options: options)
-        services = Dictionary(minimumCapacity: table.services.count)
+        services = table.services
+        self.rules = Dictionary(minimumCapacity: table.services.count)
         sharedElementUses = [:]
         sharedChainUses = [:]
         for (service, rules) in zip(table.services, rules) {
-            services[service.name] = Entry(service: service, rules: rules)
+            self.rules[service.name] = rules
             for member in rules.sharedElements { sharedElementUses[member, default: 0] += 1 }
             for chain in rules.sharedChains { sharedChainUses[chain, default: 0] += 1 }
         }
@@ -52,36 +63,64 @@ struct InstalledServiceIndex {
         tableElements = written.elementCount
     }
 
-    /// The patch from what is installed to `table`, with the index as it will be once the patch
-    /// is committed; `nil` when a patch is the wrong tool (an affinity set changes its timeout,
-    /// or deleting from an interval map would cost more than a rebuild), so the caller compiles
-    /// the whole table and lets `TableDelta` decide.
-    func patch(to table: ServiceTable) -> (delta: TableDelta, next: InstalledServiceIndex)? {
-        var next = self
-        var changed: [(old: Entry?, new: Entry?)] = []
-        var found = 0
-        for service in table.services {
-            let old = services[service.name]
-            if old != nil { found += 1 }
-            if let old, old.service == service { continue }
-            let entry = Entry(service: service, rules: NftablesServiceCompiler.rules(for: service, options: options))
-            next.services[service.name] = entry
-            changed.append((old, entry))
-        }
-        if found < services.count {
-            let names = Set(table.services.map(\.name))
-            for (name, entry) in services where !names.contains(name) {
-                next.services[name] = nil
-                changed.append((entry, nil))
+    /// Records that `patch` was committed, leaving the kernel at `generation`.
+    mutating func commit(_ patch: Patch, generation: UInt32) {
+        services = patch.services
+        for (name, compiled) in patch.rules { rules[name] = compiled }
+        for (member, uses) in patch.sharedElementUses { sharedElementUses[member] = uses }
+        for (chain, uses) in patch.sharedChainUses { sharedChainUses[chain] = uses }
+        elementCounts = patch.elementCounts
+        tableElements = patch.tableElements
+        digest = patch.digest
+        self.generation = generation
+    }
+
+    /// The patch from what is installed to `table`; `nil` when a patch is the wrong tool (an
+    /// affinity set changes its timeout, or deleting from an interval map would cost more than
+    /// a rebuild), so the caller compiles the whole table and lets `TableDelta` decide.
+    func patch(to table: ServiceTable) -> Patch? {
+        // Both lists are sorted by name: one merge walk finds what was added, removed or changed.
+        // Unchanged services share storage with the previous table, so most comparisons are by
+        // identity and nothing is hashed.
+        var changed: [(old: ServiceRules?, new: ServiceRules?)] = []
+        var compiled: [(ServiceName, ServiceRules?)] = []
+        let before = services
+        let after = table.services
+        var (i, j) = (0, 0)
+        while i < before.count || j < after.count {
+            // Equal names (the common case) are settled by `==`, which is cheaper than `<`.
+            let sameName = i < before.count && j < after.count && before[i].name == after[j].name
+            if !sameName && (j == after.count || (i < before.count && before[i].name < after[j].name)) {
+                changed.append((rules[before[i].name], nil))
+                compiled.append((before[i].name, nil))
+                i += 1
+            } else if !sameName {
+                let new = NftablesServiceCompiler.rules(for: after[j], options: options)
+                changed.append((nil, new))
+                compiled.append((after[j].name, new))
+                j += 1
+            } else {
+                if before[i] != after[j] {
+                    let new = NftablesServiceCompiler.rules(for: after[j], options: options)
+                    changed.append((rules[before[i].name], new))
+                    compiled.append((after[j].name, new))
+                }
+                i += 1
+                j += 1
             }
         }
+        var next = Patch(delta: TableDelta(patching: lowering.skeleton, addedChains: [], changedChains: [], removedChains: [],
+                                           addedSets: [], removedSets: [], elementChanges: []),
+                         services: after, rules: compiled, sharedElementUses: [], sharedChainUses: [],
+                         elementCounts: elementCounts, tableElements: tableElements, digest: digest)
+        guard !changed.isEmpty else { return next }
 
         // Own elements: removed and added per set, an element in both left alone.
         var removedMembers: [SetMember] = []
         var addedMembers: [SetMember] = []
         for (old, new) in changed {
-            let before = old?.rules.elements ?? []
-            let after = new?.rules.elements ?? []
+            let before = old?.elements ?? []
+            let after = new?.elements ?? []
             let kept = Set(before).intersection(after)
             removedMembers += before.filter { !kept.contains($0) }
             addedMembers += after.filter { !kept.contains($0) }
@@ -90,15 +129,15 @@ struct InstalledServiceIndex {
         var touched: [SetMember: Int] = [:]
         var touchedChains: [SharedChain: Int] = [:]
         for (old, new) in changed {
-            for member in old?.rules.sharedElements ?? [] { touched[member, default: 0] -= 1 }
-            for member in new?.rules.sharedElements ?? [] { touched[member, default: 0] += 1 }
-            for chain in old?.rules.sharedChains ?? [] { touchedChains[chain, default: 0] -= 1 }
-            for chain in new?.rules.sharedChains ?? [] { touchedChains[chain, default: 0] += 1 }
+            for member in old?.sharedElements ?? [] { touched[member, default: 0] -= 1 }
+            for member in new?.sharedElements ?? [] { touched[member, default: 0] += 1 }
+            for chain in old?.sharedChains ?? [] { touchedChains[chain, default: 0] -= 1 }
+            for chain in new?.sharedChains ?? [] { touchedChains[chain, default: 0] += 1 }
         }
         for (member, change) in touched where change != 0 {
             let before = sharedElementUses[member] ?? 0
             let after = before + change
-            next.sharedElementUses[member] = after == 0 ? nil : after
+            next.sharedElementUses.append((member, after == 0 ? nil : after))
             if before == 0 { addedMembers.append(member) } else if after == 0 { removedMembers.append(member) }
         }
         var addedChains: [WireChain] = []
@@ -107,16 +146,16 @@ struct InstalledServiceIndex {
         for (chain, change) in touchedChains where change != 0 {
             let before = sharedChainUses[chain] ?? 0
             let after = before + change
-            next.sharedChainUses[chain] = after == 0 ? nil : after
+            next.sharedChainUses.append((chain, after == 0 ? nil : after))
             if before == 0 { addedChains.append(lowering.lower(chain)) } else if after == 0 { removedChains.append(lowering.lower(chain)) }
         }
 
         // Own chains and sets (client-IP affinity): compared by name within each service.
         var addedSets: [WireSet] = []
         var removedSets: [WireSet] = []
-        for (old, new) in changed where !(old?.rules.chains.isEmpty ?? true) || !(new?.rules.chains.isEmpty ?? true) {
-            let before = old.map { lowering.lower($0.rules) }
-            let after = new.map { lowering.lower($0.rules) }
+        for (old, new) in changed where !(old?.chains.isEmpty ?? true) || !(new?.chains.isEmpty ?? true) {
+            let before = old.map(lowering.lower)
+            let after = new.map(lowering.lower)
             let oldChains = Dictionary(uniqueKeysWithValues: (before?.chains ?? []).map { ($0.name, $0) })
             let newChains = Dictionary(uniqueKeysWithValues: (after?.chains ?? []).map { ($0.name, $0) })
             for (name, chain) in newChains {
@@ -167,10 +206,10 @@ struct InstalledServiceIndex {
 
         let sets = Set(removedBySet.keys).union(addedBySet.keys).sorted()
         let byName: (WireChain, WireChain) -> Bool = { $0.name < $1.name }
-        let delta = TableDelta(patching: lowering.skeleton, addedChains: addedChains.sorted(by: byName),
+        next.delta = TableDelta(patching: lowering.skeleton, addedChains: addedChains.sorted(by: byName),
                                changedChains: changedChains.sorted(by: byName), removedChains: removedChains.map(\.name).sorted(),
                                addedSets: addedSets.sorted { $0.name < $1.name }, removedSets: removedSets.map(\.name).sorted(),
                                elementChanges: sets.map { TableDelta.ElementChange(set: $0, removed: removedBySet[$0] ?? [], added: addedBySet[$0] ?? []) })
-        return (delta, next)
+        return next
     }
 }

@@ -45,19 +45,20 @@ public final class NftablesBackend {
     /// only the services that differ from the table it last applied and sends their difference;
     /// otherwise it compiles the whole table and compares it with what is installed.
     public func apply(_ table: ServiceTable, options: ServiceCompilerOptions) throws(NetlinkError) -> ApplyReport {
-        if let index, index.options == options, try socket.generation() == index.generation,
-           let (delta, next) = index.patch(to: table) {
-            if delta.plan == .unchanged { return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0) }
-            let batch = NetlinkBatch(generation: index.generation)
-            delta.append(to: batch)
+        if let generation = index?.generation, index?.options == options, try socket.generation() == generation,
+           let patch = index?.patch(to: table) {
+            if patch.delta.plan == .unchanged {
+                index?.commit(patch, generation: generation)
+                return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0)
+            }
+            let batch = NetlinkBatch(generation: generation)
+            patch.delta.append(to: batch)
             do throws(NetlinkError) {
-                try socket.commit(batch, expectedGeneration: index.generation)
-                var written = next
-                written.generation = index.generation &+ 1
-                self.index = written
+                try socket.commit(batch, expectedGeneration: generation)
+                index?.commit(patch, generation: generation &+ 1)
                 lastWritten = nil  // the whole table is no longer kept; the index stands for it
-                saveRecord(written.digest, generation: written.generation, path: recordPath(NftablesServiceCompiler.tableName))
-                return ApplyReport(backend: Self.name, outcome: .incremental, messages: batch.messageCount, changes: delta.changes)
+                if let index { saveRecord(index.digest, generation: index.generation, path: recordPath(NftablesServiceCompiler.tableName)) }
+                return ApplyReport(backend: Self.name, outcome: .incremental, messages: batch.messageCount, changes: patch.delta.changes)
             } catch where error.errno == ERESTART {
                 // Another transaction committed first: fall through to the full path, which reads.
             }
