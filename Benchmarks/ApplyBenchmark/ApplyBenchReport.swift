@@ -176,7 +176,7 @@ struct ApplyBenchReport {
             }
             lines += [
                 "",
-                "Peer, same run, same kernel: nftables' own tool sending the same-modulus change's elements of `endpoint-picks4` (an interval map with a concatenated key: the kernel's pipapo set), as text, in the namespace holding the base table. Wall clock of `ip netns exec NS nft -f FILE`, process start included:",
+                "Peer, same run, same kernel: nftables' own tool sending the same-modulus change's elements of `endpoint-picks4` (a hash map, one element per drawn value), as text, in the namespace holding the base table. Wall clock of `ip netns exec NS nft -f FILE`, process start included:",
                 "",
                 peerTable.markdown(leftAligned: []),
             ]

@@ -25,7 +25,7 @@ enum BenchTables {
 /// weights 2, 2, …, 2, 1: its last endpoint is a newcomer warming up. Changing only that one
 /// weight keeps the gcd-reduced total (the pick modulus) exactly when the new weight makes the
 /// gcd 2 again: 2·E (for 10 endpoints: 1 → 20, total 19 before and after, only the service's
-/// pick ranges move: map elements). 1 → 2 (all equal) changes the modulus: 19 → E.
+/// pick elements move: map elements). 1 → 2 (all equal) changes the modulus: 19 → E.
 struct ChangeScenario {
     enum Variant: String, CaseIterable {
         /// Same modulus: only elements of `endpoint-picks4` change.
@@ -71,20 +71,22 @@ struct ChangeScenario {
     }
 
     /// The changed service's elements of `endpoint-picks4` in `table`, in nft's syntax
-    /// (`VIP . tcp . 80 . 0-1 : 10.128.0.5 . 8080`), for the `nft -f` peer. Laid out as the
-    /// compiler lays them out (serving endpoints in table order, gcd-reduced ranges); a mismatch
-    /// makes nft fail with "No such file or directory", which the report shows.
+    /// (`VIP . tcp . 80 . 3 : 10.128.0.5 . 8080`), for the `nft -f` peer: one element per drawn
+    /// value, as the compiler lays them out for splits of up to 100 values (serving endpoints in
+    /// table order, gcd-reduced). A mismatch makes nft fail with "No such file or directory",
+    /// which the report shows.
     func pickElements(in table: ServiceTable) -> [(key: String, value: String)] {
         guard let service = table[serviceName], let address = service.addresses.first, let port = service.ports.first else { return [] }
         let serving = service.servingEndpoints(of: .ipv4)
         func gcd(_ a: UInt32, _ b: UInt32) -> UInt32 { b == 0 ? a : gcd(b, a % b) }
         let divisor = serving.map(\.weight).reduce(0, gcd)
         var next: UInt32 = 0
-        return serving.map { endpoint in
+        return serving.flatMap { endpoint in
             let share = endpoint.weight / divisor
             defer { next += share }
-            let range = share == 1 ? "\(next)" : "\(next)-\(next + share - 1)"
-            return ("\(address) . \(port.transport) . \(port.port) . \(range)", "\(endpoint.address) . \(endpoint.targetPort(for: port))")
+            return (next..<(next + share)).map { value in
+                ("\(address) . \(port.transport) . \(port.port) . \(value)", "\(endpoint.address) . \(endpoint.targetPort(for: port))")
+            }
         }
     }
 }

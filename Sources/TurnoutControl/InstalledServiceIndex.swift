@@ -5,10 +5,10 @@ import TurnoutRules
 /// What a long-lived `NftablesBackend` last wrote, service by service: enough to turn the next
 /// table into a patch by recompiling and comparing only the services that changed.
 ///
-/// A one-endpoint change in a 10,000-service table then costs one service's compile, a
-/// dictionary walk that compares services (unchanged ones share storage with the previous
-/// table, so most comparisons are by identity) and a handful of netlink messages, instead of
-/// compiling, lowering and comparing the whole table.
+/// A one-endpoint change in a 10,000-service table then costs one service's compile, one merge
+/// walk over the two name-sorted service lists (unchanged services share storage with the
+/// previous table, so most comparisons are by identity) and a handful of netlink messages,
+/// instead of compiling, lowering and comparing the whole table.
 ///
 /// Valid only while the kernel's ruleset generation is the one recorded here, that is while
 /// nothing else has committed since Turnout wrote; the backend checks that before every patch
