@@ -30,13 +30,18 @@ public struct ApplyReport: Sendable, Equatable {
     public var changes: [String]
     /// Why a rebuild happened (the drift seen), when `outcome == .rebuilt`.
     public var reason: String?
+    /// Services added, removed or changed since the previous apply, when a long-lived backend
+    /// compiled only those; `nil` when the whole table was compiled and compared.
+    public var changedServices: Int?
 
-    public init(backend: String, outcome: Outcome, messages: Int, changes: [String] = [], reason: String? = nil) {
+    public init(backend: String, outcome: Outcome, messages: Int, changes: [String] = [], reason: String? = nil,
+                changedServices: Int? = nil) {
         self.backend = backend
         self.outcome = outcome
         self.messages = messages
         self.changes = changes
         self.reason = reason
+        self.changedServices = changedServices
     }
 }
 

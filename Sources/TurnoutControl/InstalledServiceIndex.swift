@@ -40,6 +40,9 @@ struct InstalledServiceIndex {
         fileprivate var elementCounts: [String: Int]
         fileprivate var tableElements: Int
         fileprivate var digest: WireDigest
+
+        /// Services added, removed or changed.
+        var changedServices: Int { rules.count }
     }
 
     /// Indexes `table`, whose services compiled to `rules` (same order) and whose whole table
@@ -154,8 +157,8 @@ struct InstalledServiceIndex {
         var addedSets: [WireSet] = []
         var removedSets: [WireSet] = []
         for (old, new) in changed where !(old?.chains.isEmpty ?? true) || !(new?.chains.isEmpty ?? true) {
-            let before = old.map(lowering.lower)
-            let after = new.map(lowering.lower)
+            let before = old.map(lowering.objects)
+            let after = new.map(lowering.objects)
             let oldChains = Dictionary(uniqueKeysWithValues: (before?.chains ?? []).map { ($0.name, $0) })
             let newChains = Dictionary(uniqueKeysWithValues: (after?.chains ?? []).map { ($0.name, $0) })
             for (name, chain) in newChains {

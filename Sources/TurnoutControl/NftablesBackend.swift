@@ -27,7 +27,11 @@ public final class NftablesBackend {
     private let recordDirectory: String
     private let namespaceIdentity: UInt64
     private var lastWritten: (generation: UInt32, table: WireTable, digest: WireDigest)?
+    /// The daemon path's memory of what it wrote, per service. A full apply leaves only its
+    /// services and their compiled rules (`unindexed`); the index is built from them on the next
+    /// apply, so a one-shot apply (the CLI) never pays for it.
     private var index: InstalledServiceIndex?
+    private var unindexed: (table: ServiceTable, rules: [ServiceRules], options: ServiceCompilerOptions)?
 
     /// Opens the backend in the caller's network namespace, or in the one at `namespacePath`.
     public init(namespacePath: String? = nil, recordDirectory: String = "/run/turnout") throws(NetlinkError) {
@@ -45,11 +49,10 @@ public final class NftablesBackend {
     /// only the services that differ from the table it last applied and sends their difference;
     /// otherwise it compiles the whole table and compares it with what is installed.
     public func apply(_ table: ServiceTable, options: ServiceCompilerOptions) throws(NetlinkError) -> ApplyReport {
-        if let generation = index?.generation, index?.options == options, try socket.generation() == generation,
-           let patch = index?.patch(to: table) {
+        if let generation = try usableIndexGeneration(options: options), let patch = index?.patch(to: table) {
             if patch.delta.plan == .unchanged {
                 index?.commit(patch, generation: generation)
-                return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0)
+                return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0, changedServices: patch.changedServices)
             }
             let batch = NetlinkBatch(generation: generation)
             patch.delta.append(to: batch)
@@ -58,7 +61,8 @@ public final class NftablesBackend {
                 index?.commit(patch, generation: generation &+ 1)
                 lastWritten = nil  // the whole table is no longer kept; the index stands for it
                 if let index { saveRecord(index.digest, generation: index.generation, path: recordPath(NftablesServiceCompiler.tableName)) }
-                return ApplyReport(backend: Self.name, outcome: .incremental, messages: batch.messageCount, changes: patch.delta.changes)
+                return ApplyReport(backend: Self.name, outcome: .incremental, messages: batch.messageCount, changes: patch.delta.changes,
+                                   changedServices: patch.changedServices)
             } catch where error.errno == ERESTART {
                 // Another transaction committed first: fall through to the full path, which reads.
             }
@@ -66,16 +70,28 @@ public final class NftablesBackend {
         let rules = table.services.map { NftablesServiceCompiler.rules(for: $0, options: options) }
         let desired = NftablesLowering.lower(NftablesServiceCompiler.assemble(rules, options: options))
         let report = try apply(desired)
-        if let lastWritten {
-            index = InstalledServiceIndex(table: table, rules: rules, options: options, written: desired,
-                                          digest: lastWritten.digest, generation: lastWritten.generation)
-        }
+        unindexed = (table, rules, options)
         return report
+    }
+
+    /// The generation the daemon path may patch from: nothing has committed since Turnout's last
+    /// write and the options are the same; `nil` otherwise. Builds the index on first use.
+    private func usableIndexGeneration(options: ServiceCompilerOptions) throws(NetlinkError) -> UInt32? {
+        if index == nil, let unindexed, let lastWritten, unindexed.options == options {
+            guard try socket.generation() == lastWritten.generation else { return nil }
+            index = InstalledServiceIndex(table: unindexed.table, rules: unindexed.rules, options: options, written: lastWritten.table,
+                                          digest: lastWritten.digest, generation: lastWritten.generation)
+            self.unindexed = nil
+            return lastWritten.generation
+        }
+        guard let index, index.options == options, try socket.generation() == index.generation else { return nil }
+        return index.generation
     }
 
     /// Makes the kernel's copy of `desired.name` exactly `desired`.
     public func apply(_ desired: WireTable) throws(NetlinkError) -> ApplyReport {
         index = nil
+        unindexed = nil
         let recordPath = recordPath(desired.name)
         var attempt = 0
         while true {
@@ -146,6 +162,7 @@ public final class NftablesBackend {
             }
             lastWritten = nil
             index = nil
+            unindexed = nil
             return ApplyReport(backend: Self.name, outcome: .flushed, messages: batch.messageCount,
                                changes: present.map { "delete table inet \($0)" })
         }

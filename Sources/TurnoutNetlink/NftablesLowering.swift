@@ -51,16 +51,20 @@ public enum NftablesLowering {
     }
 
     public static func lower(_ table: RuleTable) -> WireTable {
+        WireTable(family: familyNumber(table.family), name: table.name,
+                  chains: lowerChains(table.chains, in: table).sorted { $0.name < $1.name },
+                  sets: table.sets.map(lowerSet).sorted { $0.name < $1.name })
+    }
+
+    /// `chains` as they read inside `table`, whose set declarations decide how lookup keys are
+    /// laid out (interval sets byte-swap host-order fields). The chains need not be the table's.
+    static func lowerChains(_ chains: [Chain], in table: RuleTable) -> [WireChain] {
         let lowering = RuleLowering(table: table)
-        return WireTable(
-            family: familyNumber(table.family),
-            name: table.name,
-            chains: table.chains.map { chain in
-                WireChain(name: chain.name,
-                          hook: chain.base.map { WireHook(type: $0.type.rawValue, hook: hookNumbers[$0.hook]!, priority: $0.priority, policy: 1) },
-                          rules: chain.rules.map(lowering.lower))
-            }.sorted { $0.name < $1.name },
-            sets: table.sets.map(lowerSet).sorted { $0.name < $1.name })
+        return chains.map { chain in
+            WireChain(name: chain.name,
+                      hook: chain.base.map { WireHook(type: $0.type.rawValue, hook: hookNumbers[$0.hook]!, priority: $0.priority, policy: 1) },
+                      rules: chain.rules.map(lowering.lower))
+        }
     }
 
     // MARK: Sets

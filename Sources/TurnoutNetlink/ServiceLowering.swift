@@ -1,10 +1,9 @@
 import TurnoutModel
 import TurnoutRules
 
-/// One service's contribution to `inet turnout` (`ServiceRules`) as wire values.
-public struct WireServiceRules: Hashable, Sendable {
-    public var elements: [WireSetMember]
-    public var sharedElements: [WireSetMember]
+/// The chains and sets one service owns (client-IP affinity), as wire values. Its elements are
+/// lowered on their own (`ServiceLowering.lower(_:)` of set members), only when they are sent.
+public struct WireServiceObjects: Hashable, Sendable {
     public var chains: [WireChain]
     public var sets: [WireSet]
 }
@@ -40,9 +39,9 @@ public struct ServiceLowering: Sendable {
         declarations = Dictionary(uniqueKeysWithValues: skeletonRules.sets.map { ($0.name, $0) })
     }
 
-    public func lower(_ rules: ServiceRules) -> WireServiceRules {
-        WireServiceRules(elements: lower(rules.elements), sharedElements: lower(rules.sharedElements),
-                         chains: lower(rules.chains, ownSets: rules.sets), sets: rules.sets.map(NftablesLowering.lowerSet))
+    /// The service's own chains and sets.
+    public func objects(of rules: ServiceRules) -> WireServiceObjects {
+        WireServiceObjects(chains: lower(rules.chains, ownSets: rules.sets), sets: rules.sets.map(NftablesLowering.lowerSet))
     }
 
     /// A shared chain, as the whole-table lowering produces it.
@@ -66,6 +65,6 @@ public struct ServiceLowering: Sendable {
         guard !chains.isEmpty else { return [] }
         var context = skeletonRules
         context.sets += ownSets
-        return NftablesLowering.lower(RuleTable(name: context.name, family: context.family, sets: context.sets, chains: chains)).chains
+        return NftablesLowering.lowerChains(chains, in: context)
     }
 }

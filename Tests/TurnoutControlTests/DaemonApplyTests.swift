@@ -77,6 +77,8 @@ struct DaemonApplyTests {
                 table = ServiceTable(services: step.change(table.services))
                 let report = try daemon.apply(table, options: options)
                 #expect(report.outcome == .incremental, "\(step.what): \(report.outcome) \(report.reason ?? "")")
+                // Every step touches one service: only it was compiled (the per-service path).
+                #expect(report.changedServices == 1, "\(step.what): changed services \(report.changedServices.map(String.init) ?? "nil (whole table)")")
                 let expected = NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options))
                 let installed = try daemon.readInstalled()
                 #expect(installed == expected, "\(step.what): the kernel's table differs from the compiled one")
@@ -88,6 +90,7 @@ struct DaemonApplyTests {
             let again = try daemon.apply(table, options: options)
             #expect(again.outcome == .unchanged)
             #expect(again.messages == 0)
+            #expect(again.changedServices == 0)
         }
     }
 
@@ -105,6 +108,7 @@ struct DaemonApplyTests {
             table = ServiceTable(services: Self.weights("shop/checkout", [70, 30])(table.services))
             let report = try daemon.apply(table, options: options)
             #expect(report.outcome == .rebuilt, "\(report.outcome)")
+            #expect(report.changedServices == nil)  // the whole table, read back from the kernel
             #expect(try daemon.readInstalled() == NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options)))
         }
     }

@@ -49,7 +49,7 @@ struct TransactionTests {
             let third = try backend.apply(table, options: ServiceCompilerOptions())            // same instance: the daemon's path
             #expect(first.outcome == .created)
             #expect(second == ApplyReport(backend: "nft", outcome: .unchanged, messages: 0))
-            #expect(third == ApplyReport(backend: "nft", outcome: .unchanged, messages: 0))
+            #expect(third == ApplyReport(backend: "nft", outcome: .unchanged, messages: 0, changedServices: 0))
             #expect(try backend.readInstalled() == installed)
             #expect(installed == Self.wire(table))
         }
