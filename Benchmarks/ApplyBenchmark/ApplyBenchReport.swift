@@ -77,7 +77,7 @@ struct ApplyBenchReport {
             "",
             table.markdown(leftAligned: []),
             "",
-            "- compile, lower: `NftablesServiceCompiler.compile`, `NftablesLowering.lower` (in process).",
+            "- compile, lower: `NftablesServiceCompiler.rules(for:)` of every service + `assemble(elementOrder: .unsorted)`, then `NftablesLowering.lower` (sets on all cores), as `NftablesBackend` does it (in process).",
             "- encode: the create batch built in memory (`TableDelta` + libnftnl); kernel commit: `NetfilterSocket.commit` of that batch in a fresh namespace (sendmsg, the kernel's transaction, the acknowledgements).",
             "- apply (backend): `NftablesBackend.apply(table)`, fresh instance in a fresh namespace, end to end: compile + lower + generation/table read + delta + encode + commit + record. messages: its batch, begin/end included.",
             "- `nft -f` plan: wall clock of `ip netns exec NS nft -f FILE` of `turnout plan`'s text (\(results.map { Format.mebibytes($0.planBytes) + " MiB" }.joined(separator: ", "))), process start included"

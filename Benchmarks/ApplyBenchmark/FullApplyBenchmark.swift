@@ -132,7 +132,10 @@ struct FullApplyBenchmark {
     /// One timed pass of the library path: compile, lower, encode, raw commit (fresh namespace),
     /// then the backend's own apply (another fresh namespace, fresh instance).
     private func measureLibrary(_ table: ServiceTable, into result: inout FullApplyMeasurement) throws {
-        let (rules, compileTime) = timed { NftablesServiceCompiler.compile(table) }
+        // As NftablesBackend does it: lowering sorts by wire bytes, so the IR is left unsorted.
+        let (rules, compileTime) = timed {
+            NftablesServiceCompiler.assemble(table.services.map { NftablesServiceCompiler.rules(for: $0) }, elementOrder: .unsorted)
+        }
         let (wire, lowerTime) = timed { NftablesLowering.lower(rules) }
         result.compile.append(compileTime)
         result.lower.append(lowerTime)

@@ -79,8 +79,8 @@ struct InstalledServiceIndex {
     }
 
     /// The patch from what is installed to `table`; `nil` when a patch is the wrong tool (an
-    /// affinity set changes its timeout, or deleting from an interval map would cost more than
-    /// a rebuild), so the caller compiles the whole table and lets `TableDelta` decide.
+    /// affinity set changes its timeout, a hash set outgrows or shrinks out of its capacity
+    /// class, or deleting from an interval map would cost more than a rebuild), so the caller compiles the whole table and lets `TableDelta` decide.
     func patch(to table: ServiceTable) -> Patch? {
         // Both lists are sorted by name: one merge walk finds what was added, removed or changed.
         // Unchanged services share storage with the previous table, so most comparisons are by
@@ -200,6 +200,13 @@ struct InstalledServiceIndex {
         for (set, elements) in addedBySet {
             next.elementCounts[set, default: 0] += elements.count
             for element in elements { next.digest.add(element, in: set) }
+        }
+        // A sized hash set whose count crosses a power of two changes its definition: the
+        // kernel cannot resize it in place, so the whole table is rebuilt.
+        for set in Set(removedBySet.keys).union(addedBySet.keys) where lowering.skeleton.set(named: set)?.capacity != nil {
+            if NamedSet.capacity(forElements: elementCounts[set] ?? 0) != NamedSet.capacity(forElements: next.elementCounts[set] ?? 0) {
+                return nil
+            }
         }
         next.tableElements += addedCount - removedCount
         for chain in addedChains { next.digest.add(chain) }

@@ -68,7 +68,8 @@ public final class NftablesBackend {
             }
         }
         let rules = table.services.map { NftablesServiceCompiler.rules(for: $0, options: options) }
-        let desired = NftablesLowering.lower(NftablesServiceCompiler.assemble(rules, options: options))
+        // Lowering sorts and deduplicates every set by its wire bytes, so the IR's own sort is skipped.
+        let desired = NftablesLowering.lower(NftablesServiceCompiler.assemble(rules, options: options, elementOrder: .unsorted))
         let report = try apply(desired)
         unindexed = (table, rules, options)
         return report

@@ -49,10 +49,9 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var bytes: [UInt8] {
         switch self {
         case .v4(let value):
-            return (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) }
+            return withUnsafeBytes(of: value.bigEndian) { Array($0) }
         case .v6(let high, let low):
-            return (0..<8).map { UInt8(truncatingIfNeeded: high >> (56 - 8 * $0)) }
-                + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * $0)) }
+            return withUnsafeBytes(of: (high.bigEndian, low.bigEndian)) { Array($0) }
         }
     }
 

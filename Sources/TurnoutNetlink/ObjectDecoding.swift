@@ -50,6 +50,9 @@ enum ObjectDecoding {
             dataType: flags & WireSet.mapFlag != 0 ? u32(NFTNL_SET_DATA_TYPE) : nil,
             dataLength: flags & WireSet.mapFlag != 0 && u32(NFTNL_SET_DATA_TYPE) != verdictDataType ? u32(NFTNL_SET_DATA_LEN) : nil,
             timeoutMilliseconds: nftnl_set_is_set(object, attribute(NFTNL_SET_TIMEOUT)) ? nftnl_set_get_u64(object, attribute(NFTNL_SET_TIMEOUT)) : nil,
+            // Anonymous sets carry their element count, and the kernel gives a set that rules
+            // fill (`update @set`) a size of its own (nft_dynset_init): neither is configuration.
+            capacity: flags & (WireSet.anonymousFlag | WireSet.timeoutFlag) == 0 ? u32(NFTNL_SET_DESC_SIZE) : nil,
             concatFieldLengths: bytes(NFTNL_SET_DESC_CONCAT).filter { $0 != 0 },
             userdata: bytes(NFTNL_SET_USERDATA))
         return (table, set)

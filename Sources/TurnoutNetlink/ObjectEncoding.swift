@@ -102,7 +102,10 @@ enum ObjectEncoding {
 
     /// Creates a set and fills it. Named sets are found by name by later messages; anonymous ones
     /// (`__set%d`, named by the kernel) by `id`.
-    static func addSet(_ batch: NetlinkBatch, family: UInt32, table: String, _ set: WireSet, id: UInt32, purpose: String? = nil) {
+    /// Adds `set`, and its elements unless `withElements` is false (the caller adds them later
+    /// with `addElements`, after the rules that bind the set: see `TableDelta.append`).
+    static func addSet(_ batch: NetlinkBatch, family: UInt32, table: String, _ set: WireSet, id: UInt32, purpose: String? = nil,
+                       withElements: Bool = true) {
         let name = set.isAnonymous ? (set.isMap ? "__map%d" : "__set%d") : set.name
         let label = set.isAnonymous ? "anonymous \(set.isMap ? "map" : "set") of \(purpose ?? "a rule")" : "\(set.isMap ? "map" : "set") \(set.name)"
         let object = setObject(family: family, table: table, name: name, id: id)
@@ -113,7 +116,11 @@ enum ObjectEncoding {
         if let dataType = set.dataType { nftnl_set_set_u32(object, attribute(NFTNL_SET_DATA_TYPE), dataType) }
         if let dataLength = set.dataLength { nftnl_set_set_u32(object, attribute(NFTNL_SET_DATA_LEN), dataLength) }
         if let timeout = set.timeoutMilliseconds { nftnl_set_set_u64(object, attribute(NFTNL_SET_TIMEOUT), timeout) }
-        if set.isAnonymous { nftnl_set_set_u32(object, attribute(NFTNL_SET_DESC_SIZE), UInt32(set.elements.count)) }
+        if set.isAnonymous {
+            nftnl_set_set_u32(object, attribute(NFTNL_SET_DESC_SIZE), UInt32(set.elements.count))
+        } else if let capacity = set.capacity {
+            nftnl_set_set_u32(object, attribute(NFTNL_SET_DESC_SIZE), capacity)
+        }
         if !set.concatFieldLengths.isEmpty {
             set.concatFieldLengths.withUnsafeBytes { raw in
                 _ = nftnl_set_set_data(object, attribute(NFTNL_SET_DESC_CONCAT), raw.baseAddress, UInt32(raw.count))
@@ -127,6 +134,7 @@ enum ObjectEncoding {
         batch.append(NFT_MSG_NEWSET, family: family, flags: NLM_F_CREATE, "add \(label) to \(familyName(family)) \(table)") {
             nftnl_set_nlmsg_build_payload($0, object)
         }
+        guard withElements else { return }
         elementMessages(batch, NFT_MSG_NEWSETELEM, family: family, table: table, setName: name, setID: id,
                         set.elements, label: "add elements to \(label)")
     }

@@ -150,8 +150,15 @@ public struct TableDelta: Sendable {
                 ObjectEncoding.addTable(batch, family: family, name: table)
             }
             for chain in desired.chains { ObjectEncoding.addChain(batch, family: family, table: table, chain) }
-            for set in desired.sets { ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID()) }
+            // Elements after rules: binding a map to a rule walks every element already in it
+            // (nf_tables_bind_set), once per chain that looks it up; an empty map costs nothing.
+            for set in desired.sets {
+                ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID(), withElements: false)
+            }
             for chain in desired.chains { addRules(of: chain, to: batch) }
+            for set in desired.sets where !set.elements.isEmpty {
+                ObjectEncoding.addElements(batch, family: family, table: table, set: set.name, set.elements)
+            }
         case .patch:
             for chain in addedChains { ObjectEncoding.addChain(batch, family: family, table: table, chain) }
             for set in addedSets { ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID()) }

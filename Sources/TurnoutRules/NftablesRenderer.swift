@@ -61,6 +61,7 @@ public enum NftablesRenderer {
         if set.isDynamic { flags += ["dynamic", "timeout"] }
         if !flags.isEmpty { out += "\t\tflags \(flags.joined(separator: ","))\n" }
         if let timeout = set.timeoutSeconds { out += "\t\ttimeout \(timeout)s\n" }
+        if let capacity = set.capacity { out += "\t\tsize \(capacity)\n" }
         if !set.elements.isEmpty && set.elements.count <= elementsPerStatement {
             let elements = set.elements.map { "\t\t\t" + element($0) }
             out += "\t\telements = {\n" + elements.joined(separator: ",\n") + "\n\t\t}\n"

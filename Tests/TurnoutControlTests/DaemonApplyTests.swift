@@ -94,6 +94,43 @@ struct DaemonApplyTests {
         }
     }
 
+    /// One service of `endpoints` distinct IPv4 endpoints: as many pick and hairpin elements.
+    static func wide(endpoints: Int) -> ServiceTable {
+        ServiceTable(services: [Service(name: ServiceName("shop/wide")!, addresses: [IPAddress("10.96.1.1")!],
+                                        ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
+                                        endpoints: (0..<endpoints).map { Endpoint(address: IPAddress("10.2.\($0 / 250).\($0 % 250 + 1)")!) })])
+    }
+
+    @Test("a map crossing its capacity (1,024 → 1,025 elements) → rebuilt with the next size; a change within the size → patched")
+    func capacityCrossing() throws {
+        try withNetworkNamespace(prefix: "turnout-daemon") { ns in
+            let records = NSTemporaryDirectory() + "turnout-records-\(ns.name)"
+            let options = ServiceCompilerOptions()
+            let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
+            func capacity(_ set: String) throws -> UInt32? { try daemon.readInstalled()?.set(named: set)?.capacity }
+
+            _ = try daemon.apply(Self.wide(endpoints: 1024), options: options)
+            #expect(try capacity("endpoint-picks4") == 1024)
+            #expect(try capacity("hairpin-endpoints4") == 1024)
+            #expect(try capacity("endpoint-ranges4") == nil)  // interval maps keep the kernel's growth
+
+            let grown = try daemon.apply(Self.wide(endpoints: 1025), options: options)
+            #expect(grown.outcome == .rebuilt, "\(grown.outcome)")
+            #expect(try capacity("endpoint-picks4") == 2048)
+            #expect(try daemon.readInstalled() == NftablesLowering.lower(NftablesServiceCompiler.compile(Self.wide(endpoints: 1025), options: options)))
+
+            let within = try daemon.apply(Self.wide(endpoints: 1100), options: options)
+            #expect(within.outcome == .incremental, "\(within.outcome)")
+            #expect(within.changedServices == 1)
+
+            let shrunk = try daemon.apply(Self.wide(endpoints: 1000), options: options)
+            #expect(shrunk.outcome == .rebuilt, "\(shrunk.outcome)")
+            #expect(try capacity("endpoint-picks4") == 1024)
+            let status = try NftablesBackend(namespacePath: ns.path, recordDirectory: records).status(comparingWith: Self.wide(endpoints: 1000), options: options)
+            #expect(status.drift == [], "\(status.drift ?? [])")
+        }
+    }
+
     @Test("a commit from elsewhere between two applies → the daemon reads the kernel again and still converges")
     func foreignCommit() throws {
         try withNetworkNamespace(prefix: "turnout-daemon") { ns in

@@ -65,6 +65,22 @@ struct CompilerPropertyTests {
         #expect(rules.chains.map(\.name).filter { $0.hasPrefix("weighted-") } == [layout.chain])
     }
 
+    @Test("a hash set's element count → its kernel size (a power of two, at least 1,024)", arguments: [
+        (0, 1024), (1, 1024), (1024, 1024), (1025, 2048), (100_000, 131_072), (131_072, 131_072), (131_073, 262_144),
+    ])
+    func capacity(elements: Int, expected: Int) {
+        #expect(NamedSet.capacity(forElements: elements) == expected)
+    }
+
+    @Test("sized: hash sets and maps carry a size, interval maps and affinity sets do not", arguments: ["affinity", "fine-split"])
+    func sizedSets(example: String) throws {
+        let rules = NftablesServiceCompiler.compile(try TurnoutRulesTests.example(example))
+        for set in rules.sets {
+            #expect((set.capacity != nil) == (!set.isInterval && !set.isDynamic), "\(set.name)")
+        }
+        #expect(rules.sets.contains { $0.isDynamic || $0.isInterval })
+    }
+
     @Test("same table in any order → the same bytes", arguments: RuleFormatCase.allCases)
     func deterministic(_ format: RuleFormatCase) throws {
         let services = Self.generated(services: 50).services
