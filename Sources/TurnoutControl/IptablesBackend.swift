@@ -40,14 +40,43 @@ public struct IptablesBackend: Sendable {
     /// else `.incremental`. `messages` counts restore input lines, `changes` names each chain
     /// that was created, rewritten or removed and each built-in chain whose jumps changed.
     public func apply(_ table: ServiceTable, options: ServiceCompilerOptions) throws(ToolError) -> ApplyReport {
-        let installed = try readInstalled()
+        try converge(.services) { family in desired(table, family: family, options: options) }
+    }
+
+    /// Makes Turnout's capture chains (`TURNOUT-CAPTURE-`, `turnout init`) those of `options`,
+    /// in both families or, with IPv6 off, IPv4 only (leftover IPv6 capture is removed). The
+    /// families are committed one after the other; if the second fails, the first is put back,
+    /// so capture is never left installed in one family only. Outcomes as for `apply`.
+    public func applyCapture(_ options: CaptureOptions) throws(ToolError) -> ApplyReport {
+        try converge(.capture) { family in
+            guard let rules = CaptureCompiler.iptables(options, family: family) else { return [] }
+            return [IptablesOwnedTable(parsing: IptablesRenderer.render([rules]), table: "nat", family: family, ownership: .capture)]
+        }
+    }
+
+    /// Removes the capture chains and their jumps, and nothing else (`init --cleanup`);
+    /// `.absent` when there are none.
+    public func removeCapture() throws(ToolError) -> ApplyReport {
+        try remove(.capture)
+    }
+
+    /// The capture rules installed, per family, as `iptables-save` prints them (`-A CHAIN …`):
+    /// the jumps of built-in chains first, then each capture chain's rules in order.
+    public func installedCapture() throws(ToolError) -> [IPFamily: [String]] {
+        try readInstalled(.capture).mapValues { tables in
+            tables.flatMap { $0.jumps.map(\.savedLine) + $0.chains.flatMap { $0.rules.map(\.savedLine) } }
+        }
+    }
+
+    private func converge(_ ownership: IptablesOwnership, desired: (IPFamily) -> [IptablesOwnedTable]) throws(ToolError) -> ApplyReport {
+        let installed = try readInstalled(ownership)
         let plans = IPFamily.allCases.map { family in
-            IptablesRestorePlan(family: family, from: installed[family]!, to: desired(table, family: family, options: options))
+            IptablesRestorePlan(family: family, from: installed[family]!, to: desired(family), jumpsFirst: ownership.jumpsFirst)
         }
         guard plans.contains(where: { !$0.isEmpty }) else {
             return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0)
         }
-        try run(plans, restoringOnFailure: installed)
+        try run(plans, ownership: ownership, restoringOnFailure: installed)
         let wasEmpty = installed.values.allSatisfy { $0.allSatisfy(\.isEmpty) }
         return ApplyReport(backend: Self.name, outcome: wasEmpty ? .created : .incremental,
                            messages: plans.reduce(0) { $0 + $1.messages }, changes: plans.flatMap(\.changes))
@@ -58,14 +87,18 @@ public struct IptablesBackend: Sendable {
     /// Outcome `.flushed`, or `.absent` with 0 messages when nothing of Turnout's is installed,
     /// so flushing twice is harmless.
     public func flush() throws(ToolError) -> ApplyReport {
-        let installed = try readInstalled()
+        try remove(.all)
+    }
+
+    private func remove(_ ownership: IptablesOwnership) throws(ToolError) -> ApplyReport {
+        let installed = try readInstalled(ownership)
         let plans = IPFamily.allCases.map { family in
             IptablesRestorePlan(family: family, from: installed[family]!, to: [])
         }
         guard plans.contains(where: { !$0.isEmpty }) else {
             return ApplyReport(backend: Self.name, outcome: .absent, messages: 0)
         }
-        try run(plans, restoringOnFailure: installed)
+        try run(plans, ownership: ownership, restoringOnFailure: installed)
         return ApplyReport(backend: Self.name, outcome: .flushed,
                            messages: plans.reduce(0) { $0 + $1.messages }, changes: plans.flatMap(\.changes))
     }
@@ -75,7 +108,7 @@ public struct IptablesBackend: Sendable {
     /// is given, the rule lines that differ from it: `- ` installed only, `+ ` wanted only,
     /// each as iptables-save prints it. Empty drift means the kernel matches the table.
     public func status(comparingWith table: ServiceTable?, options: ServiceCompilerOptions) throws(ToolError) -> InstalledStatus {
-        let installed = try readInstalled()
+        let installed = try readInstalled(.services)
         var summary: [String] = [], drift: [String] = []
         for family in IPFamily.allCases {
             for owned in installed[family]! {
@@ -98,13 +131,13 @@ public struct IptablesBackend: Sendable {
     // MARK: - state
 
     /// Turnout's part of `nat` and `filter` for both families, as iptables-save prints it.
-    private func readInstalled() throws(ToolError) -> [IPFamily: [IptablesOwnedTable]] {
+    private func readInstalled(_ ownership: IptablesOwnership) throws(ToolError) -> [IPFamily: [IptablesOwnedTable]] {
         var state: [IPFamily: [IptablesOwnedTable]] = [:]
         for family in IPFamily.allCases {
             var tables: [IptablesOwnedTable] = []
             for name in Self.tables {
                 let saved = try runner.output(family.iptablesSave, ["-t", name])
-                tables.append(IptablesOwnedTable(parsing: saved, table: name, family: family))
+                tables.append(IptablesOwnedTable(parsing: saved, table: name, family: family, ownership: ownership))
             }
             state[family] = tables
         }
@@ -123,7 +156,8 @@ public struct IptablesBackend: Sendable {
 
     /// Runs each non-empty plan. When one fails, every family touched so far (the failing one
     /// included: its earlier tables may have committed) is brought back to `before`.
-    private func run(_ plans: [IptablesRestorePlan], restoringOnFailure before: [IPFamily: [IptablesOwnedTable]]) throws(ToolError) {
+    private func run(_ plans: [IptablesRestorePlan], ownership: IptablesOwnership,
+                     restoringOnFailure before: [IPFamily: [IptablesOwnedTable]]) throws(ToolError) {
         var touched: [IPFamily] = []
         for plan in plans where !plan.isEmpty {
             touched.append(plan.family)
@@ -135,7 +169,7 @@ public struct IptablesBackend: Sendable {
                 if let number = Self.failedLine(in: error.standardError), let line = plan.inputLine(number) {
                     context.append("input line \(number): \(line)")
                 }
-                context.append(restore(touched, to: before))
+                context.append(restore(touched, ownership: ownership, to: before))
                 failure.context = context.joined(separator: "; ")
                 throw failure
             }
@@ -143,12 +177,12 @@ public struct IptablesBackend: Sendable {
     }
 
     /// Puts Turnout's chains of `families` back to `before`; says how that went, for the error.
-    private func restore(_ families: [IPFamily], to before: [IPFamily: [IptablesOwnedTable]]) -> String {
+    private func restore(_ families: [IPFamily], ownership: IptablesOwnership, to before: [IPFamily: [IptablesOwnedTable]]) -> String {
         do throws(ToolError) {
-            let now = try readInstalled()
+            let now = try readInstalled(ownership)
             var restored = false
             for family in families {
-                let plan = IptablesRestorePlan(family: family, from: now[family]!, to: before[family]!)
+                let plan = IptablesRestorePlan(family: family, from: now[family]!, to: before[family]!, jumpsFirst: ownership.jumpsFirst)
                 guard !plan.isEmpty else { continue }
                 _ = try runner.output(family.iptablesRestore, Self.restoreArguments, input: plan.input)
                 restored = true

@@ -56,7 +56,7 @@ struct IptablesOwnedTable: Equatable, Sendable {
     ///
     /// A chain is built-in when it is declared with a policy (`:INPUT ACCEPT [0:0]`), or, in
     /// restore input, which never declares built-in chains, when it has a built-in chain's name.
-    init(parsing text: String, table: String, family: IPFamily) {
+    init(parsing text: String, table: String, family: IPFamily, ownership: IptablesOwnership = .services) {
         self.init(name: table)
         var inTable = false
         var builtin: Set<String> = [], userChains: Set<String> = []
@@ -77,18 +77,18 @@ struct IptablesOwnedTable: Equatable, Sendable {
                     builtin.insert(chain)
                 } else {
                     userChains.insert(chain)
-                    if chain.hasPrefix(IptablesServiceCompiler.chainPrefix) { own(chain) }
+                    if ownership.owns(chain) { own(chain) }
                 }
             } else if line.hasPrefix("-A ") {
                 let rest = line.dropFirst(3)
                 let chain = String(rest.prefix { $0 != " " })
                 let spec = String(rest.dropFirst(chain.count).drop { $0 == " " })
                 let rule = IptablesRuleLine(chain: chain, spec: spec, family: family)
-                if chain.hasPrefix(IptablesServiceCompiler.chainPrefix) {
+                if ownership.owns(chain) {
                     own(chain)
                     rules[chain]!.append(rule)
                 } else if builtin.contains(chain) || (!userChains.contains(chain) && Self.builtinChainNames.contains(chain)),
-                          IptablesRuleText.target(of: spec)?.hasPrefix(IptablesServiceCompiler.chainPrefix) == true {
+                          let target = IptablesRuleText.target(of: spec), ownership.owns(target) {
                     jumps.append(rule)
                 }
             }

@@ -36,8 +36,12 @@ struct IptablesRestorePlan: Sendable {
         return lines.indices.contains(number - 1) ? String(lines[number - 1]) : nil
     }
 
-    init(family: IPFamily, from installed: [IptablesOwnedTable], to desired: [IptablesOwnedTable]) {
+    /// Jumps added with `-I CHAIN 1` (first in their chain) rather than `-A`.
+    private var jumpsFirst = false
+
+    init(family: IPFamily, from installed: [IptablesOwnedTable], to desired: [IptablesOwnedTable], jumpsFirst: Bool = false) {
         self.family = family
+        self.jumpsFirst = jumpsFirst
         var names: [String] = []
         for table in desired.map(\.name) + installed.map(\.name) where !names.contains(table) { names.append(table) }
         for name in names {
@@ -78,7 +82,7 @@ struct IptablesRestorePlan: Sendable {
         var lines = (changed + stale).map(\.name).sorted().map { ":\($0) - [0:0]" }
         lines += jumps.removed.map { "-D \($0.chain) \($0.spec)" }
         lines += changed.flatMap { chain in chain.rules.map { "-A \(chain.name) \($0.spec)" } }
-        lines += jumps.added.map { "-A \($0.chain) \($0.spec)" }
+        lines += jumps.added.map { jumpsFirst ? "-I \($0.chain) 1 \($0.spec)" : "-A \($0.chain) \($0.spec)" }
         lines += stale.map { "-X \($0.name)" }
         if !lines.isEmpty { sections.append(Section(table: want.name, lines: lines)) }
     }

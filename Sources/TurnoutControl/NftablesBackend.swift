@@ -20,7 +20,7 @@ public final class NftablesBackend {
     public static let name = "nft"
     /// The tables Turnout owns; `flush` deletes these and nothing else. `turnout-capture` is
     /// installed by `turnout init`.
-    public static let ownedTables = [NftablesServiceCompiler.tableName, "turnout-capture"]
+    public static let ownedTables = [NftablesServiceCompiler.tableName, CaptureCompiler.tableName]
     static let family = NftablesLowering.familyNumber(.inet)
 
     private let socket: NetfilterSocket
@@ -144,12 +144,29 @@ public final class NftablesBackend {
     /// sent when none is installed. Foreign tables, iptables rules and connections are untouched
     /// (conntrack entries, and so established connections, outlive NAT rules).
     public func flush() throws(NetlinkError) -> ApplyReport {
+        try remove(Self.ownedTables)
+    }
+
+    /// Makes `inet turnout-capture` the capture rules of `options` (`turnout init`): one
+    /// transaction for both families, so capture is never installed for one family only.
+    public func applyCapture(_ options: CaptureOptions) throws(NetlinkError) -> ApplyReport {
+        try apply(NftablesLowering.lower(CaptureCompiler.nftables(options)))
+    }
+
+    /// Deletes `inet turnout-capture` and nothing else (`init --cleanup`); `.absent` when it is
+    /// not installed.
+    public func removeCapture() throws(NetlinkError) -> ApplyReport {
+        try remove([CaptureCompiler.tableName])
+    }
+
+    /// Deletes those of `tables` that exist, in one transaction.
+    private func remove(_ tables: [String]) throws(NetlinkError) -> ApplyReport {
         var attempt = 0
         while true {
             attempt += 1
             let generation = try socket.generation()
             var present: [String] = []
-            for name in Self.ownedTables where try socket.tableExists(family: Self.family, name: name) { present.append(name) }
+            for name in tables where try socket.tableExists(family: Self.family, name: name) { present.append(name) }
             guard !present.isEmpty else { return ApplyReport(backend: Self.name, outcome: .absent, messages: 0) }
             let batch = NetlinkBatch(generation: generation)
             for name in present { TableRemoval.append(family: Self.family, name: name, to: batch) }

@@ -134,3 +134,34 @@ public struct SocketAddress: Hashable, Sendable, Comparable, CustomStringConvert
         (lhs.address, lhs.port) < (rhs.address, rhs.port)
     }
 }
+
+extension IPFamily {
+    /// 32 or 128.
+    public var bitCount: Int { self == .ipv4 ? 32 : 128 }
+}
+
+extension IPAddress {
+    /// The address with every bit after the first `length` cleared.
+    public func masked(to length: Int) -> IPAddress {
+        switch self {
+        case .v4(let value):
+            return .v4(length == 0 ? 0 : value & ~UInt32(0) << (32 - length))
+        case .v6(let high, let low):
+            let highMask: UInt64 = length >= 64 ? ~0 : (length == 0 ? 0 : ~UInt64(0) << (64 - length))
+            let lowMask: UInt64 = length <= 64 ? 0 : (length == 128 ? ~0 : ~UInt64(0) << (128 - length))
+            return .v6(high & highMask, low & lowMask)
+        }
+    }
+
+    /// The address with every bit after the first `length` set: the last address of its block.
+    public func filled(from length: Int) -> IPAddress {
+        switch self {
+        case .v4(let value):
+            return .v4(length == 32 ? value : value | ~UInt32(0) >> length)
+        case .v6(let high, let low):
+            let highFill: UInt64 = length >= 64 ? 0 : ~UInt64(0) >> length
+            let lowFill: UInt64 = length >= 128 ? 0 : (length <= 64 ? ~0 : ~UInt64(0) >> (length - 64))
+            return .v6(high | highFill, low | lowFill)
+        }
+    }
+}

@@ -16,6 +16,11 @@ public enum NftablesLowering {
     static let metaSocketGroup: UInt32 = 11
     static let metaNFProto: UInt32 = 15
     static let metaL4Proto: UInt32 = 16
+    /// NFT_META_IIFNAME, NFT_META_OIFNAME.
+    static let metaInputInterfaceName: UInt32 = 6
+    static let metaOutputInterfaceName: UInt32 = 7
+    /// nft's `ifname` data type (TYPE_IFNAME).
+    static let interfaceNameType: UInt32 = 41
     static let payloadNetwork: UInt32 = 1
     static let payloadTransport: UInt32 = 2
     static let compareEqual: UInt32 = 0

@@ -88,9 +88,80 @@ struct RuleLowering {
             owner(L.metaSocketUser, ids, negated: negated, into: &state)
         case .socketGroup(let ids, let negated):
             owner(L.metaSocketGroup, ids, negated: negated, into: &state)
+        case .addresses(let direction, let prefixes, let negated):
+            let family = prefixes[0].family
+            state.requireFamily(family)
+            state.expressions.append(.payload(base: L.payloadNetwork, offset: addressOffset(direction, family),
+                                              length: UInt32(L.addressLength(family)), register: 1))
+            if prefixes.count == 1 {
+                let prefix = prefixes[0]
+                let bytes = prefix.address.bytes
+                let op = negated ? L.compareNotEqual : L.compareEqual
+                if prefix.length < family.bitCount {
+                    let allOnes: IPAddress = family == .ipv4 ? .v4(.max) : .v6(.max, .max)
+                    let mask = allOnes.masked(to: prefix.length).bytes
+                    state.expressions += [.bitwise(source: 1, destination: 1, length: UInt32(bytes.count), mask: mask,
+                                                   xor: Array(repeating: 0, count: bytes.count)),
+                                          .compare(op: op, register: 1, data: bytes)]
+                } else {
+                    state.expressions.append(.compare(op: op, register: 1, data: bytes))
+                }
+            } else {
+                let ranges = prefixes.map { ($0.address.bytes, $0.last.bytes) }
+                state.expressions.append(.lookup(set: .anonymous(intervalSet(keyType: L.addressType(family), ranges: ranges)),
+                                                 source: 1, destination: nil, inverted: negated))
+            }
+        case .ports(let direction, let ranges, let negated):
+            state.expressions.append(.payload(base: L.payloadTransport, offset: direction == .source ? 0 : 2, length: 2, register: 1))
+            if ranges.count == 1 && ranges[0].isSinglePort {
+                let port = ranges[0].lower
+                state.expressions.append(.compare(op: negated ? L.compareNotEqual : L.compareEqual, register: 1,
+                                                  data: [UInt8(port >> 8), UInt8(port & 0xff)]))
+            } else {
+                let bytes: (UInt16) -> [UInt8] = { [UInt8($0 >> 8), UInt8($0 & 0xff)] }
+                state.expressions.append(.lookup(set: .anonymous(intervalSet(keyType: L.serviceType, ranges: ranges.map { (bytes($0.lower), bytes($0.upper)) })),
+                                                 source: 1, destination: nil, inverted: negated))
+            }
+        case .interface(let direction, let names, let negated):
+            state.expressions.append(.metaLoad(key: direction == .input ? L.metaInputInterfaceName : L.metaOutputInterfaceName, register: 1))
+            // Names are compared as IFNAMSIZ (16) NUL-padded bytes.
+            let padded: (String) -> [UInt8] = { Array($0.utf8) + Array(repeating: 0, count: 16 - $0.utf8.count) }
+            if names.count == 1 {
+                state.expressions.append(.compare(op: negated ? L.compareNotEqual : L.compareEqual, register: 1, data: padded(names[0])))
+            } else {
+                let set = WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag, keyType: L.interfaceNameType, keyLength: 16,
+                                  userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderHost)]),
+                                  elements: names.map { WireElement(key: padded($0)) })
+                state.expressions.append(.lookup(set: .anonymous(set), source: 1, destination: nil, inverted: negated))
+            }
         case .probability:
             preconditionFailure("statistic probabilities are an iptables construct; nft tables use numgen")
         }
+    }
+
+    /// nft's anonymous interval set of single-field, big-endian keys (addresses, ports): each
+    /// range is its first key, followed by an interval-end element at last + 1 unless the key
+    /// space ends there. `ranges` must be sorted and neither overlap nor touch.
+    private func intervalSet(keyType: UInt32, ranges: [([UInt8], [UInt8])]) -> WireSet {
+        var elements: [WireElement] = []
+        for (first, last) in ranges {
+            elements.append(WireElement(key: first))
+            if let next = Self.successor(last) { elements.append(WireElement(key: next, isIntervalEnd: true)) }
+        }
+        return WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag | WireSet.intervalFlag, keyType: keyType,
+                       keyLength: UInt32(ranges[0].0.count),
+                       userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderBig)]), elements: elements)
+    }
+
+    /// The big-endian number one above `bytes`, or `nil` when `bytes` is all ones.
+    private static func successor(_ bytes: [UInt8]) -> [UInt8]? {
+        var next = bytes
+        for index in next.indices.reversed() {
+            if next[index] == 0xff { next[index] = 0; continue }
+            next[index] += 1
+            return next
+        }
+        return nil
     }
 
     private func lower(_ statement: Statement, into state: inout State) {

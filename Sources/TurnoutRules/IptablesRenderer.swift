@@ -54,6 +54,17 @@ public enum IptablesRenderer {
                 precondition(ids.count == 1, "iptables' owner match takes one id per rule")
                 let option: String = if case .socketUser = match { "--uid-owner" } else { "--gid-owner" }
                 parts.append("-m owner \(negated ? "! " : "")\(option) \(ids.first!)")
+            case .addresses(let direction, let prefixes, let negated):
+                precondition(prefixes.count == 1, "iptables matches one address block per rule")
+                parts.append("\(negated ? "! " : "")\(direction == .source ? "-s" : "-d") \(prefixes[0])")
+            case .ports(let direction, let ranges, let negated):
+                precondition(transport != nil, "a port match needs a protocol match before it")
+                precondition(ranges.reduce(0) { $0 + $1.multiportSlots } <= 15, "multiport takes at most 15 ports per rule")
+                let list = ranges.map { $0.isSinglePort ? "\($0.lower)" : "\($0.lower):\($0.upper)" }.joined(separator: ",")
+                parts.append("-m multiport \(negated ? "! " : "")\(direction == .source ? "--sports" : "--dports") \(list)")
+            case .interface(let direction, let names, let negated):
+                precondition(names.count == 1, "iptables matches one interface per rule")
+                parts.append("\(negated ? "! " : "")\(direction == .input ? "-i" : "-o") \(names[0])")
             case .family:
                 preconditionFailure("iptables tables are per family; no family match is needed")
             }

@@ -151,9 +151,28 @@ public enum NftablesRenderer {
             return "meta skuid \(negated ? "!= " : "")\(idList(ids))"
         case .socketGroup(let ids, let negated):
             return "meta skgid \(negated ? "!= " : "")\(idList(ids))"
+        case .addresses(let direction, let prefixes, let negated):
+            precondition(!prefixes.isEmpty, "an address match needs at least one block")
+            let values = prefixes.map { $0.length == $0.family.bitCount ? "\($0.address)" : "\($0)" }
+            return "\(expression([.address(direction, prefixes[0].family)])) \(negated ? "!= " : "")\(list(values))"
+        case .ports(let direction, let ranges, let negated):
+            precondition(!ranges.isEmpty, "a port match needs at least one range")
+            // A lone range still goes in braces: nft would compile a bare `9000-9100` to a range
+            // expression, a set keeps one lowering for every list.
+            let values = ranges.map(\.description)
+            let text = ranges.count == 1 && !ranges[0].isSinglePort ? "{ \(values[0]) }" : list(values)
+            return "\(expression([.port(direction)])) \(negated ? "!= " : "")\(text)"
+        case .interface(let direction, let names, let negated):
+            precondition(!names.isEmpty, "an interface match needs at least one name")
+            return "\(direction == .input ? "iifname" : "oifname") \(negated ? "!= " : "")\(list(names.map { "\"\($0)\"" }))"
         case .probability:
             preconditionFailure("statistic probabilities are an iptables construct; the nftables compiler uses numgen")
         }
+    }
+
+    /// One value as itself, several as an anonymous set.
+    private static func list(_ values: [String]) -> String {
+        values.count == 1 ? values[0] : "{ \(values.joined(separator: ", ")) }"
     }
 
     static func statement(_ statement: Statement) -> String {

@@ -41,6 +41,8 @@ public struct PacketTracer: Sendable {
         var mark: UInt32
         var uid: UInt32?
         var gid: UInt32?
+        var inputInterface: String?
+        var outputInterface: String?
         var destinationNATed = false
         var redirectedPort: UInt16?
         var masqueraded = false
@@ -55,6 +57,8 @@ public struct PacketTracer: Sendable {
             mark = packet.mark
             uid = packet.uid
             gid = packet.gid
+            inputInterface = packet.inputInterface
+            outputInterface = packet.outputInterface
             self.dynamic = dynamic
         }
 
@@ -200,6 +204,17 @@ public struct PacketTracer: Sendable {
         case .socketGroup(let ids, let negated):
             guard let gid = flow.gid else { return certain(false) }
             return certain(ids.contains(gid) != negated)
+        case .addresses(let direction, let prefixes, let negated):
+            let value = direction == .source ? flow.source : flow.destination.address
+            // The implicit family match fails for the other family, negated or not.
+            guard value.family == prefixes.first?.family else { return certain(false) }
+            return certain(prefixes.contains { $0.contains(value) } != negated)
+        case .ports(let direction, let ranges, let negated):
+            let port = direction == .source ? flow.sourcePort : flow.destination.port
+            return certain(ranges.contains { $0.contains(port) } != negated)
+        case .interface(let direction, let names, let negated):
+            guard let name = direction == .input ? flow.inputInterface : flow.outputInterface else { return certain(false) }
+            return certain(names.contains(name) != negated)
         case .lookup(let key, let setName, let negated):
             guard let values = keyValues(key, flow: flow) else { return certain(false) }
             guard let set = tables[table].set(named: setName) else { preconditionFailure("no set \(setName)") }

@@ -6,6 +6,12 @@ public enum PacketDirection: String, Hashable, Sendable {
     case destination
 }
 
+/// Which interface of a packet a match reads: the one it arrived on or the one it leaves by.
+public enum InterfaceDirection: String, Hashable, Sendable {
+    case input
+    case output
+}
+
 /// A value computed from the packet, as one component of a set key or a rewrite target.
 public enum KeyField: Hashable, Sendable {
     /// `ip daddr`, `ip6 saddr`, …: also an implicit match on the family.
@@ -52,6 +58,16 @@ public enum Match: Hashable, Sendable {
     case socketUser(Set<UInt32>, negated: Bool)
     /// `meta skgid 1337`, likewise for the owner's group.
     case socketGroup(Set<UInt32>, negated: Bool)
+    /// `ip daddr 10.0.0.0/8`, `ip daddr != 127.0.0.0/8`, `ip daddr { 10.0.0.0/8, 192.168.0.0/16 }`:
+    /// blocks of one family, at least one; negated means in none of them. Like every address
+    /// match it also requires that family. iptables takes one block per rule.
+    case addresses(PacketDirection, [IPPrefix], negated: Bool)
+    /// `th dport 22`, `th dport { 22, 9000-9100 }`: at least one range, negated means in none.
+    /// iptables prints it as `-m multiport`, at most 15 ports per rule (a range counts 2).
+    case ports(PacketDirection, [PortRange], negated: Bool)
+    /// `iifname "eth1"`, `oifname != "lo"`, `oifname { "eth1", "eth2" }`. iptables takes one
+    /// name per rule.
+    case interface(InterfaceDirection, [String], negated: Bool)
 }
 
 /// Why a connection is refused.

@@ -20,11 +20,22 @@ public struct TracePacket: Hashable, Sendable {
     /// The sending socket's owner; only locally generated packets have one.
     public var uid: UInt32?
     public var gid: UInt32?
+    /// The interface a forwarded (arriving) packet came in on, and the one a local packet
+    /// leaves by, as routing would choose them.
+    public var inputInterface: String?
+    public var outputInterface: String?
+
+    /// The interface routing picks for a loopback destination.
+    public static let loopback = "lo"
 
     /// `uid` defaults to root for local packets and to none for forwarded ones; `gid` to `uid`.
+    /// A local packet leaves by `lo` when its destination is a loopback address, else by
+    /// `outputInterface` (default `eth0`); a forwarded one arrives on `inputInterface` (`eth0`).
+    /// A local packet to one of the host's own non-loopback addresses leaves by `lo` too: pass
+    /// `outputInterface: TracePacket.loopback` for it.
     public init(source: IPAddress, sourcePort: UInt16 = 49_152, destination: SocketAddress,
                 transport: TransportProtocol = .tcp, origin: TraceOrigin = .local, mark: UInt32 = 0,
-                uid: UInt32? = nil, gid: UInt32? = nil) {
+                uid: UInt32? = nil, gid: UInt32? = nil, inputInterface: String? = nil, outputInterface: String? = nil) {
         self.source = source
         self.sourcePort = sourcePort
         self.destination = destination
@@ -33,6 +44,16 @@ public struct TracePacket: Hashable, Sendable {
         self.mark = mark
         self.uid = origin == .local ? (uid ?? 0) : nil
         self.gid = origin == .local ? (gid ?? uid ?? 0) : nil
+        let loopback = IPPrefix(address: destination.address.family == .ipv4 ? IPAddress("127.0.0.0")! : IPAddress("::1")!,
+                                length: destination.address.family == .ipv4 ? 8 : 128)!
+        switch origin {
+        case .local:
+            self.outputInterface = loopback.contains(destination.address) ? Self.loopback : (outputInterface ?? "eth0")
+            self.inputInterface = nil
+        case .forwarded:
+            self.inputInterface = inputInterface ?? "eth0"
+            self.outputInterface = nil
+        }
     }
 }
 

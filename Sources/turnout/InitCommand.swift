@@ -1,0 +1,180 @@
+import ArgumentParser
+import Foundation
+import TurnoutControl
+import TurnoutModel
+import TurnoutNetlink
+import TurnoutRules
+
+/// `turnout init`: installs the capture rules that send an application's TCP through the local
+/// proxy, then exits (the job of Istio's `istio-init` and Linkerd's `proxy-init`).
+struct InitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Install capture rules: the app's outbound TCP to the proxy, inbound TCP to its inbound port (needs CAP_NET_ADMIN).",
+        discussion: """
+        Examples:
+          sudo turnout init                                  # Istio's defaults: 15001 out, 15006 in, uid/gid 1337 spared
+          sudo turnout init --exclude-outbound-ports 5432,9000-9100 --exclude-inbound-ports 15020,15021
+          sudo turnout init -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x 169.254.169.254/32 -b '*' -d 15090
+          turnout init --dry-run                             # print the nft rules, touch nothing
+          turnout init --dry-run --backend iptables          # print iptables-restore input (both families)
+          sudo turnout init --cleanup                        # remove the capture rules only
+
+        Every option can also come from the environment (the flag wins): \(CaptureSetting.allCases.map(\.environmentVariable).joined(separator: ", ")), \
+        TURNOUT_BACKEND. Lists are comma-separated; ports take ranges (9000-9100); '*' means all.
+        istio-iptables' short flags are accepted with their meanings (-p -z -u -g -m -i -x -b -d -o -q -c).
+
+        Order (first match wins): excluded interfaces and ports; the inbound passthrough source
+        127.0.0.6 / ::6; the proxy calling the pod's own address over lo → inbound port; anything
+        else of the proxy uid/gid; anything else over lo; --capture-outbound-ports; excluded
+        CIDRs; --capture-outbound. Only TCP is redirected. With nothing listening on the proxy
+        ports, captured connections are refused at once: traffic never bypasses the proxy.
+        Re-running converges: same options change nothing, new options leave exactly the new rules,
+        rules edited by hand are repaired. IPv6 capture installs together with IPv4 or not at all.
+        """
+    )
+
+    @Option(name: [.customLong("proxy-port"), .customShort("p")], help: "Port captured outbound TCP goes to (default 15001).")
+    var proxyPort: String?
+    @Option(name: [.customLong("inbound-port"), .customShort("z")], help: "Port captured inbound TCP goes to (default 15006).")
+    var inboundPort: String?
+    @Option(name: [.customLong("proxy-uid"), .customShort("u")], help: "The proxy's user ids, never captured (default 1337).")
+    var proxyUID: String?
+    @Option(name: [.customLong("proxy-gid"), .customShort("g")], help: "The proxy's group ids, never captured (default: the uids).")
+    var proxyGID: String?
+    @Option(name: [.customLong("capture-outbound"), .customShort("i")], help: "Outbound CIDRs to capture: '*' (default), a list, or empty for none.")
+    var captureOutbound: String?
+    @Option(name: [.customLong("exclude-outbound-cidrs"), .customShort("x")], help: "Outbound CIDRs never captured.")
+    var excludeOutboundCIDRs: String?
+    @Option(name: [.customLong("capture-outbound-ports"), .customShort("q")], help: "Outbound ports always captured, whatever the address.")
+    var captureOutboundPorts: String?
+    @Option(name: [.customLong("exclude-outbound-ports"), .customShort("o")], help: "Outbound ports never captured (ports and ranges, any number).")
+    var excludeOutboundPorts: String?
+    @Option(name: [.customLong("capture-inbound-ports"), .customShort("b")], help: "Inbound ports to capture: '*' (default), a list, or empty for none.")
+    var captureInboundPorts: String?
+    @Option(name: [.customLong("exclude-inbound-ports"), .customShort("d")], help: "Inbound ports never captured.")
+    var excludeInboundPorts: String?
+    @Option(name: [.customLong("exclude-interfaces"), .customShort("c")], help: "Interfaces whose traffic is never captured.")
+    var excludeInterfaces: String?
+    @Option(name: .customLong("ipv6"), help: "auto (default: on when the namespace has IPv6), on or off.")
+    var ipv6: String?
+    @Option(name: [.customLong("inbound-interception-mode"), .customShort("m")], help: "REDIRECT (the only mode supported so far).")
+    var interceptionMode: String?
+
+    @Option(help: "nft (netlink, the default) or iptables (iptables-restore).")
+    var backend: Backend?
+    @Flag(help: "Print the exact rules and touch nothing (no root needed).")
+    var dryRun = false
+    @Flag(help: "Remove Turnout's capture rules, and nothing else.")
+    var cleanup = false
+    @Option(help: "text or json.")
+    var format: ReportFormat = .text
+
+    func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        let backend = try resolvedBackend(environment)
+        if cleanup {
+            guard !dryRun else { throw BadInput(message: "init: --cleanup and --dry-run exclude each other") }
+            try KernelAccess.require(for: "init --cleanup")
+            let report = try KernelCommandFailed.wrapping("init --cleanup") {
+                switch backend {
+                case .nft: try NftablesBackend().removeCapture()
+                case .iptables: try IptablesBackend().removeCapture()
+                }
+            }
+            print(report.printed(format, elapsed: .zero, source: nil), terminator: "")
+            return
+        }
+        let options = try captureOptions(environment)
+        if dryRun {
+            print(Self.text(options, backend: backend), terminator: "")
+            return
+        }
+        try KernelAccess.require(for: "init")
+        let clock = ContinuousClock()
+        let start = clock.now
+        let report = try KernelCommandFailed.wrapping("init") {
+            switch backend {
+            case .nft: try NftablesBackend().applyCapture(options)
+            case .iptables: try IptablesBackend().applyCapture(options)
+            }
+        }
+        print(report.printed(format, elapsed: clock.now - start, source: nil), terminator: "")
+    }
+
+    /// The rules as the chosen backend would install them.
+    static func text(_ options: CaptureOptions, backend: Backend) -> String {
+        switch backend {
+        case .nft:
+            return NftablesRenderer.render([CaptureCompiler.nftables(options)])
+        case .iptables:
+            return options.families.compactMap { family in
+                CaptureCompiler.iptables(options, family: family).map {
+                    IptablesRenderer.render([$0], header: "\(family == .ipv4 ? "iptables" : "ip6tables")-restore --noflush input (Turnout's capture chains)")
+                }
+            }.joined()
+        }
+    }
+
+    private func resolvedBackend(_ environment: [String: String]) throws -> Backend {
+        if let backend { return backend }
+        guard let text = environment["TURNOUT_BACKEND"], !text.isEmpty else { return .nft }
+        guard let backend = Backend(rawValue: text) else { throw BadInput(message: "init: TURNOUT_BACKEND=\(text): not nft or iptables") }
+        return backend
+    }
+
+    /// The options from flags, then the environment, then the defaults; the first bad value is
+    /// reported with where it came from.
+    func captureOptions(_ environment: [String: String]) throws -> CaptureOptions {
+        if let mode = interceptionMode ?? environment["TURNOUT_INBOUND_INTERCEPTION_MODE"], !mode.isEmpty {
+            switch mode.uppercased() {
+            case "REDIRECT": break
+            case "TPROXY":
+                throw BadInput(message: "init: inbound interception mode TPROXY is not supported yet (it needs mangle rules, policy routing and a transparent listener); use REDIRECT")
+            default:
+                throw BadInput(message: "init: inbound interception mode '\(mode)': only REDIRECT is supported")
+            }
+        }
+        let flags: [CaptureSetting: String?] = [
+            .proxyPort: proxyPort, .inboundPort: inboundPort, .proxyUID: proxyUID, .proxyGID: proxyGID,
+            .captureOutbound: captureOutbound, .excludeOutboundCIDRs: excludeOutboundCIDRs,
+            .captureOutboundPorts: captureOutboundPorts, .excludeOutboundPorts: excludeOutboundPorts,
+            .captureInboundPorts: captureInboundPorts, .excludeInboundPorts: excludeInboundPorts,
+            .excludeInterfaces: excludeInterfaces, .ipv6: ipv6,
+        ]
+        var options = CaptureOptions()
+        var gidGiven = false
+        for setting in CaptureSetting.allCases {
+            let source: String, value: String
+            if let flag = flags[setting] ?? nil {
+                (source, value) = (setting.flag, flag)
+            } else if let variable = environment[setting.environmentVariable] {
+                (source, value) = ("\(setting.environmentVariable) (environment)", variable)
+            } else {
+                continue
+            }
+            if setting == .ipv6 && value.lowercased() == "auto" { continue }
+            do throws(ValueError) {
+                try setting.apply(value, to: &options)
+            } catch {
+                throw BadInput(message: "init: \(source): \(error)")
+            }
+            if setting == .proxyGID { gidGiven = true }
+        }
+        // Istio's default: the proxy's gid list is its uid list.
+        if !gidGiven { options.proxyGIDs = options.proxyUIDs }
+        let ipv6Given = (flags[.ipv6] ?? nil) ?? environment[CaptureSetting.ipv6.environmentVariable]
+        if ipv6Given == nil || ipv6Given?.lowercased() == "auto" { options.ipv6 = Self.namespaceHasIPv6() }
+        if let problem = options.problems.first { throw BadInput(message: "init: \(problem)") }
+        return options
+    }
+
+    /// `--ipv6 auto`: on when this network namespace has IPv6 (the kernel has it and it is not
+    /// disabled here); `/proc/net` and `/proc/sys/net` show the caller's namespace.
+    static func namespaceHasIPv6() -> Bool {
+        guard FileManager.default.fileExists(atPath: "/proc/net/if_inet6") else { return false }
+        let disabled = (try? String(contentsOfFile: "/proc/sys/net/ipv6/conf/all/disable_ipv6", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return disabled != "1"
+    }
+}
