@@ -25,6 +25,9 @@ public enum NftablesLowering {
     static let payloadTransport: UInt32 = 2
     static let compareEqual: UInt32 = 0
     static let compareNotEqual: UInt32 = 1
+    /// NFT_CMP_LTE, NFT_CMP_GTE: byte-wise comparisons, so big-endian values compare as numbers.
+    static let compareLessOrEqual: UInt32 = 3
+    static let compareGreaterOrEqual: UInt32 = 5
     static let conntrackState: UInt32 = 0
     static let conntrackStatus: UInt32 = 2
     static let byteorderToNetwork: UInt32 = 1

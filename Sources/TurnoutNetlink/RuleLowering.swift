@@ -91,22 +91,33 @@ struct RuleLowering {
         case .addresses(let direction, let prefixes, let negated):
             let family = prefixes[0].family
             state.requireFamily(family)
-            state.expressions.append(.payload(base: L.payloadNetwork, offset: addressOffset(direction, family),
-                                              length: UInt32(L.addressLength(family)), register: 1))
             if prefixes.count == 1 {
+                // As nft does it: load only the bytes the prefix covers, mask the last one if
+                // the prefix ends inside it (`10.0.0.0/8` is one byte compared with 10).
                 let prefix = prefixes[0]
-                let bytes = prefix.address.bytes
+                // Measured against nft 1.0.6: a prefix that ends inside its third byte or later
+                // is loaded whole and masked; any other loads only the bytes it covers.
+                let bytesCovered = (prefix.length + 7) / 8
+                let covered = prefix.length % 8 != 0 && bytesCovered > 2 ? L.addressLength(family) : bytesCovered
+                let bytes = Array(prefix.address.bytes.prefix(covered))
                 let op = negated ? L.compareNotEqual : L.compareEqual
-                if prefix.length < family.bitCount {
+                state.expressions.append(.payload(base: L.payloadNetwork, offset: addressOffset(direction, family),
+                                                  length: UInt32(covered), register: 1))
+                if prefix.length % 8 != 0 {
                     let allOnes: IPAddress = family == .ipv4 ? .v4(.max) : .v6(.max, .max)
-                    let mask = allOnes.masked(to: prefix.length).bytes
-                    state.expressions += [.bitwise(source: 1, destination: 1, length: UInt32(bytes.count), mask: mask,
-                                                   xor: Array(repeating: 0, count: bytes.count)),
-                                          .compare(op: op, register: 1, data: bytes)]
-                } else {
-                    state.expressions.append(.compare(op: op, register: 1, data: bytes))
+                    let mask = Array(allOnes.masked(to: prefix.length).bytes.prefix(covered))
+                    state.expressions.append(.bitwise(source: 1, destination: 1, length: UInt32(covered), mask: mask,
+                                                      xor: Array(repeating: 0, count: covered)))
                 }
+                state.expressions.append(.compare(op: op, register: 1, data: bytes))
+            } else if prefixes.allSatisfy({ $0.length == family.bitCount }) {
+                state.expressions.append(.payload(base: L.payloadNetwork, offset: addressOffset(direction, family),
+                                                  length: UInt32(L.addressLength(family)), register: 1))
+                state.expressions.append(.lookup(set: .anonymous(plainSet(keyType: L.addressType(family), keys: prefixes.map(\.address.bytes))),
+                                                 source: 1, destination: nil, inverted: negated))
             } else {
+                state.expressions.append(.payload(base: L.payloadNetwork, offset: addressOffset(direction, family),
+                                                  length: UInt32(L.addressLength(family)), register: 1))
                 let ranges = prefixes.map { ($0.address.bytes, $0.last.bytes) }
                 state.expressions.append(.lookup(set: .anonymous(intervalSet(keyType: L.addressType(family), ranges: ranges)),
                                                  source: 1, destination: nil, inverted: negated))
@@ -117,10 +128,19 @@ struct RuleLowering {
                 let port = ranges[0].lower
                 state.expressions.append(.compare(op: negated ? L.compareNotEqual : L.compareEqual, register: 1,
                                                   data: [UInt8(port >> 8), UInt8(port & 0xff)]))
+            } else if ranges.count == 1 && !negated {
+                // `th dport >= LOW th dport <= HIGH`, as the renderer prints a lone range.
+                let (low, high) = (ranges[0].lower, ranges[0].upper)
+                state.expressions += [.compare(op: L.compareGreaterOrEqual, register: 1, data: [UInt8(low >> 8), UInt8(low & 0xff)]),
+                                      .payload(base: L.payloadTransport, offset: direction == .source ? 0 : 2, length: 2, register: 1),
+                                      .compare(op: L.compareLessOrEqual, register: 1, data: [UInt8(high >> 8), UInt8(high & 0xff)])]
             } else {
                 let bytes: (UInt16) -> [UInt8] = { [UInt8($0 >> 8), UInt8($0 & 0xff)] }
-                state.expressions.append(.lookup(set: .anonymous(intervalSet(keyType: L.serviceType, ranges: ranges.map { (bytes($0.lower), bytes($0.upper)) })),
-                                                 source: 1, destination: nil, inverted: negated))
+                // nft makes a set an interval set only when one of its elements is a range.
+                let set = ranges.allSatisfy(\.isSinglePort)
+                    ? plainSet(keyType: L.serviceType, keys: ranges.map { bytes($0.lower) })
+                    : intervalSet(keyType: L.serviceType, ranges: ranges.map { (bytes($0.lower), bytes($0.upper)) })
+                state.expressions.append(.lookup(set: .anonymous(set), source: 1, destination: nil, inverted: negated))
             }
         case .interface(let direction, let names, let negated):
             state.expressions.append(.metaLoad(key: direction == .input ? L.metaInputInterfaceName : L.metaOutputInterfaceName, register: 1))
@@ -144,6 +164,11 @@ struct RuleLowering {
     /// space ends there. `ranges` must be sorted and neither overlap nor touch.
     private func intervalSet(keyType: UInt32, ranges: [([UInt8], [UInt8])]) -> WireSet {
         var elements: [WireElement] = []
+        // nft opens an interval set with an interval end at key zero unless the first range
+        // starts there: the rbtree then knows that everything below is outside.
+        if ranges[0].0.contains(where: { $0 != 0 }) {
+            elements.append(WireElement(key: Array(repeating: 0, count: ranges[0].0.count), isIntervalEnd: true))
+        }
         for (first, last) in ranges {
             elements.append(WireElement(key: first))
             if let next = Self.successor(last) { elements.append(WireElement(key: next, isIntervalEnd: true)) }
@@ -151,6 +176,13 @@ struct RuleLowering {
         return WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag | WireSet.intervalFlag, keyType: keyType,
                        keyLength: UInt32(ranges[0].0.count),
                        userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderBig)]), elements: elements)
+    }
+
+    /// nft's anonymous set of single-field, big-endian keys without ranges.
+    private func plainSet(keyType: UInt32, keys: [[UInt8]]) -> WireSet {
+        WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag, keyType: keyType, keyLength: UInt32(keys[0].count),
+                userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderBig)]),
+                elements: keys.map { WireElement(key: $0) })
     }
 
     /// The big-endian number one above `bytes`, or `nil` when `bytes` is all ones.
@@ -256,8 +288,8 @@ struct RuleLowering {
         if ids.count == 1 {
             state.expressions.append(.compare(op: negated ? L.compareNotEqual : L.compareEqual, register: 1, data: littleEndian(ids.first!)))
         } else {
-            // nft's uid/gid types are host-order integers of 4 bytes.
-            let set = WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag, keyType: key == L.metaSocketUser ? 29 : 30, keyLength: 4,
+            // nft's uid/gid types (TYPE_UID 24, TYPE_GID 25) are host-order integers of 4 bytes.
+            let set = WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag, keyType: key == L.metaSocketUser ? 24 : 25, keyLength: 4,
                               userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderHost)]),
                               elements: ids.map { WireElement(key: littleEndian($0)) })
             state.expressions.append(.lookup(set: .anonymous(set), source: 1, destination: nil, inverted: negated))

@@ -64,8 +64,10 @@ public enum CaptureCompiler {
         var tableChains: [Chain] = []
         for entry in baseChains where chains[entry.jumpTo] != nil {
             let builtin = entry.spec.hook == .prerouting ? "PREROUTING" : "OUTPUT"
-            tableChains.append(Chain(name: builtin, isBuiltin: true,
-                                     rules: [Rule([.transport([.tcp])], [.verdict(.jump(names[entry.jumpTo]!))])]))
+            // iptables' nat chains sit at priority -100 (NF_IP_PRI_NAT_DST); capture's jump goes
+            // first in them instead (see `IptablesOwnership.jumpsFirst`).
+            tableChains.append(Chain(name: builtin, base: BaseChainSpec(type: .nat, hook: entry.spec.hook, priority: -100), isBuiltin: true,
+                                     rules: [Rule([.transport([.tcp])], [.verdict(.jump(names[entry.jumpTo]!))], comment: tableName)]))
         }
         for name in [inboundChain, outboundChain] {
             guard let rules = chains[name] else { continue }

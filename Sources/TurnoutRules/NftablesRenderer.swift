@@ -157,11 +157,14 @@ public enum NftablesRenderer {
             return "\(expression([.address(direction, prefixes[0].family)])) \(negated ? "!= " : "")\(list(values))"
         case .ports(let direction, let ranges, let negated):
             precondition(!ranges.isEmpty, "a port match needs at least one range")
-            // A lone range still goes in braces: nft would compile a bare `9000-9100` to a range
-            // expression, a set keeps one lowering for every list.
-            let values = ranges.map(\.description)
-            let text = ranges.count == 1 && !ranges[0].isSinglePort ? "{ \(values[0]) }" : list(values)
-            return "\(expression([.port(direction)])) \(negated ? "!= " : "")\(text)"
+            // A lone range is two comparisons: nft turns a bare `9000-9100`, and even a one-range
+            // set, into a range expression, which Turnout does not encode.
+            if ranges.count == 1 && !ranges[0].isSinglePort && !negated {
+                let port = expression([.port(direction)])
+                return "\(port) >= \(ranges[0].lower) \(port) <= \(ranges[0].upper)"
+            }
+            let values = ranges.count == 1 && !ranges[0].isSinglePort ? "{ \(ranges[0]) }" : list(ranges.map(\.description))
+            return "\(expression([.port(direction)])) \(negated ? "!= " : "")\(values)"
         case .interface(let direction, let names, let negated):
             precondition(!names.isEmpty, "an interface match needs at least one name")
             return "\(direction == .input ? "iifname" : "oifname") \(negated ? "!= " : "")\(list(names.map { "\"\($0)\"" }))"

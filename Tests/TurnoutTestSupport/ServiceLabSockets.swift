@@ -227,8 +227,9 @@ enum LabSocket {
     }
 
     /// Waits until a non-blocking connect finishes; returns its errno (0: connected), or
-    /// ETIMEDOUT when the deadline passes first.
-    private static func waitForConnect(_ fd: Int32, deadline: ContinuousClock.Instant) -> Int32 {
+    /// ETIMEDOUT when the deadline passes first. Also used by `CaptureLab`, which makes its own
+    /// sockets (owned by a given uid, bound to a given source) before connecting them.
+    static func waitForConnect(_ fd: Int32, deadline: ContinuousClock.Instant) -> Int32 {
         while true {
             let remaining = milliseconds(until: deadline)
             if remaining <= 0 { return ETIMEDOUT }

@@ -1,0 +1,194 @@
+import Foundation
+import Glibc
+import Synchronization
+import TurnoutModel
+
+/// A stand-in for the sidecar proxy: listens in a namespace, answers every connection with the
+/// destination it was originally meant for, and records it.
+///
+/// What callers must know:
+/// * Listens on each of `ports` on the wildcard address of both families (`0.0.0.0` and `[::]`,
+///   IPv6-only so both can share the port). It never connects anywhere: a captured connection
+///   ends here, so no rule can loop through it.
+/// * Each accepted connection is answered with one line,
+///   `proxy LISTENPORT orig=ADDR:PORT from=ADDR:PORT` (IPv6 in brackets: `orig=[fd00:30::5]:80`),
+///   where `orig` is read with `SO_ORIGINAL_DST` (IPv4) or `IP6T_SO_ORIGINAL_DST` (IPv6), i.e.
+///   from conntrack: the destination before a `redirect`/DNAT. When that lookup fails (no NAT
+///   happened, so conntrack has no translation) the line says `orig=errno:N` instead and the
+///   record carries the errno. `from` is the client's address as the proxy saw it. The connection
+///   is closed when the client closes it, or after 2 s.
+/// * `connections` lists every connection accepted since the last `reset()`, oldest first, and
+///   survives `stop()`/`start()`. A connection is recorded before its answer is sent, so a client
+///   that read the answer may read `connections` at once.
+/// * `stop()` closes the listeners (connections to the ports are then refused: the fail-closed
+///   case); `start()` opens them again. Both are idempotent and may be called from any thread.
+///   A proxy still running when its last reference goes away is stopped then, as a backstop.
+public final class RecordingProxy: Sendable {
+    /// One connection the proxy accepted.
+    public struct Connection: Sendable, Equatable, CustomStringConvertible {
+        /// The port the proxy accepted it on (15001 outbound, 15006 inbound by default).
+        public var listenPort: UInt16
+        /// Where the client meant to go, from conntrack; nil when the lookup failed.
+        public var originalDestination: SocketAddress?
+        /// The errno of the failed original-destination lookup (ENOENT: no translation); nil on
+        /// success.
+        public var originalDestinationErrno: Int32?
+        /// The client's address and port as the proxy saw them.
+        public var client: SocketAddress
+        /// The local address and port the connection arrived on (`127.0.0.1:15001` or
+        /// `[::1]:15001` after a `redirect` in the output hook).
+        public var local: SocketAddress
+
+        /// `orig=…` as in the answer line: the original destination, or `errno:N`.
+        public var originalText: String {
+            if let originalDestination { return originalDestination.description }
+            return "errno:\(originalDestinationErrno ?? 0)"
+        }
+
+        /// The line the proxy answered this connection with.
+        public var description: String { "proxy \(listenPort) orig=\(originalText) from=\(client)" }
+    }
+
+    /// The ports the stand-in listens on unless told otherwise: outbound 15001, inbound 15006.
+    public static let defaultPorts: [UInt16] = [15001, 15006]
+
+    /// The ports it listens on, on both families.
+    public let ports: [UInt16]
+    /// The namespace it listens in (`/run/netns/NAME`).
+    public let namespacePath: String
+
+    private let log = ConnectionLog()
+    /// The running server, nil while stopped. The lock also serialises `start` and `stop`.
+    private let server = Mutex<LineServer?>(nil)
+
+    /// Makes a stopped proxy for the namespace at `namespacePath`; call `start()`.
+    public init(namespacePath: String, ports: [UInt16] = RecordingProxy.defaultPorts) {
+        self.namespacePath = namespacePath
+        self.ports = ports
+    }
+
+    deinit {
+        try? stop()
+    }
+
+    /// Every connection accepted since the last `reset()`, oldest first.
+    public var connections: [Connection] { log.all }
+
+    /// Forgets the recorded connections.
+    public func reset() { log.clear() }
+
+    /// Whether the listeners are open.
+    public var isRunning: Bool { server.withLock { $0 != nil } }
+
+    /// Opens the listeners (inside the namespace) and starts answering. Does nothing when it is
+    /// already running. Throws `ServiceLabError` when a port cannot be bound (e.g. in use).
+    public func start() throws {
+        let path = namespacePath
+        let ports = self.ports
+        let log = self.log
+        try server.withLock { running in
+            guard running == nil else { return }
+            let fds = try NamespaceThread.run(in: path, timeLimit: .seconds(10)) { () throws -> [Int32] in
+                var fds: [Int32] = []
+                do {
+                    for port in ports {
+                        for family in [AF_INET, AF_INET6] { fds.append(try LabSocket.listen(family: family, port: port)) }
+                    }
+                } catch {
+                    for fd in fds { close(fd) }
+                    throw error
+                }
+                return fds
+            }
+            var sockets: [LineServer.Socket] = []
+            for (index, fd) in fds.enumerated() {
+                let port = ports[index / 2]
+                sockets.append(LineServer.Socket(fd: fd, kind: .tcp) { connection, client in
+                    let record = Self.inspect(connection, listenPort: port, client: client)
+                    log.append(record)
+                    return record.description
+                })
+            }
+            let started = LineServer(sockets: sockets)
+            started.start()
+            running = started
+        }
+    }
+
+    /// Closes the listeners and every open connection; new connections to the ports are then
+    /// refused. Does nothing when already stopped. Throws if the server thread did not stop in
+    /// 5 s (the proxy counts as stopped anyway; its sockets are left to the process's exit).
+    public func stop() throws {
+        let running = server.withLock { running in
+            defer { running = nil }
+            return running
+        }
+        try running?.stop()
+    }
+
+    /// Reads what the proxy records about a connection it just accepted.
+    private static func inspect(_ fd: Int32, listenPort: UInt16, client: SocketAddress) -> Connection {
+        var local = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let localAddress = withUnsafeMutablePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        } == 0 ? SocketAddress(storage: local) : nil
+        let family = Int32(local.ss_family)
+        var connection = Connection(listenPort: listenPort, originalDestination: nil, originalDestinationErrno: nil,
+                                    client: client, local: localAddress ?? SocketAddress(address: .v4(0), port: 0))
+        (connection.originalDestination, connection.originalDestinationErrno) = originalDestination(fd, family: family)
+        return connection
+    }
+
+    /// The connection's destination before NAT, from conntrack; or (nil and) the errno of the
+    /// failed lookup.
+    ///
+    /// The option number is 80 in both families (`SO_ORIGINAL_DST` in <linux/netfilter_ipv4.h>,
+    /// `IP6T_SO_ORIGINAL_DST` in <linux/netfilter_ipv6/ip6_tables.h>), but the level must match
+    /// the socket's family: `SOL_IP` on an IPv6 socket answers ENOENT.
+    static func originalDestination(_ fd: Int32, family: Int32) -> (SocketAddress?, Int32?) {
+        let originalDestinationOption: Int32 = 80
+        var storage = sockaddr_storage()
+        var length: socklen_t
+        let level: Int32
+        if family == AF_INET6 {
+            level = Int32(IPPROTO_IPV6)  // SOL_IPV6 = 41
+            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        } else {
+            level = Int32(IPPROTO_IP)  // SOL_IP = 0
+            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        }
+        let status = withUnsafeMutableBytes(of: &storage) { getsockopt(fd, level, originalDestinationOption, $0.baseAddress, &length) }
+        guard status == 0 else { return (nil, errno) }
+        // The kernel fills in the family; set it anyway in case an old kernel leaves it zero.
+        if storage.ss_family == 0 { storage.ss_family = sa_family_t(family) }
+        guard let address = SocketAddress(storage: storage) else { return (nil, EAFNOSUPPORT) }
+        return (address, nil)
+    }
+}
+
+/// The proxy's record of connections, shared with its server thread; a mutex guards it.
+private final class ConnectionLog: Sendable {
+    private let entries = Mutex<[RecordingProxy.Connection]>([])
+    var all: [RecordingProxy.Connection] { entries.withLock { $0 } }
+    func append(_ connection: RecordingProxy.Connection) { entries.withLock { $0.append(connection) } }
+    func clear() { entries.withLock { $0.removeAll() } }
+}
+
+extension SocketAddress {
+    /// The address and port in a `sockaddr_in` or `sockaddr_in6`; nil for any other family.
+    init?(storage: sockaddr_storage) {
+        var storage = storage
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            let address = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in.self) }
+            self.init(address: .v4(UInt32(bigEndian: address.sin_addr.s_addr)), port: UInt16(bigEndian: address.sin_port))
+        case AF_INET6:
+            let address = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in6.self) }
+            let bytes = withUnsafeBytes(of: address.sin6_addr) { Array($0) }
+            self.init(address: IPAddress(v6Bytes: bytes), port: UInt16(bigEndian: address.sin6_port))
+        default:
+            return nil
+        }
+    }
+}
