@@ -206,24 +206,13 @@ enum IptablesRuleText {
                 return text
             }
         }
-        return "\(masked(parsed, to: length))/\(length)"
+        return "\(parsed.masked(to: length))/\(length)"
     }
 
     private static func prefixLength(of mask: IPAddress) -> Int? {
         let bits: [Bool] = mask.bytes.flatMap { byte in (0..<8).map { (bit: Int) -> Bool in byte & (0x80 >> bit) != 0 } }
         let ones = bits.prefix { $0 }.count
         return bits.dropFirst(ones).contains(true) ? nil : ones
-    }
-
-    private static func masked(_ address: IPAddress, to length: Int) -> IPAddress {
-        switch address {
-        case .v4(let value):
-            return .v4(length == 0 ? 0 : value & ~UInt32(0) << (32 - length))
-        case .v6(let high, let low):
-            let highMask: UInt64 = length >= 64 ? ~0 : (length == 0 ? 0 : ~UInt64(0) << (64 - length))
-            let lowMask: UInt64 = length <= 64 ? 0 : (length == 128 ? ~0 : ~UInt64(0) << (128 - length))
-            return .v6(high & highMask, low & lowMask)
-        }
     }
 
     static func protocolName(_ text: String) -> String {
