@@ -48,24 +48,27 @@ public struct IptablesBackend: Sendable {
     /// families are committed one after the other; if the second fails, the first is put back,
     /// so capture is never left installed in one family only. Outcomes as for `apply`.
     public func applyCapture(_ options: CaptureOptions) throws(ToolError) -> ApplyReport {
-        try converge(.capture) { family in
-            guard let rules = CaptureCompiler.iptables(options, family: family) else { return [] }
-            return [IptablesOwnedTable(parsing: IptablesRenderer.render([rules]), table: "nat", family: family, ownership: .capture)]
+        try converge(.capture) { family in Self.desiredCapture(options, family: family) }
+    }
+
+    /// The `iptables-restore --noflush` input `applyCapture` sends to a namespace without
+    /// capture rules, per family (jumps inserted first with `-I`): what `init --dry-run` prints.
+    public static func captureRestoreInput(_ options: CaptureOptions) -> [(family: IPFamily, input: String)] {
+        options.families.map { family in
+            (family, IptablesRestorePlan(family: family, from: [], to: desiredCapture(options, family: family),
+                                         jumpsFirst: IptablesOwnership.capture.jumpsFirst).input)
         }
+    }
+
+    private static func desiredCapture(_ options: CaptureOptions, family: IPFamily) -> [IptablesOwnedTable] {
+        guard let rules = CaptureCompiler.iptables(options, family: family) else { return [] }
+        return [IptablesOwnedTable(parsing: IptablesRenderer.render([rules]), table: "nat", family: family, ownership: .capture)]
     }
 
     /// Removes the capture chains and their jumps, and nothing else (`init --cleanup`);
     /// `.absent` when there are none.
     public func removeCapture() throws(ToolError) -> ApplyReport {
         try remove(.capture)
-    }
-
-    /// The capture rules installed, per family, as `iptables-save` prints them (`-A CHAIN …`):
-    /// the jumps of built-in chains first, then each capture chain's rules in order.
-    public func installedCapture() throws(ToolError) -> [IPFamily: [String]] {
-        try readInstalled(.capture).mapValues { tables in
-            tables.flatMap { $0.jumps.map(\.savedLine) + $0.chains.flatMap { $0.rules.map(\.savedLine) } }
-        }
     }
 
     private func converge(_ ownership: IptablesOwnership, desired: (IPFamily) -> [IptablesOwnedTable]) throws(ToolError) -> ApplyReport {

@@ -13,6 +13,12 @@ public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible 
         self.length = length
     }
 
+    /// One address: `/32` or `/128`.
+    public init(host address: IPAddress) {
+        self.address = address
+        length = address.family.bitCount
+    }
+
     /// Parses `ADDRESS/LENGTH` or a bare address; throws a message naming what is wrong.
     public init(parsing text: some StringProtocol) throws(ValueError) {
         let text = String(text)
@@ -32,6 +38,11 @@ public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible 
     }
 
     public var family: IPFamily { address.family }
+
+    /// The loopback block of `family`: `127.0.0.0/8` or `::1`. Routing sends it over `lo`.
+    public static func loopback(_ family: IPFamily) -> IPPrefix {
+        family == .ipv4 ? IPPrefix(address: .v4(0x7f00_0000), length: 8)! : IPPrefix(host: .v6(0, 1))
+    }
 
     /// The last address in the block.
     public var last: IPAddress { address.filled(from: length) }

@@ -207,6 +207,45 @@ public enum NftablesLowering {
         return out
     }
 
+    /// One range of a single-field interval set or map, as big-endian key bytes.
+    struct RangeElement {
+        var first: [UInt8]
+        var last: [UInt8]
+        var data: [UInt8]? = nil
+        var verdict: WireVerdict? = nil
+    }
+
+    /// The elements nft sends for an interval set kept as an rbtree (single-field keys):
+    /// each range is its first key (carrying the data), followed by an interval end at
+    /// last + 1 unless the next range starts right there or the key space ends; and an
+    /// interval end at key zero before everything when the first range does not start there.
+    /// `ranges` must be sorted and must not overlap.
+    static func rbtreeElements(_ ranges: [RangeElement]) -> [WireElement] {
+        guard let head = ranges.first else { return [] }
+        var out: [WireElement] = []
+        if head.first.contains(where: { $0 != 0 }) {
+            out.append(WireElement(key: Array(repeating: 0, count: head.first.count), isIntervalEnd: true))
+        }
+        for (index, range) in ranges.enumerated() {
+            out.append(WireElement(key: range.first, data: range.data, verdict: range.verdict))
+            guard let end = successor(range.last) else { continue }
+            if index + 1 < ranges.count && ranges[index + 1].first == end { continue }
+            out.append(WireElement(key: end, isIntervalEnd: true))
+        }
+        return out
+    }
+
+    /// The big-endian number one above `bytes`, or `nil` when `bytes` is all ones.
+    private static func successor(_ bytes: [UInt8]) -> [UInt8]? {
+        var next = bytes
+        for index in next.indices.reversed() {
+            if next[index] == 0xff { next[index] = 0; continue }
+            next[index] += 1
+            return next
+        }
+        return nil
+    }
+
     static func elements(_ elements: [SetElement], layout: KeyLayout, interval: Bool) -> [WireElement] {
         func data(_ element: SetElement) -> (data: [UInt8]?, verdict: WireVerdict?) {
             switch element.data {
@@ -224,31 +263,12 @@ public enum NftablesLowering {
             }
         }
         if interval {
-            // rbtree: each range is its start, plus an interval-end element after it unless the
-            // next range starts right there.
-            var out: [WireElement] = []
-            let sorted = elements.sorted()
-            for (index, element) in sorted.enumerated() {
+            let ranges = elements.sorted().map { element in
                 let (bytes, verdict) = data(element)
-                out.append(WireElement(key: layout.bytes(element.key, upper: false), data: bytes, verdict: verdict))
-                guard case .some(let last) = element.key.last else { continue }
-                let high: UInt32 = switch last {
-                case .integerRange(_, let high): high
-                case .integer(let value): value
-                default: preconditionFailure("interval keys are integers")
-                }
-                let nextLow: UInt32? = index + 1 < sorted.count ? {
-                    switch sorted[index + 1].key.last {
-                    case .integerRange(let low, _): low
-                    case .integer(let value): value
-                    default: nil
-                    }
-                }() : nil
-                if high < UInt32.max && nextLow != high + 1 {
-                    out.append(WireElement(key: layout.bytes([.integer(high + 1)], upper: false), isIntervalEnd: true))
-                }
+                return RangeElement(first: layout.bytes(element.key, upper: false), last: layout.bytes(element.key, upper: true),
+                                    data: bytes, verdict: verdict)
             }
-            return out
+            return rbtreeElements(ranges)
         }
         return elements.map { element in
             let (bytes, verdict) = data(element)

@@ -52,21 +52,6 @@ struct RuleLowering {
                                   elements: transports.map { WireElement(key: [$0.number]) })
                 state.expressions.append(.lookup(set: .anonymous(set), source: 1, destination: nil, inverted: false))
             }
-        case .address(let direction, let address, let prefixLength):
-            state.requireFamily(address.family)
-            let bytes = address.bytes
-            state.expressions.append(.payload(base: L.payloadNetwork, offset: addressOffset(direction, address.family),
-                                              length: UInt32(bytes.count), register: 1))
-            if prefixLength < bytes.count * 8 {
-                let mask = (0..<bytes.count).map { index -> UInt8 in
-                    let bits = max(0, min(8, prefixLength - index * 8))
-                    return bits == 0 ? 0 : UInt8(truncatingIfNeeded: 0xff << (8 - bits))
-                }
-                state.expressions += [.bitwise(source: 1, destination: 1, length: UInt32(bytes.count), mask: mask, xor: Array(repeating: 0, count: bytes.count)),
-                                      .compare(op: L.compareEqual, register: 1, data: zip(bytes, mask).map { $0 & $1 })]
-            } else {
-                state.expressions.append(.compare(op: L.compareEqual, register: 1, data: bytes))
-            }
         case .port(let direction, let port):
             state.expressions += [.payload(base: L.payloadTransport, offset: direction == .source ? 0 : 2, length: 2, register: 1),
                                   .compare(op: L.compareEqual, register: 1, data: [UInt8(port >> 8), UInt8(port & 0xff)])]
@@ -159,23 +144,12 @@ struct RuleLowering {
         }
     }
 
-    /// nft's anonymous interval set of single-field, big-endian keys (addresses, ports): each
-    /// range is its first key, followed by an interval-end element at last + 1 unless the key
-    /// space ends there. `ranges` must be sorted and neither overlap nor touch.
+    /// nft's anonymous interval set of single-field, big-endian keys (addresses, ports).
     private func intervalSet(keyType: UInt32, ranges: [([UInt8], [UInt8])]) -> WireSet {
-        var elements: [WireElement] = []
-        // nft opens an interval set with an interval end at key zero unless the first range
-        // starts there: the rbtree then knows that everything below is outside.
-        if ranges[0].0.contains(where: { $0 != 0 }) {
-            elements.append(WireElement(key: Array(repeating: 0, count: ranges[0].0.count), isIntervalEnd: true))
-        }
-        for (first, last) in ranges {
-            elements.append(WireElement(key: first))
-            if let next = Self.successor(last) { elements.append(WireElement(key: next, isIntervalEnd: true)) }
-        }
-        return WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag | WireSet.intervalFlag, keyType: keyType,
-                       keyLength: UInt32(ranges[0].0.count),
-                       userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderBig)]), elements: elements)
+        WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag | WireSet.intervalFlag, keyType: keyType,
+                keyLength: UInt32(ranges[0].0.count),
+                userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderBig)]),
+                elements: L.rbtreeElements(ranges.map { L.RangeElement(first: $0.0, last: $0.1) }))
     }
 
     /// nft's anonymous set of single-field, big-endian keys without ranges.
@@ -183,17 +157,6 @@ struct RuleLowering {
         WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag, keyType: keyType, keyLength: UInt32(keys[0].count),
                 userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderBig)]),
                 elements: keys.map { WireElement(key: $0) })
-    }
-
-    /// The big-endian number one above `bytes`, or `nil` when `bytes` is all ones.
-    private static func successor(_ bytes: [UInt8]) -> [UInt8]? {
-        var next = bytes
-        for index in next.indices.reversed() {
-            if next[index] == 0xff { next[index] = 0; continue }
-            next[index] += 1
-            return next
-        }
-        return nil
     }
 
     private func lower(_ statement: Statement, into state: inout State) {

@@ -88,14 +88,13 @@ public enum CaptureCompiler {
         if !options.excludeInterfaces.isEmpty { outbound.append(Rule([.interface(.output, options.excludeInterfaces, negated: false)], ret)) }
         if !options.excludeOutboundPorts.isEmpty { outbound.append(Rule([tcp, .ports(.destination, options.excludeOutboundPorts, negated: false)], ret)) }
         for family in options.families {
-            let passthrough = IPPrefix(address: CaptureOptions.passthroughSources[family]!, length: family.bitCount)!
-            outbound.append(Rule([lo, .addresses(.source, [passthrough], negated: false)], ret))
+            outbound.append(Rule([lo, .addresses(.source, [IPPrefix(host: CaptureOptions.passthroughSources[family]!)], negated: false)], ret))
         }
         let uids = Set(options.proxyUIDs), gids = Set(options.proxyGIDs)
         let owners: [Match] = (uids.isEmpty ? [] : [.socketUser(uids, negated: false)]) + (gids.isEmpty ? [] : [.socketGroup(gids, negated: false)])
         for owner in owners {
             for family in options.families {
-                outbound.append(Rule([tcp, lo, .addresses(.destination, [loopbackBlock(family)], negated: true), owner],
+                outbound.append(Rule([tcp, lo, .addresses(.destination, [IPPrefix.loopback(family)], negated: true), owner],
                                      [.redirect(port: options.inboundPort)]))
             }
         }
@@ -129,11 +128,6 @@ public enum CaptureCompiler {
         }
         chains[inboundChain] = inbound
         return chains
-    }
-
-    /// `127.0.0.0/8` or `::1`.
-    static func loopbackBlock(_ family: IPFamily) -> IPPrefix {
-        family == .ipv4 ? IPPrefix(address: IPAddress("127.0.0.0")!, length: 8)! : IPPrefix(address: IPAddress("::1")!, length: 128)!
     }
 
     /// One nft-style rule as iptables rules of `family`: dropped when it is about the other

@@ -27,8 +27,6 @@ public enum IptablesRenderer {
         var transport: TransportProtocol?
         for match in rule.matches {
             switch match {
-            case .address(let direction, let address, let prefixLength):
-                parts.append("\(direction == .source ? "-s" : "-d") \(address)/\(prefixLength)")
             case .transport(let set):
                 precondition(set.count == 1, "iptables matches one protocol per rule")
                 transport = set.first

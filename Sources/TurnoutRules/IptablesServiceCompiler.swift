@@ -76,7 +76,7 @@ public enum IptablesServiceCompiler {
                 cascade.append(Rule(probability.map { [.probability($0)] } ?? [], [.verdict(.jump(endpointChain))],
                                     comment: "\(frontend.label) -> \(slot.target)"))
                 endpointChains.append(Chain(name: endpointChain, rules: [
-                    Rule([.address(.source, slot.target.address, prefixLength: family == .ipv4 ? 32 : 128)],
+                    Rule([.addresses(.source, [IPPrefix(host: slot.target.address)], negated: false)],
                          [.verdict(.jump(markMasqueradeChain))], comment: "hairpin"),
                     dnatRule,
                 ]))
@@ -116,7 +116,7 @@ public enum IptablesServiceCompiler {
     }
 
     private static func frontendMatch(_ frontend: Frontend) -> [Match] {
-        [.address(.destination, frontend.address, prefixLength: frontend.family == .ipv4 ? 32 : 128),
+        [.addresses(.destination, [IPPrefix(host: frontend.address)], negated: false),
          .transport([frontend.port.transport]),
          .port(.destination, frontend.port.port)]
     }

@@ -132,10 +132,6 @@ public enum NftablesRenderer {
         case .transport(let set):
             let names = set.sorted().map(\.rawValue)
             return names.count == 1 ? "meta l4proto \(names[0])" : "meta l4proto { \(names.joined(separator: ", ")) }"
-        case .address(let direction, let address, let prefixLength):
-            let full = address.family == .ipv4 ? 32 : 128
-            let value = prefixLength == full ? "\(address)" : "\(address)/\(prefixLength)"
-            return "\(expression([.address(direction, address.family)])) \(value)"
         case .port(let direction, let port):
             return "\(expression([.port(direction)])) \(port)"
         case .lookup(let key, let set, let negated):

@@ -185,9 +185,6 @@ public struct PacketTracer: Sendable {
             return certain(flow.family == family)
         case .transport(let set):
             return certain(set.contains(flow.transport))
-        case .address(let direction, let address, let prefixLength):
-            let value = direction == .source ? flow.source : flow.destination.address
-            return certain(value.family == address.family && Self.prefix(value, prefixLength) == Self.prefix(address, prefixLength))
         case .port(let direction, let port):
             return certain((direction == .source ? flow.sourcePort : flow.destination.port) == port)
         case .connectionState(let states):
@@ -384,10 +381,4 @@ public struct PacketTracer: Sendable {
         return Probability(UInt64(clamped.count), UInt64(modulus))
     }
 
-    private static func prefix(_ address: IPAddress, _ length: Int) -> [UInt8] {
-        address.bytes.enumerated().map { index, byte in
-            let bits = max(0, min(8, length - index * 8))
-            return bits == 8 ? byte : byte & ~(0xFF >> UInt8(bits))
-        }
-    }
 }

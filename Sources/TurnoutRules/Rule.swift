@@ -39,8 +39,6 @@ public enum Match: Hashable, Sendable {
     case family(IPFamily)
     /// `meta l4proto tcp` or `meta l4proto { tcp, udp }`.
     case transport(Set<TransportProtocol>)
-    /// `ip daddr 10.0.0.1` (prefix length = full address for a single host).
-    case address(PacketDirection, IPAddress, prefixLength: Int)
     /// `th dport 80`.
     case port(PacketDirection, UInt16)
     /// `ip daddr . meta l4proto . th dport @set` (or `!=` when negated).
@@ -58,7 +56,7 @@ public enum Match: Hashable, Sendable {
     case socketUser(Set<UInt32>, negated: Bool)
     /// `meta skgid 1337`, likewise for the owner's group.
     case socketGroup(Set<UInt32>, negated: Bool)
-    /// `ip daddr 10.0.0.0/8`, `ip daddr != 127.0.0.0/8`, `ip daddr { 10.0.0.0/8, 192.168.0.0/16 }`:
+    /// `ip daddr 10.0.0.1`, `ip daddr 10.0.0.0/8`, `ip daddr != 127.0.0.0/8`, `ip daddr { 10.0.0.0/8, 192.168.0.0/16 }`:
     /// blocks of one family, at least one; negated means in none of them. Like every address
     /// match it also requires that family. iptables takes one block per rule.
     case addresses(PacketDirection, [IPPrefix], negated: Bool)

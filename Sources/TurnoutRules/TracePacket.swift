@@ -44,8 +44,7 @@ public struct TracePacket: Hashable, Sendable {
         self.mark = mark
         self.uid = origin == .local ? (uid ?? 0) : nil
         self.gid = origin == .local ? (gid ?? uid ?? 0) : nil
-        let loopback = IPPrefix(address: destination.address.family == .ipv4 ? IPAddress("127.0.0.0")! : IPAddress("::1")!,
-                                length: destination.address.family == .ipv4 ? 8 : 128)!
+        let loopback = IPPrefix.loopback(destination.address.family)
         switch origin {
         case .local:
             self.outputInterface = loopback.contains(destination.address) ? Self.loopback : (outputInterface ?? "eth0")

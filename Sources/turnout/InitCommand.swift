@@ -76,13 +76,14 @@ struct InitCommand: ParsableCommand {
         if cleanup {
             guard !dryRun else { throw BadInput(message: "init: --cleanup and --dry-run exclude each other") }
             try KernelAccess.require(for: "init --cleanup")
+            let start = ContinuousClock.now
             let report = try KernelCommandFailed.wrapping("init --cleanup") {
                 switch backend {
                 case .nft: try NftablesBackend().removeCapture()
                 case .iptables: try IptablesBackend().removeCapture()
                 }
             }
-            print(report.printed(format, elapsed: .zero, source: nil), terminator: "")
+            print(report.printed(format, elapsed: ContinuousClock.now - start, source: nil), terminator: "")
             return
         }
         let options = try captureOptions(environment)
@@ -91,15 +92,14 @@ struct InitCommand: ParsableCommand {
             return
         }
         try KernelAccess.require(for: "init")
-        let clock = ContinuousClock()
-        let start = clock.now
+        let start = ContinuousClock.now
         let report = try KernelCommandFailed.wrapping("init") {
             switch backend {
             case .nft: try NftablesBackend().applyCapture(options)
             case .iptables: try IptablesBackend().applyCapture(options)
             }
         }
-        print(report.printed(format, elapsed: clock.now - start, source: nil), terminator: "")
+        print(report.printed(format, elapsed: ContinuousClock.now - start, source: nil), terminator: "")
     }
 
     /// The rules as the chosen backend would install them.
@@ -108,10 +108,8 @@ struct InitCommand: ParsableCommand {
         case .nft:
             return NftablesRenderer.render([CaptureCompiler.nftables(options)])
         case .iptables:
-            return options.families.compactMap { family in
-                CaptureCompiler.iptables(options, family: family).map {
-                    IptablesRenderer.render([$0], header: "\(family == .ipv4 ? "iptables" : "ip6tables")-restore --noflush input (Turnout's capture chains)")
-                }
+            return IptablesBackend.captureRestoreInput(options).map { family, input in
+                "# \(family == .ipv4 ? "iptables" : "ip6tables")-restore --noflush input (Turnout's capture chains, fresh install)\n" + input
             }.joined()
         }
     }

@@ -123,6 +123,8 @@ struct InitScenarioTests {
             let dry = try Self.initialize(lab, backend, ["--dry-run"])
             #expect(dry.status == 0)
             #expect(dry.standardOutput.contains(backend == .nft ? "redirect to :15001" : "-j REDIRECT --to-ports 15001"))
+            // iptables: the input a fresh install sends, capture's jumps inserted first.
+            #expect(backend == .nft || dry.standardOutput.contains("-I OUTPUT 1 -p tcp"), "\(dry.standardOutput)")
             for bad in [["-o", "70000"], ["-x", "10.0.0.1/8"], ["-m", "TPROXY"], ["-p", "15006"]] {
                 let result = try Self.initialize(lab, backend, bad)
                 #expect(result.status == 2, "\(bad): \(result.standardError)")

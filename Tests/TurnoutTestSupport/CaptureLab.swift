@@ -436,21 +436,8 @@ public final class CaptureLab: Sendable {
 
     /// Wildcard TCP listeners on both families for each port, answering `NAME PORT from ADDR`.
     private static func tcpServers(in namespace: NetworkNamespace, ports: [UInt16], name: String) throws -> [LineServer.Socket] {
-        let fds = try NamespaceThread.run(in: namespace.path, timeLimit: .seconds(10)) { () throws -> [Int32] in
-            var fds: [Int32] = []
-            do {
-                for port in ports {
-                    for family in [AF_INET, AF_INET6] { fds.append(try LabSocket.listen(family: family, port: port)) }
-                }
-            } catch {
-                for fd in fds { close(fd) }
-                throw error
-            }
-            return fds
-        }
-        return fds.enumerated().map { index, fd in
-            let port = ports[index / 2]
-            return LineServer.Socket(fd: fd, kind: .tcp) { _, client in "\(name) \(port) from \(client.address)" }
+        try LabSocket.listeners(in: namespace.path, ports: ports).map { port, fd in
+            LineServer.Socket(fd: fd, kind: .tcp) { _, client in "\(name) \(port) from \(client.address)" }
         }
     }
 
@@ -641,34 +628,19 @@ final class LineServer: Sendable {
     static let lingerLimit: Duration = .seconds(2)
 
     private let sockets: [Socket]
-    private let stopping = Atomic<Bool>(false)
-    private let started = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
+    private let thread = ServerThread(label: "the capture lab's servers")
 
     init(sockets: [Socket]) {
         self.sockets = sockets
     }
 
     func start() {
-        started.store(true, ordering: .releasing)
-        Thread { [self] in
-            run()
-            finished.signal()
-        }.start()
+        thread.start { [self] in run() }
     }
 
-    /// Stops the loop (it notices within 20 ms), waits at most 5 s for it, and closes every
-    /// socket. Throws if the loop did not stop in time (its sockets are then left to the
-    /// process's exit).
+    /// Stops the loop, waits at most 5 s for it, and closes every socket (see `ServerThread`).
     func stop() throws {
-        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        guard started.load(ordering: .acquiring) else {
-            for socket in sockets { close(socket.fd) }  // never started: nobody else owns them
-            return
-        }
-        guard finished.wait(timeout: .now() + 5) == .success else {
-            throw ServiceLabError("the capture lab's servers did not stop within 5 s")
-        }
+        try thread.stop { for socket in sockets { close(socket.fd) } }
     }
 
     private func run() {
@@ -678,7 +650,7 @@ final class LineServer: Sendable {
             for connection in connections { close(connection.fd) }
             for socket in sockets { close(socket.fd) }
         }
-        while !stopping.load(ordering: .acquiring) {
+        while !thread.isStopping {
             let now = ContinuousClock.now
             connections.removeAll { connection in
                 guard now - connection.opened >= Self.lingerLimit else { return false }

@@ -88,26 +88,12 @@ public final class RecordingProxy: Sendable {
         let log = self.log
         try server.withLock { running in
             guard running == nil else { return }
-            let fds = try NamespaceThread.run(in: path, timeLimit: .seconds(10)) { () throws -> [Int32] in
-                var fds: [Int32] = []
-                do {
-                    for port in ports {
-                        for family in [AF_INET, AF_INET6] { fds.append(try LabSocket.listen(family: family, port: port)) }
-                    }
-                } catch {
-                    for fd in fds { close(fd) }
-                    throw error
-                }
-                return fds
-            }
-            var sockets: [LineServer.Socket] = []
-            for (index, fd) in fds.enumerated() {
-                let port = ports[index / 2]
-                sockets.append(LineServer.Socket(fd: fd, kind: .tcp) { connection, client in
+            let sockets = try LabSocket.listeners(in: path, ports: ports).map { port, fd in
+                LineServer.Socket(fd: fd, kind: .tcp) { connection, client in
                     let record = Self.inspect(connection, listenPort: port, client: client)
                     log.append(record)
                     return record.description
-                })
+                }
             }
             let started = LineServer(sockets: sockets)
             started.start()

@@ -292,6 +292,23 @@ enum LabSocket {
 
     /// A non-blocking listener on the wildcard address of `family`, port `port` (IPv6 only for
     /// AF_INET6, so an IPv4 listener can share the port).
+    /// Wildcard TCP listeners on IPv4 and IPv6 for each of `ports`, made inside the namespace at
+    /// `path`: the port each one serves and its descriptor. On failure none is left open.
+    static func listeners(in path: String, ports: [UInt16]) throws -> [(port: UInt16, fd: Int32)] {
+        try NamespaceThread.run(in: path, timeLimit: .seconds(10)) { () throws -> [(port: UInt16, fd: Int32)] in
+            var made: [(port: UInt16, fd: Int32)] = []
+            do {
+                for port in ports {
+                    for family in [AF_INET, AF_INET6] { made.append((port, try listen(family: family, port: port))) }
+                }
+            } catch {
+                for listener in made { close(listener.fd) }
+                throw error
+            }
+            return made
+        }
+    }
+
     static func listen(family: Int32, port: UInt16) throws -> Int32 {
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ServiceLabError.system("socket") }
@@ -335,33 +352,19 @@ final class AnswerServer: Sendable {
     }
 
     private let listeners: [Listener]
-    private let stopping = Atomic<Bool>(false)
-    private let started = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
+    private let thread = ServerThread(label: "the endpoint servers")
 
     init(listeners: [Listener]) {
         self.listeners = listeners
     }
 
     func start() {
-        started.store(true, ordering: .releasing)
-        Thread { [self] in
-            run()
-            finished.signal()
-        }.start()
+        thread.start { [self] in run() }
     }
 
-    /// Stops the loop (it notices within 20 ms), waits at most 5 s for it, and closes every socket.
-    /// Throws if the loop did not stop in time (its sockets are then left to the process's exit).
+    /// Stops the loop, waits at most 5 s for it, and closes every socket (see `ServerThread`).
     func stop() throws {
-        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        guard started.load(ordering: .acquiring) else {
-            for listener in listeners { close(listener.fd) }  // never started: nobody else owns them
-            return
-        }
-        guard finished.wait(timeout: .now() + 5) == .success else {
-            throw ServiceLabError("the endpoint servers did not stop within 5 s")
-        }
+        try thread.stop { for listener in listeners { close(listener.fd) } }
     }
 
     private func run() {
@@ -371,7 +374,7 @@ final class AnswerServer: Sendable {
             for fd in connections.keys { close(fd) }
             for listener in listeners { close(listener.fd) }
         }
-        while !stopping.load(ordering: .acquiring) {
+        while !thread.isStopping {
             let open = Array(connections)
             var entries = listeners.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
                 + open.map { pollfd(fd: $0.key, events: Int16(POLLIN), revents: 0) }
@@ -397,6 +400,45 @@ final class AnswerServer: Sendable {
                     connections[fd] = nil
                 }
             }
+        }
+    }
+}
+
+/// The life of a lab server's polling thread: started at most once, asked to stop once, waited
+/// for at most 5 s. The server's loop checks `isStopping` at least every 20 ms and closes its
+/// sockets on the way out.
+final class ServerThread: Sendable {
+    private let label: String
+    private let stopping = Atomic<Bool>(false)
+    private let started = Atomic<Bool>(false)
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(label: String) {
+        self.label = label
+    }
+
+    var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    func start(_ loop: @escaping @Sendable () -> Void) {
+        started.store(true, ordering: .releasing)
+        let finished = finished
+        Thread {
+            loop()
+            finished.signal()
+        }.start()
+    }
+
+    /// Asks the loop to stop and waits for it. When it never ran, `neverStarted` runs instead
+    /// (nobody else owns the sockets then). Only the first call does anything. Throws if the
+    /// loop did not stop in time (its sockets are then left to the process's exit).
+    func stop(ifNeverStarted neverStarted: () -> Void) throws {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard started.load(ordering: .acquiring) else {
+            neverStarted()
+            return
+        }
+        guard finished.wait(timeout: .now() + 5) == .success else {
+            throw ServiceLabError("\(label) did not stop within 5 s")
         }
     }
 }
