@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Layering (DESIGN.md §2): TurnoutModel ← TurnoutRules ← TurnoutNetlink/TurnoutProxy ← TurnoutControl ← turnout.
-// A target depends only on targets to its left; the proxy target arrives with its issue.
+// A target depends only on targets to its left.
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
@@ -24,11 +24,13 @@ let package = Package(
         // Wrappers for Linux calls Glibc exports only under _GNU_SOURCE; every symbol prefixed CTurnoutLinux_.
         .target(name: "CTurnoutLinux", cSettings: [.define("_GNU_SOURCE")]),
         .target(name: "TurnoutNetlink", dependencies: ["CNetfilter", "CTurnoutLinux", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
-        .target(name: "TurnoutControl", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink"], swiftSettings: strict),
+        // The data plane: sockets, original destination, (with issue 5) the splice workers.
+        .target(name: "TurnoutProxy", dependencies: ["CTurnoutLinux", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
+        .target(name: "TurnoutControl", dependencies: ["CTurnoutLinux", "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutProxy"], swiftSettings: strict),
         .executableTarget(
             name: "turnout",
             dependencies: [
-                "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl",
+                "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutProxy", "TurnoutControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -52,7 +54,7 @@ let package = Package(
         .testTarget(name: "TurnoutModelTests", dependencies: ["TurnoutModel", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutRulesTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutNetlinkTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
-        .testTarget(name: "TurnoutControlTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TurnoutControlTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutProxy", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutCLITests", dependencies: ["turnout", "TurnoutTestSupport"], swiftSettings: strict),
     ]
 )

@@ -1,4 +1,5 @@
-/* The libnftnl and libmnl headers TurnoutNetlink uses, in an order that compiles.
+/* The libnftnl and libmnl headers TurnoutNetlink uses, in an order that compiles (rtnetlink for
+ * the one interface address `turnout init` adds).
  *
  * glibc's <sys/socket.h> and <netinet/in.h> come first: <linux/netfilter.h> pulls <linux/in.h>,
  * and only when glibc's headers were seen first does linux/libc-compat.h skip its duplicate
@@ -9,6 +10,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nf_tables.h>

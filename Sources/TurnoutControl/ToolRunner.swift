@@ -1,4 +1,5 @@
 import Foundation
+import TurnoutModel
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +12,10 @@ import Glibc
 /// netfilter tools, often missing from a non-login `PATH`). A child still running after
 /// `timeLimit` is killed with SIGKILL. Standard input, output and error go through unlinked
 /// temporary files rather than pipes: a child that exits early cannot raise SIGPIPE in this
-/// process, and a chatty one cannot block on a full pipe.
+/// process, and a chatty one cannot block on a full pipe. Children are started with
+/// `posix_spawn` and awaited on a pidfd (``SpawnedProcess``), not with Foundation's `Process`,
+/// whose run loop needs a loopback socket pair and hangs forever in a namespace whose `lo` is
+/// down, which is exactly where `turnout init` runs in a fresh pod.
 public struct ToolRunner: Sendable {
     /// Prepended to every command line, e.g. `["ip", "netns", "exec", "lab"]`.
     public var prefix: [String]
@@ -49,29 +53,26 @@ public struct ToolRunner: Sendable {
             throw fail(.couldNotStart(reason: "no temporary file: \(error)"))
         }
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = commandLine
-        // Never the caller's own stdin: a tool waiting on a terminal would hang until the time limit.
-        process.standardInput = stdin?.handle ?? FileHandle.nullDevice
-        process.standardOutput = stdout.handle
-        process.standardError = stderr.handle
-        let exited = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in exited.signal() }
+        let child: SpawnedProcess
         do {
-            try process.run()
+            child = try SpawnedProcess(executable: executable, arguments: commandLine,
+                                       standardInput: stdin?.descriptor, standardOutput: stdout.descriptor,
+                                       standardError: stderr.descriptor)
         } catch {
             throw fail(.couldNotStart(reason: "\(error)"))
         }
-
-        if exited.wait(timeout: .now() + timeLimit.timeInterval) == .timedOut {
+        let exit: Int32?
+        do {
+            exit = try child.wait(timeLimit: timeLimit)
+        } catch {
+            child.kill()
+            throw fail(.couldNotStart(reason: "\(error)"))
+        }
+        guard let status = exit else {
             // `ip netns exec` execs the tool in place, so this PID is the tool itself.
-            kill(process.processIdentifier, SIGKILL)
-            exited.wait()
+            child.kill()
             throw fail(.timedOut(after: timeLimit))
         }
-        process.waitUntilExit()
-        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
         return ToolResult(tool: tool, arguments: arguments, status: status,
                           standardOutput: stdout.contents(), standardError: stderr.contents())
     }
@@ -191,30 +192,35 @@ extension Duration {
 
 /// A temporary file that exists only as an open descriptor: unlinked at once, so nothing is
 /// left behind whatever happens, and closed when the value goes away.
+///
+/// The descriptor is close-on-exec: a child gets it only as the standard stream it was given
+/// as, never by accident through another tool started at the same time.
 private final class TemporaryFile {
-    let handle: FileHandle
+    let descriptor: Int32
 
-    init(contents: String) throws {
+    init(contents: String) throws(SystemCallError) {
         let directory = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         var template = Array("\(directory)/turnout-tool.XXXXXX".utf8CString)
         let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard descriptor >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        guard descriptor >= 0 else { throw SystemCallError(call: "mkstemp(\(directory))", errno: errno) }
+        self.descriptor = descriptor
         template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
-        handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
         var bytes = Array(contents.utf8)[...]
         while !bytes.isEmpty {
             let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
             if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            guard written > 0 else { throw SystemCallError(call: "write(temporary file)", errno: errno) }
             bytes = bytes.dropFirst(written)
         }
         // The child shares this file offset, so it must start reading at the beginning.
         lseek(descriptor, 0, SEEK_SET)
     }
 
+    deinit { close(descriptor) }
+
     /// Everything in the file, read from the beginning (the child moved the shared offset).
     func contents() -> String {
-        let descriptor = handle.fileDescriptor
         lseek(descriptor, 0, SEEK_SET)
         var data: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65_536)

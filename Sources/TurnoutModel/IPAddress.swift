@@ -164,4 +164,16 @@ extension IPAddress {
             return .v6(high | highFill, low | lowFill)
         }
     }
+
+    /// The address `count` further on, wrapping at the end of the family's space
+    /// (`10.0.0.0` + 1 = `10.0.0.1`; IPv6 carries from the low 64 bits into the high ones).
+    public func adding(_ count: UInt32) -> IPAddress {
+        switch self {
+        case .v4(let value):
+            return .v4(value &+ count)
+        case .v6(let high, let low):
+            let (sum, carried) = low.addingReportingOverflow(UInt64(count))
+            return .v6(carried ? high &+ 1 : high, sum)
+        }
+    }
 }

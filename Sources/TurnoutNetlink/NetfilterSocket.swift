@@ -20,9 +20,9 @@ public final class NetfilterSocket {
     /// by the first request, since opening needs no privilege).
     public init(namespacePath: String? = nil) throws(NetlinkError) {
         if let namespacePath {
-            socket = try Syscalls.openNetfilterSocket(inNamespace: namespacePath)
+            socket = try Syscalls.openNetlinkSocket(inNamespace: namespacePath)
         } else {
-            socket = try Syscalls.openNetfilterSocket()
+            socket = try Syscalls.openNetlinkSocket()
         }
         fd = mnl_socket_get_fd(socket)
         sequence = UInt32(truncatingIfNeeded: time(nil))

@@ -26,9 +26,10 @@ public struct NetlinkError: Error, Sendable, Equatable, CustomStringConvertible 
 /// `NetlinkError` in one place. The corresponding C calls are libmnl's socket functions,
 /// `setsockopt(2)`, `recv(2)`, `open(2)` and `setns(2)`.
 enum Syscalls {
-    static func openNetfilterSocket() throws(NetlinkError) -> OpaquePointer {
-        guard let socket = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw NetlinkError(call: "mnl_socket_open(NETLINK_NETFILTER)", errno: errno)
+    /// A bound netlink socket of `family` (`NETLINK_NETFILTER`, or `NETLINK_ROUTE` for addresses).
+    static func openNetlinkSocket(_ family: Int32 = NETLINK_NETFILTER) throws(NetlinkError) -> OpaquePointer {
+        guard let socket = mnl_socket_open(family) else {
+            throw NetlinkError(call: "mnl_socket_open(\(family == NETLINK_ROUTE ? "NETLINK_ROUTE" : "NETLINK_NETFILTER"))", errno: errno)
         }
         guard mnl_socket_bind(socket, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
             let code = errno
@@ -64,18 +65,19 @@ enum Syscalls {
         }
     }
 
-    /// Opens a netfilter socket inside the network namespace at `path` (`/run/netns/NAME`).
+    /// Opens a netlink socket of `family` inside the network namespace at `path` (`/run/netns/NAME`).
     ///
     /// A socket keeps the namespace it was created in, so the switch happens on a short-lived
     /// thread of its own: the caller's thread, and every other thread, stay where they were.
-    static func openNetfilterSocket(inNamespace path: String) throws(NetlinkError) -> OpaquePointer {
+    static func openNetlinkSocket(_ family: Int32 = NETLINK_NETFILTER, inNamespace path: String) throws(NetlinkError) -> OpaquePointer {
         final class Outcome {
             let path: String
+            let family: Int32
             var socket: OpaquePointer?
             var error: NetlinkError?
-            init(path: String) { self.path = path }
+            init(path: String, family: Int32) { (self.path, self.family) = (path, family) }
         }
-        let outcome = Outcome(path: path)
+        let outcome = Outcome(path: path, family: family)
         let context = Unmanaged.passRetained(outcome).toOpaque()
         var thread = pthread_t()
         let created = pthread_create(&thread, nil, { raw in
@@ -90,7 +92,7 @@ enum Syscalls {
                 outcome.error = NetlinkError(call: "setns(\(outcome.path))", errno: errno)
                 return nil
             }
-            do throws(NetlinkError) { outcome.socket = try Syscalls.openNetfilterSocket() } catch { outcome.error = error }
+            do throws(NetlinkError) { outcome.socket = try Syscalls.openNetlinkSocket(outcome.family) } catch { outcome.error = error }
             return nil
         }, context)
         guard created == 0 else {

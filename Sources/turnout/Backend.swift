@@ -60,14 +60,19 @@ struct KernelCommandFailed: Error, CustomStringConvertible {
 }
 
 extension ApplyReport {
-    func printed(_ format: ReportFormat, elapsed: Duration, source: String?) -> String {
-        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+    func printed(_ format: ReportFormat, elapsed: Duration, source: String?, validation: [CaptureProbe.Result]? = nil,
+                 validationElapsed: Duration? = nil) -> String {
+        let milliseconds = elapsed.milliseconds
         switch format {
         case .json:
             var object: [String: Any] = ["backend": backend, "outcome": outcome.rawValue, "messages": messages,
                                          "changes": changes, "milliseconds": (milliseconds * 1000).rounded() / 1000]
             if let reason { object["reason"] = reason }
             if let source { object["table"] = source }
+            if let validation {
+                object["validation"] = validation.map { ["passed": $0.passed, "family": "\($0.family)", "target": $0.target.map { "\($0)" } ?? NSNull(), "explanation": $0.explanation] }
+                if let validationElapsed { object["validationMilliseconds"] = (validationElapsed.milliseconds * 1000).rounded() / 1000 }
+            }
             let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             return String(decoding: data, as: UTF8.self) + "\n"
         case .text:
@@ -75,7 +80,16 @@ extension ApplyReport {
             var out = "turnout:\(what) \(outcome.rawValue) via \(backend): \(messages) messages, \(String(format: "%.1f", milliseconds)) ms\n"
             if let reason { out += "  because \(reason)\n" }
             for change in changes { out += "  \(change)\n" }
+            if let validation {
+                let time = validationElapsed.map { ", \(String(format: "%.1f", $0.milliseconds)) ms" } ?? ""
+                out += "turnout: validation \(validation.allSatisfy(\.passed) ? "passed" : "FAILED")\(time)\n"
+                for result in validation { out += "  \(result)\n" }
+            }
             return out
         }
     }
+}
+
+extension Duration {
+    var milliseconds: Double { Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15 }
 }

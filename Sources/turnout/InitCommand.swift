@@ -5,6 +5,15 @@ import TurnoutModel
 import TurnoutNetlink
 import TurnoutRules
 
+/// `--validate` found capture not working: the rules stay installed (removing them would let
+/// traffic bypass the proxy), and init exits 1 so the pod does not start.
+struct CaptureNotWorking: Error, CustomStringConvertible {
+    var results: [CaptureProbe.Result]
+    var description: String {
+        "turnout init --validate: capture does not work for \(results.map { $0.target.map { "\($0)" } ?? "\($0.family)" }.joined(separator: ", ")) (see above); the rules stay installed"
+    }
+}
+
 /// `turnout init`: installs the capture rules that send an application's TCP through the local
 /// proxy, then exits (the job of Istio's `istio-init` and Linkerd's `proxy-init`).
 struct InitCommand: ParsableCommand {
@@ -18,6 +27,7 @@ struct InitCommand: ParsableCommand {
           sudo turnout init -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x 169.254.169.254/32 -b '*' -d 15090
           turnout init --dry-run                             # print the nft rules, touch nothing
           turnout init --dry-run --backend iptables          # print iptables-restore input (both families)
+          sudo turnout init --validate                       # install, then prove a real connection is captured
           sudo turnout init --cleanup                        # remove the capture rules only
 
         Every option can also come from the environment (the flag wins): \(CaptureSetting.allCases.map(\.environmentVariable).joined(separator: ", ")), \
@@ -30,7 +40,8 @@ struct InitCommand: ParsableCommand {
         CIDRs; --capture-outbound. Only TCP is redirected. With nothing listening on the proxy
         ports, captured connections are refused at once: traffic never bypasses the proxy.
         Re-running converges: same options change nothing, new options leave exactly the new rules,
-        rules edited by hand are repaired. IPv6 capture installs together with IPv4 or not at all.
+        rules edited by hand are repaired. IPv6 capture installs together with IPv4 or not at all,
+        and puts ::6/128 on lo (the inbound passthrough source) if it is missing.
         """
     )
 
@@ -67,12 +78,22 @@ struct InitCommand: ParsableCommand {
     var dryRun = false
     @Flag(help: "Remove Turnout's capture rules, and nothing else.")
     var cleanup = false
+    @Flag(help: "After installing, prove capture works: listen on the proxy port, connect as a non-proxy user to a probe target, expect the original destination (exit 1 with an explanation otherwise). Run it before the proxy starts.")
+    var validate = false
+    @Option(name: .customLong("validate-target"), help: ArgumentHelp("A probe target ADDR:PORT or [ADDR6]:PORT for --validate (repeatable; default: chosen from the options, e.g. 192.0.2.1:80).", valueName: "address"))
+    var validateTargets: [String] = []
     @Option(help: "text or json.")
     var format: ReportFormat = .text
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
         let backend = try resolvedBackend(environment)
+        let probeTargets = try validateTargets.map { text in
+            guard let target = SocketAddress(text) else { throw BadInput(message: "init: --validate-target \(text): not ADDR:PORT or [ADDR6]:PORT") }
+            return target
+        }
+        guard !validate || !(dryRun || cleanup) else { throw BadInput(message: "init: --validate installs rules; it cannot go with --dry-run or --cleanup") }
+        guard probeTargets.isEmpty || validate else { throw BadInput(message: "init: --validate-target needs --validate") }
         if cleanup {
             guard !dryRun else { throw BadInput(message: "init: --cleanup and --dry-run exclude each other") }
             try KernelAccess.require(for: "init --cleanup")
@@ -91,15 +112,44 @@ struct InitCommand: ParsableCommand {
             print(Self.text(options, backend: backend), terminator: "")
             return
         }
+        if let problem = probeTargets.lazy.compactMap({ Self.probeProblem($0, options) }).first {
+            throw BadInput(message: "init: --validate-target \(problem)")
+        }
         try KernelAccess.require(for: "init")
         let start = ContinuousClock.now
         let report = try KernelCommandFailed.wrapping("init") {
-            switch backend {
+            // Before the rules: once inbound capture is on, the proxy's passthrough to the app
+            // from ::6 must work, and a failure here leaves no half-installed IPv6 capture.
+            let passthrough = options.ipv6 ? try LoopbackAddress.add(CaptureOptions.passthroughSources[.ipv6]!) : nil
+            var report = switch backend {
             case .nft: try NftablesBackend().applyCapture(options)
             case .iptables: try IptablesBackend().applyCapture(options)
             }
+            if passthrough == .added { report.changes.append("lo: + \(CaptureOptions.passthroughSources[.ipv6]!)/128 (inbound passthrough source)") }
+            return report
         }
-        print(report.printed(format, elapsed: ContinuousClock.now - start, source: nil), terminator: "")
+        let elapsed = ContinuousClock.now - start
+        guard validate else {
+            print(report.printed(format, elapsed: elapsed, source: nil), terminator: "")
+            return
+        }
+        let probeStart = ContinuousClock.now
+        let results = CaptureProbe(options: options).run(targets: probeTargets)
+        print(report.printed(format, elapsed: elapsed, source: nil, validation: results,
+                             validationElapsed: ContinuousClock.now - probeStart), terminator: "")
+        if results.contains(where: { !$0.passed }) {
+            throw CaptureNotWorking(results: results.filter { !$0.passed })
+        }
+    }
+
+    /// Why a probe target cannot test these options (wrong family, or a loopback address the
+    /// rules leave alone by design), or nil when it can.
+    static func probeProblem(_ target: SocketAddress, _ options: CaptureOptions) -> String? {
+        if !options.families.contains(target.address.family) { return "\(target): IPv6 capture is off (--ipv6)" }
+        if IPPrefix.loopback(target.address.family).contains(target.address) {
+            return "\(target): loopback traffic is never captured; use an address outside the pod"
+        }
+        return nil
     }
 
     /// The rules as the chosen backend would install them.

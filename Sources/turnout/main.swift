@@ -19,6 +19,9 @@ do {
 } catch let error as KernelCommandFailed {
     printError(error.description)
     exit(ExitStatus.failure)
+} catch let error as CaptureNotWorking {
+    printError(error.description)
+    exit(ExitStatus.failure)
 } catch let error as BadInput {
     printError("turnout: \(error.message)")
     exit(ExitStatus.badInput)

@@ -119,6 +119,14 @@ struct IptablesRuleTextTests {
         #expect(result.status == 0 && result.standardOutput == "through stdin")
     }
 
+    @Test("a tool killed by a signal → status 128 + signal; no stdin given → it reads /dev/null, not ours")
+    func toolStatusAndStreams() throws {
+        #expect(try ToolRunner().run("sh", ["-c", "kill -TERM $$"]).status == 128 + 15)
+        #expect(try ToolRunner().run("cat").standardOutput == "")
+        #expect(try ToolRunner().run("sh", ["-c", "echo out; echo err >&2"]) ==
+                ToolResult(tool: "sh", arguments: ["-c", "echo out; echo err >&2"], status: 0, standardOutput: "out\n", standardError: "err\n"))
+    }
+
     @Test("a tool past its time limit → killed, ToolError .timedOut, well before the tool would end")
     func toolPastTimeLimitIsKilled() throws {
         let started = ContinuousClock.now

@@ -21,4 +21,12 @@ struct AddressTests {
     func sockets(_ input: String, _ expected: String?) {
         #expect(SocketAddress(input)?.description == expected)
     }
+
+    @Test("address + n: within a block, across an IPv4 octet, carrying from the low to the high IPv6 half, wrapping", arguments: [
+        ("10.0.0.0", 1, "10.0.0.1"), ("10.0.0.255", 1, "10.0.1.0"), ("::ffff:ffff:ffff:ffff", 1, "0:0:0:1::"),
+        ("255.255.255.255", 1, "0.0.0.0"), ("2001:db8::", 1, "2001:db8::1"),
+    ] as [(String, UInt32, String)])
+    func adding(_ start: String, _ count: UInt32, _ expected: String) throws {
+        #expect(try #require(IPAddress(start)).adding(count).description == expected)
+    }
 }

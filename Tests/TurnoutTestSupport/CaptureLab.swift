@@ -272,6 +272,66 @@ public final class CaptureLab: Sendable {
         }
     }
 
+    /// A TCP connection left open across steps of a test (a rule change, a cleanup), made by
+    /// `hold`. The test owns it: `release` closes it. Its descriptor works from any thread.
+    public struct HeldConnection: Sendable {
+        let fd: Int32
+        /// The first line the server sent.
+        public let firstLine: String
+    }
+
+    /// Connects like `connect`, reads the first line and keeps the connection open. Throws
+    /// `ServiceLabError` when the connection is not answered.
+    public func hold(from side: Side, to address: String, port: UInt16, uid: UInt32? = nil, gid: UInt32? = nil,
+                     timeout: Duration = .seconds(2)) throws -> HeldConnection {
+        try NamespaceThread.run(in: namespace(side).path, timeLimit: timeout + .seconds(5)) {
+            let owner = SocketOwner(uid: uid, gid: gid)
+            let target = try LabSocket.Address(address, port: port)
+            let deadline = ContinuousClock.now + timeout
+            let fd = try owner.socket(family: target.family, type: Int32(SOCK_STREAM.rawValue))
+            var code: Int32 = 0
+            if target.withSockaddr({ Glibc.connect(fd, $0, $1) }) != 0 {
+                code = errno
+                if code == EINPROGRESS { code = LabSocket.waitForConnect(fd, deadline: deadline) }
+            }
+            let reply = code == 0 ? Self.readFirstLine(fd, deadline: deadline) : .failed(errno: code)
+            guard case .answered(let line) = reply else {
+                close(fd)
+                throw ServiceLabError("hold \(address) port \(port): \(reply)")
+            }
+            return HeldConnection(fd: fd, firstLine: line)
+        }
+    }
+
+    /// Whether a held connection still works end to end: a line sent on it is acknowledged
+    /// without a reset or a close within `window`. A connection whose NAT was lost would reach
+    /// the real destination, which knows nothing of it and answers with a reset.
+    public func isAlive(_ connection: HeldConnection, window: Duration = .milliseconds(300)) -> Bool {
+        let line = "still there?\n"
+        guard send(connection.fd, line, line.utf8.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) == line.utf8.count else { return false }
+        let deadline = ContinuousClock.now + window
+        var buffer = [UInt8](repeating: 0, count: 512)
+        while deadline.pollMilliseconds > 0 {
+            var entry = pollfd(fd: connection.fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&entry, 1, deadline.pollMilliseconds)
+            if ready < 0 && errno != EINTR { return false }
+            if ready <= 0 { continue }
+            let count = recv(connection.fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if count == 0 { return false }
+            if count < 0 && errno != EAGAIN && errno != EINTR { return false }
+        }
+        // Unacknowledged data would be retransmitted, not reported: check that none is left.
+        var info = tcp_info()
+        var length = socklen_t(MemoryLayout<tcp_info>.size)
+        guard getsockopt(connection.fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &length) == 0 else { return false }
+        return info.tcpi_unacked == 0 && info.tcpi_state == UInt8(TCP_ESTABLISHED)
+    }
+
+    /// Closes a held connection.
+    public func release(_ connection: HeldConnection) {
+        close(connection.fd)
+    }
+
     /// Sends one UDP datagram from `side` to `address`:`port` (with a socket owned by `uid` /
     /// `gid`, as in `connect`) and returns the first datagram that comes back, or nil when none
     /// does within `timeout` (also when an ICMP port unreachable comes back instead).
@@ -313,7 +373,7 @@ public final class CaptureLab: Sendable {
             if let newline = bytes.firstIndex(of: UInt8(ascii: "\n")) {
                 return .answered(String(decoding: bytes[..<newline], as: UTF8.self))
             }
-            let remaining = LabSocket.milliseconds(until: deadline)
+            let remaining = deadline.pollMilliseconds
             if remaining <= 0 { return .timedOut }
             var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&entry, 1, remaining)
@@ -349,7 +409,7 @@ public final class CaptureLab: Sendable {
         }
         var buffer = [UInt8](repeating: 0, count: 2048)
         while true {
-            let remaining = LabSocket.milliseconds(until: deadline)
+            let remaining = deadline.pollMilliseconds
             if remaining <= 0 { return nil }
             var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&entry, 1, remaining)

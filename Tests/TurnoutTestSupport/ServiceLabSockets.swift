@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Glibc
 import Synchronization
+import TurnoutModel
 
 /// How one TCP connect from the lab's client ended, and how long it took to end that way.
 ///
@@ -231,7 +232,7 @@ enum LabSocket {
     /// sockets (owned by a given uid, bound to a given source) before connecting them.
     static func waitForConnect(_ fd: Int32, deadline: ContinuousClock.Instant) -> Int32 {
         while true {
-            let remaining = milliseconds(until: deadline)
+            let remaining = deadline.pollMilliseconds
             if remaining <= 0 { return ETIMEDOUT }
             var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             let ready = poll(&entry, 1, remaining)
@@ -256,7 +257,7 @@ enum LabSocket {
             if let newline = bytes.firstIndex(of: UInt8(ascii: "\n")) {
                 return String(decoding: bytes[..<newline], as: UTF8.self)
             }
-            let remaining = milliseconds(until: deadline)
+            let remaining = deadline.pollMilliseconds
             if remaining <= 0 { return nil }
             var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&entry, 1, remaining)
@@ -283,7 +284,7 @@ enum LabSocket {
                 continue
             }
             if sent < 0 && errno != EAGAIN && errno != EINTR { throw ServiceLabError.system("send") }
-            let remaining = milliseconds(until: deadline)
+            let remaining = deadline.pollMilliseconds
             if remaining <= 0 { throw ServiceLabError("send did not finish in time") }
             var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             _ = poll(&entry, 1, remaining)
@@ -329,14 +330,6 @@ enum LabSocket {
             throw error
         }
         return fd
-    }
-
-    /// Milliseconds left until `deadline`, for poll(2): at least 1 while time remains, 0 after.
-    static func milliseconds(until deadline: ContinuousClock.Instant) -> Int32 {
-        let left = ContinuousClock.now.duration(to: deadline)
-        if left <= .zero { return 0 }
-        let milliseconds = left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000
-        return Int32(clamping: max(1, milliseconds))
     }
 }
 
