@@ -315,6 +315,26 @@ public enum NftablesLowering {
         return U.encode([.u32(U.keyByteOrder, U.byteOrderHost), .nest(U.keyTypeof, typeofExpression(key))])
     }
 
+    /// What an anonymous lookup set (`th dport { 80, 443 }`, `meta skuid { 0, 1337 }`) matches,
+    /// for its `typeof` user data.
+    enum LookupKey {
+        case address(PacketDirection, IPFamily)
+        case port(PacketDirection)
+        case meta(UInt32)
+    }
+
+    /// nft's user data for an anonymous lookup set: the key's byte order, for an interval set
+    /// the merge-elements flag (nft joins abutting intervals in them), then the key's `typeof`.
+    static func lookupSetUserdata(byteOrder: UInt32, typeof key: LookupKey, interval: Bool) -> [UInt8] {
+        typealias U = SetUserdata
+        let typeof: [U.Node] = switch key {
+        case .address(let direction, let family): typeofExpression(.address(direction, family))
+        case .port(let direction): typeofExpression(.port(direction))
+        case .meta(let metaKey): U.expression(U.metaExpression, [.u32(0, metaKey)])
+        }
+        return U.encode([.u32(U.keyByteOrder, byteOrder)] + (interval ? [.u32(U.mergeElements, 1)] : []) + [.nest(U.keyTypeof, typeof)])
+    }
+
     static func typeofExpression(_ field: KeyField) -> [SetUserdata.Node] {
         typealias U = SetUserdata
         // nft's protocol descriptions and header templates: ip 12, ip6 13, th 11; fields by index.

@@ -77,18 +77,17 @@ struct RuleLowering {
             let family = prefixes[0].family
             state.requireFamily(family)
             if prefixes.count == 1 {
-                // As nft does it: load only the bytes the prefix covers, mask the last one if
-                // the prefix ends inside it (`10.0.0.0/8` is one byte compared with 10).
+                // As nft 1.0.6 does it (measured): a byte-aligned prefix loads only its bytes
+                // (`10.0.0.0/8` is one byte compared with 10); any other, /0 included, loads the
+                // whole address and masks it.
                 let prefix = prefixes[0]
-                // Measured against nft 1.0.6: a prefix that ends inside its third byte or later
-                // is loaded whole and masked; any other loads only the bytes it covers.
-                let bytesCovered = (prefix.length + 7) / 8
-                let covered = prefix.length % 8 != 0 && bytesCovered > 2 ? L.addressLength(family) : bytesCovered
+                let aligned = prefix.length % 8 == 0 && prefix.length > 0
+                let covered = aligned ? prefix.length / 8 : L.addressLength(family)
                 let bytes = Array(prefix.address.bytes.prefix(covered))
                 let op = negated ? L.compareNotEqual : L.compareEqual
                 state.expressions.append(.payload(base: L.payloadNetwork, offset: addressOffset(direction, family),
                                                   length: UInt32(covered), register: 1))
-                if prefix.length % 8 != 0 {
+                if !aligned {
                     let allOnes: IPAddress = family == .ipv4 ? .v4(.max) : .v6(.max, .max)
                     let mask = Array(allOnes.masked(to: prefix.length).bytes.prefix(covered))
                     state.expressions.append(.bitwise(source: 1, destination: 1, length: UInt32(covered), mask: mask,
@@ -98,14 +97,24 @@ struct RuleLowering {
             } else if prefixes.allSatisfy({ $0.length == family.bitCount }) {
                 state.expressions.append(.payload(base: L.payloadNetwork, offset: addressOffset(direction, family),
                                                   length: UInt32(L.addressLength(family)), register: 1))
-                state.expressions.append(.lookup(set: .anonymous(plainSet(keyType: L.addressType(family), keys: prefixes.map(\.address.bytes))),
-                                                 source: 1, destination: nil, inverted: negated))
+                let set = plainSet(keyType: L.addressType(family), typeof: .address(direction, family), keys: prefixes.map(\.address.bytes))
+                state.expressions.append(.lookup(set: .anonymous(set), source: 1, destination: nil, inverted: negated))
             } else {
                 state.expressions.append(.payload(base: L.payloadNetwork, offset: addressOffset(direction, family),
                                                   length: UInt32(L.addressLength(family)), register: 1))
-                let ranges = prefixes.map { ($0.address.bytes, $0.last.bytes) }
-                state.expressions.append(.lookup(set: .anonymous(intervalSet(keyType: L.addressType(family), ranges: ranges)),
-                                                 source: 1, destination: nil, inverted: negated))
+                // nft joins blocks that abut (10.0.0.0/9 and 10.128.0.0/9 are one interval).
+                var ranges: [(first: IPAddress, last: IPAddress)] = []
+                for prefix in prefixes {
+                    if let previous = ranges.last, previous.last < prefix.last,
+                       previous.last.adding(1) == prefix.address {
+                        ranges[ranges.count - 1].last = prefix.last
+                    } else {
+                        ranges.append((prefix.address, prefix.last))
+                    }
+                }
+                let set = intervalSet(keyType: L.addressType(family), typeof: .address(direction, family),
+                                      ranges: ranges.map { ($0.first.bytes, $0.last.bytes) })
+                state.expressions.append(.lookup(set: .anonymous(set), source: 1, destination: nil, inverted: negated))
             }
         case .ports(let direction, let ranges, let negated):
             state.expressions.append(.payload(base: L.payloadTransport, offset: direction == .source ? 0 : 2, length: 2, register: 1))
@@ -123,8 +132,8 @@ struct RuleLowering {
                 let bytes: (UInt16) -> [UInt8] = { [UInt8($0 >> 8), UInt8($0 & 0xff)] }
                 // nft makes a set an interval set only when one of its elements is a range.
                 let set = ranges.allSatisfy(\.isSinglePort)
-                    ? plainSet(keyType: L.serviceType, keys: ranges.map { bytes($0.lower) })
-                    : intervalSet(keyType: L.serviceType, ranges: ranges.map { (bytes($0.lower), bytes($0.upper)) })
+                    ? plainSet(keyType: L.serviceType, typeof: .port(direction), keys: ranges.map { bytes($0.lower) })
+                    : intervalSet(keyType: L.serviceType, typeof: .port(direction), ranges: ranges.map { (bytes($0.lower), bytes($0.upper)) })
                 state.expressions.append(.lookup(set: .anonymous(set), source: 1, destination: nil, inverted: negated))
             }
         case .interface(let direction, let names, let negated):
@@ -134,8 +143,9 @@ struct RuleLowering {
             if names.count == 1 {
                 state.expressions.append(.compare(op: negated ? L.compareNotEqual : L.compareEqual, register: 1, data: padded(names[0])))
             } else {
+                let key = direction == .input ? L.metaInputInterfaceName : L.metaOutputInterfaceName
                 let set = WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag, keyType: L.interfaceNameType, keyLength: 16,
-                                  userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderHost)]),
+                                  userdata: L.lookupSetUserdata(byteOrder: SetUserdata.byteOrderHost, typeof: .meta(key), interval: false),
                                   elements: names.map { WireElement(key: padded($0)) })
                 state.expressions.append(.lookup(set: .anonymous(set), source: 1, destination: nil, inverted: negated))
             }
@@ -145,17 +155,17 @@ struct RuleLowering {
     }
 
     /// nft's anonymous interval set of single-field, big-endian keys (addresses, ports).
-    private func intervalSet(keyType: UInt32, ranges: [([UInt8], [UInt8])]) -> WireSet {
+    private func intervalSet(keyType: UInt32, typeof: L.LookupKey, ranges: [([UInt8], [UInt8])]) -> WireSet {
         WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag | WireSet.intervalFlag, keyType: keyType,
                 keyLength: UInt32(ranges[0].0.count),
-                userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderBig)]),
+                userdata: L.lookupSetUserdata(byteOrder: SetUserdata.byteOrderBig, typeof: typeof, interval: true),
                 elements: L.rbtreeElements(ranges.map { L.RangeElement(first: $0.0, last: $0.1) }))
     }
 
     /// nft's anonymous set of single-field, big-endian keys without ranges.
-    private func plainSet(keyType: UInt32, keys: [[UInt8]]) -> WireSet {
+    private func plainSet(keyType: UInt32, typeof: L.LookupKey, keys: [[UInt8]]) -> WireSet {
         WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag, keyType: keyType, keyLength: UInt32(keys[0].count),
-                userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderBig)]),
+                userdata: L.lookupSetUserdata(byteOrder: SetUserdata.byteOrderBig, typeof: typeof, interval: false),
                 elements: keys.map { WireElement(key: $0) })
     }
 
@@ -253,7 +263,7 @@ struct RuleLowering {
         } else {
             // nft's uid/gid types (TYPE_UID 24, TYPE_GID 25) are host-order integers of 4 bytes.
             let set = WireSet(name: "", flags: WireSet.anonymousFlag | WireSet.constantFlag, keyType: key == L.metaSocketUser ? 24 : 25, keyLength: 4,
-                              userdata: SetUserdata.encode([.u32(SetUserdata.keyByteOrder, SetUserdata.byteOrderHost)]),
+                              userdata: L.lookupSetUserdata(byteOrder: SetUserdata.byteOrderHost, typeof: .meta(key), interval: false),
                               elements: ids.map { WireElement(key: littleEndian($0)) })
             state.expressions.append(.lookup(set: .anonymous(set), source: 1, destination: nil, inverted: negated))
         }

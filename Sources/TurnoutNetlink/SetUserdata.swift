@@ -7,6 +7,7 @@ enum SetUserdata {
     // NFTNL_UDATA_SET_* (libnftnl/udata.h).
     static let keyByteOrder: UInt8 = 0
     static let dataByteOrder: UInt8 = 1
+    static let mergeElements: UInt8 = 2
     static let keyTypeof: UInt8 = 3
     static let dataTypeof: UInt8 = 4
     static let dataInterval: UInt8 = 6

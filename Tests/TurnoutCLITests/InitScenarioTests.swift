@@ -72,9 +72,8 @@ struct InitScenarioTests {
         try withCaptureLab(prefix: "init-\(backend)") { lab in
             try #require(try Self.initialize(lab, backend).status == 0)
             try lab.stopProxy()
-            let start = ContinuousClock.now
+            // `.refused` is a reset; a black hole or a bypass would be `.timedOut` or an answer.
             #expect(try lab.connect(from: .app, to: CaptureLab.worldIPv4, port: 80, uid: Self.app) == .refused)
-            #expect(ContinuousClock.now - start < .milliseconds(500))
         }
     }
 

@@ -84,12 +84,9 @@ struct CaptureLabTests {
 
             try lab.stopProxy()
             #expect(!lab.proxy.isRunning)
-            let clock = ContinuousClock()
-            let start = clock.now
+            // A reset, not a 2 s timeout: `.refused` is only ever a RST.
             let closed = try lab.connect(from: .app, to: Lab.worldIPv4, port: 80, uid: 1000)
-            let elapsed = clock.now - start
             #expect(closed == .refused, "fail closed: nothing listens on 15001")
-            #expect(elapsed < .seconds(1), "refused after \(elapsed)")
 
             try lab.startProxy()
             #expect(try lab.connect(from: .app, to: Lab.worldIPv4, port: 443, uid: 1000).line?.hasPrefix("proxy 15001 orig=10.30.0.5:443 ") == true)

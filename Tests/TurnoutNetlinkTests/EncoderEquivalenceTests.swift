@@ -20,32 +20,6 @@ struct EncoderEquivalenceTests {
     func batchMatchesNftText(example: String, mode: DispatchMode) throws {
         let table = try TableFile.load(Repository.path("rules/\(example).yaml"))
         let ruleTable = NftablesServiceCompiler.compile(table, options: ServiceCompilerOptions(mode: mode))
-        let desired = NftablesLowering.lower(ruleTable)
-
-        let fromNft = try withNetworkNamespace(prefix: "equiv-nft") { ns in
-            let load = try ns.run("nft", ["-f", "-"], input: NftablesRenderer.render([ruleTable]))
-            try #require(load.status == 0, "nft -f failed: \(load.standardError)")
-            return try TableReader.read(family: desired.family, name: desired.name, from: NetfilterSocket(namespacePath: ns.path))
-        }
-        let fromTurnout = try withNetworkNamespace(prefix: "equiv-turnout") { ns in
-            let socket = try NetfilterSocket(namespacePath: ns.path)
-            let batch = NetlinkBatch()
-            TableDelta(installed: nil, desired: desired).append(to: batch)
-            try socket.commit(batch)
-            return try TableReader.read(family: desired.family, name: desired.name, from: socket)
-        }
-        let nft = try #require(fromNft)
-        let turnout = try #require(fromTurnout)
-        #expect(turnout.chains.count == ruleTable.chains.count && turnout.sets.count == ruleTable.sets.count)
-        #expect(turnout.ruleCount == ruleTable.chains.reduce(0) { $0 + $1.rules.count })
-        #expect(turnout == desired, "read back differs from what was written")
-        #expect(nft.chains == turnout.chains)
-        for (left, right) in zip(nft.sets, turnout.sets) where left != right {
-            Issue.record("set \(left.name) differs:\n nft:     \(left)\n turnout: \(right)")
-        }
-        #expect(nft.sets.map(\.name) == turnout.sets.map(\.name))
-        for (left, right) in zip(nft.chains, turnout.chains) where left != right {
-            Issue.record("chain \(left.name) differs:\n nft:     \(left.rules)\n turnout: \(right.rules)")
-        }
+        try NftEquivalence.check(ruleTable, namespacePrefix: "equiv")
     }
 }
