@@ -84,7 +84,7 @@ public struct CaptureProbe: Sendable {
         return nil
     }
 
-    /// Probes `target` (by default `target(for:)` of its family): listen, connect, accept, and
+    /// Probes `target`: listen on the proxy port of its family, connect to it, accept, and
     /// compare the original destination. Never throws: every failure is a `Result` that says
     /// what went wrong.
     public func probe(_ target: SocketAddress) -> Result {
