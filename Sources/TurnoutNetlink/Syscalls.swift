@@ -1,26 +1,15 @@
 import CNetfilter
 import CTurnoutLinux
 import Glibc
+import TurnoutModel
 
 /// A failed system or library call on the netfilter path, with the errno it left.
 ///
 /// `call` names the C call (`mnl_socket_sendto`, `setns`, …) or, for an error the kernel
 /// reported against one message of a batch, that message's description (`add chain inet turnout
-/// services`), so the person reading it knows which object failed and why.
-public struct NetlinkError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var call: String
-    public var errno: Int32
-
-    public init(call: String, errno: Int32) {
-        self.call = call
-        self.errno = errno
-    }
-
-    public var description: String { "\(call): \(String(cString: strerror(errno))) (errno \(errno))" }
-
-    /// The caller lacks CAP_NET_ADMIN in the target namespace.
-    public var isPermissionDenied: Bool { errno == EPERM || errno == EACCES }
-}
+/// services`), so the person reading it knows which object failed and why. The same type as
+/// every other module's `SystemCallError`; the name says where it comes from.
+public typealias NetlinkError = SystemCallError
 
 /// The socket-level calls of TurnoutNetlink, gathered so every errno is turned into a
 /// `NetlinkError` in one place. The corresponding C calls are libmnl's socket functions,
