@@ -50,7 +50,8 @@ let package = Package(
             swiftSettings: strict
         ),
         // Shared by every test target: the network-namespace lab and the helpers that run real tools.
-        .target(name: "TurnoutTestSupport", dependencies: ["TurnoutModel"], path: "Tests/TurnoutTestSupport", swiftSettings: strict),
+        // TurnoutProxy for the socket decoding and SO_ORIGINAL_DST the recording proxy shares with the product.
+        .target(name: "TurnoutTestSupport", dependencies: ["TurnoutModel", "TurnoutProxy"], path: "Tests/TurnoutTestSupport", swiftSettings: strict),
         .testTarget(name: "TurnoutModelTests", dependencies: ["TurnoutModel", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutRulesTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutNetlinkTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),

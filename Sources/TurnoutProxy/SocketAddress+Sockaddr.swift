@@ -27,8 +27,9 @@ extension SocketAddress {
         }
     }
 
-    /// The address in a `sockaddr_in` or `sockaddr_in6`; nil for any other family.
-    init?(storage: sockaddr_storage) {
+    /// The address in a `sockaddr_in` or `sockaddr_in6` (what `accept`, `recvfrom` and
+    /// `getsockname` fill in); nil for any other family.
+    public init?(storage: sockaddr_storage) {
         var storage = storage
         switch Int32(storage.ss_family) {
         case AF_INET:

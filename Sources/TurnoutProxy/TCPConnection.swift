@@ -47,13 +47,9 @@ public struct TCPConnection: ~Copyable {
         try Syscalls.address(of: descriptor, peer: true)
     }
 
-    /// Where the client was going before NAT redirected the connection here: the proxy's
-    /// answer to "which service did the app call?".
-    ///
-    /// Throws ENOENT when conntrack has no NAT record: the connection came here directly,
-    /// not through a redirect. The corresponding C call is `getsockopt(SO_ORIGINAL_DST)`
-    /// (`IP6T_SO_ORIGINAL_DST` on `SOL_IPV6` for IPv6).
+    /// Where the client was going before NAT redirected the connection here (see
+    /// ``OriginalDestination``). Throws ENOENT when it was not redirected.
     public func originalDestination() throws(SystemCallError) -> SocketAddress {
-        try Syscalls.originalDestination(descriptor, family: family)
+        try OriginalDestination.of(socket: descriptor, family: family)
     }
 }

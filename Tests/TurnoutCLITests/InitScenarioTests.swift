@@ -223,16 +223,28 @@ struct InitScenarioTests {
     func iptablesDualStackAllOrNothing() throws {
         try withNetworkNamespace(prefix: "init-v6fail") { namespace in
             // Fault injection: an ip6tables-restore that refuses every input, found first on PATH.
+            // It first records how many IPv4 capture rules are installed at that moment, so the
+            // test proves IPv4 went in and was rolled back, not that it was never tried.
             let bin = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-v6fail-\(getpid())").path
             try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: bin) }
             let fake = "\(bin)/ip6tables-restore"
-            try "#!/bin/sh\ncat >/dev/null\necho 'ip6tables-restore: line 2 failed (injected)' >&2\nexit 1\n".write(toFile: fake, atomically: true, encoding: .utf8)
+            let marker = "\(bin)/ipv4-at-failure"
+            try """
+                #!/bin/sh
+                cat >/dev/null
+                iptables-save -t nat | grep -c TURNOUT-CAPTURE > \(marker)
+                echo 'ip6tables-restore: line 2 failed (injected)' >&2
+                exit 1
+
+                """.write(toFile: fake, atomically: true, encoding: .utf8)
             chmod(fake, 0o755)
             let path = "\(bin):" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
             let result = try namespace.run("env", ["PATH=\(path)", Repository.turnoutBinary, "init", "--backend", "iptables", "--ipv6", "on"])
             #expect(result.status == 1)
             #expect(result.standardError.contains("injected"), "\(result.standardError)")
+            let atFailure = Int((try? String(contentsOfFile: marker, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+            #expect(atFailure > 0, "IPv4 capture was not installed when IPv6 failed: nothing was rolled back")
             let v4 = try namespace.run("iptables-save", ["-t", "nat"]).standardOutput
             #expect(!v4.contains("TURNOUT-CAPTURE"), "IPv4 capture left behind:\n\(v4)")
             // With IPv6 off the same tools install IPv4 alone.

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import Synchronization
 import TurnoutModel
+import TurnoutProxy
 
 /// A lab for traffic-capture tests: a pod-like `app` namespace, the rest of the world in a
 /// `peer` namespace, servers on both sides and a `RecordingProxy` in the app.

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Synchronization
 import TurnoutModel
+import TurnoutProxy
 
 /// A stand-in for the sidecar proxy: listens in a namespace, answers every connection with the
 /// destination it was originally meant for, and records it.
@@ -127,29 +128,13 @@ public final class RecordingProxy: Sendable {
     }
 
     /// The connection's destination before NAT, from conntrack; or (nil and) the errno of the
-    /// failed lookup.
-    ///
-    /// The option number is 80 in both families (`SO_ORIGINAL_DST` in <linux/netfilter_ipv4.h>,
-    /// `IP6T_SO_ORIGINAL_DST` in <linux/netfilter_ipv6/ip6_tables.h>), but the level must match
-    /// the socket's family: `SOL_IP` on an IPv6 socket answers ENOENT.
+    /// failed lookup (ENOENT: not redirected).
     static func originalDestination(_ fd: Int32, family: Int32) -> (SocketAddress?, Int32?) {
-        let originalDestinationOption: Int32 = 80
-        var storage = sockaddr_storage()
-        var length: socklen_t
-        let level: Int32
-        if family == AF_INET6 {
-            level = Int32(IPPROTO_IPV6)  // SOL_IPV6 = 41
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        } else {
-            level = Int32(IPPROTO_IP)  // SOL_IP = 0
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        do {
+            return (try OriginalDestination.of(socket: fd, family: family == AF_INET6 ? .ipv6 : .ipv4), nil)
+        } catch {
+            return (nil, error.errno)
         }
-        let status = withUnsafeMutableBytes(of: &storage) { getsockopt(fd, level, originalDestinationOption, $0.baseAddress, &length) }
-        guard status == 0 else { return (nil, errno) }
-        // The kernel fills in the family; set it anyway in case an old kernel leaves it zero.
-        if storage.ss_family == 0 { storage.ss_family = sa_family_t(family) }
-        guard let address = SocketAddress(storage: storage) else { return (nil, EAFNOSUPPORT) }
-        return (address, nil)
     }
 }
 
@@ -159,22 +144,4 @@ private final class ConnectionLog: Sendable {
     var all: [RecordingProxy.Connection] { entries.withLock { $0 } }
     func append(_ connection: RecordingProxy.Connection) { entries.withLock { $0.append(connection) } }
     func clear() { entries.withLock { $0.removeAll() } }
-}
-
-extension SocketAddress {
-    /// The address and port in a `sockaddr_in` or `sockaddr_in6`; nil for any other family.
-    init?(storage: sockaddr_storage) {
-        var storage = storage
-        switch Int32(storage.ss_family) {
-        case AF_INET:
-            let address = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in.self) }
-            self.init(address: .v4(UInt32(bigEndian: address.sin_addr.s_addr)), port: UInt16(bigEndian: address.sin_port))
-        case AF_INET6:
-            let address = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in6.self) }
-            let bytes = withUnsafeBytes(of: address.sin6_addr) { Array($0) }
-            self.init(address: IPAddress(v6Bytes: bytes), port: UInt16(bigEndian: address.sin6_port))
-        default:
-            return nil
-        }
-    }
 }
