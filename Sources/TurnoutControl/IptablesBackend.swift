@@ -65,14 +65,43 @@ public struct IptablesBackend: Sendable {
         return [IptablesOwnedTable(parsing: IptablesRenderer.render([rules]), table: "nat", family: family, ownership: .capture)]
     }
 
-    /// Removes the capture chains and their jumps, and nothing else (`init --cleanup`);
-    /// `.absent` when there are none.
-    public func removeCapture() throws(ToolError) -> ApplyReport {
-        try remove(.capture)
+    /// The first step of `init --cleanup`: in each family with capture installed, replaces the
+    /// capture chains and their jumps with ``CaptureCompiler/iptablesDrainChain`` (see
+    /// ``CaptureCompiler/iptablesDrain(family:)``), so no new connection is captured while those
+    /// already redirected keep their NAT. `.absent` when no capture is installed.
+    public func drainCapture() throws(ToolError) -> ApplyReport {
+        let installed = try readInstalled(.capture)
+        let capturing = IPFamily.allCases.filter { family in installed[family]!.contains { !$0.isEmpty } }
+        guard !capturing.isEmpty else { return ApplyReport(backend: Self.name, outcome: .absent, messages: 0) }
+        return try converge(.capture, installed: installed) { family in
+            capturing.contains(family) ? [Self.drainTable(family)] : []
+        }
     }
 
-    private func converge(_ ownership: IptablesOwnership, desired: (IPFamily) -> [IptablesOwnedTable]) throws(ToolError) -> ApplyReport {
-        let installed = try readInstalled(ownership)
+    /// The last step of `init --cleanup`: removes the drain chain if capture is still exactly in
+    /// its drain form. If it changed meanwhile (a new `turnout init` installed capture again),
+    /// nothing is touched: the outcome is `.unchanged` and the report says why.
+    public func removeDrainedCapture() throws(ToolError) -> ApplyReport {
+        let installed = try readInstalled(.capture)
+        for family in IPFamily.allCases where installed[family]!.contains(where: { !$0.isEmpty }) {
+            let plan = IptablesRestorePlan(family: family, from: installed[family]!, to: [Self.drainTable(family)],
+                                           jumpsFirst: IptablesOwnership.capture.jumpsFirst)
+            guard plan.isEmpty else {
+                return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0,
+                                   reason: "\(family.iptablesLabel): capture changed while draining (installed again?); left in place")
+            }
+        }
+        return try remove(.capture, installed: installed)
+    }
+
+    private static func drainTable(_ family: IPFamily) -> IptablesOwnedTable {
+        IptablesOwnedTable(parsing: IptablesRenderer.render([CaptureCompiler.iptablesDrain(family: family)]), table: "nat",
+                           family: family, ownership: .capture)
+    }
+
+    private func converge(_ ownership: IptablesOwnership, installed known: [IPFamily: [IptablesOwnedTable]]? = nil,
+                          desired: (IPFamily) -> [IptablesOwnedTable]) throws(ToolError) -> ApplyReport {
+        let installed = if let known { known } else { try readInstalled(ownership) }
         let plans = IPFamily.allCases.map { family in
             IptablesRestorePlan(family: family, from: installed[family]!, to: desired(family), jumpsFirst: ownership.jumpsFirst)
         }
@@ -93,8 +122,8 @@ public struct IptablesBackend: Sendable {
         try remove(.all)
     }
 
-    private func remove(_ ownership: IptablesOwnership) throws(ToolError) -> ApplyReport {
-        let installed = try readInstalled(ownership)
+    private func remove(_ ownership: IptablesOwnership, installed known: [IPFamily: [IptablesOwnedTable]]? = nil) throws(ToolError) -> ApplyReport {
+        let installed = if let known { known } else { try readInstalled(ownership) }
         let plans = IPFamily.allCases.map { family in
             IptablesRestorePlan(family: family, from: installed[family]!, to: [])
         }

@@ -153,20 +153,43 @@ public final class NftablesBackend {
         try apply(NftablesLowering.lower(CaptureCompiler.nftables(options)))
     }
 
-    /// Deletes `inet turnout-capture` and nothing else (`init --cleanup`); `.absent` when it is
-    /// not installed.
-    public func removeCapture() throws(NetlinkError) -> ApplyReport {
-        try remove([CaptureCompiler.tableName])
+    /// The first step of `init --cleanup`: turns `inet turnout-capture` into its drain form
+    /// (``CaptureCompiler/nftablesDrain()``) in one transaction, so no new connection is captured
+    /// while those already redirected keep their NAT. `.absent` when no capture is installed;
+    /// `.unchanged` when a drain was already under way.
+    public func drainCapture() throws(NetlinkError) -> ApplyReport {
+        guard try socket.tableExists(family: Self.family, name: CaptureCompiler.tableName) else {
+            return ApplyReport(backend: Self.name, outcome: .absent, messages: 0)
+        }
+        return try apply(NftablesLowering.lower(CaptureCompiler.nftablesDrain()))
     }
 
-    /// Deletes those of `tables` that exist, in one transaction.
-    private func remove(_ tables: [String]) throws(NetlinkError) -> ApplyReport {
+    /// The last step of `init --cleanup`: deletes `inet turnout-capture` if it is still exactly
+    /// the drain form, in a transaction bound to the generation in which that was read. A table
+    /// that changed meanwhile (a new `turnout init` installed capture again) is left alone:
+    /// the outcome is then `.unchanged` and the report says why.
+    public func removeDrainedCapture() throws(NetlinkError) -> ApplyReport {
+        let drain = NftablesLowering.lower(CaptureCompiler.nftablesDrain())
+        return try remove([CaptureCompiler.tableName]) { installed throws(NetlinkError) in
+            try TableReader.read(family: Self.family, name: installed, from: socket).map { TableDelta(installed: $0, desired: drain).plan == .unchanged } ?? true
+        }
+    }
+
+    /// Deletes those of `tables` that exist (and pass `stillRemovable`), in one transaction
+    /// bound to the generation they were read in.
+    private func remove(_ tables: [String], stillRemovable: (String) throws(NetlinkError) -> Bool = { _ in true }) throws(NetlinkError) -> ApplyReport {
         var attempt = 0
         while true {
             attempt += 1
             let generation = try socket.generation()
             var present: [String] = []
-            for name in tables where try socket.tableExists(family: Self.family, name: name) { present.append(name) }
+            for name in tables where try socket.tableExists(family: Self.family, name: name) {
+                guard try stillRemovable(name) else {
+                    return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0,
+                                       reason: "table inet \(name) changed while draining (capture installed again?); left in place")
+                }
+                present.append(name)
+            }
             guard !present.isEmpty else { return ApplyReport(backend: Self.name, outcome: .absent, messages: 0) }
             let batch = NetlinkBatch(generation: generation)
             for name in present { TableRemoval.append(family: Self.family, name: name, to: batch) }

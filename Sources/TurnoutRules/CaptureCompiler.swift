@@ -76,6 +76,39 @@ public enum CaptureCompiler {
         return RuleTable(name: "nat", family: family == .ipv4 ? .ip : .ip6, chains: tableChains)
     }
 
+    // MARK: - the drain form (`init --cleanup`)
+
+    /// iptables: the one chain capture keeps while `init --cleanup` drains.
+    public static let iptablesDrainChain = "TURNOUT-CAPTURE-DRAIN"
+
+    /// The rule a drain keeps: any rule that uses conntrack keeps conntrack's hooks registered
+    /// in the namespace, and it accepts (changes nothing) so it is inert for the one packet of
+    /// each new connection that walks a nat chain.
+    static let drainRule = Rule([.connectionState([.established])], [.verdict(.accept)], comment: tableName)
+
+    /// `inet turnout-capture` while `init --cleanup` drains it: the nat base chains with no
+    /// redirect left, only ``drainRule``.
+    ///
+    /// Why a drain at all: the kernel keeps rewriting an established, redirected connection only
+    /// while a nat chain of its family exists and some rule holds conntrack's hooks (measured on
+    /// 6.x). Deleting the capture table, often the namespace's last nat chain and last conntrack
+    /// user, would make every connection the proxy holds for the app stall. In this form new
+    /// connections are no longer captured, while those already redirected keep their NAT until
+    /// they close; then the table goes.
+    public static func nftablesDrain() -> RuleTable {
+        RuleTable(name: tableName, family: .inet,
+                  chains: baseChains.map { Chain(name: $0.name, base: $0.spec, rules: [drainRule]) })
+    }
+
+    /// iptables' `nat` table of `family` while `init --cleanup` drains: ``iptablesDrainChain``
+    /// with ``drainRule`` and no jump to it. iptables-nft keeps its own nat base chains, so a
+    /// rule that loads conntrack is all a drain needs; the rule is initialised, and so holds
+    /// conntrack, even in a chain nothing jumps to.
+    public static func iptablesDrain(family: IPFamily) -> RuleTable {
+        RuleTable(name: "nat", family: family == .ipv4 ? .ip : .ip6,
+                  chains: [Chain(name: iptablesDrainChain, rules: [Rule(drainRule.matches, [.verdict(.return)], comment: tableName)])])
+    }
+
     // MARK: - the rule order, shared by both dialects
 
     /// The `inbound` and `outbound` chains' rules, nft style (lists as sets, both families);

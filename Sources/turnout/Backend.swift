@@ -61,7 +61,7 @@ struct KernelCommandFailed: Error, CustomStringConvertible {
 
 extension ApplyReport {
     func printed(_ format: ReportFormat, elapsed: Duration, source: String?, validation: [CaptureProbe.Result]? = nil,
-                 validationElapsed: Duration? = nil) -> String {
+                 validationElapsed: Duration? = nil, drain: CaptureDrain.Outcome? = nil) -> String {
         let milliseconds = elapsed.milliseconds
         switch format {
         case .json:
@@ -73,6 +73,10 @@ extension ApplyReport {
                 object["validation"] = validation.map { ["passed": $0.passed, "family": "\($0.family)", "target": $0.target.map { "\($0)" } ?? NSNull(), "explanation": $0.explanation] }
                 if let validationElapsed { object["validationMilliseconds"] = (validationElapsed.milliseconds * 1000).rounded() / 1000 }
             }
+            if let drain {
+                object["drain"] = ["openAtStart": drain.openAtStart ?? NSNull(), "stillOpen": drain.stillOpen ?? NSNull(),
+                                   "milliseconds": (drain.waited.milliseconds * 1000).rounded() / 1000] as [String: Any]
+            }
             let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             return String(decoding: data, as: UTF8.self) + "\n"
         case .text:
@@ -80,6 +84,7 @@ extension ApplyReport {
             var out = "turnout:\(what) \(outcome.rawValue) via \(backend): \(messages) messages, \(String(format: "%.1f", milliseconds)) ms\n"
             if let reason { out += "  because \(reason)\n" }
             for change in changes { out += "  \(change)\n" }
+            if let drain { out += "  \(Self.describe(drain))\n" }
             if let validation {
                 let time = validationElapsed.map { ", \(String(format: "%.1f", $0.milliseconds)) ms" } ?? ""
                 out += "turnout: validation \(validation.allSatisfy(\.passed) ? "passed" : "FAILED")\(time)\n"
@@ -87,6 +92,19 @@ extension ApplyReport {
             }
             return out
         }
+    }
+}
+
+extension ApplyReport {
+    /// One line on what `init --cleanup` waited for.
+    static func describe(_ drain: CaptureDrain.Outcome) -> String {
+        let waited = String(format: "%.1f", drain.waited.milliseconds)
+        guard let start = drain.openAtStart, let left = drain.stillOpen else {
+            return "drain: conntrack not readable (\(CapturedConnections.conntrackPath)); did not wait for captured connections"
+        }
+        if start == 0 { return "drain: no captured connection was open" }
+        if left == 0 { return "drain: \(start) captured connection\(start == 1 ? "" : "s") closed within \(waited) ms" }
+        return "drain: timed out after \(waited) ms with \(left) of \(start) captured connection\(start == 1 ? "" : "s") open; they lose their NAT and stop working"
     }
 }
 

@@ -28,10 +28,10 @@ struct InitCommand: ParsableCommand {
           turnout init --dry-run                             # print the nft rules, touch nothing
           turnout init --dry-run --backend iptables          # print iptables-restore input (both families)
           sudo turnout init --validate                       # install, then prove a real connection is captured
-          sudo turnout init --cleanup                        # remove the capture rules only
+          sudo turnout init --cleanup                        # stop capturing, let captured connections drain (≤ 5 s), remove the rules
 
         Every option can also come from the environment (the flag wins): \(CaptureSetting.allCases.map(\.environmentVariable).joined(separator: ", ")), \
-        TURNOUT_BACKEND. Lists are comma-separated; ports take ranges (9000-9100); '*' means all.
+        TURNOUT_BACKEND, TURNOUT_DRAIN_TIMEOUT. Lists are comma-separated; ports take ranges (9000-9100); '*' means all.
         istio-iptables' short flags are accepted with their meanings (-p -z -u -g -m -i -x -b -d -o -q -c).
 
         Order (first match wins): excluded interfaces and ports; the inbound passthrough source
@@ -76,8 +76,10 @@ struct InitCommand: ParsableCommand {
     var backend: Backend?
     @Flag(help: "Print the exact rules and touch nothing (no root needed).")
     var dryRun = false
-    @Flag(help: "Remove Turnout's capture rules, and nothing else.")
+    @Flag(help: "Remove Turnout's capture rules, and nothing else: first stop capturing, then wait (--drain-timeout) for the connections already captured to close, then delete the rest.")
     var cleanup = false
+    @Option(name: .customLong("drain-timeout"), help: ArgumentHelp("With --cleanup: how long to wait for captured connections to close before deleting the last rules (default 5; 0 deletes at once; also TURNOUT_DRAIN_TIMEOUT).", valueName: "seconds"))
+    var drainTimeout: String?
     @Flag(help: "After installing, prove capture works: listen on the proxy port, connect as a non-proxy user to a probe target, expect the original destination (exit 1 with an explanation otherwise). Run it before the proxy starts.")
     var validate = false
     @Option(name: .customLong("validate-target"), help: ArgumentHelp("A probe target ADDR:PORT or [ADDR6]:PORT for --validate (repeatable; default: chosen from the options, e.g. 192.0.2.1:80).", valueName: "address"))
@@ -96,17 +98,17 @@ struct InitCommand: ParsableCommand {
         guard probeTargets.isEmpty || validate else { throw BadInput(message: "init: --validate-target needs --validate") }
         if cleanup {
             guard !dryRun else { throw BadInput(message: "init: --cleanup and --dry-run exclude each other") }
+            let options = try captureOptions(environment)
+            let drain = CaptureDrain(ports: [options.proxyPort, options.inboundPort], timeout: try resolvedDrainTimeout(environment))
             try KernelAccess.require(for: "init --cleanup")
             let start = ContinuousClock.now
-            let report = try KernelCommandFailed.wrapping("init --cleanup") {
-                switch backend {
-                case .nft: try NftablesBackend().removeCapture()
-                case .iptables: try IptablesBackend().removeCapture()
-                }
+            let (report, waited) = try KernelCommandFailed.wrapping("init --cleanup") { () throws -> (ApplyReport, CaptureDrain.Outcome?) in
+                try Self.cleanUp(backend, drain: drain)
             }
-            print(report.printed(format, elapsed: ContinuousClock.now - start, source: nil), terminator: "")
+            print(report.printed(format, elapsed: ContinuousClock.now - start, source: nil, drain: waited), terminator: "")
             return
         }
+        guard drainTimeout == nil else { throw BadInput(message: "init: --drain-timeout goes with --cleanup") }
         let options = try captureOptions(environment)
         if dryRun {
             print(Self.text(options, backend: backend), terminator: "")
@@ -162,6 +164,44 @@ struct InitCommand: ParsableCommand {
                 "# \(family == .ipv4 ? "iptables" : "ip6tables")-restore --noflush input (Turnout's capture chains, fresh install)\n" + input
             }.joined()
         }
+    }
+
+    /// `--cleanup`: stop capturing (the drain form), wait for captured connections, then delete
+    /// what is left. The report merges both transactions; the outcome is the drain's `absent`
+    /// when nothing was installed, else the removal's.
+    static func cleanUp(_ backend: Backend, drain: CaptureDrain) throws -> (ApplyReport, CaptureDrain.Outcome?) {
+        switch backend {
+        case .nft:
+            let nft = try NftablesBackend()
+            let drained = try nft.drainCapture()
+            guard drained.outcome != .absent else { return (drained, nil) }
+            let waited = drain.timeout > .zero ? drain.waitForConntrack() : nil
+            return (merged(drained, try nft.removeDrainedCapture()), waited)
+        case .iptables:
+            let iptables = IptablesBackend()
+            let drained = try iptables.drainCapture()
+            guard drained.outcome != .absent else { return (drained, nil) }
+            let waited = drain.timeout > .zero ? drain.waitForConntrack() : nil
+            return (merged(drained, try iptables.removeDrainedCapture()), waited)
+        }
+    }
+
+    private static func merged(_ drained: ApplyReport, _ removed: ApplyReport) -> ApplyReport {
+        var report = removed
+        report.messages += drained.messages
+        report.changes = drained.changes.map { "drain: \($0)" } + removed.changes
+        return report
+    }
+
+    private func resolvedDrainTimeout(_ environment: [String: String]) throws -> Duration {
+        let (source, text): (String, String)
+        if let drainTimeout { (source, text) = ("--drain-timeout", drainTimeout) }
+        else if let variable = environment["TURNOUT_DRAIN_TIMEOUT"], !variable.isEmpty { (source, text) = ("TURNOUT_DRAIN_TIMEOUT (environment)", variable) }
+        else { return CaptureDrain.defaultTimeout }
+        guard let seconds = Double(text.hasSuffix("s") ? String(text.dropLast()) : text), seconds.isFinite, seconds >= 0, seconds <= 86_400 else {
+            throw BadInput(message: "init: \(source) \(text): not a number of seconds between 0 and 86400")
+        }
+        return .milliseconds(Int64((seconds * 1000).rounded()))
     }
 
     private func resolvedBackend(_ environment: [String: String]) throws -> Backend {

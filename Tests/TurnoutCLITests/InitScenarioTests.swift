@@ -104,33 +104,87 @@ struct InitScenarioTests {
             #expect(try Self.initialize(lab, backend).status == 0)
             #expect(try lab.connect(from: .app, to: CaptureLab.worldIPv4, port: 80, uid: Self.app).line?.hasPrefix(Self.proxied("10.30.0.5:80")) == true)
 
-            // Cleanup leaves a foreign table and live connections alone: the proxy's own, and (on
-            // iptables) one the proxy holds for the app, whose NAT lives on in conntrack. The
-            // foreign table is a firewall using conntrack, as a CNI's would be. The kernel keeps
-            // translating an established connection only while some rule uses conntrack and some
-            // nat chain of its family exists: iptables-nft keeps its empty `ip nat` base chains,
-            // but the nft backend deletes the namespace's last nat chain, so there a connection
-            // captured before cleanup stalls (README, "what is not there yet").
-            let firewall = """
-                table inet foreign {
-                    chain out { type filter hook output priority 0; policy accept; ct state established,related accept; }
-                }
-                """
-            #expect(try lab.run(.app, "nft", ["-f", "-"], input: firewall).status == 0)
-            let captured = try lab.hold(from: .app, to: CaptureLab.worldIPv4, port: 80, uid: Self.app)
+            // Cleanup leaves a foreign table and the proxy's own live connection alone.
+            #expect(try lab.run(.app, "nft", ["-f", "-"], input: "table inet foreign {\n chain c { type filter hook output priority 0; }\n}\n").status == 0)
             let direct = try lab.hold(from: .app, to: CaptureLab.worldIPv4, port: 443, uid: Self.proxy)
-            defer { lab.release(captured); lab.release(direct) }
-            #expect(captured.firstLine.hasPrefix(Self.proxied("10.30.0.5:80")))
+            defer { lab.release(direct) }
             #expect(direct.firstLine == "peer 443 from 10.20.0.2")
             let cleanup = try Self.initialize(lab, backend, ["--cleanup"])
             #expect(cleanup.status == 0, "\(cleanup.standardError)")
-            if backend == .iptables { #expect(lab.isAlive(captured), "the captured connection died with the cleanup") }
+            #expect(cleanup.standardOutput.contains("drain: no captured connection was open"), "\(cleanup.standardOutput)")
             #expect(lab.isAlive(direct), "the proxy's own connection died with the cleanup")
             #expect(try lab.connect(from: .app, to: CaptureLab.worldIPv4, port: 80, uid: Self.app).line == "peer 80 from 10.20.0.2")
             #expect(try lab.run(.app, "nft", ["list", "table", "inet", "foreign"]).status == 0)
+            #expect(try Self.captureObjects(lab).isEmpty)
             let second = try Self.initialize(lab, backend, ["--cleanup", "--format", "json"])
             #expect(second.standardOutput.contains("\"outcome\":\"absent\""), "\(second.standardOutput)")
         }
+    }
+
+    /// A connection the proxy holds for the app when `--cleanup` runs: the kernel keeps its NAT
+    /// only while a nat chain and a conntrack user exist, so cleanup stops capturing first,
+    /// waits for it to close, then deletes the rest. With and without a foreign conntrack user
+    /// (a CNI firewall), since without one the capture rules are the namespace's only one.
+    @Test("--cleanup drains: a captured connection keeps working until it closes, new ones are not captured meanwhile, then the rules go",
+          arguments: Backend.allCases, [false, true])
+    func cleanupDrains(backend: Backend, foreignConntrackUser: Bool) throws {
+        try withCaptureLab(prefix: "init-\(backend)") { lab in
+            try #require(try Self.initialize(lab, backend).status == 0)
+            if foreignConntrackUser {
+                let firewall = "table inet foreign {\n chain out { type filter hook output priority 0; ct state established,related accept; }\n}\n"
+                #expect(try lab.run(.app, "nft", ["-f", "-"], input: firewall).status == 0)
+            }
+            let captured = try lab.hold(from: .app, to: CaptureLab.worldIPv4, port: 80, uid: Self.app)
+            try #require(captured.firstLine.hasPrefix(Self.proxied("10.30.0.5:80")))
+
+            let cleanup = BackgroundCall { try Self.initialize(lab, backend, ["--cleanup", "--drain-timeout", "20"]) }
+            // Poll until the drain form is installed (the inbound and outbound chains gone, cleanup
+            // still waiting).
+            let drainInstalled = ContinuousClock.now + .seconds(5)
+            while try Self.captureObjects(lab).contains(where: { $0.lowercased().contains("bound") }) && ContinuousClock.now < drainInstalled {
+                usleep(20_000)
+            }
+            #expect(!cleanup.isFinished, "cleanup did not wait for the captured connection")
+            #expect(lab.isAlive(captured), "the captured connection died while draining")
+            #expect(try lab.connect(from: .app, to: CaptureLab.worldIPv4, port: 80, uid: Self.app).line == "peer 80 from 10.20.0.2",
+                    "a new connection was still captured while draining")
+            lab.release(captured)
+
+            let result = try cleanup.result(within: .seconds(10))
+            #expect(result.status == 0, "\(result.standardError)")
+            #expect(result.standardOutput.contains("drain: 1 captured connection closed within"), "\(result.standardOutput)")
+            #expect(try Self.captureObjects(lab).isEmpty)
+            #expect(try lab.connect(from: .app, to: CaptureLab.worldIPv4, port: 80, uid: Self.app).line == "peer 80 from 10.20.0.2")
+        }
+    }
+
+    @Test("--cleanup --drain-timeout: a connection still open at the timeout is reported, and the rules are deleted anyway",
+          arguments: Backend.allCases)
+    func cleanupDrainTimeout(backend: Backend) throws {
+        try withCaptureLab(prefix: "init-\(backend)") { lab in
+            try #require(try Self.initialize(lab, backend).status == 0)
+            let captured = try lab.hold(from: .app, to: CaptureLab.worldIPv4, port: 80, uid: Self.app)
+            defer { lab.release(captured) }
+            let result = try Self.initialize(lab, backend, ["--cleanup", "--drain-timeout", "0.3", "--format", "json"])
+            #expect(result.status == 0, "\(result.standardError)")
+            #expect(result.standardOutput.contains("\"openAtStart\":1"), "\(result.standardOutput)")
+            #expect(result.standardOutput.contains("\"stillOpen\":1"), "\(result.standardOutput)")
+            #expect(try Self.captureObjects(lab).isEmpty)
+            #expect(try Self.initialize(lab, backend, ["--drain-timeout", "1"]).status == 2, "--drain-timeout without --cleanup")
+            #expect(try Self.initialize(lab, backend, ["--cleanup", "--drain-timeout", "-1"]).status == 2)
+        }
+    }
+
+    /// Turnout's capture objects in the app namespace: the nft table's chains, or the iptables
+    /// `TURNOUT-CAPTURE-` chains of both families.
+    static func captureObjects(_ lab: CaptureLab) throws -> [String] {
+        let nft = try lab.run(.app, "nft", ["list", "table", "inet", "turnout-capture"])
+        var objects = nft.status == 0 ? nft.standardOutput.split(separator: "\n").filter { $0.contains("chain ") }.map(String.init) : []
+        for tool in ["iptables-save", "ip6tables-save"] {
+            objects += try lab.run(.app, tool, ["-t", "nat"]).standardOutput.split(separator: "\n")
+                .filter { $0.hasPrefix(":TURNOUT-CAPTURE-") }.map(String.init)
+        }
+        return objects
     }
 
     @Test("--dry-run prints the rules and changes nothing; bad options exit 2 and change nothing; TPROXY is refused", arguments: Backend.allCases)

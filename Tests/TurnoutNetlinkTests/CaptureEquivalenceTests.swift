@@ -89,3 +89,10 @@ struct CaptureEquivalenceTests {
         try NftEquivalence.check(ruleTable, namespacePrefix: "capeq")
     }
 }
+
+extension CaptureEquivalenceTests {
+    @Test("the drain form `init --cleanup` installs: nft -f of its text and Turnout's batch read back identical")
+    func drainMatchesNftText() throws {
+        try NftEquivalence.check(CaptureCompiler.nftablesDrain(), namespacePrefix: "capeq")
+    }
+}

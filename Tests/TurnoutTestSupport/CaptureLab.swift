@@ -686,7 +686,7 @@ final class LineServer: Sendable {
     }
 
     /// How long an accepted connection is kept open when the client does not close it.
-    static let lingerLimit: Duration = .seconds(2)
+    static let lingerLimit: Duration = .seconds(5)
 
     private let sockets: [Socket]
     private let thread = ServerThread(label: "the capture lab's servers")

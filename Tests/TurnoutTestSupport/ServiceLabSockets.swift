@@ -152,7 +152,8 @@ enum NamespaceThread {
 }
 
 /// One value handed from a worker thread to the thread that waits for it.
-private final class ResultSlot<Value: Sendable>: Sendable {
+/// One result handed from a worker thread to the thread waiting for it.
+final class ResultSlot<Value: Sendable>: Sendable {
     private let slot = Mutex<Result<Value, any Error>?>(nil)
     func put(_ result: Result<Value, any Error>) { slot.withLock { $0 = result } }
     func take() -> Result<Value, any Error>? { slot.withLock { $0 } }
