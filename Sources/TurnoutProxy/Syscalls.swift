@@ -115,4 +115,161 @@ enum Syscalls {
         guard let address = SocketAddress(storage: storage) else { throw SystemCallError(call: call, errno: EAFNOSUPPORT) }
         return address
     }
+
+    // MARK: - Streams (admin server)
+
+    /// `recv(2)`: the count of bytes read into `buffer`, 0 at the end of the stream, nil when
+    /// nothing is waiting (EAGAIN).
+    static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemCallError) -> Int? {
+        while true {
+            let count = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if count >= 0 { return count }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return nil
+            default: throw SystemCallError(call: "recv", errno: errno)
+            }
+        }
+    }
+
+    /// `send(2)` with `MSG_NOSIGNAL` (a peer that went away is EPIPE, never SIGPIPE): the count of
+    /// bytes taken, nil when the send buffer is full (EAGAIN).
+    static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemCallError) -> Int? {
+        while true {
+            let count = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+            if count >= 0 { return count }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return nil
+            default: throw SystemCallError(call: "send", errno: errno)
+            }
+        }
+    }
+
+    /// `shutdown(2)` with `SHUT_WR`: the peer reads the end of the stream; reading goes on.
+    static func shutdownWrite(_ fd: Int32) throws(SystemCallError) {
+        guard shutdown(fd, Int32(SHUT_WR)) == 0 else { throw SystemCallError(call: "shutdown(SHUT_WR)", errno: errno) }
+    }
+
+    // MARK: - Health checks
+
+    /// `poll(2)` over several descriptors: the count ready (their `revents` set), 0 once
+    /// `deadline` passes with none ready.
+    static func waitForAny(_ entries: inout [pollfd], until deadline: ContinuousClock.Instant) throws(SystemCallError) -> Int {
+        while true {
+            let ready = entries.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), deadline.pollMilliseconds) }
+            if ready >= 0 { return Int(ready) }
+            if errno != EINTR { throw SystemCallError(call: "poll", errno: errno) }
+        }
+    }
+
+    /// `socketpair(2)` of non-blocking, close-on-exec Unix stream sockets: a byte sent on one
+    /// wakes a thread polling the other (Glibc's module does not export eventfd).
+    static func socketPair() throws(SystemCallError) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        guard socketpair(AF_UNIX, type, 0, &fds) == 0 else { throw SystemCallError(call: "socketpair(AF_UNIX)", errno: errno) }
+        return (fds[0], fds[1])
+    }
+
+
+    // MARK: - Data plane (workers)
+
+    /// `epoll_create1(EPOLL_CLOEXEC)`.
+    static func epollCreate() throws(SystemCallError) -> Int32 {
+        let fd = CTurnoutLinux_epoll_create()
+        guard fd >= 0 else { throw SystemCallError(call: "epoll_create1", errno: errno) }
+        return fd
+    }
+
+    /// `epoll_ctl(2)`'s operations (`EPOLL_CTL_ADD`, `_DEL`, `_MOD`; fixed ABI values).
+    enum EpollOperation: Int32 {
+        case add = 1, delete = 2, modify = 3
+    }
+
+    /// `epoll_ctl(2)`.
+    static func epollControl(_ epoll: Int32, _ operation: EpollOperation, _ fd: Int32, events: UInt32, token: UInt64) throws(SystemCallError) {
+        guard CTurnoutLinux_epoll_ctl(epoll, operation.rawValue, fd, events, token) == 0 else {
+            throw SystemCallError(call: "epoll_ctl(\(operation), fd \(fd))", errno: errno)
+        }
+    }
+
+    /// `epoll_wait(2)`: the count of events written to `events`, 0 on timeout or a signal.
+    static func epollWait(_ epoll: Int32, into events: UnsafeMutableBufferPointer<CTurnoutLinux_epoll_event>,
+                          timeoutMilliseconds: Int32) throws(SystemCallError) -> Int {
+        let count = CTurnoutLinux_epoll_wait(epoll, events.baseAddress, Int32(events.count), timeoutMilliseconds)
+        if count >= 0 { return Int(count) }
+        if errno == EINTR { return 0 }
+        throw SystemCallError(call: "epoll_wait", errno: errno)
+    }
+
+    /// `eventfd(2)`, non-blocking and close-on-exec.
+    static func eventDescriptor() throws(SystemCallError) -> Int32 {
+        let fd = CTurnoutLinux_eventfd()
+        guard fd >= 0 else { throw SystemCallError(call: "eventfd", errno: errno) }
+        return fd
+    }
+
+    /// Adds 1 to an eventfd (wakes its poller); a full counter already wakes it.
+    static func signal(eventDescriptor fd: Int32) {
+        var one: UInt64 = 1
+        _ = Glibc.write(fd, &one, 8)
+    }
+
+    /// Reads an eventfd back to 0.
+    static func drain(eventDescriptor fd: Int32) {
+        var value: UInt64 = 0
+        _ = Glibc.read(fd, &value, 8)
+    }
+
+    /// `pipe2(2)` with `O_NONBLOCK | O_CLOEXEC`; `size` > 0 asks `F_SETPIPE_SZ` for it (the
+    /// kernel rounds up to a power of two pages; a refusal keeps the default). Returns the ends
+    /// and the pipe's real capacity (`F_GETPIPE_SZ`).
+    static func pipe(size: Int32) throws(SystemCallError) -> (read: Int32, write: Int32, capacity: Int) {
+        var fds: [Int32] = [-1, -1]
+        guard CTurnoutLinux_pipe(&fds) == 0 else { throw SystemCallError(call: "pipe2", errno: errno) }
+        if size > 0 { _ = CTurnoutLinux_set_pipe_size(fds[1], size) }
+        let capacity = CTurnoutLinux_get_pipe_size(fds[1])
+        return (fds[0], fds[1], capacity > 0 ? Int(capacity) : 65_536)
+    }
+
+    /// What one `splice(2)` did.
+    enum Spliced: Equatable {
+        case moved(Int)
+        /// Reading a socket: the peer finished sending (FIN).
+        case endOfStream
+        /// Nothing to read, or no room to write (EAGAIN).
+        case wouldBlock
+        /// ECONNRESET, EPIPE and the like: the connection is broken.
+        case failed(Int32)
+    }
+
+    /// `splice(2)` with `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`, between a socket and a pipe.
+    static func splice(from: Int32, to: Int32, length: Int) -> Spliced {
+        while true {
+            let count = CTurnoutLinux_splice(from, to, UInt(length))
+            if count > 0 { return .moved(count) }
+            if count == 0 { return .endOfStream }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            default: return .failed(errno)
+            }
+        }
+    }
+
+    /// Binds `fd` to `source`'s address with `IP_BIND_ADDRESS_NO_PORT`, so the port is chosen
+    /// at connect and only the whole 4-tuple needs to be unique.
+    static func bindSource(_ fd: Int32, _ source: SocketAddress) throws(SystemCallError) {
+        try setOption(fd, level: Int32(IPPROTO_IP), name: CTurnoutLinux_IP_BIND_ADDRESS_NO_PORT, value: 1, "IP_BIND_ADDRESS_NO_PORT")
+        try bind(fd, to: source)
+    }
+
+    /// Closes `fd` with a reset (`SO_LINGER` 0): the peer sees ECONNRESET, never a clean end of
+    /// stream it could take for a complete answer.
+    static func closeWithReset(_ fd: Int32) {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        close(fd)
+    }
 }

@@ -13,12 +13,15 @@ public struct TCPListener: ~Copyable {
     public let address: SocketAddress
     let descriptor: Int32
 
-    /// Binds and listens on `address`. The corresponding C calls are `socket(2)`,
-    /// `setsockopt(2)`, `bind(2)` and `listen(2)`.
-    public init(bindingTo address: SocketAddress, backlog: Int32 = 128) throws(SystemCallError) {
+    /// Binds and listens on `address`. With `reusePort`, several listeners (one per proxy
+    /// worker) bind the same address and the kernel spreads new connections over them
+    /// (`SO_REUSEPORT`). The corresponding C calls are `socket(2)`, `setsockopt(2)`, `bind(2)`
+    /// and `listen(2)`.
+    public init(bindingTo address: SocketAddress, backlog: Int32 = 128, reusePort: Bool = false) throws(SystemCallError) {
         let fd = try Syscalls.socket(family: address.socketFamily, type: Int32(SOCK_STREAM.rawValue))
         do throws(SystemCallError) {
             try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1, "SO_REUSEADDR")
+            if reusePort { try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT") }
             if address.address.family == .ipv6 {
                 try Syscalls.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1, "IPV6_V6ONLY")
             }

@@ -13,6 +13,11 @@ struct BadInput: Error {
     var message: String
 }
 
+/// A failure at run time that is not the input's fault (a port already in use); exits 1.
+struct RuntimeFailure: Error {
+    var message: String
+}
+
 /// Writes a line to standard error. `write(2)` rather than `fputs(stderr)`: the C global `stderr`
 /// is shared mutable state that Swift 6 refuses to touch without isolation.
 func printError(_ text: String) {

@@ -22,6 +22,9 @@ do {
 } catch let error as CaptureNotWorking {
     printError(error.description)
     exit(ExitStatus.failure)
+} catch let error as RuntimeFailure {
+    printError(error.message)
+    exit(ExitStatus.failure)
 } catch let error as BadInput {
     printError("turnout: \(error.message)")
     exit(ExitStatus.badInput)

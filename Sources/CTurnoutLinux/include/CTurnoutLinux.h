@@ -41,4 +41,47 @@ int CTurnoutLinux_setfsgid(gid_t gid);
 extern const int CTurnoutLinux_SO_ORIGINAL_DST;
 extern const int CTurnoutLinux_IP6T_SO_ORIGINAL_DST;
 
+/* epoll(7), for the proxy's workers: Swift's Glibc module exports none of it, and glibc's
+ * `struct epoll_event` is packed on x86-64, which Swift cannot import faithfully. The shim
+ * passes the event mask and a 64-bit token as plain arguments and unpacks waits into
+ * CTurnoutLinux_epoll_event, so Swift never touches the packed layout. */
+typedef struct {
+    unsigned int events;
+    unsigned long long token;
+} CTurnoutLinux_epoll_event;
+
+extern const unsigned int CTurnoutLinux_EPOLLIN;
+extern const unsigned int CTurnoutLinux_EPOLLOUT;
+extern const unsigned int CTurnoutLinux_EPOLLRDHUP;
+extern const unsigned int CTurnoutLinux_EPOLLERR;
+extern const unsigned int CTurnoutLinux_EPOLLHUP;
+extern const unsigned int CTurnoutLinux_EPOLLET;
+
+/* epoll_create1(EPOLL_CLOEXEC). */
+int CTurnoutLinux_epoll_create(void);
+/* epoll_ctl(2) with op EPOLL_CTL_ADD (0), EPOLL_CTL_MOD (1) or EPOLL_CTL_DEL (2). */
+int CTurnoutLinux_epoll_ctl(int epfd, int op, int fd, unsigned int events, unsigned long long token);
+/* epoll_wait(2), at most `capacity` (<= 1024) events copied into `events`. */
+int CTurnoutLinux_epoll_wait(int epfd, CTurnoutLinux_epoll_event *events, int capacity, int timeout);
+
+/* eventfd(2) with EFD_NONBLOCK | EFD_CLOEXEC: how another thread wakes a worker's epoll_wait
+ * (a reload, a stop). Not in Swift's Glibc module. */
+int CTurnoutLinux_eventfd(void);
+
+/* splice(2) between a socket and a pipe with SPLICE_F_MOVE | SPLICE_F_NONBLOCK and no offsets:
+ * the proxy moves bytes socket → pipe → socket without copying them through user space.
+ * Declared by glibc only under _GNU_SOURCE. */
+long CTurnoutLinux_splice(int from, int to, unsigned long length);
+
+/* pipe2(2) with O_NONBLOCK | O_CLOEXEC, and fcntl(F_SETPIPE_SZ) / F_GETPIPE_SZ (both
+ * _GNU_SOURCE-only): the relay's pipes, sized once when made. */
+int CTurnoutLinux_pipe(int fds[2]);
+int CTurnoutLinux_set_pipe_size(int fd, int size);
+int CTurnoutLinux_get_pipe_size(int fd);
+
+/* IP_BIND_ADDRESS_NO_PORT (Linux 4.2, <linux/in.h>, clashes with glibc's <netinet/in.h>):
+ * an upstream socket bound to a source address (127.0.0.6) gets its port only at connect, so
+ * the 4-tuple, not the source port alone, must be unique. */
+extern const int CTurnoutLinux_IP_BIND_ADDRESS_NO_PORT;
+
 #endif

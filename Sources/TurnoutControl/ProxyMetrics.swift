@@ -1,0 +1,66 @@
+import TurnoutProxy
+
+/// The proxy's counters as Prometheus text (`/metrics`): one family per counter, labelled by
+/// service port and endpoint, summed over workers at the moment of the scrape.
+public enum ProxyMetrics {
+    /// Renders `statistics`.
+    public static func render(_ statistics: ProxyStatistics) -> String {
+        var text = PrometheusText()
+        let upstreams = statistics.upstreams.sorted { $0.key < $1.key }
+        func labels(_ key: UpstreamKey) -> PrometheusLabels { ["service": key.service, "endpoint": key.endpoint] }
+
+        text.counter("turnout_upstream_connections_total", help: "Connections established to an upstream (endpoint, passthrough or inbound delivery).",
+                     samples: upstreams.map { (labels($0.key), Double($0.value.connections)) })
+        text.gauge("turnout_upstream_connections_active", help: "Connections to an upstream open now.",
+                   samples: upstreams.map { (labels($0.key), Double($0.value.active)) })
+        var failures: [PrometheusText.Sample] = []
+        for (key, count) in upstreams {
+            for reason in ConnectFailure.allCases {
+                var failureLabels = labels(key)
+                failureLabels.append("reason", "\(reason)")
+                failures.append((failureLabels, Double(count.failures[reason.rawValue])))
+            }
+        }
+        text.counter("turnout_upstream_connect_failures_total", help: "Upstream connect attempts that failed, by reason (refused, timeout, unreachable, other).",
+                     samples: failures)
+        text.counter("turnout_upstream_sent_bytes_total", help: "Bytes relayed from clients to the upstream.",
+                     samples: upstreams.map { (labels($0.key), Double($0.value.bytesToUpstream)) })
+        text.counter("turnout_upstream_received_bytes_total", help: "Bytes relayed from the upstream back to clients.",
+                     samples: upstreams.map { (labels($0.key), Double($0.value.bytesToClient)) })
+        text.histogram("turnout_upstream_connect_seconds", help: "Time from the start of a connect attempt to the established connection.",
+                       samples: upstreams.map { key, count in
+                           var cumulative: UInt64 = 0
+                           var buckets: [(upperBound: Double, cumulativeCount: UInt64)] = []
+                           for (index, bound) in TrafficCounters.latencyBucketBounds.enumerated() {
+                               cumulative += count.latencyBuckets[index]
+                               buckets.append((Double(bound) / 1e6, cumulative))
+                           }
+                           cumulative += count.latencyBuckets[TrafficCounters.latencyBucketBounds.count]
+                           buckets.append((.infinity, cumulative))
+                           return (labels(key), buckets, Double(count.latencySumMicroseconds) / 1e6, cumulative)
+                       })
+
+        let services = statistics.services.sorted { $0.key < $1.key }
+        text.counter("turnout_service_circuit_breaker_rejections_total", help: "Connections refused because the service had its maximum of open connections.",
+                     samples: services.map { (["service": $0.key], Double($0.value.circuitBreakerRejections)) })
+        text.counter("turnout_service_unavailable_rejections_total", help: "Connections refused because no endpoint could take them.",
+                     samples: services.map { (["service": $0.key], Double($0.value.unavailableRejections)) })
+        text.counter("turnout_service_panic_picks_total", help: "Picks made among all endpoints because too few were available (panic threshold).",
+                     samples: services.map { (["service": $0.key], Double($0.value.panicPicks)) })
+
+        text.counter("turnout_accepted_connections_total", help: "Connections accepted on the proxy's listeners.", samples: [([:], Double(statistics.accepted))])
+        text.counter("turnout_loop_rejections_total", help: "Connections refused because their original destination was the proxy itself.",
+                     samples: [([:], Double(statistics.loopRejections))])
+        text.counter("turnout_unknown_rejections_total", help: "Connections to unknown destinations refused (--unknown reject).",
+                     samples: [([:], Double(statistics.unknownRejections))])
+        text.counter("turnout_accept_pauses_total", help: "Times accepting paused because the process ran out of descriptors.",
+                     samples: [([:], Double(statistics.acceptPauses))])
+        text.gauge("turnout_relays_active", help: "Connections in the proxy now (connecting or relaying).", samples: [([:], Double(statistics.relays))])
+        text.gauge("turnout_workers", help: "Worker threads.", samples: [([:], Double(statistics.workers))])
+        text.gauge("turnout_table_generation", help: "Generation of the routing table in use (1, then +1 per accepted reload).",
+                   samples: [([:], Double(statistics.generation))])
+        text.counter("turnout_table_reloads_refused_total", help: "Tables refused at reload (invalid); the previous table stayed.",
+                     samples: [([:], Double(statistics.reloadsRefused))])
+        return text.rendered
+    }
+}

@@ -1,0 +1,61 @@
+import TurnoutModel
+
+/// How `turnout proxy` runs: where it listens, how many workers, how it treats destinations no
+/// route knows, and its time limits. Fixed for the life of a ``TransparentProxy``; the routing
+/// table is what reloads.
+public struct ProxyConfiguration: Sendable, Hashable {
+    /// What to do with a connection whose original destination no route knows.
+    public enum UnknownDestination: String, Sendable, Hashable, CaseIterable {
+        /// Connect to the original destination, as if there were no proxy (Istio's
+        /// `PassthroughCluster`, its default `ALLOW_ANY`).
+        case passthrough
+        /// Refuse with a reset (Istio's `REGISTRY_ONLY`).
+        case reject
+    }
+
+    /// Which balancer picks an endpoint.
+    public enum Balancer: String, Sendable, Hashable, CaseIterable {
+        /// Smooth weighted round robin: exact shares by weight.
+        case weighted
+        /// Power of two choices over peak-EWMA connect latency × in-flight, weights respected.
+        case p2cEWMA = "p2c-ewma"
+    }
+
+    /// Outbound listeners (captured app traffic; routed by original destination). One per
+    /// family is typical: `0.0.0.0:15001` and `[::]:15001`.
+    public var outbound: [SocketAddress]
+    /// Inbound listeners (captured traffic to the app; delivered to its original destination
+    /// from the passthrough source 127.0.0.6 / ::6, which capture leaves alone).
+    public var inbound: [SocketAddress]
+    public var workers: Int
+    public var unknown: UnknownDestination = .passthrough
+    public var balancer: Balancer = .weighted
+    /// Connect timeout per attempt (Envoy's default is 5 s too).
+    public var connectTimeout: Duration = .seconds(5)
+    /// Attempts per connection, each to another endpoint while one is left (nothing was sent
+    /// yet, so a retry is always safe).
+    public var connectAttempts = 3
+    /// A relay with no byte moved either way for this long is closed (Envoy's TCP proxy default
+    /// idle timeout is 1 h).
+    public var idleTimeout: Duration = .seconds(3600)
+    /// Once one side finished sending, how long the other may go on before the relay is closed
+    /// (bounds half-closed relays a peer forgot).
+    public var halfClosedTimeout: Duration = .seconds(300)
+    /// Requested pipe size in bytes (`F_SETPIPE_SZ`); 0 keeps the kernel's default (64 KiB).
+    public var pipeSize: Int32 = 0
+    /// Pipes a worker keeps for reuse; more are closed when returned.
+    public var pipePoolLimit = 64
+    /// The most connections a service port may have open at once (circuit breaker); over it,
+    /// new ones are refused at once and counted. Envoy's default is 1,024.
+    public var maxConnectionsPerService = 1024
+    /// How long accepting pauses after the process ran out of descriptors.
+    public var acceptPause: Duration = .milliseconds(100)
+    /// Source addresses for inbound delivery, per family: Istio's passthrough sources.
+    public var inboundSources: [IPFamily: IPAddress] = CaptureOptions.passthroughSources
+
+    public init(outbound: [SocketAddress], inbound: [SocketAddress] = [], workers: Int) {
+        self.outbound = outbound
+        self.inbound = inbound
+        self.workers = workers
+    }
+}

@@ -1,0 +1,488 @@
+import CTurnoutLinux
+import Glibc
+import Synchronization
+import TurnoutModel
+
+/// One proxy worker: a thread with its own epoll, its own `SO_REUSEPORT` listeners, its own
+/// relays, pipes and balancers. Connections never move between workers.
+///
+/// Created on the control thread with its listeners bound (so a bind error surfaces before
+/// anything runs); `run()` then owns everything on the worker thread. The only things shared
+/// with other threads are Sendable: the ``SnapshotCell`` it reads routes from, its
+/// ``WorkerCounters`` (atomics) and its ``WorkerSignal``.
+final class ProxyWorker {
+    enum ListenerKind { case outbound, inbound }
+
+    struct Listener {
+        let descriptor: Int32
+        let kind: ListenerKind
+        let address: SocketAddress
+    }
+
+    private static let wakeToken = UInt64.max
+    private static let listenerTokenBase = UInt64.max - 1024
+    private static let sweepInterval: Duration = .milliseconds(100)
+
+    let index: Int
+    let configuration: ProxyConfiguration
+    let counters: WorkerCounters
+    private let cell: SnapshotCell
+    private let log: @Sendable (String) -> Void
+    let signal: WorkerSignal
+    private let epoll: Int32
+    private var listeners: [Listener] = []
+    /// Ports the proxy listens on (any worker, any listener): a destination on one of them at a
+    /// local address is the proxy itself.
+    private let ownPorts: Set<UInt16>
+
+    private var relays: [UInt64: Relay] = [:]
+    private var nextID: UInt64 = 1
+    private var pool: PipePool
+    private var snapshot: ProxySnapshot
+    private var pickers: [EndpointPicker] = []
+    private var endpointCounters: [[TrafficCounters]] = []
+    private var serviceCounters: [ServiceCounters] = []
+    private var passthroughCounters: TrafficCounters
+    private var inboundCounters: TrafficCounters
+    private var acceptPausedUntil: ContinuousClock.Instant?
+    private var loggedDescriptorShortage = false
+    private var seed: UInt64
+
+    init(index: Int, configuration: ProxyConfiguration, cell: SnapshotCell, log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
+        self.index = index
+        self.configuration = configuration
+        self.cell = cell
+        self.log = log
+        counters = WorkerCounters()
+        pool = PipePool(limit: configuration.pipePoolLimit, size: configuration.pipeSize)
+        snapshot = cell.snapshot
+        seed = 0x9E37_79B9_7F4A_7C15 &* UInt64(index + 1)
+        ownPorts = Set((configuration.outbound + configuration.inbound).map(\.port))
+        passthroughCounters = counters.upstream(UpstreamKey(service: UpstreamKey.passthroughService, endpoint: ""))
+        inboundCounters = counters.upstream(UpstreamKey(service: UpstreamKey.inboundService, endpoint: ""))
+        signal = try WorkerSignal()
+        epoll = try Syscalls.epollCreate()
+        do throws(SystemCallError) {
+            try Syscalls.epollControl(epoll, .add, signal.descriptor, events: CTurnoutLinux_EPOLLIN, token: Self.wakeToken)
+            for (kind, addresses) in [(ListenerKind.outbound, configuration.outbound), (.inbound, configuration.inbound)] {
+                for address in addresses {
+                    let fd = try Self.listen(on: address)
+                    listeners.append(Listener(descriptor: fd, kind: kind, address: address))
+                    try Syscalls.epollControl(epoll, .add, fd, events: CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLET,
+                                              token: Self.listenerTokenBase + UInt64(listeners.count - 1))
+                }
+            }
+        } catch {
+            for listener in listeners { close(listener.descriptor) }
+            close(epoll)
+            throw error
+        }
+        rebuildRouteState()
+    }
+
+    deinit {
+        for relay in relays.values { finish(relay, reset: false) }
+        for listener in listeners { close(listener.descriptor) }
+        close(epoll)
+    }
+
+    /// A listening socket with `SO_REUSEPORT`, so every worker binds the same address and the
+    /// kernel spreads connections over them.
+    private static func listen(on address: SocketAddress) throws(SystemCallError) -> Int32 {
+        let fd = try Syscalls.socket(family: address.socketFamily, type: Int32(SOCK_STREAM.rawValue))
+        do throws(SystemCallError) {
+            try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1, "SO_REUSEADDR")
+            try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT")
+            if address.address.family == .ipv6 {
+                try Syscalls.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1, "IPV6_V6ONLY")
+            }
+            try Syscalls.bind(fd, to: address)
+            try Syscalls.listen(fd, backlog: 4096, address)
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    // MARK: - the loop
+
+    /// Runs until ``WorkerSignal/stop()``; the relays are closed when the worker goes away.
+    func run() {
+        let capacity = 256
+        let events = UnsafeMutableBufferPointer<CTurnoutLinux_epoll_event>.allocate(capacity: capacity)
+        defer { events.deallocate() }
+        var lastSweep = ContinuousClock.now
+        while !signal.isStopping {
+            let count: Int
+            do {
+                count = try Syscalls.epollWait(epoll, into: events, timeoutMilliseconds: 100)
+            } catch {
+                log("worker \(index): \(error); stopping")
+                return
+            }
+            let now = ContinuousClock.now
+            for event in events[0..<count] {
+                handle(token: event.token, events: event.events, now: now)
+            }
+            if let until = acceptPausedUntil, now >= until {
+                acceptPausedUntil = nil
+                for listener in listeners.indices { acceptAll(listener, now: now) }
+            }
+            if now - lastSweep >= Self.sweepInterval {
+                sweep(now)
+                lastSweep = now
+            }
+        }
+    }
+
+    private func handle(token: UInt64, events: UInt32, now: ContinuousClock.Instant) {
+        if token == Self.wakeToken {
+            Syscalls.drain(eventDescriptor: signal.descriptor)
+            return
+        }
+        if token >= Self.listenerTokenBase {
+            acceptAll(Int(token - Self.listenerTokenBase), now: now)
+            return
+        }
+        guard let relay = relays[token >> 4], token == relay.token(upstream: token & 1 == 1) else { return }
+        if token & 1 == 1, relay.phase == .connecting {
+            finishConnect(relay, now: now)
+        } else if relay.phase == .relaying {
+            pump(relay, now: now)
+        }
+    }
+
+    // MARK: - accepting
+
+    private func acceptAll(_ index: Int, now: ContinuousClock.Instant) {
+        guard acceptPausedUntil == nil else { return }
+        let listener = listeners[index]
+        while true {
+            let fd: Int32
+            do throws(SystemCallError) {
+                guard let accepted = try Syscalls.accept(listener.descriptor) else { return }
+                fd = accepted
+            } catch {
+                if error.errno == EMFILE || error.errno == ENFILE || error.errno == ENOBUFS || error.errno == ENOMEM {
+                    // Out of descriptors: the queued connections wait in the backlog until some
+                    // close. Retrying at once would spin; pause, then try again.
+                    counters.acceptPauses.wrappingAdd(1, ordering: .relaxed)
+                    acceptPausedUntil = now + configuration.acceptPause
+                    if !loggedDescriptorShortage {
+                        loggedDescriptorShortage = true
+                        log("worker \(self.index): \(error): pausing accepts for \(configuration.acceptPause) at a time until descriptors are free (logged once)")
+                    }
+                } else {
+                    log("worker \(self.index): \(error)")
+                }
+                return
+            }
+            counters.accepted.wrappingAdd(1, ordering: .relaxed)
+            admit(fd, from: listener, now: now)
+        }
+    }
+
+    /// Decides where an accepted connection goes, and starts its first connect.
+    private func admit(_ fd: Int32, from listener: Listener, now: ContinuousClock.Instant) {
+        let family = listener.address.address.family
+        guard let destination = try? Syscalls.originalDestination(fd, family: family),
+              let local = try? Syscalls.address(of: fd, peer: false),
+              !isProxyItself(destination, local: local) else {
+            // Not redirected (someone dialled the proxy port), or redirected to the proxy's own
+            // port: forwarding it would loop.
+            counters.loopRejections.wrappingAdd(1, ordering: .relaxed)
+            Syscalls.closeWithReset(fd)
+            return
+        }
+        if let newer = cell.newer(than: snapshot.generation) {
+            snapshot = newer
+            rebuildRouteState()
+        }
+        var route: ServiceRoute?
+        var load: ServiceLoad?
+        var source: SocketAddress?
+        switch listener.kind {
+        case .inbound:
+            source = configuration.inboundSources[family].map { SocketAddress(address: $0, port: 0) }
+        case .outbound:
+            if let known = snapshot.routes.route(for: destination) {
+                guard !known.endpoints.isEmpty else {
+                    serviceCounters[known.id].unavailableRejections.wrappingAdd(1, ordering: .relaxed)
+                    Syscalls.closeWithReset(fd)
+                    return
+                }
+                guard snapshot.load[known.id].acquire(limit: configuration.maxConnectionsPerService) else {
+                    serviceCounters[known.id].circuitBreakerRejections.wrappingAdd(1, ordering: .relaxed)
+                    Syscalls.closeWithReset(fd)
+                    return
+                }
+                route = known
+                load = snapshot.load[known.id]
+            } else if configuration.unknown == .reject {
+                counters.unknownRejections.wrappingAdd(1, ordering: .relaxed)
+                Syscalls.closeWithReset(fd)
+                return
+            }
+        }
+        let relay = Relay(id: nextID, client: fd, destination: destination, route: route, snapshot: snapshot,
+                          load: load, source: source, now: now)
+        nextID += 1
+        relays[relay.id] = relay
+        counters.relays.wrappingAdd(1, ordering: .relaxed)
+        do throws(SystemCallError) {
+            try Syscalls.epollControl(epoll, .add, fd, events: Self.relayEvents, token: relay.token(upstream: false))
+        } catch {
+            log("worker \(index): \(error)")
+            finish(relay, reset: true)
+            return
+        }
+        connectNext(relay, now: now)
+    }
+
+    private static let relayEvents = CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLOUT | CTurnoutLinux_EPOLLRDHUP | CTurnoutLinux_EPOLLET
+
+    /// A destination that is the proxy itself: the address the client reached after NAT, or
+    /// one of the proxy's ports on a loopback address.
+    private func isProxyItself(_ destination: SocketAddress, local: SocketAddress) -> Bool {
+        if destination == local { return true }
+        guard ownPorts.contains(destination.port) else { return false }
+        return IPPrefix.loopback(destination.address.family).contains(destination.address) || destination.address == local.address
+    }
+
+    // MARK: - connecting
+
+    /// Starts the next connect attempt, or gives up on the relay when none is left.
+    private func connectNext(_ relay: Relay, now: ContinuousClock.Instant) {
+        let maximum = relay.route == nil ? 1 : max(1, min(configuration.connectAttempts, 7))
+        while relay.attempts < maximum {
+            if let route = relay.route {
+                let picker = relay.snapshot === snapshot ? pickers[route.id] : nil
+                // Every endpoint tried already: nothing else to try.
+                guard let index = picker?.pick(excluding: relay.tried, at: now) ?? Self.firstUntried(route, relay.tried) else { break }
+                relay.endpoint = index
+                relay.tried.insert(index)
+                relay.target = route.endpoints[index].address
+                relay.counters = relay.snapshot === snapshot ? endpointCounters[route.id][index]
+                    : counters.upstream(UpstreamKey(service: route.label, endpoint: "\(route.endpoints[index].address)"))
+            } else {
+                relay.counters = relay.source == nil ? passthroughCounters : inboundCounters
+            }
+            relay.attempts += 1
+            relay.attemptStarted = now
+            relay.connectDeadline = now + configuration.connectTimeout
+            do throws(SystemCallError) {
+                let fd = try Syscalls.socket(family: relay.target.socketFamily, type: Int32(SOCK_STREAM.rawValue))
+                relay.upstream = fd
+                if let source = relay.source, source.address.family == relay.target.address.family {
+                    try Syscalls.bindSource(fd, source)
+                }
+                let connected = try Syscalls.connect(fd, to: relay.target)
+                try Syscalls.epollControl(epoll, .add, fd, events: Self.relayEvents, token: relay.token(upstream: true))
+                if connected { established(relay, now: now) }
+                return
+            } catch {
+                attemptFailed(relay, errno: error.errno, now: now)
+            }
+        }
+        if let route = relay.route {
+            (relay.snapshot === snapshot ? serviceCounters[route.id] : counters.service(route.label))
+                .unavailableRejections.wrappingAdd(1, ordering: .relaxed)
+        }
+        finish(relay, reset: true)
+    }
+
+    private static func firstUntried(_ route: ServiceRoute, _ tried: Set<Int>) -> Int? {
+        route.endpoints.indices.first { !tried.contains($0) }
+    }
+
+    /// The upstream socket of the current attempt became ready: connected, or failed.
+    private func finishConnect(_ relay: Relay, now: ContinuousClock.Instant) {
+        let code = (try? Syscalls.pendingError(relay.upstream)) ?? EIO
+        if code == 0 {
+            // SO_ERROR is 0 while the handshake is still running too: only a writable socket
+            // with a peer is connected.
+            guard (try? Syscalls.address(of: relay.upstream, peer: true)) != nil else { return }
+            established(relay, now: now)
+        } else {
+            attemptFailed(relay, errno: code, now: now)
+            connectNext(relay, now: now)
+        }
+    }
+
+    private func attemptFailed(_ relay: Relay, errno code: Int32, now: ContinuousClock.Instant) {
+        relay.counters?.failed(ConnectFailure(errno: code))
+        if let route = relay.route, let index = relay.endpoint, relay.snapshot === snapshot {
+            pickers[route.id].failed(index, after: now - relay.attemptStarted, at: now)
+        }
+        if relay.upstream >= 0 {
+            close(relay.upstream)
+            relay.upstream = -1
+        }
+    }
+
+    private func established(_ relay: Relay, now: ContinuousClock.Instant) {
+        let latency = now - relay.attemptStarted
+        relay.counters?.connected(after: latency)
+        relay.counted = true
+        if let route = relay.route, let index = relay.endpoint, relay.snapshot === snapshot {
+            pickers[route.id].connected(index, after: latency, at: now)
+        }
+        relay.phase = .relaying
+        relay.lastActivity = now
+        pump(relay, now: now)
+    }
+
+    // MARK: - relaying
+
+    /// Moves whatever can move in both directions, passes ends of stream on, and finishes the
+    /// relay when both directions are done or one broke.
+    private func pump(_ relay: Relay, now: ContinuousClock.Instant) {
+        let up = move(&relay.toUpstream, from: relay.client, to: relay.upstream, counters: relay.counters, toUpstream: true)
+        let down = move(&relay.toClient, from: relay.upstream, to: relay.client, counters: relay.counters, toUpstream: false)
+        if up.broken || down.broken {
+            finish(relay, reset: true)
+            return
+        }
+        if up.moved || down.moved { relay.lastActivity = now }
+        if relay.isFinished {
+            finish(relay, reset: false)
+        } else if relay.halfClosedSince == nil && (relay.toUpstream.isFinished || relay.toClient.isFinished) {
+            relay.halfClosedSince = now
+        }
+    }
+
+    /// One direction: socket → pipe → socket until the source has nothing more or the
+    /// destination takes nothing more. Returns whether bytes moved and whether it broke.
+    private func move(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
+                      counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
+        var moved = false
+        var readable = !direction.sourceDone
+        var writable = true
+        while (readable || direction.buffered > 0) && writable {
+            var progressed = false
+            if readable {
+                if direction.pipe == nil {
+                    guard let pipe = try? pool.take() else { return (moved, true) }
+                    direction.pipe = pipe
+                }
+                let room = direction.pipe!.capacity - direction.buffered
+                if room > 0 {
+                    switch Syscalls.splice(from: source, to: direction.pipe!.write, length: room) {
+                    case .moved(let count):
+                        direction.buffered += count
+                        progressed = true
+                    case .endOfStream:
+                        direction.sourceDone = true
+                        readable = false
+                        progressed = true
+                    case .wouldBlock:
+                        readable = false
+                    case .failed:
+                        return (moved, true)
+                    }
+                }
+            }
+            if direction.buffered > 0 {
+                switch Syscalls.splice(from: direction.pipe!.read, to: destination, length: direction.buffered) {
+                case .moved(let count):
+                    direction.buffered -= count
+                    counters?.moved(count, toUpstream: toUpstream)
+                    moved = true
+                    progressed = true
+                case .wouldBlock:
+                    writable = false
+                case .endOfStream, .failed:
+                    return (moved, true)
+                }
+            }
+            if !progressed { break }
+        }
+        if direction.buffered == 0, let pipe = direction.pipe {
+            pool.give(pipe, empty: true)
+            direction.pipe = nil
+        }
+        if direction.sourceDone && direction.buffered == 0 && !direction.shutdownSent {
+            // The end of stream goes on only after the last byte: the peer may answer only then.
+            guard (try? Syscalls.shutdownWrite(destination)) != nil else { return (moved, true) }
+            direction.shutdownSent = true
+        }
+        return (moved, false)
+    }
+
+    // MARK: - timers and the end
+
+    /// Connect timeouts, idle relays, half-closed relays past their bound.
+    private func sweep(_ now: ContinuousClock.Instant) {
+        for relay in Array(relays.values) {
+            switch relay.phase {
+            case .connecting:
+                if now >= relay.connectDeadline {
+                    attemptFailed(relay, errno: ETIMEDOUT, now: now)
+                    connectNext(relay, now: now)
+                }
+            case .relaying:
+                if now - relay.lastActivity >= configuration.idleTimeout {
+                    finish(relay, reset: false)
+                } else if let since = relay.halfClosedSince, now - since >= configuration.halfClosedTimeout {
+                    finish(relay, reset: false)
+                }
+            }
+        }
+    }
+
+    /// Closes both sockets (the client's with a reset when the relay failed, so the client
+    /// sees an error rather than a clean, empty answer), returns the pipes and releases the
+    /// relay's counts.
+    private func finish(_ relay: Relay, reset: Bool) {
+        guard relays.removeValue(forKey: relay.id) != nil else { return }
+        counters.relays.wrappingSubtract(1, ordering: .relaxed)
+        for direction in [relay.toUpstream, relay.toClient] {
+            if let pipe = direction.pipe { pool.give(pipe, empty: direction.buffered == 0) }
+        }
+        if relay.upstream >= 0 {
+            if reset { Syscalls.closeWithReset(relay.upstream) } else { close(relay.upstream) }
+        }
+        if reset { Syscalls.closeWithReset(relay.client) } else { close(relay.client) }
+        if relay.counted {
+            relay.counters?.closed()
+            if let route = relay.route, let index = relay.endpoint, relay.snapshot === snapshot { pickers[route.id].closed(index) }
+        }
+        relay.load?.release()
+    }
+
+    /// Balancers and counter references for the current snapshot's routes.
+    private func rebuildRouteState() {
+        let routes = snapshot.routes.routes
+        pickers = routes.map { route in
+            seed = seed &+ 0x9E37_79B9_7F4A_7C15
+            return EndpointPicker(route, balancer: configuration.balancer, seed: seed)
+        }
+        endpointCounters = routes.map { route in
+            route.endpoints.map { counters.upstream(UpstreamKey(service: route.label, endpoint: "\($0.address)")) }
+        }
+        serviceCounters = routes.map { counters.service($0.label) }
+    }
+}
+
+/// How another thread stops a worker: a flag and the eventfd that wakes its `epoll_wait`.
+///
+/// Shared by the worker and its ``TransparentProxy``; the eventfd is closed only when both are
+/// done with it, so a late `stop()` can never write to a descriptor number reused meanwhile.
+final class WorkerSignal: Sendable {
+    let descriptor: Int32
+    private let stopping = Atomic(false)
+
+    init() throws(SystemCallError) {
+        descriptor = try Syscalls.eventDescriptor()
+    }
+
+    deinit { close(descriptor) }
+
+    var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        Syscalls.signal(eventDescriptor: descriptor)
+    }
+}

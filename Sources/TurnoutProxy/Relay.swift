@@ -1,0 +1,90 @@
+import TurnoutModel
+
+/// One proxied connection inside a worker: the client's socket, the upstream socket being
+/// connected or relayed to, and one ``RelayDirection`` each way.
+///
+/// Owned by the worker that accepted it and touched only on its thread; never Sendable. A
+/// class because the worker finds it by token and mutates it in place.
+final class Relay {
+    enum Phase {
+        /// Waiting for the upstream handshake (attempt ``attempts``).
+        case connecting
+        /// Bytes flow both ways.
+        case relaying
+    }
+
+    /// Unique within its worker; part of every epoll token of this relay.
+    let id: UInt64
+    let client: Int32
+    var upstream: Int32 = -1
+    var phase = Phase.connecting
+    /// Where the client was going (its `SO_ORIGINAL_DST`).
+    let destination: SocketAddress
+    /// The route, for a known service; nil for passthrough and inbound delivery.
+    let route: ServiceRoute?
+    /// The snapshot `route` (and its endpoint indices) belong to: the relay keeps it across a
+    /// reload, so it stays on the endpoint it chose.
+    let snapshot: ProxySnapshot
+    /// The service's circuit-breaker slot this relay holds, released when it ends.
+    let load: ServiceLoad?
+    /// The source address upstream connects bind to (inbound delivery: 127.0.0.6 / ::6).
+    let source: SocketAddress?
+    /// The endpoint index being connected or relayed to (route relays only).
+    var endpoint: Int?
+    /// Where the current attempt connects.
+    var target: SocketAddress
+    /// Endpoints already tried for this connection.
+    var tried: Set<Int> = []
+    var attempts = 0
+    var attemptStarted: ContinuousClock.Instant
+    var connectDeadline: ContinuousClock.Instant
+    var lastActivity: ContinuousClock.Instant
+    /// When one direction ended while the other goes on.
+    var halfClosedSince: ContinuousClock.Instant?
+    /// The counters of the upstream in use; set once the attempt is chosen.
+    var counters: TrafficCounters?
+    /// Whether `counters.connected` was called (so `closed` must be too).
+    var counted = false
+    var toUpstream = RelayDirection()
+    var toClient = RelayDirection()
+
+    init(id: UInt64, client: Int32, destination: SocketAddress, route: ServiceRoute?, snapshot: ProxySnapshot,
+         load: ServiceLoad?, source: SocketAddress?, now: ContinuousClock.Instant) {
+        self.id = id
+        self.client = client
+        self.destination = destination
+        self.route = route
+        self.snapshot = snapshot
+        self.load = load
+        self.source = source
+        target = destination
+        attemptStarted = now
+        connectDeadline = now
+        lastActivity = now
+    }
+
+    /// Both directions finished: every byte delivered and the end of stream passed on.
+    var isFinished: Bool { toUpstream.isFinished && toClient.isFinished }
+
+    /// The epoll token for the client's socket or the upstream socket of the current attempt.
+    /// The attempt is part of it so that a late event of an abandoned attempt's socket is
+    /// recognised and dropped.
+    func token(upstream: Bool) -> UInt64 {
+        upstream ? id << 4 | UInt64(attempts & 0x7) << 1 | 1 : id << 4
+    }
+}
+
+/// One direction of a relay: the pipe bytes wait in between reading one socket and writing the
+/// other, and how far the end of stream got.
+struct RelayDirection {
+    /// Taken from the worker's pool while bytes are in flight; nil when idle.
+    var pipe: Pipe?
+    /// Bytes read into the pipe and not yet written out.
+    var buffered = 0
+    /// The source sent its end of stream (FIN).
+    var sourceDone = false
+    /// `shutdown(SHUT_WR)` was sent to the destination after the last byte.
+    var shutdownSent = false
+
+    var isFinished: Bool { sourceDone && buffered == 0 && shutdownSent }
+}

@@ -1,0 +1,110 @@
+import Glibc
+import Synchronization
+
+/// Why an upstream connect failed, as counted and exported (`reason` label).
+public enum ConnectFailure: Int, Sendable, CaseIterable, CustomStringConvertible {
+    /// ECONNREFUSED: nothing listens, or a firewall rejected it.
+    case refused
+    /// No handshake before the connect timeout.
+    case timeout
+    /// ENETUNREACH, EHOSTUNREACH: no route.
+    case unreachable
+    /// Any other errno.
+    case other
+
+    public var description: String { ["refused", "timeout", "unreachable", "other"][rawValue] }
+
+    init(errno code: Int32) {
+        switch code {
+        case ECONNREFUSED: self = .refused
+        case ETIMEDOUT: self = .timeout
+        case ENETUNREACH, EHOSTUNREACH: self = .unreachable
+        default: self = .other
+        }
+    }
+}
+
+/// The traffic counters of one upstream (a route's endpoint, or a passthrough destination
+/// group) as seen by ONE worker: written by that worker's thread only, read by whoever scrapes.
+///
+/// Lock-free on the hot path: every field is an `Atomic` updated with relaxed ordering (single
+/// writer, so no contention; a scrape may see one field a little ahead of another, never a torn
+/// value). Sums over workers are made at scrape time (``ProxyStatistics``).
+public final class TrafficCounters: Sendable {
+    /// Upper bounds of the connect-latency histogram buckets, in microseconds (the `+Inf` bucket
+    /// is implied): 100 µs to 5 s, roughly ×2.5 apart.
+    public static let latencyBucketBounds: [UInt64] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000]
+
+    let connections = Atomic<UInt64>(0)
+    let active = Atomic<Int64>(0)
+    let bytesToUpstream = Atomic<UInt64>(0)
+    let bytesToClient = Atomic<UInt64>(0)
+    let failures: InlineArray<4, Atomic<UInt64>> = InlineArray { _ in Atomic(0) }
+    /// One per bound in `latencyBucketBounds`, then `+Inf`; not cumulative (made so when read).
+    let latencyBuckets: InlineArray<14, Atomic<UInt64>> = InlineArray { _ in Atomic(0) }
+    let latencySumMicroseconds = Atomic<UInt64>(0)
+
+    init() {}
+
+    func connected(after latency: Duration) {
+        connections.wrappingAdd(1, ordering: .relaxed)
+        active.wrappingAdd(1, ordering: .relaxed)
+        let micros = UInt64(max(0, latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000))
+        latencySumMicroseconds.wrappingAdd(micros, ordering: .relaxed)
+        let bucket = Self.latencyBucketBounds.firstIndex { micros <= $0 } ?? Self.latencyBucketBounds.count
+        latencyBuckets[bucket].wrappingAdd(1, ordering: .relaxed)
+    }
+
+    func closed() { active.wrappingSubtract(1, ordering: .relaxed) }
+
+    func failed(_ reason: ConnectFailure) { failures[reason.rawValue].wrappingAdd(1, ordering: .relaxed) }
+
+    func moved(_ count: Int, toUpstream: Bool) {
+        if toUpstream {
+            bytesToUpstream.wrappingAdd(UInt64(count), ordering: .relaxed)
+        } else {
+            bytesToClient.wrappingAdd(UInt64(count), ordering: .relaxed)
+        }
+    }
+
+    /// The current values, as a plain value.
+    public func read() -> TrafficCount {
+        var count = TrafficCount()
+        count.connections = connections.load(ordering: .relaxed)
+        count.active = active.load(ordering: .relaxed)
+        count.bytesToUpstream = bytesToUpstream.load(ordering: .relaxed)
+        count.bytesToClient = bytesToClient.load(ordering: .relaxed)
+        for reason in ConnectFailure.allCases { count.failures[reason.rawValue] = failures[reason.rawValue].load(ordering: .relaxed) }
+        for index in 0..<14 { count.latencyBuckets[index] = latencyBuckets[index].load(ordering: .relaxed) }
+        count.latencySumMicroseconds = latencySumMicroseconds.load(ordering: .relaxed)
+        return count
+    }
+}
+
+/// A plain copy of ``TrafficCounters``, summable across workers.
+public struct TrafficCount: Sendable, Hashable, Codable {
+    public var connections: UInt64 = 0
+    /// Connections open now (connected upstream, not yet closed).
+    public var active: Int64 = 0
+    public var bytesToUpstream: UInt64 = 0
+    public var bytesToClient: UInt64 = 0
+    /// Indexed by ``ConnectFailure/rawValue``.
+    public var failures: [UInt64] = [0, 0, 0, 0]
+    /// Per bucket of ``TrafficCounters/latencyBucketBounds`` then `+Inf`; not cumulative.
+    public var latencyBuckets: [UInt64] = Array(repeating: 0, count: 14)
+    public var latencySumMicroseconds: UInt64 = 0
+
+    public init() {}
+
+    public static func + (lhs: TrafficCount, rhs: TrafficCount) -> TrafficCount {
+        var sum = lhs
+        sum.connections += rhs.connections
+        sum.active += rhs.active
+        sum.bytesToUpstream += rhs.bytesToUpstream
+        sum.bytesToClient += rhs.bytesToClient
+        for index in sum.failures.indices { sum.failures[index] += rhs.failures[index] }
+        for index in sum.latencyBuckets.indices { sum.latencyBuckets[index] += rhs.latencyBuckets[index] }
+        sum.latencySumMicroseconds += rhs.latencySumMicroseconds
+        return sum
+    }
+}

@@ -1,0 +1,160 @@
+import ArgumentParser
+import Glibc
+import TurnoutControl
+import TurnoutModel
+import TurnoutProxy
+
+/// `turnout proxy`: the transparent proxy. Captured connections arrive on the outbound and
+/// inbound ports; each is routed by its original destination and spliced to an endpoint.
+struct ProxyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proxy",
+        abstract: "Run the transparent proxy: route captured connections by their original destination, splice them to endpoints.",
+        discussion: """
+        Examples:
+          turnout proxy -f rules/canary.yaml                       # 15001 out, 15006 in, admin on 127.0.0.1:15000
+          turnout proxy -f rules/ --workers 2 --balancer p2c-ewma  # a directory of tables, latency-aware balancing
+          turnout proxy -f table.yaml --unknown reject             # only destinations the table knows
+          curl -s 127.0.0.1:15000/metrics                          # Prometheus text; also /stats, /config, /ready
+
+        Run it as the proxy's user (uid 1337 by default) in a namespace where `turnout init`
+        installed capture, so its own connections are not captured again.
+
+        Outbound: a connection whose original destination is a service VIP:port of the table
+        goes to one of its endpoints (weights respected); if a connect is refused or times out,
+        another endpoint is tried (nothing was sent yet). Any other destination is passed
+        through as it was (--unknown passthrough, the default) or refused with a reset
+        (--unknown reject). Inbound: delivered to its original destination from 127.0.0.6 / ::6.
+        A connection whose original destination is the proxy itself is refused (loop guard).
+
+        The table is re-read on SIGHUP and when the file changes (checked twice a second); an
+        invalid table is refused with a log line and the one in use stays. Established
+        connections keep their endpoint. SIGTERM or SIGINT stops the proxy.
+        """
+    )
+
+    @Option(name: .shortAndLong, help: "The table: a YAML/JSON file or a directory of them.")
+    var file: String
+
+    @Option(help: ArgumentHelp("Outbound listen address (repeatable; default 0.0.0.0:15001 and [::]:15001).", valueName: "address"))
+    var outbound: [String] = []
+
+    @Option(help: ArgumentHelp("Inbound listen address (repeatable; default 0.0.0.0:15006 and [::]:15006; 'none' for no inbound).", valueName: "address"))
+    var inbound: [String] = []
+
+    @Option(help: ArgumentHelp("Admin address for /metrics, /stats, /config, /ready (default 127.0.0.1:15000; 'none' to disable).", valueName: "address"))
+    var admin = "127.0.0.1:15000"
+
+    @Option(help: "Worker threads (default: one per core).")
+    var workers: Int?
+
+    @Option(help: "passthrough (default) or reject: what happens to destinations the table does not know.")
+    var unknown: String = ProxyConfiguration.UnknownDestination.passthrough.rawValue
+
+    @Option(help: "weighted (smooth weighted round robin, the default) or p2c-ewma (power of two choices over connect latency × in-flight).")
+    var balancer: String = ProxyConfiguration.Balancer.weighted.rawValue
+
+    @Option(name: .customLong("connect-timeout"), help: "Seconds per upstream connect attempt (default 5).")
+    var connectTimeout: Double = 5
+
+    @Option(name: .customLong("connect-attempts"), help: "Attempts per connection, each to another endpoint (default 3, at most 7).")
+    var connectAttempts = 3
+
+    @Option(name: .customLong("idle-timeout"), help: "Seconds without a byte either way before a connection is closed (default 3600).")
+    var idleTimeout: Double = 3600
+
+    @Option(name: .customLong("half-closed-timeout"), help: "Seconds a connection may stay half closed (default 300).")
+    var halfClosedTimeout: Double = 300
+
+    @Option(name: .customLong("max-connections-per-service"), help: "Open connections per service port before new ones are refused (default 1024).")
+    var maxConnectionsPerService = 1024
+
+    func run() throws {
+        let configuration = try proxyConfiguration()
+        let table = try TableFile.load(file)
+        let adminAddress: SocketAddress? = admin == "none" ? nil : try Self.address(admin, "--admin")
+
+        // Signals are taken by sigtimedwait on this thread only: block them before any other
+        // thread exists, so every thread inherits the mask and none is interrupted.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGHUP, SIGTERM, SIGINT] { sigaddset(&signals, signal) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let log: @Sendable (String) -> Void = { line in printError("turnout proxy: \(line)") }
+        let proxy: TransparentProxy
+        let adminServer: ProxyAdmin?
+        do {
+            proxy = try TransparentProxy(configuration: configuration, table: table, log: log)
+            adminServer = try adminAddress.map { address throws(SystemCallError) in try ProxyAdmin(proxy: proxy, address: address, source: file) }
+        } catch {
+            throw RuntimeFailure(message: "turnout proxy: cannot start: \(error)")
+        }
+        print("turnout proxy: \(configuration.workers) workers; outbound \(configuration.outbound.map { "\($0)" }.joined(separator: ", "))"
+              + "; inbound \(configuration.inbound.isEmpty ? "none" : configuration.inbound.map { "\($0)" }.joined(separator: ", "))"
+              + "; admin \(adminServer.map { "\($0.address)" } ?? "none"); table \(file): \(proxy.snapshot.routes.routes.count) routes (generation 1)")
+        fflush(nil)  // all streams: a supervisor reading the pipe sees the start line now
+
+        var stamp = TableFileStamp(file)
+        var timeout = timespec(tv_sec: 0, tv_nsec: 500_000_000)
+        while true {
+            let received = sigtimedwait(&signals, nil, &timeout)
+            if received == SIGTERM || received == SIGINT {
+                log("signal \(received == SIGTERM ? "SIGTERM" : "SIGINT"): stopping")
+                adminServer?.markNotReady()
+                proxy.stop()
+                adminServer?.stop()
+                return
+            }
+            let current = TableFileStamp(file)
+            guard received == SIGHUP || current != stamp else { continue }
+            stamp = current
+            do {
+                let next = try TableFile.load(file)
+                let generation = proxy.reload(next)
+                log("\(received == SIGHUP ? "SIGHUP" : "table changed"): \(proxy.snapshot.routes.routes.count) routes, generation \(generation)")
+            } catch {
+                proxy.recordRefusedReload()
+                log("\(received == SIGHUP ? "SIGHUP" : "table changed"): refused, keeping generation \(proxy.snapshot.generation): \(error)")
+            }
+        }
+    }
+
+    private func proxyConfiguration() throws -> ProxyConfiguration {
+        let outboundAddresses = try (outbound.isEmpty ? ["0.0.0.0:15001"] + (Self.hasIPv6 ? ["[::]:15001"] : []) : outbound)
+            .map { try Self.address($0, "--outbound") }
+        let inboundAddresses = try (inbound.isEmpty ? ["0.0.0.0:15006"] + (Self.hasIPv6 ? ["[::]:15006"] : []) : inbound)
+            .filter { $0 != "none" }.map { try Self.address($0, "--inbound") }
+        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        var configuration = ProxyConfiguration(outbound: outboundAddresses, inbound: inboundAddresses, workers: workers ?? max(1, cores))
+        guard (1...256).contains(configuration.workers) else { throw BadInput(message: "proxy: --workers \(configuration.workers): between 1 and 256") }
+        guard let unknownDestination = ProxyConfiguration.UnknownDestination(rawValue: unknown) else {
+            throw BadInput(message: "proxy: --unknown \(unknown): passthrough or reject")
+        }
+        guard let balancerKind = ProxyConfiguration.Balancer(rawValue: balancer) else {
+            throw BadInput(message: "proxy: --balancer \(balancer): weighted or p2c-ewma")
+        }
+        configuration.unknown = unknownDestination
+        configuration.balancer = balancerKind
+        configuration.connectTimeout = try Self.seconds(connectTimeout, "--connect-timeout")
+        configuration.idleTimeout = try Self.seconds(idleTimeout, "--idle-timeout")
+        configuration.halfClosedTimeout = try Self.seconds(halfClosedTimeout, "--half-closed-timeout")
+        guard (1...7).contains(connectAttempts) else { throw BadInput(message: "proxy: --connect-attempts \(connectAttempts): between 1 and 7") }
+        configuration.connectAttempts = connectAttempts
+        guard maxConnectionsPerService > 0 else { throw BadInput(message: "proxy: --max-connections-per-service must be above 0") }
+        configuration.maxConnectionsPerService = maxConnectionsPerService
+        return configuration
+    }
+
+    private static var hasIPv6: Bool { access("/proc/net/if_inet6", F_OK) == 0 }
+
+    private static func address(_ text: String, _ flag: String) throws -> SocketAddress {
+        guard let address = SocketAddress(text) else { throw BadInput(message: "proxy: \(flag) \(text): not ADDR:PORT or [ADDR6]:PORT") }
+        return address
+    }
+
+    private static func seconds(_ value: Double, _ flag: String) throws -> Duration {
+        guard value.isFinite, value > 0, value <= 86_400 * 7 else { throw BadInput(message: "proxy: \(flag) \(value): seconds above 0, at most a week") }
+        return .milliseconds(Int64((value * 1000).rounded()))
+    }
+}
