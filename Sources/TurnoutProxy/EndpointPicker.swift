@@ -27,10 +27,11 @@ final class EndpointPicker {
         p2c!.connectionOpened(index)
     }
 
-    /// A connect to `index` failed after `elapsed`: it counts as that slow (a timeout is the
-    /// worst latency there is), so p2c steers away from it.
-    func failed(_ index: Int, after elapsed: Duration, at now: ContinuousClock.Instant) {
-        p2c?.recordConnectLatency(elapsed, of: index, at: now)
+    /// A connect to `index` failed: it counts as `penalty` slow (the connect timeout, the worst
+    /// latency there is), whatever the failure took. A refusal takes microseconds; recorded as
+    /// such it would make a dead endpoint look like the fastest and draw traffic to it.
+    func failed(_ index: Int, penalty: Duration, at now: ContinuousClock.Instant) {
+        p2c?.recordConnectLatency(penalty, of: index, at: now)
     }
 
     /// A connection to `index` that `connected` counted has closed.

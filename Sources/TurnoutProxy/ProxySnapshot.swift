@@ -21,9 +21,16 @@ public final class ProxySnapshot: Sendable {
         self.table = table
         routes = RouteTable(table)
         self.generation = generation
-        var kept: [String: ServiceLoad] = [:]
-        if let previous { for route in previous.routes.routes { kept[route.label] = previous.load[route.id] } }
-        load = routes.routes.map { kept[$0.label] ?? ServiceLoad() }
+        // One load per service port (its label), shared by the IPv4 and IPv6 routes of it: the
+        // limit is per service port, whatever the family.
+        var byLabel: [String: ServiceLoad] = [:]
+        if let previous { for route in previous.routes.routes { byLabel[route.label] = previous.load[route.id] } }
+        load = routes.routes.map { route in
+            if let shared = byLabel[route.label] { return shared }
+            let made = ServiceLoad()
+            byLabel[route.label] = made
+            return made
+        }
     }
 }
 

@@ -313,7 +313,7 @@ final class ProxyWorker {
     private func attemptFailed(_ relay: Relay, errno code: Int32, now: ContinuousClock.Instant) {
         relay.counters?.failed(ConnectFailure(errno: code))
         if let route = relay.route, let index = relay.endpoint, relay.snapshot === snapshot {
-            pickers[route.id].failed(index, after: now - relay.attemptStarted, at: now)
+            pickers[route.id].failed(index, penalty: configuration.connectTimeout, at: now)
         }
         if relay.upstream >= 0 {
             close(relay.upstream)

@@ -589,7 +589,7 @@ public func withCaptureLab<Result>(prefix: String = "capture", peerPorts: [UInt1
 /// creating thread's at `socket(2)`; their fsuid/fsgid, not euid, is what they compare. On Linux
 /// credentials belong to the thread (task), and glibc's `setfsuid`/`setfsgid` are plain syscalls
 /// it does not broadcast to the other threads, unlike `setuid`.
-private struct SocketOwner {
+struct SocketOwner {
     var uid: UInt32?
     var gid: UInt32?
 

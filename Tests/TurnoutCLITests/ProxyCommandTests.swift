@@ -1,0 +1,169 @@
+import Foundation
+import Glibc
+import Testing
+import TurnoutTestSupport
+
+/// `turnout proxy` as a process in a lab namespace (`ip netns exec NS turnout proxy …`), with the
+/// lab's capture rules and upstreams (see `ProxyLab`): readiness, traffic and `/metrics` read
+/// with a strict Prometheus parser, reloads by SIGHUP (refused and accepted), SIGTERM.
+@Suite("turnout proxy: the CLI with real traffic", .serialized,
+       .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
+struct ProxyCommandTests {
+    static let adminPort: UInt16 = 15000
+    static let vip = "10.96.0.10"
+    static let label = "demo/web:http"
+
+    /// `demo/web` on 10.96.0.10:80 → 127.0.0.1 on each of `ports`, equal weights.
+    static func table(_ ports: [UInt16]) -> String {
+        "services:\n  - name: demo/web\n    addresses: [\(vip)]\n    ports:\n      - {name: http, port: 80}\n    endpoints:\n"
+            + ports.map { "      - {address: 127.0.0.1, port: \($0)}\n" }.joined()
+    }
+
+    /// Replaces the file at once (rename), as an editor or `kubectl cp` would.
+    static func write(_ text: String, to path: String) throws {
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    static func start(in lab: ProxyLab, table path: String) throws -> LabProcess {
+        try LabProcess(try Subprocess.locate("ip"), [
+            "netns", "exec", lab.namespace.name, Repository.turnoutBinary, "proxy", "-f", path,
+            "--outbound", "0.0.0.0:\(ProxyLab.outboundPort)", "--outbound", "[::]:\(ProxyLab.outboundPort)",
+            "--inbound", "none", "--admin", "127.0.0.1:\(adminPort)", "--workers", "2",
+        ])
+    }
+
+    static func metrics(_ lab: ProxyLab) throws -> PrometheusDocument {
+        let answer = try lab.httpGet(port: adminPort, path: "/metrics")
+        try #require(answer.status == 200)
+        return try PrometheusDocument(parsing: answer.body)
+    }
+
+    static func connections(_ document: PrometheusDocument, _ port: UInt16) -> Double? {
+        document.value("turnout_upstream_connections_total", ["service": label, "endpoint": "127.0.0.1:\(port)"])
+    }
+
+    @Test("ready → traffic counted per endpoint in /metrics; SIGHUP with an invalid table keeps the old one; SIGHUP with a valid one moves traffic; so does a changed file alone; SIGTERM exits 0")
+    func lifecycle() throws {
+        try withProxyLab(upstreams: [8081, 8082, 8083].map { ProxyLab.Upstream(port: $0) }) { lab in
+            let file = lab.stateDirectory + "/table.yaml"
+            try Self.write(Self.table([8081, 8082]), to: file)
+            let proxy = try Self.start(in: lab, table: file)
+            defer { proxy.stop() }
+
+            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
+            try #require(ready, "not ready; stderr: \(proxy.standardError)")
+            #expect(proxy.standardOutput.contains("2 workers"), "\(proxy.standardOutput)")
+
+            // Traffic, then /metrics: exactly what the clients got, per endpoint.
+            let sent = try lab.connections(40, to: Self.vip, port: 80)
+            #expect(sent.keys.allSatisfy { !$0.hasPrefix("error") }, "\(sent)")
+            var metrics = try Self.metrics(lab)
+            for port: UInt16 in [8081, 8082] {
+                #expect(Self.connections(metrics, port) == Double(sent["port \(port)", default: 0]), "127.0.0.1:\(port): \(sent)")
+            }
+            #expect(metrics.value("turnout_accepted_connections_total") == 40)
+            #expect(metrics.value("turnout_workers") == 2)
+            #expect(metrics.value("turnout_table_generation") == 1)
+            #expect(metrics.value("turnout_table_reloads_refused_total") == 0)
+
+            // An invalid table: refused with a log line, the old one stays.
+            try Self.write("services: [oops\n", to: file)
+            proxy.signal(SIGHUP)
+            #expect(proxy.waitForOutput("SIGHUP: refused, keeping generation 1", inStandardError: true, within: .seconds(10)),
+                    "stderr: \(proxy.standardError)")
+            let afterRefusal = try lab.connections(10, to: Self.vip, port: 80)
+            #expect(Set(afterRefusal.keys).isSubset(of: ["port 8081", "port 8082"]), "\(afterRefusal)")
+            metrics = try Self.metrics(lab)
+            #expect(metrics.value("turnout_table_reloads_refused_total") == 1)
+            #expect(metrics.value("turnout_table_generation") == 1)
+
+            // A valid new table: generation 2, new connections go to its endpoint.
+            try Self.write(Self.table([8083]), to: file)
+            proxy.signal(SIGHUP)
+            #expect(proxy.waitForOutput("generation 2", inStandardError: true, within: .seconds(10)), "stderr: \(proxy.standardError)")
+            #expect(try lab.connections(10, to: Self.vip, port: 80) == ["port 8083": 10])
+            metrics = try Self.metrics(lab)
+            #expect(metrics.value("turnout_table_generation") == 2)
+            #expect(metrics.value("turnout_table_reloads_refused_total") == 1)
+            #expect(Self.connections(metrics, 8083) == 10)
+            #expect(metrics.value("turnout_accepted_connections_total") == 60)
+
+            // No signal: a changed file is noticed on its own (checked twice a second).
+            try Self.write(Self.table([8081]), to: file)
+            #expect(proxy.waitForOutput("table changed: 1 routes, generation 3", inStandardError: true, within: .seconds(10)),
+                    "stderr: \(proxy.standardError)")
+            #expect(try lab.connections(5, to: Self.vip, port: 80) == ["port 8081": 5])
+
+            proxy.signal(SIGTERM)
+            #expect(proxy.waitForExit(within: .seconds(10)) == 0, "stderr: \(proxy.standardError)")
+            #expect(try lab.connect(to: Self.vip, port: 80, timeout: .seconds(1)) == .refused, "a captured connect after exit")
+        }
+    }
+
+    @Test("/stats and /config → JSON of the counters and the routes in use; an unknown path → 404")
+    func adminEndpoints() throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
+            let file = lab.stateDirectory + "/table.yaml"
+            try Self.write(Self.table([8081]), to: file)
+            let proxy = try Self.start(in: lab, table: file)
+            defer { proxy.stop() }
+            try #require(ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 },
+                         "not ready; stderr: \(proxy.standardError)")
+            #expect(try lab.connections(3, to: Self.vip, port: 80) == ["port 8081": 3])
+
+            let stats = try lab.httpGet(port: Self.adminPort, path: "/stats")
+            #expect(stats.status == 200)
+            let statsObject = try JSONSerialization.jsonObject(with: Data(stats.body.utf8)) as? [String: Any]
+            #expect(statsObject?["accepted"] as? Int == 3)
+            let upstreams = statsObject?["upstreams"] as? [[String: Any]] ?? []
+            #expect(upstreams.contains { $0["endpoint"] as? String == "127.0.0.1:8081" && $0["connections"] as? Int == 3 }, "\(stats.body)")
+
+            let config = try lab.httpGet(port: Self.adminPort, path: "/config")
+            #expect(config.status == 200)
+            let configObject = try JSONSerialization.jsonObject(with: Data(config.body.utf8)) as? [String: Any]
+            #expect(configObject?["generation"] as? Int == 1)
+            #expect(config.body.contains("127.0.0.1:8081"), "\(config.body)")
+
+            #expect(try lab.httpGet(port: Self.adminPort, path: "/nowhere").status == 404)
+        }
+    }
+}
+
+/// Bad flags are refused before anything binds: no namespace needed.
+@Suite("turnout proxy: bad flags")
+struct ProxyCommandFlagTests {
+    @Test("a bad flag → exit 2, stderr names it, nothing on stdout", arguments: [
+        (["--workers", "0"], "--workers"),
+        (["--workers", "300"], "--workers"),
+        (["--workers", "two"], "--workers"),
+        (["--unknown", "maybe"], "--unknown"),
+        (["--balancer", "random"], "--balancer"),
+        (["--outbound", "nonsense"], "--outbound"),
+        (["--inbound", "10.0.0.1"], "--inbound"),
+        (["--admin", "localhost"], "--admin"),
+        (["--idle-timeout", "0"], "--idle-timeout"),
+        (["--connect-timeout", "nan"], "--connect-timeout"),
+        (["--half-closed-timeout", "1e9"], "--half-closed-timeout"),
+        (["--connect-attempts", "8"], "--connect-attempts"),
+        (["--max-connections-per-service", "0"], "--max-connections-per-service"),
+        (["--no-such-flag"], "--no-such-flag"),
+    ])
+    func badFlag(_ flags: [String], _ named: String) throws {
+        // A flag accepted by mistake would start a proxy: on a harmless port, ended by the time limit.
+        let result = try Subprocess.run(Repository.turnoutBinary,
+                                        ["proxy", "-f", "rules/canary.yaml", "--outbound", "127.0.0.1:39999", "--inbound", "none", "--admin", "none"] + flags,
+                                        workingDirectory: Repository.root.path, timeLimit: .seconds(20))
+        #expect(result.status == 2, "\(flags): \(result.standardError)")
+        #expect(result.standardError.contains(named), "\(result.standardError)")
+        #expect(result.standardOutput.isEmpty)
+    }
+
+    @Test("a table file that does not exist → exit 2 before anything starts")
+    func missingTable() throws {
+        let result = try Subprocess.run(Repository.turnoutBinary,
+                                        ["proxy", "-f", "rules/does-not-exist.yaml", "--outbound", "127.0.0.1:39999", "--inbound", "none", "--admin", "none"],
+                                        workingDirectory: Repository.root.path, timeLimit: .seconds(20))
+        #expect(result.status == 2, "\(result.standardError)")
+        #expect(result.standardError.contains("does-not-exist.yaml"), "\(result.standardError)")
+    }
+}

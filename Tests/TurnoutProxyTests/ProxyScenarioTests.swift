@@ -1,0 +1,532 @@
+import Foundation
+import Testing
+import TurnoutModel
+import TurnoutProxy
+import TurnoutTestSupport
+
+/// The transparent proxy with real traffic: an app (uid 1000) captured by nft `redirect` rules,
+/// a ``TransparentProxy`` in the same namespace, and upstream servers on loopback (see
+/// ``ProxyLab``). Every scenario reads what the client got and what `statistics()` counted.
+/// Serialized: several scenarios load both cores (thousands of connections, a 20 MB upload), and
+/// one raises the process's descriptor use to ~15,000 of its 20,000.
+@Suite("transparent proxy: scenarios with real traffic", .serialized,
+       .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
+struct ProxyScenarioTests {
+    typealias Upstream = ProxyLab.Upstream
+
+    static let vip = "10.96.0.10"
+    static let vipIPv6 = "fd00:96::10"
+    static let label = "demo/web:http"
+
+    /// `demo/web` on 10.96.0.10:80 (and, with IPv6 endpoints, fd00:96::10:80) → `endpoints`
+    /// (address, port, weight).
+    static func webTable(_ endpoints: [(String, UInt16, UInt32)]) throws -> ServiceTable {
+        let hasIPv6 = endpoints.contains { $0.0.contains(":") }
+        let addresses = hasIPv6 ? "[\(vip), '\(vipIPv6)']" : "[\(vip)]"
+        let lines = endpoints.map { "      - {address: '\($0.0)', port: \($0.1), weight: \($0.2)}" }
+        return try ProxyLab.table("""
+            services:
+              - name: demo/web
+                addresses: \(addresses)
+                ports:
+                  - {name: http, port: 80}
+                endpoints:
+            \(lines.joined(separator: "\n"))
+            """)
+    }
+
+    static func traffic(_ proxy: TransparentProxy, _ upstream: Upstream, service: String = label) -> TrafficCount {
+        proxy.statistics().upstreams[UpstreamKey(service: service, endpoint: upstream.endpoint)] ?? TrafficCount()
+    }
+
+    static func passthrough(_ proxy: TransparentProxy) -> TrafficCount {
+        proxy.statistics().upstreams[UpstreamKey(service: UpstreamKey.passthroughService, endpoint: "")] ?? TrafficCount()
+    }
+
+    // MARK: 1. original destination
+
+    struct Destination: Sendable, CustomTestStringConvertible {
+        let name: String
+        let address: String
+        let port: UInt16
+        let expected: String
+        /// The counter the connection lands in: the service's endpoint, or passthrough (nil).
+        let endpoint: Upstream?
+        var testDescription: String { "\(name): [\(address)]:\(port) → \"\(expected)\"" }
+    }
+
+    static let v4Endpoint = Upstream("127.0.0.1", port: 8081)
+    static let v6Endpoint = Upstream("::1", port: 8082)
+    static let destinations: [Destination] = [
+        Destination(name: "IPv4 service VIP", address: vip, port: 80, expected: "port 8081", endpoint: v4Endpoint),
+        Destination(name: "IPv6 service VIP", address: vipIPv6, port: 80, expected: "port 8082 at ::1", endpoint: v6Endpoint),
+        Destination(name: "IPv4 passthrough", address: ProxyLab.passthroughIPv4, port: 9000, expected: "port 9000 at 198.18.0.5", endpoint: nil),
+        Destination(name: "IPv6 passthrough", address: ProxyLab.passthroughIPv6, port: 9000, expected: "port 9000 at fd00:96::5", endpoint: nil),
+    ]
+
+    @Test("a captured connection (redirect rules, v4 and v6) → the server its original destination names, counted there",
+          arguments: destinations)
+    func originalDestination(_ destination: Destination) throws {
+        // Decoys on 127.0.0.1:9000 and [::1]:9000: a passthrough sent to loopback would answer "port 9000…" from them.
+        let upstreams = [Self.v4Endpoint, Self.v6Endpoint, Upstream(ProxyLab.passthroughIPv4, port: 9000),
+                         Upstream(ProxyLab.passthroughIPv6, port: 9000), Upstream("127.0.0.1", port: 9000), Upstream("::1", port: 9000)]
+        try withProxyLab(upstreams: upstreams) { lab in
+            let proxy = try lab.startProxy(table: try Self.webTable([("127.0.0.1", 8081, 1), ("::1", 8082, 1)]))
+            #expect(try lab.connect(to: destination.address, port: destination.port) == .answered(destination.expected))
+            if let endpoint = destination.endpoint {
+                #expect(Self.traffic(proxy, endpoint).connections == 1)
+                #expect(Self.passthrough(proxy).connections == 0)
+            } else {
+                #expect(Self.passthrough(proxy).connections == 1)
+            }
+            #expect(proxy.statistics().accepted == 1)
+        }
+    }
+
+    // MARK: 2. weighted split
+
+    @Test("2,000 connections over weights → each endpoint's share within 3σ (binomial), and statistics() counts exactly what the clients got",
+          arguments: [[3, 1], [90, 10], [1, 2, 3]] as [[UInt32]])
+    func weightedSplit(_ weights: [UInt32]) throws {
+        let upstreams = weights.indices.map { Upstream(port: 8081 + UInt16($0)) }
+        try withProxyLab(upstreams: upstreams) { lab in
+            let proxy = try lab.startProxy(table: try Self.webTable(zip(upstreams, weights).map { ("127.0.0.1", $0.port, $1) }))
+            let total = 2_000
+            let tally = try lab.connections(total, to: Self.vip, port: 80)
+            #expect(tally.keys.allSatisfy { !$0.hasPrefix("error") }, "\(tally)")
+            let sum = Double(weights.reduce(0, +))
+            for (upstream, weight) in zip(upstreams, weights) {
+                let share = Double(weight) / sum
+                let sigma = (Double(total) * share * (1 - share)).squareRoot()
+                let got = tally[upstream.greeting, default: 0]
+                #expect(abs(Double(got) - Double(total) * share) <= 3 * sigma,
+                        "\(upstream.endpoint): \(got) of \(total), expected \(Double(total) * share) ± \(3 * sigma)")
+                #expect(Self.traffic(proxy, upstream).connections == UInt64(got), "\(upstream.endpoint)")
+            }
+            let statistics = proxy.statistics()
+            #expect(statistics.accepted == UInt64(total))
+            #expect(statistics.upstreams.values.reduce(0) { $0 + $1.connections } == UInt64(total))
+            #expect(statistics.upstreams.values.allSatisfy { $0.failures.allSatisfy { $0 == 0 } })
+        }
+    }
+
+    // MARK: 3. an endpoint killed under load
+
+    @Test("an endpoint killed under load (4 clients for 2 s, killed halfway) → no client connection fails: refused connects go to another endpoint",
+          arguments: ProxyConfiguration.Balancer.allCases)
+    func endpointKilledUnderLoad(_ balancer: ProxyConfiguration.Balancer) throws {
+        let upstreams = (0..<3).map { Upstream(port: 8081 + UInt16($0)) }
+        try withProxyLab(upstreams: upstreams) { lab in
+            var configuration = ProxyLab.configuration()
+            configuration.balancer = balancer
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable(upstreams.map { ("127.0.0.1", $0.port, 1) }))
+            let clients = (0..<4).map { _ in
+                BackgroundCall { try lab.connections(for: .seconds(2), to: Self.vip, port: 80) }
+            }
+            Thread.sleep(forTimeInterval: 1)
+            let answeredBeforeKill = Self.traffic(proxy, upstreams[1]).connections
+            try lab.kill(upstreams[1])
+            var tally: [String: Int] = [:]
+            for client in clients { tally.merge(try client.result(within: .seconds(60))) { $0 + $1 } }
+
+            #expect(tally.keys.allSatisfy { !$0.hasPrefix("error") }, "\(tally)")
+            try #require(answeredBeforeKill > 0, "the killed endpoint took no connection before it died: \(tally)")
+            // The proxy did meet the dead endpoint, and every such attempt went on elsewhere.
+            let dead = Self.traffic(proxy, upstreams[1])
+            #expect(dead.failures[ConnectFailure.refused.rawValue] > 0, "\(dead)")
+            #expect(proxy.statistics().services[Self.label]?.unavailableRejections ?? 0 == 0)
+            #expect(UInt64(tally.values.reduce(0, +)) == proxy.statistics().accepted)
+        }
+    }
+
+    // MARK: 4. circuit breaker
+
+    @Test("max 5 connections per service: 5 held, the 6th is reset and counted; after one closes a new one is answered")
+    func circuitBreaker() throws {
+        let upstream = Upstream(port: 8081)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            var configuration = ProxyLab.configuration()
+            configuration.maxConnectionsPerService = 5
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            let (held, failures) = try lab.hold(5, to: Self.vip, port: 80)
+            try #require(failures.isEmpty && held.count == 5, "\(failures)")
+            #expect(held.allSatisfy { $0.firstLine == upstream.greeting })
+
+            #expect(try lab.connect(to: Self.vip, port: 80) == .refused)
+            #expect(proxy.statistics().services[Self.label]?.circuitBreakerRejections == 1)
+            #expect(Self.traffic(proxy, upstream).connections == 5)
+
+            held[0].close()
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 4 }, "\(proxy.statistics().relays) relays")
+            #expect(try lab.connect(to: Self.vip, port: 80) == .answered(upstream.greeting))
+            #expect(proxy.statistics().services[Self.label]?.circuitBreakerRejections == 1)
+            for connection in held { connection.close() }
+        }
+    }
+
+    // MARK: 5. half-close
+
+    @Test("20 MB uploaded, then the client's write side shut → the upstream reads to the end and its SHA-256 comes back; bytes counted both ways")
+    func halfClose() throws {
+        let upstream = Upstream(port: 8090, kind: .digest)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            let proxy = try lab.startProxy(table: try Self.webTable([("127.0.0.1", 8090, 1)]))
+            let size = 20 * 1024 * 1024
+            var bytes = [UInt8](repeating: 0, count: size)
+            var state: UInt64 = 0x2545_F491_4F6C_DD1D
+            for index in 0..<size {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                bytes[index] = UInt8(truncatingIfNeeded: state >> 56)
+            }
+            let expected = SHA256Digest.hex(of: bytes)
+            #expect(try lab.upload(bytes, to: Self.vip, port: 80) == .answered(expected))
+            let counted = ProxyLab.eventually(within: .seconds(5)) {
+                let traffic = Self.traffic(proxy, upstream)
+                return traffic.bytesToUpstream == UInt64(size) && traffic.bytesToClient == 65
+            }
+            #expect(counted, "\(Self.traffic(proxy, upstream))")
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+        }
+    }
+
+    @Test("the digest helper → the FIPS 180-4 test vectors", arguments: [
+        ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+    ])
+    func digestVectors(_ text: String, _ digest: String) {
+        #expect(SHA256Digest.hex(of: Array(text.utf8)) == digest)
+        var split = SHA256Digest()
+        for byte in text.utf8 { split.update([byte]) }
+        #expect(split.hexDigest() == digest)
+    }
+
+    // MARK: 6. idle timeout
+
+    @Test("idle timeout 1 s: a relay with no byte either way is closed, the client sees an end of stream")
+    func idleTimeout() throws {
+        let upstream = Upstream(port: 8081)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            var configuration = ProxyLab.configuration()
+            configuration.idleTimeout = .seconds(1)
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            let connection = try lab.hold(to: Self.vip, port: 80)
+            defer { connection.close() }
+            #expect(connection.firstLine == upstream.greeting)
+            #expect(connection.end(within: .seconds(10)) == .closed)
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+            #expect(Self.traffic(proxy, upstream).active == 0)
+        }
+    }
+
+    @Test("half-closed timeout 1 s: the client ends its side, the upstream never ends its own → the relay is closed, the client sees the end of stream")
+    func halfClosedTimeout() throws {
+        let upstream = Upstream(port: 8081, kind: .lingering)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            var configuration = ProxyLab.configuration()
+            configuration.halfClosedTimeout = .seconds(1)
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            let connection = try lab.hold(to: Self.vip, port: 80)
+            defer { connection.close() }
+            #expect(connection.firstLine == upstream.greeting)
+            connection.shutdownWrite()
+            #expect(connection.end(within: .seconds(10)) == .closed)
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+        }
+    }
+
+    // MARK: 7. many connections
+
+    @Test("5,000 concurrent connections → all answered and held at once; all closed cleanly afterwards (relays back to 0)")
+    func fiveThousandConnections() throws {
+        let limit = ProxyLab.raiseDescriptorLimit()
+        // This process holds the clients' 5,000 and the proxy's 10,000; the server is a child process.
+        try #require(limit >= 16_000, "RLIMIT_NOFILE is \(limit)")
+        let upstream = Upstream(port: 8100)
+        let count = 5_000
+        try withProxyLab { lab in
+            _ = try lab.startExternalUpstream(upstream)
+            var configuration = ProxyLab.configuration()
+            configuration.maxConnectionsPerService = 2 * count
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8100, 1)]))
+            let (held, failures) = try lab.hold(count, to: Self.vip, port: 80, timeout: .seconds(5))
+            #expect(failures.isEmpty, "\(failures)")
+            #expect(held.count == count)
+            #expect(held.allSatisfy { $0.firstLine == upstream.greeting })
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == Int64(count) }, "\(proxy.statistics().relays) relays")
+            #expect(Self.traffic(proxy, upstream).connections == UInt64(count))
+
+            for connection in held { connection.close() }
+            #expect(ProxyLab.eventually(within: .seconds(30)) { proxy.statistics().relays == 0 }, "\(proxy.statistics().relays) relays left")
+            let statistics = proxy.statistics()
+            #expect(Self.traffic(proxy, upstream).active == 0)
+            #expect(statistics.acceptPauses == 0)
+            #expect(statistics.accepted == UInt64(count))
+        }
+    }
+
+    // MARK: 8. unknown destinations
+
+    struct UnknownCase: Sendable, CustomTestStringConvertible {
+        let policy: ProxyConfiguration.UnknownDestination
+        let address: String
+        let expected: ProxyLab.Reply
+        var testDescription: String { "--unknown \(policy.rawValue), \(address):9000 → \(expected)" }
+    }
+
+    static let unknownCases: [UnknownCase] = [
+        UnknownCase(policy: .passthrough, address: ProxyLab.passthroughIPv4, expected: .answered("port 9000 at 198.18.0.5")),
+        UnknownCase(policy: .passthrough, address: ProxyLab.passthroughIPv6, expected: .answered("port 9000 at fd00:96::5")),
+        UnknownCase(policy: .reject, address: ProxyLab.passthroughIPv4, expected: .refused),
+        UnknownCase(policy: .reject, address: ProxyLab.passthroughIPv6, expected: .refused),
+    ]
+
+    @Test("a destination no route knows → passed through to it (default), or reset and counted (reject)", arguments: unknownCases)
+    func unknownDestination(_ example: UnknownCase) throws {
+        let upstream = Upstream(example.address, port: 9000)
+        try withProxyLab(upstreams: [upstream, Upstream(port: 8081)]) { lab in
+            var configuration = ProxyLab.configuration()
+            configuration.unknown = example.policy
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            #expect(try lab.connect(to: example.address, port: 9000) == example.expected)
+            let statistics = proxy.statistics()
+            #expect(statistics.unknownRejections == (example.policy == .reject ? 1 : 0))
+            #expect(Self.passthrough(proxy).connections == (example.policy == .reject ? 0 : 1))
+            // The known service is not affected by the policy.
+            #expect(try lab.connect(to: Self.vip, port: 80) == .answered("port 8081"))
+        }
+    }
+
+    // MARK: 9. loop guard
+
+    @Test("a connection straight to the proxy's port (not captured, so its destination is the proxy itself) → reset and counted",
+          arguments: ["127.0.0.1", "::1"])
+    func loopGuard(_ address: String) throws {
+        try withProxyLab(upstreams: [Upstream(port: 8081)]) { lab in
+            let proxy = try lab.startProxy(table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            #expect(try lab.connect(to: address, port: ProxyLab.outboundPort, uid: nil) == .refused)
+            let statistics = proxy.statistics()
+            #expect(statistics.loopRejections == 1)
+            #expect(statistics.accepted == 1)
+            #expect(statistics.upstreams.values.allSatisfy { $0.connections == 0 })
+        }
+    }
+
+    // MARK: 10. reload
+
+    @Test("reload(new table) → new connections go to the new endpoint; an established relay stays on its old one")
+    func reload() throws {
+        let old = Upstream(port: 8081), new = Upstream(port: 8082)
+        try withProxyLab(upstreams: [old, new]) { lab in
+            let proxy = try lab.startProxy(table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            let established = try lab.hold(to: Self.vip, port: 80)
+            defer { established.close() }
+            #expect(established.firstLine == old.greeting)
+
+            #expect(proxy.reload(try Self.webTable([("127.0.0.1", 8082, 1)])) == 2)
+            #expect(proxy.statistics().generation == 2)
+            #expect(try lab.connections(10, to: Self.vip, port: 80) == [new.greeting: 10])
+            #expect(established.exchange() == .answered(old.greeting))
+            #expect(Self.traffic(proxy, old).active == 1)
+            #expect(Self.traffic(proxy, new).connections == 10)
+        }
+    }
+
+    // MARK: 11. p2c-ewma and a slow endpoint
+
+    struct SlowCase: Sendable, CustomTestStringConvertible {
+        let balancer: ProxyConfiguration.Balancer
+        /// Bounds of the slow endpoint's share of connections.
+        let share: ClosedRange<Double>
+        var testDescription: String { "\(balancer.rawValue): slow endpoint's share in \(share)" }
+    }
+
+    @Test("equal weights, one endpoint behind a 20 ms delay wire (≥ 40 ms connects) → p2c-ewma sends it few connections; weighted still half",
+          arguments: [SlowCase(balancer: .weighted, share: 0.45...0.55), SlowCase(balancer: .p2cEWMA, share: 0...0.1)])
+    func slowEndpoint(_ example: SlowCase) throws {
+        let fast = Upstream(port: 8081), slow = Upstream(ProxyLab.delayedIPv4, port: 8081)
+        try withProxyLab(upstreams: [fast]) { lab in
+            try lab.startDelayWire(delay: .milliseconds(20))
+            try lab.startUpstream(slow)
+            var configuration = ProxyLab.configuration(workers: 1)
+            configuration.balancer = example.balancer
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8081, 1), (ProxyLab.delayedIPv4, 8081, 1)]))
+            let total = 200
+            let tally = try lab.connections(total, to: Self.vip, port: 80)
+            #expect(tally.keys.allSatisfy { !$0.hasPrefix("error") }, "\(tally)")
+            let share = Double(tally[slow.greeting, default: 0]) / Double(total)
+            #expect(example.share.contains(share), "\(tally)")
+            #expect(Self.traffic(proxy, slow).connections == UInt64(tally[slow.greeting, default: 0]))
+        }
+    }
+
+    // MARK: more of the data plane's contract
+
+    @Test("echo, 4 MB: bytes come back while the client still sends; the client's end of stream reaches the upstream and the upstream's comes back")
+    func halfCloseBothWays() throws {
+        let upstream = Upstream(port: 8091, kind: .echo)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            let proxy = try lab.startProxy(table: try Self.webTable([("127.0.0.1", 8091, 1)]))
+            let bytes = (0..<(4 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
+            let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80)
+            #expect(end == .closed)
+            #expect(received.count == bytes.count)
+            #expect(received == bytes)
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+            let traffic = Self.traffic(proxy, upstream)
+            #expect(traffic.bytesToUpstream == UInt64(bytes.count) && traffic.bytesToClient == UInt64(bytes.count), "\(traffic)")
+        }
+    }
+
+    @Test("an endpoint that drops SYNs (black hole), connect timeout 0.3 s → the attempt times out and the next endpoint answers; counted as a timeout")
+    func connectTimeoutMovesOn() throws {
+        let live = Upstream(port: 8081)
+        try withProxyLab(upstreams: [live]) { lab in
+            try lab.nft("add rule inet \(ProxyLab.tableName) gate ip daddr 127.0.0.1 tcp dport 8089 drop")
+            var configuration = ProxyLab.configuration()
+            configuration.connectTimeout = .milliseconds(300)
+            // Listed first with the same weight: each worker's first pick is the black hole.
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8089, 1), ("127.0.0.1", 8081, 1)]))
+            #expect(try lab.connections(6, to: Self.vip, port: 80, timeout: .seconds(5)) == [live.greeting: 6])
+            let hole = Self.traffic(proxy, Upstream(port: 8089))
+            #expect(hole.connections == 0)
+            #expect(hole.failures[ConnectFailure.timeout.rawValue] >= 1, "\(hole)")
+            #expect(Self.traffic(proxy, live).connections == 6)
+        }
+    }
+
+    struct Unavailable: Sendable, CustomTestStringConvertible {
+        let name: String
+        let endpoints: [(String, UInt16, UInt32)]
+        /// Refused connect attempts the proxy makes before it gives up.
+        let refusedAttempts: UInt64
+        var testDescription: String { name }
+    }
+
+    static let unavailable: [Unavailable] = [
+        Unavailable(name: "no endpoint at all", endpoints: [], refusedAttempts: 0),
+        Unavailable(name: "two endpoints, both refuse", endpoints: [("127.0.0.1", 8095, 1), ("127.0.0.1", 8096, 1)], refusedAttempts: 2),
+        Unavailable(name: "four endpoints, all refuse: three attempts", endpoints: (0..<4).map { ("127.0.0.1", 8095 + UInt16($0), 1) }, refusedAttempts: 3),
+    ]
+
+    @Test("a known service no endpoint can serve → the client is reset (never passed through), counted as unavailable", arguments: unavailable)
+    func unavailableService(_ example: Unavailable) throws {
+        try withProxyLab { lab in
+            let table: ServiceTable = example.endpoints.isEmpty
+                ? try ProxyLab.table("services:\n  - name: demo/web\n    addresses: [\(Self.vip)]\n    ports: [{name: http, port: 80}]\n")
+                : try Self.webTable(example.endpoints)
+            let proxy = try lab.startProxy(table: table)
+            #expect(try lab.connect(to: Self.vip, port: 80) == .refused)
+            let statistics = proxy.statistics()
+            #expect(statistics.services[Self.label]?.unavailableRejections == 1)
+            let refused = statistics.upstreams.values.reduce(0) { $0 + $1.failures[ConnectFailure.refused.rawValue] }
+            #expect(refused == example.refusedAttempts)
+            #expect(Self.passthrough(proxy).connections == 0)
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+        }
+    }
+
+    @Test("a passthrough destination that refuses → the client is reset, once (no other endpoint to try)")
+    func passthroughRefused() throws {
+        try withProxyLab { lab in
+            let proxy = try lab.startProxy(table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            #expect(try lab.connect(to: ProxyLab.passthroughIPv4, port: 9999) == .refused)
+            #expect(Self.passthrough(proxy).failures[ConnectFailure.refused.rawValue] == 1)
+            #expect(Self.passthrough(proxy).connections == 0)
+        }
+    }
+
+    @Test("the circuit breaker counts a service port's connections over both families: max 5, 3 over IPv4 + 2 over IPv6 held → the next is reset on either")
+    func circuitBreakerDualStack() throws {
+        let v4 = Upstream(port: 8081), v6 = Upstream("::1", port: 8081)
+        try withProxyLab(upstreams: [v4, v6]) { lab in
+            var configuration = ProxyLab.configuration()
+            configuration.maxConnectionsPerService = 5
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8081, 1), ("::1", 8081, 1)]))
+            let (overIPv4, failures4) = try lab.hold(3, to: Self.vip, port: 80)
+            let (overIPv6, failures6) = try lab.hold(2, to: Self.vipIPv6, port: 80)
+            defer { for connection in overIPv4 + overIPv6 { connection.close() } }
+            try #require(failures4.isEmpty && failures6.isEmpty, "\(failures4) \(failures6)")
+            #expect(try lab.connect(to: Self.vip, port: 80) == .refused, "a 6th connection to demo/web:http over IPv4 was not refused")
+            #expect(try lab.connect(to: Self.vipIPv6, port: 80) == .refused, "a 6th connection to demo/web:http over IPv6 was not refused")
+            #expect(proxy.statistics().services[Self.label]?.circuitBreakerRejections == 2)
+        }
+    }
+
+    @Test("the circuit breaker across a reload: 2 of max 2 held, table reloaded → still full; one old connection closes → a new one fits")
+    func circuitBreakerAcrossReload() throws {
+        let upstream = Upstream(port: 8081)
+        try withProxyLab(upstreams: [upstream, Upstream(port: 8082)]) { lab in
+            var configuration = ProxyLab.configuration()
+            configuration.maxConnectionsPerService = 2
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            let (held, failures) = try lab.hold(2, to: Self.vip, port: 80)
+            try #require(failures.isEmpty)
+            proxy.reload(try Self.webTable([("127.0.0.1", 8082, 1)]))
+            #expect(try lab.connect(to: Self.vip, port: 80) == .refused)
+            held[0].close()
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 1 })
+            #expect(try lab.connect(to: Self.vip, port: 80) == .answered("port 8082"))
+            held[1].close()
+        }
+    }
+
+    @Test("stop() → established relays are closed and the port is closed (captured connects refused); a proxy started again on the port answers every connection")
+    func stopClosesEverything() throws {
+        let upstream = Upstream(port: 8081)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            let table = try Self.webTable([("127.0.0.1", 8081, 1)])
+            let proxy = try lab.startProxy(table: table)
+            let held = try lab.hold(to: Self.vip, port: 80)
+            defer { held.close() }
+            proxy.stop()
+            #expect(held.end(within: .seconds(5)) == .closed, "a relay outlived stop()")
+            #expect(try lab.connect(to: Self.vip, port: 80, timeout: .seconds(1)) == .refused, "the outbound port still accepts after stop()")
+
+            let again = try lab.startProxy(table: table)
+            #expect(try lab.connections(20, to: Self.vip, port: 80, timeout: .seconds(1)) == [upstream.greeting: 20])
+            #expect(again.statistics().accepted == 20)
+        }
+    }
+
+    @Test("p2c-ewma and an endpoint that refuses every connect (dead) → p2c steers away from it: it is tried first by at most 10% of 200 connections (weighted tries it for half)")
+    func p2cSteersAwayFromRefusingEndpoint() throws {
+        let live = Upstream(port: 8081), dead = Upstream(port: 8099)
+        try withProxyLab(upstreams: [live]) { lab in
+            var configuration = ProxyLab.configuration(workers: 1)
+            configuration.balancer = .p2cEWMA
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8081, 1), ("127.0.0.1", 8099, 1)]))
+            let total = 200
+            #expect(try lab.connections(total, to: Self.vip, port: 80) == [live.greeting: total])
+            let refused = Self.traffic(proxy, dead).failures[ConnectFailure.refused.rawValue]
+            #expect(refused <= UInt64(total / 10), "the dead endpoint was tried first by \(refused) of \(total) connections")
+        }
+    }
+
+    @Test("an upstream that resets in the middle of a relay → the client is reset too (not a clean end of stream); the relay is gone")
+    func upstreamResetResetsClient() throws {
+        let upstream = Upstream(port: 8081, kind: .abort)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            let proxy = try lab.startProxy(table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            let connection = try lab.hold(to: Self.vip, port: 80)
+            defer { connection.close() }
+            #expect(connection.firstLine == upstream.greeting)
+            #expect(connection.exchange() == .refused)
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+            #expect(Self.traffic(proxy, upstream).active == 0)
+        }
+    }
+
+    @Test("a client that resets its connection → the relay is closed and the upstream's connection ends")
+    func clientResetClosesRelay() throws {
+        let upstream = Upstream(port: 8081)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            let proxy = try lab.startProxy(table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            let connections = try lab.hold(3, to: Self.vip, port: 80)
+            try #require(connections.failures.isEmpty)
+            for connection in connections.connections { connection.reset() }
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 }, "\(proxy.statistics().relays) relays")
+            #expect(Self.traffic(proxy, upstream).active == 0)
+        }
+    }
+}
