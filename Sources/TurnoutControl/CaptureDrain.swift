@@ -43,7 +43,7 @@ public struct CaptureDrain: Sendable {
         while let count = open, count > 0, ContinuousClock.now - start < timeout {
             let left = timeout - (ContinuousClock.now - start)
             let nap = min(interval, left)
-            usleep(UInt32(max(0, nap.components.seconds * 1_000_000 + nap.components.attoseconds / 1_000_000_000_000)))
+            usleep(UInt32(max(0, nap / .microseconds(1))))
             open = openConnections()
         }
         return Outcome(openAtStart: first, stillOpen: open, waited: ContinuousClock.now - start)

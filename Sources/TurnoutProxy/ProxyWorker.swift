@@ -147,7 +147,7 @@ final class ProxyWorker {
         }
         guard let relay = relays[token >> 4], token == relay.token(upstream: token & 1 == 1) else { return }
         if token & 1 == 1, relay.phase == .connecting {
-            finishConnect(relay, now: now)
+            finishConnect(relay, events: events, now: now)
         } else if relay.phase == .relaying {
             pump(relay, now: now)
         }
@@ -297,12 +297,12 @@ final class ProxyWorker {
     }
 
     /// The upstream socket of the current attempt became ready: connected, or failed.
-    private func finishConnect(_ relay: Relay, now: ContinuousClock.Instant) {
+    private func finishConnect(_ relay: Relay, events: UInt32, now: ContinuousClock.Instant) {
         let code = (try? Syscalls.pendingError(relay.upstream)) ?? EIO
         if code == 0 {
-            // SO_ERROR is 0 while the handshake is still running too: only a writable socket
-            // with a peer is connected.
-            guard (try? Syscalls.address(of: relay.upstream, peer: true)) != nil else { return }
+            // SO_ERROR is 0 while the handshake is still running too: only writable means
+            // connected (a failed handshake reports its errno with EPOLLERR instead).
+            guard events & CTurnoutLinux_EPOLLOUT != 0 else { return }
             established(relay, now: now)
         } else {
             attemptFailed(relay, errno: code, now: now)

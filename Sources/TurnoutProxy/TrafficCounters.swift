@@ -49,7 +49,7 @@ public final class TrafficCounters: Sendable {
     func connected(after latency: Duration) {
         connections.wrappingAdd(1, ordering: .relaxed)
         active.wrappingAdd(1, ordering: .relaxed)
-        let micros = UInt64(max(0, latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000))
+        let micros = UInt64(max(0, latency / .microseconds(1)))
         latencySumMicroseconds.wrappingAdd(micros, ordering: .relaxed)
         let bucket = Self.latencyBucketBounds.firstIndex { micros <= $0 } ?? Self.latencyBucketBounds.count
         latencyBuckets[bucket].wrappingAdd(1, ordering: .relaxed)

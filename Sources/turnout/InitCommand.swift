@@ -201,7 +201,7 @@ struct InitCommand: ParsableCommand {
         guard let seconds = Double(text.hasSuffix("s") ? String(text.dropLast()) : text), seconds.isFinite, seconds >= 0, seconds <= 86_400 else {
             throw BadInput(message: "init: \(source) \(text): not a number of seconds between 0 and 86400")
         }
-        return .milliseconds(Int64((seconds * 1000).rounded()))
+        return .seconds(seconds)
     }
 
     private func resolvedBackend(_ environment: [String: String]) throws -> Backend {

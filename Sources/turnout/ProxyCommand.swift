@@ -155,6 +155,6 @@ struct ProxyCommand: ParsableCommand {
 
     private static func seconds(_ value: Double, _ flag: String) throws -> Duration {
         guard value.isFinite, value > 0, value <= 86_400 * 7 else { throw BadInput(message: "proxy: \(flag) \(value): seconds above 0, at most a week") }
-        return .milliseconds(Int64((value * 1000).rounded()))
+        return .seconds(value)
     }
 }

@@ -568,19 +568,8 @@ public func withCaptureLab<Result>(prefix: String = "capture", peerPorts: [UInt1
                                    appPorts: [UInt16] = CaptureLab.defaultAppPorts,
                                    proxyPorts: [UInt16] = RecordingProxy.defaultPorts, addsPassthroughIPv6: Bool = true,
                                    _ body: (CaptureLab) throws -> Result) throws -> Result {
-    let lab = try CaptureLab.start(prefix: prefix, peerPorts: peerPorts, appPorts: appPorts, proxyPorts: proxyPorts,
-                                   addsPassthroughIPv6: addsPassthroughIPv6)
-    let result: Result
-    do {
-        result = try body(lab)
-    } catch {
-        do { try lab.stop() } catch let teardown {
-            FileHandle.standardError.write(Data("CaptureLab: \(teardown)\n".utf8))
-        }
-        throw error
-    }
-    try lab.stop()
-    return result
+    try withStartedLab("CaptureLab", start: { try CaptureLab.start(prefix: prefix, peerPorts: peerPorts, appPorts: appPorts, proxyPorts: proxyPorts,
+                                   addsPassthroughIPv6: addsPassthroughIPv6) }, stop: { try $0.stop() }, body)
 }
 
 /// Who owns a client socket as netfilter sees it: the fsuid/fsgid it was created under.

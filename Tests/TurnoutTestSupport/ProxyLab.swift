@@ -575,18 +575,7 @@ public final class ProxyLab: Sendable {
 /// throws. An error from `body` wins over a teardown error (then printed to stderr).
 public func withProxyLab<Result>(prefix: String = "proxylab", upstreams: [ProxyLab.Upstream] = [],
                                  _ body: (ProxyLab) throws -> Result) throws -> Result {
-    let lab = try ProxyLab.start(prefix: prefix, upstreams: upstreams)
-    let result: Result
-    do {
-        result = try body(lab)
-    } catch {
-        do { try lab.stop() } catch let teardown {
-            FileHandle.standardError.write(Data("ProxyLab: \(teardown)\n".utf8))
-        }
-        throw error
-    }
-    try lab.stop()
-    return result
+    try withStartedLab("ProxyLab", start: { try ProxyLab.start(prefix: prefix, upstreams: upstreams) }, stop: { try $0.stop() }, body)
 }
 
 extension ProxyLab {

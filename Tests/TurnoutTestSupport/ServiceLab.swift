@@ -336,16 +336,5 @@ public final class ServiceLab: Sendable {
 /// namespace is never silent); a teardown error alone is thrown.
 public func withServiceLab<Result>(endpoints: [ServiceLab.Endpoint], prefix: String = "lab",
                                    _ body: (ServiceLab) throws -> Result) throws -> Result {
-    let lab = try ServiceLab.start(endpoints: endpoints, prefix: prefix)
-    let result: Result
-    do {
-        result = try body(lab)
-    } catch {
-        do { try lab.stop() } catch let teardown {
-            FileHandle.standardError.write(Data("ServiceLab: \(teardown)\n".utf8))
-        }
-        throw error
-    }
-    try lab.stop()
-    return result
+    try withStartedLab("ServiceLab", start: { try ServiceLab.start(endpoints: endpoints, prefix: prefix) }, stop: { try $0.stop() }, body)
 }
