@@ -66,10 +66,16 @@ public final class ProxyAdmin: Sendable {
     /// `/stats`: the summed counters as JSON.
     static func statistics(_ statistics: ProxyStatistics, source: String) -> [String: Any] {
         let upstreams: [[String: Any]] = statistics.upstreams.sorted { $0.key < $1.key }.map { key, count in
-            ["service": key.service, "endpoint": key.endpoint, "connections": count.connections, "active": count.active,
-             "bytesToUpstream": count.bytesToUpstream, "bytesToClient": count.bytesToClient,
-             "connectFailures": Dictionary(uniqueKeysWithValues: ConnectFailure.allCases.map { ("\($0)", count.failures[$0.rawValue]) }),
-             "connectSecondsSum": Double(count.latencySumMicroseconds) / 1e6]
+            var entry: [String: Any] = [
+                "service": key.service, "endpoint": key.endpoint, "connections": count.connections, "active": count.active,
+                "bytesToUpstream": count.bytesToUpstream, "bytesToClient": count.bytesToClient,
+                "connectFailures": Dictionary(uniqueKeysWithValues: ConnectFailure.allCases.map { ("\($0)", count.failures[$0.rawValue]) }),
+                "connectSecondsSum": Double(count.latencySumMicroseconds) / 1e6, "ejections": count.ejections]
+            if let status = statistics.endpoints[key] {
+                entry["healthy"] = status.healthy
+                entry["ejected"] = status.ejected
+            }
+            return entry
         }
         let services: [String: Any] = Dictionary(uniqueKeysWithValues: statistics.services.map { label, count in
             (label, ["circuitBreakerRejections": count.circuitBreakerRejections, "unavailableRejections": count.unavailableRejections,

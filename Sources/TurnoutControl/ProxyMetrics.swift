@@ -40,6 +40,15 @@ public enum ProxyMetrics {
                            return (labels(key), buckets, Double(count.latencySumMicroseconds) / 1e6, cumulative)
                        })
 
+        text.counter("turnout_upstream_ejections_total", help: "Times outlier detection ejected the endpoint after consecutive connect failures.",
+                     samples: upstreams.filter { statistics.endpoints[$0.key] != nil || $0.value.ejections > 0 }
+                         .map { (labels($0.key), Double($0.value.ejections)) })
+        let endpoints = statistics.endpoints.sorted { $0.key < $1.key }
+        text.gauge("turnout_endpoint_healthy", help: "1 while active health checks pass the endpoint (1 with checks off), 0 once they mark it unhealthy.",
+                   samples: endpoints.map { (labels($0.key), $0.value.healthy ? 1 : 0) })
+        text.gauge("turnout_endpoint_ejected", help: "1 while outlier detection keeps the endpoint out of its service.",
+                   samples: endpoints.map { (labels($0.key), $0.value.ejected ? 1 : 0) })
+
         let services = statistics.services.sorted { $0.key < $1.key }
         text.counter("turnout_service_circuit_breaker_rejections_total", help: "Connections refused because the service had its maximum of open connections.",
                      samples: services.map { (["service": $0.key], Double($0.value.circuitBreakerRejections)) })

@@ -35,13 +35,10 @@ public struct EndpointAvailability: Sendable, Hashable {
     public var healthExclusion: Set<Int> { isPanic ? [] : unavailable }
 
     /// The `excluding:` set for a connect attempt, `tried` being the endpoints this connection
-    /// already failed to connect to: those are excluded too, unless that leaves nothing, in which
-    /// case only health excludes (a retry goes back to an endpoint it tried rather than to one
-    /// marked down, as Envoy's `previous_hosts` predicate gives up and reuses a host). Every
-    /// endpoint excluded means none can be picked: only possible with panic disabled.
+    /// already failed to connect to: health's exclusion and those. When that excludes every
+    /// endpoint, the balancer picks none and the connection gives up rather than go back to an
+    /// endpoint that just refused it or one marked down (in panic, every endpoint is tried once).
     public func exclusion(tried: Set<Int> = []) -> Set<Int> {
-        let health = healthExclusion
-        let both = health.union(tried.filter { (0..<endpointCount).contains($0) })
-        return both.count < endpointCount ? both : health
+        healthExclusion.union(tried.filter { (0..<endpointCount).contains($0) })
     }
 }

@@ -182,6 +182,12 @@ public struct OutlierEjection<Endpoint: Hashable & Sendable>: Sendable {
         return until > max(now, latest ?? now)
     }
 
+    /// When the current ejection of `endpoint` ends; nil when it is not ejected (or not in the
+    /// set). A time already past means it returns at the next call that takes a time.
+    public func ejectedUntil(_ endpoint: Endpoint) -> ContinuousClock.Instant? {
+        states[endpoint]?.ejectedUntil
+    }
+
     /// Every endpoint ejected at `now`.
     public func ejectedEndpoints(at now: ContinuousClock.Instant) -> Set<Endpoint> {
         let now = max(now, latest ?? now)

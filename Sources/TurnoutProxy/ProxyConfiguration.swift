@@ -52,6 +52,15 @@ public struct ProxyConfiguration: Sendable, Hashable {
     public var acceptPause: Duration = .milliseconds(100)
     /// Source addresses for inbound delivery, per family: Istio's passthrough sources.
     public var inboundSources: [IPFamily: IPAddress] = CaptureOptions.passthroughSources
+    /// Active TCP checks of every routed endpoint (one checker thread for the proxy); nil
+    /// turns them off. On by default: passive ejection only sees endpoints that get traffic,
+    /// and the panic threshold needs to know how many are up. The cost is one handshake per
+    /// endpoint per interval per proxy, which a large mesh may not want (`--health-interval 0`).
+    public var healthCheck: HealthCheckPolicy? = .standard
+    /// Passive outlier ejection on consecutive connect failures, per service port.
+    public var outlier: OutlierPolicy = .standard
+    /// Below this share of available endpoints, health is ignored for the service.
+    public var panicThreshold: PanicThreshold = .standard
 
     public init(outbound: [SocketAddress], inbound: [SocketAddress] = [], workers: Int) {
         self.outbound = outbound

@@ -2,7 +2,7 @@ import Synchronization
 import TurnoutModel
 
 /// The proxy's routing state at one moment: the table, its ``RouteTable``, and the per-service
-/// load shared by all workers (for the circuit breaker).
+/// state shared by all workers: the load (for the circuit breaker) and the outlier ejection.
 ///
 /// Immutable and `Sendable`: the control side builds one per accepted table and publishes it
 /// in a ``SnapshotCell``; each worker picks it up before its next accept. A relay keeps the
@@ -14,21 +14,44 @@ public final class ProxySnapshot: Sendable {
     public let generation: UInt64
     /// By ``ServiceRoute/id``.
     let load: [ServiceLoad]
+    /// By ``ServiceRoute/id``.
+    let outliers: [ServiceOutliers]
 
-    /// Builds the snapshot; `previous` lends its ``ServiceLoad`` objects to routes of the same
-    /// label, so connections opened before a reload still count against the service's limit.
-    public init(table: ServiceTable, generation: UInt64, previous: ProxySnapshot? = nil) {
+    /// Builds the snapshot; `previous` lends its ``ServiceLoad`` and ``ServiceOutliers`` objects
+    /// to routes of the same label, so connections opened before a reload still count against
+    /// the service's limit and an ejected endpoint stays ejected.
+    public init(table: ServiceTable, generation: UInt64, outlierPolicy: OutlierPolicy = .standard, previous: ProxySnapshot? = nil) {
         self.table = table
         routes = RouteTable(table)
         self.generation = generation
-        // One load per service port (its label), shared by the IPv4 and IPv6 routes of it: the
-        // limit is per service port, whatever the family.
-        var byLabel: [String: ServiceLoad] = [:]
-        if let previous { for route in previous.routes.routes { byLabel[route.label] = previous.load[route.id] } }
+        // One of each per service port (its label), shared by the IPv4 and IPv6 routes of it:
+        // the limit and the ejected share are per service port, whatever the family.
+        var loads: [String: ServiceLoad] = [:]
+        var outliersByLabel: [String: ServiceOutliers] = [:]
+        if let previous {
+            for route in previous.routes.routes {
+                loads[route.label] = previous.load[route.id]
+                outliersByLabel[route.label] = previous.outliers[route.id]
+            }
+        }
+        var endpointsByLabel: [String: [SocketAddress]] = [:]
+        for route in routes.routes { endpointsByLabel[route.label, default: []] += route.endpoints.map(\.address) }
+        var updated = Set<String>()
         load = routes.routes.map { route in
-            if let shared = byLabel[route.label] { return shared }
+            if let shared = loads[route.label] { return shared }
             let made = ServiceLoad()
-            byLabel[route.label] = made
+            loads[route.label] = made
+            return made
+        }
+        outliers = routes.routes.map { route in
+            let endpoints = endpointsByLabel[route.label] ?? []
+            if let shared = outliersByLabel[route.label] {
+                if updated.insert(route.label).inserted { shared.update(endpoints: endpoints) }
+                return shared
+            }
+            let made = ServiceOutliers(endpoints: endpoints, policy: outlierPolicy)
+            outliersByLabel[route.label] = made
+            updated.insert(route.label)
             return made
         }
     }

@@ -8,8 +8,9 @@ import TurnoutModel
 ///
 /// Created on the control thread with its listeners bound (so a bind error surfaces before
 /// anything runs); `run()` then owns everything on the worker thread. The only things shared
-/// with other threads are Sendable: the ``SnapshotCell`` it reads routes from, its
-/// ``WorkerCounters`` (atomics) and its ``WorkerSignal``.
+/// with other threads are Sendable: the ``SnapshotCell`` it reads routes from (with each
+/// service's ``ServiceLoad`` and ``ServiceOutliers``), the ``EndpointHealthCell`` of the active
+/// checks, its ``WorkerCounters`` (atomics) and its ``WorkerSignal``.
 final class ProxyWorker {
     enum ListenerKind { case outbound, inbound }
 
@@ -27,6 +28,7 @@ final class ProxyWorker {
     let configuration: ProxyConfiguration
     let counters: WorkerCounters
     private let cell: SnapshotCell
+    private let healthCell: EndpointHealthCell
     private let log: @Sendable (String) -> Void
     let signal: WorkerSignal
     private let epoll: Int32
@@ -42,16 +44,22 @@ final class ProxyWorker {
     private var pickers: [EndpointPicker] = []
     private var endpointCounters: [[TrafficCounters]] = []
     private var serviceCounters: [ServiceCounters] = []
+    /// The active checks' latest round as this worker last read it.
+    private var health = EndpointHealthSnapshot.empty
+    /// Per route: which endpoints health rules out, and when that must be worked out again.
+    private var availability: [CachedAvailability?] = []
     private var passthroughCounters: TrafficCounters
     private var inboundCounters: TrafficCounters
     private var acceptPausedUntil: ContinuousClock.Instant?
     private var loggedDescriptorShortage = false
     private var seed: UInt64
 
-    init(index: Int, configuration: ProxyConfiguration, cell: SnapshotCell, log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
+    init(index: Int, configuration: ProxyConfiguration, cell: SnapshotCell, health: EndpointHealthCell,
+         log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
         self.index = index
         self.configuration = configuration
         self.cell = cell
+        healthCell = health
         self.log = log
         counters = WorkerCounters()
         pool = PipePool(limit: configuration.pipePoolLimit, size: configuration.pipeSize)
@@ -202,6 +210,7 @@ final class ProxyWorker {
         var route: ServiceRoute?
         var load: ServiceLoad?
         var source: SocketAddress?
+        var unavailable: Set<Int> = []
         switch listener.kind {
         case .inbound:
             source = configuration.inboundSources[family].map { SocketAddress(address: $0, port: 0) }
@@ -219,6 +228,9 @@ final class ProxyWorker {
                 }
                 route = known
                 load = snapshot.load[known.id]
+                let available = availability(of: known, now: now)
+                if available.isPanic { serviceCounters[known.id].panicPicks.wrappingAdd(1, ordering: .relaxed) }
+                unavailable = available.healthExclusion
             } else if configuration.unknown == .reject {
                 counters.unknownRejections.wrappingAdd(1, ordering: .relaxed)
                 Syscalls.closeWithReset(fd)
@@ -227,6 +239,7 @@ final class ProxyWorker {
         }
         let relay = Relay(id: nextID, client: fd, destination: destination, route: route, snapshot: snapshot,
                           load: load, source: source, now: now)
+        relay.unavailable = unavailable
         nextID += 1
         relays[relay.id] = relay
         counters.relays.wrappingAdd(1, ordering: .relaxed)
@@ -258,8 +271,10 @@ final class ProxyWorker {
         while relay.attempts < maximum {
             if let route = relay.route {
                 let picker = relay.snapshot === snapshot ? pickers[route.id] : nil
-                // Every endpoint tried already: nothing else to try.
-                guard let index = picker?.pick(excluding: relay.tried, at: now) ?? Self.firstUntried(route, relay.tried) else { break }
+                let excluded = relay.unavailable.union(relay.tried)
+                // Every endpoint tried already or ruled out: nothing else to try.
+                guard let index = picker.map({ $0.pick(excluding: excluded, at: now) })
+                        ?? Self.firstUntried(route, excluded) else { break }
                 relay.endpoint = index
                 relay.tried.insert(index)
                 relay.target = route.endpoints[index].address
@@ -292,8 +307,9 @@ final class ProxyWorker {
         finish(relay, reset: true)
     }
 
-    private static func firstUntried(_ route: ServiceRoute, _ tried: Set<Int>) -> Int? {
-        route.endpoints.indices.first { !tried.contains($0) }
+    /// A relay whose snapshot is no longer the worker's has no balancer: it retries in table order.
+    private static func firstUntried(_ route: ServiceRoute, _ excluded: Set<Int>) -> Int? {
+        route.endpoints.indices.first { !excluded.contains($0) }
     }
 
     /// The upstream socket of the current attempt became ready: connected, or failed.
@@ -312,8 +328,9 @@ final class ProxyWorker {
 
     private func attemptFailed(_ relay: Relay, errno code: Int32, now: ContinuousClock.Instant) {
         relay.counters?.failed(ConnectFailure(errno: code))
-        if let route = relay.route, let index = relay.endpoint, relay.snapshot === snapshot {
-            pickers[route.id].failed(index, penalty: configuration.connectTimeout, at: now)
+        if let route = relay.route, let index = relay.endpoint {
+            if relay.snapshot === snapshot { pickers[route.id].failed(index, penalty: configuration.connectTimeout, at: now) }
+            if !Self.isLocalShortage(code) { outlierFailure(relay, route: route, endpoint: index, now: now) }
         }
         if relay.upstream >= 0 {
             close(relay.upstream)
@@ -325,12 +342,54 @@ final class ProxyWorker {
         let latency = now - relay.attemptStarted
         relay.counters?.connected(after: latency)
         relay.counted = true
-        if let route = relay.route, let index = relay.endpoint, relay.snapshot === snapshot {
-            pickers[route.id].connected(index, after: latency, at: now)
+        if let route = relay.route, let index = relay.endpoint {
+            if relay.snapshot === snapshot { pickers[route.id].connected(index, after: latency, at: now) }
+            relay.snapshot.outliers[route.id].connectSucceeded(route.endpoints[index].address, at: now)
         }
         relay.phase = .relaying
         relay.lastActivity = now
         pump(relay, now: now)
+    }
+
+    /// A connect that failed for want of a local resource (no descriptor, no ephemeral port,
+    /// no memory): says nothing of the endpoint, so outlier detection does not count it.
+    private static func isLocalShortage(_ code: Int32) -> Bool {
+        [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL].contains(code)
+    }
+
+    private func outlierFailure(_ relay: Relay, route: ServiceRoute, endpoint index: Int, now: ContinuousClock.Instant) {
+        let address = route.endpoints[index].address
+        guard case .ejected(let until) = relay.snapshot.outliers[route.id].connectFailed(address, at: now) else { return }
+        relay.counters?.ejections.wrappingAdd(1, ordering: .relaxed)
+        log("\(route.label): endpoint \(address) ejected for \(until - now) after \(configuration.outlier.consecutiveFailures) connect failures in a row")
+    }
+
+    // MARK: - health
+
+    /// What a worker knows of one route's availability, and the stamps that say when it expired.
+    struct CachedAvailability {
+        let availability: EndpointAvailability
+        let ejected: ServiceOutliers.Ejected
+        let healthRound: UInt64
+    }
+
+    /// Which endpoints of `route` health rules out now: unhealthy by the active checks or ejected,
+    /// and whether that many out means panic. Worked out again only when a new check round came,
+    /// an ejection happened or one ended; otherwise two atomic loads.
+    private func availability(of route: ServiceRoute, now: ContinuousClock.Instant) -> EndpointAvailability {
+        let outliers = snapshot.outliers[route.id]
+        let round = healthCell.round
+        if let cached = availability[route.id], cached.healthRound == round,
+           cached.ejected.holds(changes: outliers.changes, at: now) {
+            return cached.availability
+        }
+        if round != health.round { health = healthCell.snapshot }
+        let ejected = outliers.ejected(at: now)
+        let available = EndpointAvailability(route: route, panicThreshold: configuration.panicThreshold) { endpoint in
+            !health.isHealthy(endpoint.address) || ejected.endpoints.contains(endpoint.address)
+        }
+        availability[route.id] = CachedAvailability(availability: available, ejected: ejected, healthRound: health.round)
+        return available
     }
 
     // MARK: - relaying
@@ -462,6 +521,7 @@ final class ProxyWorker {
             route.endpoints.map { counters.upstream(UpstreamKey(service: route.label, endpoint: "\($0.address)")) }
         }
         serviceCounters = routes.map { counters.service($0.label) }
+        availability = Array(repeating: nil, count: routes.count)
     }
 }
 

@@ -35,6 +35,9 @@ final class Relay {
     var target: SocketAddress
     /// Endpoints already tried for this connection.
     var tried: Set<Int> = []
+    /// Endpoints health ruled out when the connection came (unhealthy or ejected, unless the
+    /// service was in panic): no attempt goes to them.
+    var unavailable: Set<Int> = []
     var attempts = 0
     var attemptStarted: ContinuousClock.Instant
     var connectDeadline: ContinuousClock.Instant

@@ -43,6 +43,8 @@ public final class TrafficCounters: Sendable {
     /// One per bound in `latencyBucketBounds`, then `+Inf`; not cumulative (made so when read).
     let latencyBuckets: InlineArray<14, Atomic<UInt64>> = InlineArray { _ in Atomic(0) }
     let latencySumMicroseconds = Atomic<UInt64>(0)
+    /// Times this endpoint was ejected by outlier detection after a connect of this worker.
+    let ejections = Atomic<UInt64>(0)
 
     init() {}
 
@@ -77,6 +79,7 @@ public final class TrafficCounters: Sendable {
         for reason in ConnectFailure.allCases { count.failures[reason.rawValue] = failures[reason.rawValue].load(ordering: .relaxed) }
         for index in 0..<14 { count.latencyBuckets[index] = latencyBuckets[index].load(ordering: .relaxed) }
         count.latencySumMicroseconds = latencySumMicroseconds.load(ordering: .relaxed)
+        count.ejections = ejections.load(ordering: .relaxed)
         return count
     }
 }
@@ -93,6 +96,8 @@ public struct TrafficCount: Sendable, Hashable, Codable {
     /// Per bucket of ``TrafficCounters/latencyBucketBounds`` then `+Inf`; not cumulative.
     public var latencyBuckets: [UInt64] = Array(repeating: 0, count: 14)
     public var latencySumMicroseconds: UInt64 = 0
+    /// Outlier ejections of this endpoint.
+    public var ejections: UInt64 = 0
 
     public init() {}
 
@@ -105,6 +110,7 @@ public struct TrafficCount: Sendable, Hashable, Codable {
         for index in sum.failures.indices { sum.failures[index] += rhs.failures[index] }
         for index in sum.latencyBuckets.indices { sum.latencyBuckets[index] += rhs.latencyBuckets[index] }
         sum.latencySumMicroseconds += rhs.latencySumMicroseconds
+        sum.ejections += rhs.ejections
         return sum
     }
 }

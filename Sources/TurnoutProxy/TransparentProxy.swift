@@ -12,6 +12,9 @@ import TurnoutModel
 public final class TransparentProxy: Sendable {
     public let configuration: ProxyConfiguration
     private let cell: SnapshotCell
+    private let healthCell: EndpointHealthCell
+    /// Nil when active checks are off.
+    private let checker: HealthChecker?
     private let workers: [(counters: WorkerCounters, signal: WorkerSignal)]
     private let threads: Mutex<[JoinableThread]>
     private let reloadsRefused = Atomic<UInt64>(0)
@@ -23,12 +26,20 @@ public final class TransparentProxy: Sendable {
     public init(configuration: ProxyConfiguration, table: ServiceTable,
                 log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
         self.configuration = configuration
-        cell = SnapshotCell(ProxySnapshot(table: table, generation: 1))
+        let first = ProxySnapshot(table: table, generation: 1, outlierPolicy: configuration.outlier)
+        cell = SnapshotCell(first)
+        let healthCell = EndpointHealthCell()
+        self.healthCell = healthCell
+        if let policy = configuration.healthCheck {
+            checker = try HealthChecker(endpoints: Self.checkedEndpoints(first), policy: policy) { healthCell.publish($0) }
+        } else {
+            checker = nil
+        }
         var workers: [(counters: WorkerCounters, signal: WorkerSignal)] = []
         var started: [JoinableThread] = []
         do throws(SystemCallError) {
             for index in 0..<max(1, configuration.workers) {
-                let worker = try ProxyWorker(index: index, configuration: configuration, cell: cell, log: log)
+                let worker = try ProxyWorker(index: index, configuration: configuration, cell: cell, health: healthCell, log: log)
                 workers.append((worker.counters, worker.signal))
                 // The worker moves to its thread, which is its only user from here on.
                 started.append(try JoinableThread(handingOver: worker) { $0.run() })
@@ -36,6 +47,7 @@ public final class TransparentProxy: Sendable {
         } catch {
             for worker in workers { worker.signal.stop() }
             for thread in started { thread.join() }
+            checker?.stop()
             throw error
         }
         self.workers = workers
@@ -53,8 +65,10 @@ public final class TransparentProxy: Sendable {
     public func reload(_ table: ServiceTable) -> UInt64 {
         reloadLock.withLock { _ in
             let previous = cell.snapshot
-            let next = ProxySnapshot(table: table, generation: previous.generation + 1, previous: previous)
+            let next = ProxySnapshot(table: table, generation: previous.generation + 1,
+                                     outlierPolicy: configuration.outlier, previous: previous)
             cell.publish(next)
+            checker?.update(endpoints: Self.checkedEndpoints(next))
             return next.generation
         }
     }
@@ -71,6 +85,16 @@ public final class TransparentProxy: Sendable {
         statistics.workers = workers.count
         statistics.generation = cell.snapshot.generation
         statistics.reloadsRefused = reloadsRefused.load(ordering: .relaxed)
+        let snapshot = cell.snapshot
+        let health = healthCell.snapshot
+        let now = ContinuousClock.now
+        for route in snapshot.routes.routes {
+            let ejected = snapshot.outliers[route.id].ejected(at: now).endpoints
+            for endpoint in route.endpoints {
+                statistics.endpoints[UpstreamKey(service: route.label, endpoint: "\(endpoint.address)")] =
+                    EndpointStatus(healthy: health.isHealthy(endpoint.address), ejected: ejected.contains(endpoint.address))
+            }
+        }
         return statistics
     }
 
@@ -83,5 +107,12 @@ public final class TransparentProxy: Sendable {
         guard !running.isEmpty else { return }
         for worker in workers { worker.signal.stop() }
         for thread in running { thread.join() }
+        checker?.stop()
+    }
+
+    /// Every endpoint some route may pick, once each: what the active checks watch.
+    private static func checkedEndpoints(_ snapshot: ProxySnapshot) -> [SocketAddress] {
+        var seen = Set<SocketAddress>()
+        return snapshot.routes.routes.flatMap { $0.endpoints.map(\.address) }.filter { seen.insert($0).inserted }
     }
 }

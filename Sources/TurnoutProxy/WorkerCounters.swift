@@ -121,6 +121,22 @@ public struct ProxyStatistics: Sendable, Hashable, Codable {
     /// The table generation in use (1 for the first table, +1 per accepted reload).
     public var generation: UInt64 = 0
     public var reloadsRefused: UInt64 = 0
+    /// The health of every endpoint of the table in use, read at the scrape.
+    public var endpoints: [UpstreamKey: EndpointStatus] = [:]
 
     public init() {}
+}
+
+/// One routed endpoint's health at one moment: what the active checks say and whether outlier
+/// detection has it ejected. Either makes it unavailable (unless the service is in panic).
+public struct EndpointStatus: Sendable, Hashable, Codable {
+    /// False once active checks failed the unhealthy threshold in a row (true with checks off).
+    public var healthy: Bool
+    /// True while outlier detection keeps it out.
+    public var ejected: Bool
+
+    public init(healthy: Bool, ejected: Bool) {
+        self.healthy = healthy
+        self.ejected = ejected
+    }
 }

@@ -27,6 +27,14 @@ struct ProxyCommand: ParsableCommand {
         (--unknown reject). Inbound: delivered to its original destination from 127.0.0.6 / ::6.
         A connection whose original destination is the proxy itself is refused (loop guard).
 
+        Health: every endpoint gets a TCP handshake every --health-interval seconds; after
+        --unhealthy-threshold failures in a row it takes no new connection until
+        --healthy-threshold checks pass. Independently, --eject-after connect failures in a row
+        (real traffic, any worker) eject it from its service for --ejection-time seconds, longer
+        each time, at most --max-ejected-percent of a service at once. When less than
+        --panic-threshold percent of a service's endpoints are available, health is ignored and
+        all of them are tried.
+
         The table is re-read on SIGHUP and when the file changes (checked twice a second); an
         invalid table is refused with a log line and the one in use stays. Established
         connections keep their endpoint. SIGTERM or SIGINT stops the proxy.
@@ -68,6 +76,33 @@ struct ProxyCommand: ParsableCommand {
 
     @Option(name: .customLong("max-connections-per-service"), help: "Open connections per service port before new ones are refused (default 1024).")
     var maxConnectionsPerService = 1024
+
+    @Option(name: .customLong("health-interval"), help: "Seconds between active TCP checks of every endpoint (default 5; 0 turns them off).")
+    var healthInterval: Double = 5
+
+    @Option(name: .customLong("health-timeout"), help: "Seconds a check's handshake may take (default 1, at most the interval).")
+    var healthTimeout: Double = 1
+
+    @Option(name: .customLong("healthy-threshold"), help: "Passed checks in a row that bring an unhealthy endpoint back (default 2).")
+    var healthyThreshold = 2
+
+    @Option(name: .customLong("unhealthy-threshold"), help: "Failed checks in a row that mark an endpoint unhealthy (default 3).")
+    var unhealthyThreshold = 3
+
+    @Option(name: .customLong("eject-after"), help: "Connect failures in a row that eject an endpoint from its service (default 5).")
+    var ejectAfter = 5
+
+    @Option(name: .customLong("ejection-time"), help: "Seconds of the first ejection; the k-th in a row lasts k times this (default 30).")
+    var ejectionTime: Double = 30
+
+    @Option(name: .customLong("max-ejection-time"), help: "Seconds an ejection lasts at most (default 300).")
+    var maxEjectionTime: Double = 300
+
+    @Option(name: .customLong("max-ejected-percent"), help: "Most endpoints of a service ejected at once, in percent (default 50).")
+    var maxEjectedPercent = 50
+
+    @Option(name: .customLong("panic-threshold"), help: "Percent of a service's endpoints that must be available for health to count; below it all are tried (default 50; 0 never).")
+    var panicThreshold = 50
 
     func run() throws {
         let configuration = try proxyConfiguration()
@@ -143,6 +178,32 @@ struct ProxyCommand: ParsableCommand {
         configuration.connectAttempts = connectAttempts
         guard maxConnectionsPerService > 0 else { throw BadInput(message: "proxy: --max-connections-per-service must be above 0") }
         configuration.maxConnectionsPerService = maxConnectionsPerService
+        for (value, flag) in [(healthyThreshold, "--healthy-threshold"), (unhealthyThreshold, "--unhealthy-threshold"), (ejectAfter, "--eject-after")]
+        where value < 1 {
+            throw BadInput(message: "proxy: \(flag) \(value): must be 1 or more")
+        }
+        for (value, flag) in [(maxEjectedPercent, "--max-ejected-percent"), (panicThreshold, "--panic-threshold")] where !(0...100).contains(value) {
+            throw BadInput(message: "proxy: \(flag) \(value): a percentage, 0 to 100")
+        }
+        if healthInterval != 0 && healthTimeout > healthInterval {
+            throw BadInput(message: "proxy: --health-timeout \(healthTimeout): must not exceed --health-interval \(healthInterval)")
+        }
+        if maxEjectionTime < ejectionTime {
+            throw BadInput(message: "proxy: --max-ejection-time \(maxEjectionTime): must not be below --ejection-time \(ejectionTime)")
+        }
+        do {
+            configuration.healthCheck = healthInterval == 0 ? nil
+                : try HealthCheckPolicy(interval: Self.seconds(healthInterval, "--health-interval"),
+                                        timeout: Self.seconds(healthTimeout, "--health-timeout"),
+                                        healthyThreshold: healthyThreshold, unhealthyThreshold: unhealthyThreshold)
+            configuration.outlier = try OutlierPolicy(consecutiveFailures: ejectAfter,
+                                                      baseEjectionTime: Self.seconds(ejectionTime, "--ejection-time"),
+                                                      maxEjectionTime: Self.seconds(maxEjectionTime, "--max-ejection-time"),
+                                                      maxEjectedPercent: maxEjectedPercent)
+            configuration.panicThreshold = try PanicThreshold(percent: panicThreshold)
+        } catch let error as ValueError {
+            throw BadInput(message: "proxy: \(error)")
+        }
         return configuration
     }
 

@@ -146,6 +146,13 @@ struct ProxyCommandFlagTests {
         (["--half-closed-timeout", "1e9"], "--half-closed-timeout"),
         (["--connect-attempts", "8"], "--connect-attempts"),
         (["--max-connections-per-service", "0"], "--max-connections-per-service"),
+        (["--health-interval", "-1"], "--health-interval"),
+        (["--health-timeout", "6"], "--health-timeout"),
+        (["--unhealthy-threshold", "0"], "--unhealthy-threshold"),
+        (["--eject-after", "0"], "--eject-after"),
+        (["--max-ejection-time", "10"], "--max-ejection-time"),
+        (["--max-ejected-percent", "101"], "--max-ejected-percent"),
+        (["--panic-threshold", "-5"], "--panic-threshold"),
         (["--no-such-flag"], "--no-such-flag"),
     ])
     func badFlag(_ flags: [String], _ named: String) throws {
