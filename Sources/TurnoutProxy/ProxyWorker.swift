@@ -101,6 +101,9 @@ final class ProxyWorker {
         do throws(SystemCallError) {
             try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1, "SO_REUSEADDR")
             try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT")
+            // Accepted sockets inherit it: the proxy must not hold back the small writes an app
+            // made (Nagle already ran at the app's own socket); Envoy, HAProxy and nginx do the same.
+            try Syscalls.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1, "TCP_NODELAY")
             if address.address.family == .ipv6 {
                 try Syscalls.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1, "IPV6_V6ONLY")
             }
@@ -153,10 +156,22 @@ final class ProxyWorker {
             acceptAll(Int(token - Self.listenerTokenBase), now: now)
             return
         }
-        guard let relay = relays[token >> 4], token == relay.token(upstream: token & 1 == 1) else { return }
-        if token & 1 == 1, relay.phase == .connecting {
+        let upstream = token & 1 == 1
+        guard let relay = relays[token >> 4], token == relay.token(upstream: upstream) else { return }
+        if upstream, relay.phase == .connecting {
             finishConnect(relay, events: events, now: now)
         } else if relay.phase == .relaying {
+            // What the event says is ready; an error or hang-up makes both worth a try, so the
+            // failing call reports it.
+            let readable = events & (CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLRDHUP | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
+            let writable = events & (CTurnoutLinux_EPOLLOUT | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
+            if upstream {
+                if readable { relay.toClient.sourceReadable = true }
+                if writable { relay.toUpstream.destinationWritable = true }
+            } else {
+                if readable { relay.toUpstream.sourceReadable = true }
+                if writable { relay.toClient.destinationWritable = true }
+            }
             pump(relay, now: now)
         }
     }
@@ -289,6 +304,7 @@ final class ProxyWorker {
             do throws(SystemCallError) {
                 let fd = try Syscalls.socket(family: relay.target.socketFamily, type: Int32(SOCK_STREAM.rawValue))
                 relay.upstream = fd
+                try Syscalls.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1, "TCP_NODELAY")
                 if let source = relay.source, source.address.family == relay.target.address.family {
                     try Syscalls.bindSource(fd, source)
                 }
@@ -412,13 +428,13 @@ final class ProxyWorker {
     }
 
     /// One direction: socket → pipe → socket until the source has nothing more or the
-    /// destination takes nothing more. Returns whether bytes moved and whether it broke.
+    /// destination takes nothing more. Returns whether bytes moved and whether it broke. Makes
+    /// no system call for a side that is known not to be ready (see ``RelayDirection``).
     private func move(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
                       counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
         var moved = false
-        var readable = !direction.sourceDone
-        var writable = true
-        while (readable || direction.buffered > 0) && writable {
+        var readable = !direction.sourceDone && direction.sourceReadable
+        while (readable || direction.buffered > 0) && direction.destinationWritable {
             var progressed = false
             if readable {
                 if direction.pipe == nil {
@@ -437,6 +453,7 @@ final class ProxyWorker {
                         progressed = true
                     case .wouldBlock:
                         readable = false
+                        direction.sourceReadable = false
                     case .failed:
                         return (moved, true)
                     }
@@ -450,7 +467,7 @@ final class ProxyWorker {
                     moved = true
                     progressed = true
                 case .wouldBlock:
-                    writable = false
+                    direction.destinationWritable = false
                 case .endOfStream, .failed:
                     return (moved, true)
                 }

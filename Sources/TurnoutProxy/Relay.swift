@@ -88,6 +88,13 @@ struct RelayDirection {
     var sourceDone = false
     /// `shutdown(SHUT_WR)` was sent to the destination after the last byte.
     var shutdownSent = false
+    /// The source may have bytes (or its end of stream) to read: set by a readiness event,
+    /// cleared when a read would block. With edge-triggered epoll the next event comes only
+    /// with new bytes, so a read is worth a system call only while this is set.
+    var sourceReadable = true
+    /// The destination may take bytes: set by a writability event, cleared when a write would
+    /// block.
+    var destinationWritable = true
 
     var isFinished: Bool { sourceDone && buffered == 0 && shutdownSent }
 }
