@@ -92,36 +92,29 @@ public final class AdminServer: Sendable {
     }
 
     private let phase: Mutex<Phase>
-    /// A socket pair that wakes the serving thread's poll: `stop()` writes a byte to the second,
-    /// the thread polls the first. Closed by `deinit`, after the thread is joined.
-    private let wake: (reader: Int32, writer: Int32)
+    /// Wakes the serving thread's poll for `stop()`.
+    private let wake: Wakeup
 
     /// Binds and listens on `address` (port 0: any free port, see `address`).
     ///
     /// Throws the failing call with its errno: `bind(127.0.0.1:15000)` with EADDRINUSE for a
     /// taken port, EADDRNOTAVAIL for an address not on this host, EACCES for a privileged port.
     /// The corresponding C calls are `socket(2)`, `setsockopt(2)`, `bind(2)`, `listen(2)` and
-    /// `socketpair(2)`.
+    /// `eventfd(2)`.
     public init(address: SocketAddress, maximumClients: Int = AdminServer.defaultMaximumClients,
                 requestTimeout: Duration = .seconds(2),
                 handler: @escaping @Sendable (AdminRequest) -> AdminResponse) throws(SystemCallError) {
         precondition(maximumClients > 0 && requestTimeout > .zero, "an admin server needs a client and some time")
         let listener = try TCPListener(bindingTo: address, backlog: Int32(clamping: maximumClients))
-        var pair: [Int32] = [-1, -1]
-        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        guard socketpair(AF_UNIX, type, 0, &pair) == 0 else { throw SystemCallError(call: "socketpair(AF_UNIX)", errno: errno) }
+        let wake = try Wakeup()
         self.address = listener.address
-        wake = (pair[0], pair[1])
-        let loop = ServeLoop(listener: listener, wake: pair[0], maximumClients: maximumClients,
+        self.wake = wake
+        let loop = ServeLoop(listener: listener, wake: wake, maximumClients: maximumClients,
                              requestTimeout: requestTimeout, handler: handler)
         phase = Mutex(.ready(loop))
     }
 
-    deinit {
-        stop()
-        close(wake.reader)
-        close(wake.writer)
-    }
+    deinit { stop() }
 
     /// Starts serving on a new thread. Calling it twice, or after `stop()`, is a programmer
     /// error (precondition). Throws `pthread_create` with its errno (EAGAIN: no thread left).
@@ -157,10 +150,7 @@ public final class AdminServer: Sendable {
             case .ready:
                 phase = .stopped
             case .running(let thread):
-                var byte: UInt8 = 1
-                // The pair is fresh and written once, so the byte always fits; should the send
-                // fail anyway, the thread still wakes when `deinit` closes the writer.
-                _ = send(wake.writer, &byte, 1, Int32(MSG_NOSIGNAL))
+                wake.signal()
                 pthread_join(thread, nil)
                 phase = .stopped
             case .stopped:
@@ -174,7 +164,7 @@ public final class AdminServer: Sendable {
 /// thread only (see `AdminServer.start()`).
 private final class ServeLoop {
     let listener: TCPListener
-    let wake: Int32
+    let wake: Wakeup
     let maximumClients: Int
     let requestTimeout: Duration
     let handler: @Sendable (AdminRequest) -> AdminResponse
@@ -191,7 +181,7 @@ private final class ServeLoop {
     static let drainLimit = 65_536
     static let acceptPause = Duration.milliseconds(100)
 
-    init(listener: consuming TCPListener, wake: Int32, maximumClients: Int, requestTimeout: Duration,
+    init(listener: consuming TCPListener, wake: Wakeup, maximumClients: Int, requestTimeout: Duration,
          handler: @escaping @Sendable (AdminRequest) -> AdminResponse) {
         self.listener = listener
         self.wake = wake
@@ -202,14 +192,14 @@ private final class ServeLoop {
 
     deinit { scratch.deallocate() }
 
-    /// Serves until the wake socket becomes readable, then closes every client.
+    /// Serves until woken, then closes every client.
     func run() {
         var descriptors: [pollfd] = []
         defer { clients.removeAll() }
         while true {
             if let until = acceptPausedUntil, until <= .now { acceptPausedUntil = nil }
             descriptors.removeAll(keepingCapacity: true)
-            descriptors.append(pollfd(fd: wake, events: Int16(POLLIN), revents: 0))
+            descriptors.append(pollfd(fd: wake.descriptor, events: Int16(POLLIN), revents: 0))
             // A negative descriptor is skipped by poll(2).
             descriptors.append(pollfd(fd: acceptPausedUntil == nil ? listener.fileDescriptor : -1, events: Int16(POLLIN), revents: 0))
             for client in clients {

@@ -13,9 +13,11 @@ public final class ProxyAdmin: Sendable {
     private let readyFlag: ReadyFlag
 
     /// Binds `address` (errors such as EADDRINUSE surface here) and starts serving. `source`
-    /// names where the table comes from (the file path), for `/config` and `/stats`.
-    public init(proxy: TransparentProxy, address: SocketAddress, source: String) throws(SystemCallError) {
-        let routes = Routes(proxy: proxy, source: source)
+    /// names where the table comes from, for `/config` and `/stats`; `sourceStatus` (called on
+    /// the admin thread) tells how the source and its reconciler are doing, when there is one.
+    public init(proxy: TransparentProxy, address: SocketAddress, source: String,
+                sourceStatus: @escaping @Sendable () -> Reconciler.Status? = { nil }) throws(SystemCallError) {
+        let routes = Routes(proxy: proxy, source: source, sourceStatus: sourceStatus)
         let ready = ReadyFlag()
         server = try AdminServer(address: address) { request in routes.respond(to: request, ready: ready.value) }
         readyFlag = ready
@@ -41,13 +43,14 @@ public final class ProxyAdmin: Sendable {
     private struct Routes: Sendable {
         let proxy: TransparentProxy
         let source: String
+        let sourceStatus: @Sendable () -> Reconciler.Status?
 
         func respond(to request: AdminRequest, ready: Bool) -> AdminResponse {
             switch request.path {
             case "/metrics":
-                return AdminResponse(contentType: PrometheusText.contentType, text: ProxyMetrics.render(proxy.statistics()))
+                return AdminResponse(contentType: PrometheusText.contentType, text: ProxyMetrics.render(proxy.statistics(), source: sourceStatus()))
             case "/stats":
-                return json(ProxyAdmin.statistics(proxy.statistics(), source: source))
+                return json(ProxyAdmin.statistics(proxy.statistics(), source: source, sourceStatus: sourceStatus()))
             case "/config":
                 return json(ProxyAdmin.configuration(proxy.snapshot, source: source))
             case "/ready":
@@ -64,7 +67,7 @@ public final class ProxyAdmin: Sendable {
     }
 
     /// `/stats`: the summed counters as JSON.
-    static func statistics(_ statistics: ProxyStatistics, source: String) -> [String: Any] {
+    static func statistics(_ statistics: ProxyStatistics, source: String, sourceStatus: Reconciler.Status? = nil) -> [String: Any] {
         let upstreams: [[String: Any]] = statistics.upstreams.sorted { $0.key < $1.key }.map { key, count in
             var entry: [String: Any] = [
                 "service": key.service, "endpoint": key.endpoint, "connections": count.connections, "active": count.active,
@@ -81,10 +84,23 @@ public final class ProxyAdmin: Sendable {
             (label, ["circuitBreakerRejections": count.circuitBreakerRejections, "unavailableRejections": count.unavailableRejections,
                      "panicPicks": count.panicPicks] as [String: Any])
         })
-        return ["source": source, "generation": statistics.generation, "workers": statistics.workers,
-                "accepted": statistics.accepted, "relays": statistics.relays, "loopRejections": statistics.loopRejections,
-                "unknownRejections": statistics.unknownRejections, "acceptPauses": statistics.acceptPauses,
-                "reloadsRefused": statistics.reloadsRefused, "upstreams": upstreams, "services": services]
+        var result: [String: Any] = [
+            "source": source, "generation": statistics.generation, "workers": statistics.workers,
+            "accepted": statistics.accepted, "relays": statistics.relays, "loopRejections": statistics.loopRejections,
+            "unknownRejections": statistics.unknownRejections, "acceptPauses": statistics.acceptPauses,
+            "upstreams": upstreams, "services": services]
+        if let status = sourceStatus {
+            var reconciler: [String: Any] = [
+                "state": status.sourceState, "installs": status.installs, "unchanged": status.unchanged,
+                "installFailures": status.installFailures, "invalidTables": status.invalidTables, "outages": status.outages]
+            if let problem = status.sourceProblem { reconciler["problem"] = problem }
+            if let revision = status.sourceRevision { reconciler["sourceRevision"] = revision }
+            if let revision = status.installedRevision { reconciler["installedRevision"] = revision }
+            if let time = status.installedAt { reconciler["installedAt"] = time }
+            if let failure = status.lastFailure { reconciler["lastFailure"] = failure }
+            result["reconciler"] = reconciler
+        }
+        return result
     }
 
     /// `/config`: the routes of the snapshot in use.

@@ -3,8 +3,8 @@ import TurnoutProxy
 /// The proxy's counters as Prometheus text (`/metrics`): one family per counter, labelled by
 /// service port and endpoint, summed over workers at the moment of the scrape.
 public enum ProxyMetrics {
-    /// Renders `statistics`.
-    public static func render(_ statistics: ProxyStatistics) -> String {
+    /// Renders `statistics`, and the table source's state when the proxy has a ``Reconciler``.
+    public static func render(_ statistics: ProxyStatistics, source: Reconciler.Status? = nil) -> String {
         var text = PrometheusText()
         let upstreams = statistics.upstreams.sorted { $0.key < $1.key }
         func labels(_ key: UpstreamKey) -> PrometheusLabels { ["service": key.service, "endpoint": key.endpoint] }
@@ -68,8 +68,17 @@ public enum ProxyMetrics {
         text.gauge("turnout_workers", help: "Worker threads.", samples: [([:], Double(statistics.workers))])
         text.gauge("turnout_table_generation", help: "Generation of the routing table in use (1, then +1 per accepted reload).",
                    samples: [([:], Double(statistics.generation))])
-        text.counter("turnout_table_reloads_refused_total", help: "Tables refused at reload (invalid); the previous table stayed.",
-                     samples: [([:], Double(statistics.reloadsRefused))])
+        if let source {
+            let labels: PrometheusLabels = ["source": source.source]
+            text.counter("turnout_table_reloads_refused_total", help: "Tables the source offered that were invalid; the previous table stayed.",
+                         samples: [(labels, Double(source.invalidTables))])
+            text.counter("turnout_source_installs_total", help: "Tables from the source installed.", samples: [(labels, Double(source.installs))])
+            text.gauge("turnout_source_up", help: "1 while the source can be read and holds a valid table, 0 while the last good table is kept instead.",
+                       samples: [(labels, source.sourceState == "up" ? 1 : 0)])
+            text.counter("turnout_source_outages_total", help: "Times the source became unreadable.", samples: [(labels, Double(source.outages))])
+            text.gauge("turnout_source_last_install_timestamp_seconds", help: "When the last table was installed (Unix time).",
+                       samples: source.installedAt.map { [(labels, $0)] } ?? [])
+        }
         return text.rendered
     }
 }

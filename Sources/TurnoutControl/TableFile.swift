@@ -17,7 +17,14 @@ public enum TableFile {
         try TableDecoder.decode(sources(at: path))
     }
 
-    public static func sources(at path: String) throws(TableError) -> [TableSource] {
+    public static func sources(at path: String) throws(TableError) -> [TableText] {
+        try files(at: path).map { file throws(TableError) in TableText(name: file, text: try read(file)) }
+    }
+
+    /// The files a table at `path` is read from, without reading them: the file itself, or the
+    /// directory's table files sorted by name. Throws when `path` cannot be listed, or is a
+    /// directory with no table file.
+    public static func files(at path: String) throws(TableError) -> [String] {
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw unreadable(path, errno: errno)
@@ -29,12 +36,9 @@ public enum TableFile {
                                                      message: "no *.yaml, *.yml or *.json file in this directory")])
             }
             let directory = path.hasSuffix("/") ? String(path.dropLast()) : path
-            return try names.map { name throws(TableError) in
-                let file = "\(directory)/\(name)"
-                return TableSource(name: file, text: try read(file))
-            }
+            return names.map { "\(directory)/\($0)" }
         }
-        return [TableSource(name: path, text: try read(path))]
+        return [path]
     }
 
     private static func read(_ path: String) throws(TableError) -> String {

@@ -1,20 +1,20 @@
 import Glibc
 
 /// What identifies a table file's (or a table directory's) contents without reading them: each
-/// file's inode, size and modification time. Two equal stamps mean "unchanged" for the proxy's
-/// reload-on-change; a file replaced by rename (as editors and `kubectl cp` do) changes the
+/// file's inode, size and modification time. Two equal stamps mean "unchanged" to
+/// ``FileTableSource``; a file replaced by rename (as editors and `kubectl cp` do) changes the
 /// inode, an edit in place the time or the size.
 public struct TableFileStamp: Sendable, Hashable {
     private var files: [String: [Int64]]
 
-    /// The stamp of `path` now; nil when it cannot be read (the reload then reports why).
+    /// The stamp of `path` now; nil when it cannot be read (the source then reports why).
     public init?(_ path: String) {
-        guard let sources = try? TableFile.sources(at: path) else { return nil }
+        guard let names = try? TableFile.files(at: path) else { return nil }
         var files: [String: [Int64]] = [:]
-        for source in sources {
+        for name in names {
             var info = stat()
-            guard stat(source.name, &info) == 0 else { return nil }
-            files[source.name] = [Int64(info.st_ino), Int64(info.st_size), Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec)]
+            guard stat(name, &info) == 0 else { return nil }
+            files[name] = [Int64(info.st_ino), Int64(info.st_size), Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec)]
         }
         self.files = files
     }

@@ -1,7 +1,8 @@
 import Yams
 
-/// One source text of a table: a file's name (as errors should show it) and its contents.
-public struct TableSource: Sendable {
+/// One text of a table: where it came from, as errors should name it (a file, an etcd key), and
+/// its contents.
+public struct TableText: Sendable {
     public var name: String
     public var text: String
 
@@ -19,7 +20,7 @@ public struct TableSource: Sendable {
 ///
 /// Throws ``TableError`` listing every issue, each with file:line:column and field path.
 public enum TableDecoder {
-    public static func decode(_ sources: [TableSource]) throws(TableError) -> ServiceTable {
+    public static func decode(_ sources: [TableText]) throws(TableError) -> ServiceTable {
         var log = IssueLog()
         var native: [DecodedService] = []
         var kubernetes = KubernetesManifestDecoder()
@@ -55,10 +56,10 @@ public enum TableDecoder {
 
     /// Decodes one text; a convenience for tests and for callers holding a single file.
     public static func decode(_ text: String, name: String) throws(TableError) -> ServiceTable {
-        try decode([TableSource(name: name, text: text)])
+        try decode([TableText(name: name, text: text)])
     }
 
-    private static func location(of error: any Error, in file: String) -> SourceLocation {
+    static func location(of error: any Error, in file: String) -> SourceLocation {
         if let yaml = error as? YamlError {
             switch yaml {
             case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
@@ -70,7 +71,7 @@ public enum TableDecoder {
         return SourceLocation(file: file, line: 1, column: 1)
     }
 
-    private static func summary(of error: any Error) -> String {
+    static func summary(of error: any Error) -> String {
         if let yaml = error as? YamlError {
             switch yaml {
             case .scanner(let context, let problem, _, _), .parser(let context, let problem, _, _), .composer(let context, let problem, _, _):

@@ -63,7 +63,7 @@ public final class HealthChecker: Sendable {
     private let thread: JoinableThread
 
     /// Starts the thread checking `endpoints` (duplicates once) under `policy`. Throws when the
-    /// wake-up socket pair or the thread cannot be made (`socketpair(2)`, `pthread_create(3)`).
+    /// wake-up or the thread cannot be made (`eventfd(2)`, `pthread_create(3)`).
     public init(endpoints: [SocketAddress], policy: HealthCheckPolicy,
                 publish: @escaping @Sendable (EndpointHealthSnapshot) -> Void) throws(SystemCallError) {
         self.policy = policy
@@ -99,7 +99,7 @@ public final class HealthChecker: Sendable {
 }
 
 extension HealthChecker {
-    /// What the caller's threads ask of the checker's thread, and the socket pair that wakes it.
+    /// What the caller's threads ask of the checker's thread, and the ``Wakeup`` that wakes it.
     private final class Control: Sendable {
         struct Requests: Sendable {
             /// A new endpoint list not yet taken by the thread.
@@ -109,35 +109,17 @@ extension HealthChecker {
         }
 
         let requests = Mutex(Requests())
-        /// Polled by the checker's thread; readable when `wakeSender` was written.
-        let wakeReceiver: Int32
-        let wakeSender: Int32
+        /// Polled by the checker's thread; the thread re-reads the requests after every
+        /// wake-up, so one pending wake-up covers any number of requests.
+        let wakeup: Wakeup
 
         init() throws(SystemCallError) {
-            (wakeReceiver, wakeSender) = try Syscalls.socketPair()
-        }
-
-        deinit {
-            close(wakeReceiver)
-            close(wakeSender)
+            wakeup = try Wakeup()
         }
 
         var isStopping: Bool { requests.withLock(\.stopping) }
 
-        /// Makes `wakeReceiver` readable. A full buffer (EAGAIN) means a wake-up is pending
-        /// anyway, and the thread re-reads the requests after every wake-up, so one byte for
-        /// any number of requests is enough and a failed send loses nothing.
-        func wake() {
-            let byte: UInt8 = 1
-            _ = try? withUnsafeBytes(of: byte) { bytes throws(SystemCallError) in try Syscalls.send(wakeSender, bytes) }
-        }
-
-        /// Reads every pending wake-up byte, so that the next poll waits again.
-        func drainWakeups() {
-            var buffer = [UInt8](repeating: 0, count: 64)
-            while let count = try? buffer.withUnsafeMutableBytes({ bytes throws(SystemCallError) in try Syscalls.receive(wakeReceiver, into: bytes) }),
-                  count > 0 {}
-        }
+        func wake() { wakeup.signal() }
     }
 
     /// The checker's thread: its loop and everything only it touches.
@@ -183,8 +165,8 @@ extension HealthChecker {
         private func pause(until deadline: ContinuousClock.Instant) throws(SystemCallError) -> Bool {
             while !control.isStopping {
                 guard ContinuousClock.now < deadline else { return true }
-                var entries = [pollfd(fd: control.wakeReceiver, events: Int16(POLLIN), revents: 0)]
-                if try Syscalls.waitForAny(&entries, until: deadline) > 0 { control.drainWakeups() }
+                var entries = [pollfd(fd: control.wakeup.descriptor, events: Int16(POLLIN), revents: 0)]
+                if try Syscalls.waitForAny(&entries, until: deadline) > 0 { control.wakeup.drain() }
             }
             return false
         }
@@ -203,10 +185,10 @@ extension HealthChecker {
                     }
                 }
                 guard let deadline = inFlight.map(\.deadline).min() else { return results }
-                var entries = [pollfd(fd: control.wakeReceiver, events: Int16(POLLIN), revents: 0)]
+                var entries = [pollfd(fd: control.wakeup.descriptor, events: Int16(POLLIN), revents: 0)]
                 entries += inFlight.map { pollfd(fd: $0.fd, events: Int16(POLLOUT), revents: 0) }
                 _ = try Syscalls.waitForAny(&entries, until: deadline)
-                if entries[0].revents != 0 { control.drainWakeups() }
+                if entries[0].revents != 0 { control.wakeup.drain() }
                 if control.isStopping { return nil }
                 let now = ContinuousClock.now
                 var stillWaiting: [(address: SocketAddress, fd: Int32, deadline: ContinuousClock.Instant)] = []

@@ -53,6 +53,10 @@ final class ProxyWorker {
     private var acceptPausedUntil: ContinuousClock.Instant?
     private var loggedDescriptorShortage = false
     private var seed: UInt64
+    /// Where copy-mode reads land (see ``RelayDirection``); one per worker, used by one relay at
+    /// a time. Its size is the bulk threshold: a read that fills it switches to splicing.
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: ProxyWorker.copyLimit, alignment: 16)
+    static let copyLimit = 16_384
 
     init(index: Int, configuration: ProxyConfiguration, cell: SnapshotCell, health: EndpointHealthCell,
          log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
@@ -71,7 +75,7 @@ final class ProxyWorker {
         signal = try WorkerSignal()
         epoll = try Syscalls.epollCreate()
         do throws(SystemCallError) {
-            try Syscalls.epollControl(epoll, .add, signal.descriptor, events: CTurnoutLinux_EPOLLIN, token: Self.wakeToken)
+            try Syscalls.epollControl(epoll, .add, signal.wakeup.descriptor, events: CTurnoutLinux_EPOLLIN, token: Self.wakeToken)
             for (kind, addresses) in [(ListenerKind.outbound, configuration.outbound), (.inbound, configuration.inbound)] {
                 for address in addresses {
                     let fd = try Self.listen(on: address)
@@ -92,6 +96,7 @@ final class ProxyWorker {
         for relay in relays.values { finish(relay, reset: false) }
         for listener in listeners { close(listener.descriptor) }
         close(epoll)
+        scratch.deallocate()
     }
 
     /// A listening socket with `SO_REUSEPORT`, so every worker binds the same address and the
@@ -149,7 +154,7 @@ final class ProxyWorker {
 
     private func handle(token: UInt64, events: UInt32, now: ContinuousClock.Instant) {
         if token == Self.wakeToken {
-            Syscalls.drain(eventDescriptor: signal.descriptor)
+            signal.wakeup.drain()
             return
         }
         if token >= Self.listenerTokenBase {
@@ -427,12 +432,99 @@ final class ProxyWorker {
         }
     }
 
-    /// One direction: socket → pipe → socket until the source has nothing more or the
-    /// destination takes nothing more. Returns whether bytes moved and whether it broke. Makes
-    /// no system call for a side that is known not to be ready (see ``RelayDirection``).
+    /// One direction: source → destination until the source has nothing more or the
+    /// destination takes nothing more, then the end of stream passed on after the last byte.
+    /// Returns whether bytes moved and whether it broke. Makes no system call for a side that is
+    /// known not to be ready (see ``RelayDirection``).
     private func move(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
                       counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
+        var result = (moved: false, broken: false)
+        if !direction.splicing || !direction.pending.isEmpty {
+            result = copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream)
+        }
+        if direction.splicing && !result.broken {
+            let spliced = splice(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream)
+            result = (result.moved || spliced.moved, spliced.broken)
+        }
+        if result.broken { return result }
+        if direction.sourceDone && direction.isEmpty && !direction.shutdownSent {
+            // The end of stream goes on only after the last byte: the peer may answer only then.
+            guard (try? Syscalls.shutdownWrite(destination)) != nil else { return (result.moved, true) }
+            direction.shutdownSent = true
+        }
+        return result
+    }
+
+    /// Copy mode: `recv` into the scratch buffer, `send` on. A short read means the source is
+    /// drained (TCP copies all it has queued), so no read is made only to hear EAGAIN. A read
+    /// that fills the buffer switches the direction to splicing, after its bytes went on.
+    private func copy(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
+                      counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
         var moved = false
+        if !direction.pending.isEmpty {
+            guard direction.destinationWritable else { return (false, false) }
+            let taken: Int?
+            do {
+                taken = try direction.pending.withUnsafeBytes { bytes throws(SystemCallError) in try Syscalls.send(destination, bytes) }
+            } catch {
+                return (false, true)
+            }
+            guard let sent = taken else {
+                direction.destinationWritable = false
+                return (false, false)
+            }
+            counters?.moved(sent, toUpstream: toUpstream)
+            direction.pending.removeFirst(sent)
+            moved = sent > 0
+            guard direction.pending.isEmpty else {
+                direction.destinationWritable = false
+                return (moved, false)
+            }
+        }
+        while !direction.sourceDone && direction.sourceReadable && direction.destinationWritable && !direction.splicing {
+            let received: Int?
+            do throws(SystemCallError) {
+                received = try Syscalls.receive(source, into: scratch)
+            } catch {
+                return (moved, true)
+            }
+            guard let received else {
+                direction.sourceReadable = false
+                break
+            }
+            guard received > 0 else {
+                direction.sourceDone = true
+                break
+            }
+            let sent: Int
+            do throws(SystemCallError) {
+                sent = try Syscalls.send(destination, UnsafeRawBufferPointer(rebasing: scratch[0..<received])) ?? 0
+            } catch {
+                return (moved, true)
+            }
+            if sent > 0 {
+                counters?.moved(sent, toUpstream: toUpstream)
+                moved = true
+            }
+            if sent < received {
+                direction.pending = Array(scratch[sent..<received])
+                direction.destinationWritable = false
+            }
+            if received == scratch.count {
+                direction.splicing = true
+            } else {
+                direction.sourceReadable = false
+            }
+        }
+        return (moved, false)
+    }
+
+    /// Splice mode: socket → pipe → socket.
+    private func splice(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
+                        counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
+        var moved = false
+        // Bytes the copy mode could not send yet go first, in order.
+        guard direction.pending.isEmpty else { return (false, false) }
         var readable = !direction.sourceDone && direction.sourceReadable
         while (readable || direction.buffered > 0) && direction.destinationWritable {
             var progressed = false
@@ -478,11 +570,6 @@ final class ProxyWorker {
             pool.give(pipe, empty: true)
             direction.pipe = nil
         }
-        if direction.sourceDone && direction.buffered == 0 && !direction.shutdownSent {
-            // The end of stream goes on only after the last byte: the peer may answer only then.
-            guard (try? Syscalls.shutdownWrite(destination)) != nil else { return (moved, true) }
-            direction.shutdownSent = true
-        }
         return (moved, false)
     }
 
@@ -512,7 +599,14 @@ final class ProxyWorker {
     /// relay's counts.
     private func finish(_ relay: Relay, reset: Bool) {
         guard relays.removeValue(forKey: relay.id) != nil else { return }
+        // Counts first, sockets last: whoever sees the connection end (a client, a test) then
+        // sees counters and the circuit breaker that already account for it.
         counters.relays.wrappingSubtract(1, ordering: .relaxed)
+        if relay.counted {
+            relay.counters?.closed()
+            if let route = relay.route, let index = relay.endpoint, relay.snapshot === snapshot { pickers[route.id].closed(index) }
+        }
+        relay.load?.release()
         for direction in [relay.toUpstream, relay.toClient] {
             if let pipe = direction.pipe { pool.give(pipe, empty: direction.buffered == 0) }
         }
@@ -520,11 +614,6 @@ final class ProxyWorker {
             if reset { Syscalls.closeWithReset(relay.upstream) } else { close(relay.upstream) }
         }
         if reset { Syscalls.closeWithReset(relay.client) } else { close(relay.client) }
-        if relay.counted {
-            relay.counters?.closed()
-            if let route = relay.route, let index = relay.endpoint, relay.snapshot === snapshot { pickers[route.id].closed(index) }
-        }
-        relay.load?.release()
     }
 
     /// Balancers and counter references for the current snapshot's routes.
@@ -542,24 +631,21 @@ final class ProxyWorker {
     }
 }
 
-/// How another thread stops a worker: a flag and the eventfd that wakes its `epoll_wait`.
+/// How another thread stops a worker: a flag and the ``Wakeup`` in its epoll set.
 ///
-/// Shared by the worker and its ``TransparentProxy``; the eventfd is closed only when both are
-/// done with it, so a late `stop()` can never write to a descriptor number reused meanwhile.
+/// Shared by the worker and its ``TransparentProxy``.
 final class WorkerSignal: Sendable {
-    let descriptor: Int32
+    let wakeup: Wakeup
     private let stopping = Atomic(false)
 
     init() throws(SystemCallError) {
-        descriptor = try Syscalls.eventDescriptor()
+        wakeup = try Wakeup()
     }
-
-    deinit { close(descriptor) }
 
     var isStopping: Bool { stopping.load(ordering: .acquiring) }
 
     func stop() {
         stopping.store(true, ordering: .releasing)
-        Syscalls.signal(eventDescriptor: descriptor)
+        wakeup.signal()
     }
 }

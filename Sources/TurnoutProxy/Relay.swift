@@ -77,12 +77,22 @@ final class Relay {
     }
 }
 
-/// One direction of a relay: the pipe bytes wait in between reading one socket and writing the
-/// other, and how far the end of stream got.
+/// One direction of a relay: where bytes wait between reading one socket and writing the other,
+/// and how far the end of stream got.
+///
+/// A direction starts by copying (`recv` into the worker's scratch buffer, then `send`): for
+/// the small messages of request/response traffic that is cheaper than moving pages through a
+/// pipe, and a short read says the socket is drained, which saves the read that would only
+/// say EAGAIN. The first read that fills the scratch buffer shows a bulk stream: from then on
+/// the direction splices (socket → pipe → socket, no copy).
 struct RelayDirection {
-    /// Taken from the worker's pool while bytes are in flight; nil when idle.
+    /// Set once the direction moved to splicing; it never goes back.
+    var splicing = false
+    /// Copy mode: bytes received that the destination did not take yet (a full send buffer).
+    var pending: [UInt8] = []
+    /// Splice mode: taken from the worker's pool while bytes are in flight; nil when idle.
     var pipe: Pipe?
-    /// Bytes read into the pipe and not yet written out.
+    /// Splice mode: bytes read into the pipe and not yet written out.
     var buffered = 0
     /// The source sent its end of stream (FIN).
     var sourceDone = false
@@ -96,5 +106,8 @@ struct RelayDirection {
     /// block.
     var destinationWritable = true
 
-    var isFinished: Bool { sourceDone && buffered == 0 && shutdownSent }
+    /// Bytes read and not yet written, in either mode.
+    var isEmpty: Bool { buffered == 0 && pending.isEmpty }
+
+    var isFinished: Bool { sourceDone && isEmpty && shutdownSent }
 }

@@ -90,7 +90,4 @@ final class ServiceOutliers: Sendable {
             return Ejected(endpoints: endpoints, changes: changes, until: until)
         }
     }
-
-    /// Ejections so far, by the ejection's own count (for `/stats`).
-    var ejectionsTotal: UInt64 { state.withLock { $0.ejection.ejectionsTotal } }
 }

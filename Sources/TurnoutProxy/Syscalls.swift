@@ -151,7 +151,7 @@ enum Syscalls {
         guard shutdown(fd, Int32(SHUT_WR)) == 0 else { throw SystemCallError(call: "shutdown(SHUT_WR)", errno: errno) }
     }
 
-    // MARK: - Health checks
+    // MARK: - Health checks and wake-ups
 
     /// `poll(2)` over several descriptors: the count ready (their `revents` set), 0 once
     /// `deadline` passes with none ready.
@@ -162,16 +162,6 @@ enum Syscalls {
             if errno != EINTR { throw SystemCallError(call: "poll", errno: errno) }
         }
     }
-
-    /// `socketpair(2)` of non-blocking, close-on-exec Unix stream sockets: a byte sent on one
-    /// wakes a thread polling the other (Glibc's module does not export eventfd).
-    static func socketPair() throws(SystemCallError) -> (Int32, Int32) {
-        var fds: [Int32] = [-1, -1]
-        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        guard socketpair(AF_UNIX, type, 0, &fds) == 0 else { throw SystemCallError(call: "socketpair(AF_UNIX)", errno: errno) }
-        return (fds[0], fds[1])
-    }
-
 
     // MARK: - Data plane (workers)
 

@@ -17,7 +17,6 @@ public final class TransparentProxy: Sendable {
     private let checker: HealthChecker?
     private let workers: [(counters: WorkerCounters, signal: WorkerSignal)]
     private let threads: Mutex<[JoinableThread]>
-    private let reloadsRefused = Atomic<UInt64>(0)
     private let reloadLock = Mutex(())
 
     /// Starts the proxy with `table`. `log` receives the workers' rare log lines (descriptor
@@ -73,18 +72,12 @@ public final class TransparentProxy: Sendable {
         }
     }
 
-    /// Counts a table that was refused (invalid), for `/stats` and `/metrics`.
-    public func recordRefusedReload() {
-        reloadsRefused.wrappingAdd(1, ordering: .relaxed)
-    }
-
     /// Every worker's counters, summed now.
     public func statistics() -> ProxyStatistics {
         var statistics = ProxyStatistics()
         for worker in workers { worker.counters.add(to: &statistics) }
         statistics.workers = workers.count
         statistics.generation = cell.snapshot.generation
-        statistics.reloadsRefused = reloadsRefused.load(ordering: .relaxed)
         let snapshot = cell.snapshot
         let health = healthCell.snapshot
         let now = ContinuousClock.now

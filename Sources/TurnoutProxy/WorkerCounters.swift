@@ -120,7 +120,6 @@ public struct ProxyStatistics: Sendable, Hashable, Codable {
     public var workers = 0
     /// The table generation in use (1 for the first table, +1 per accepted reload).
     public var generation: UInt64 = 0
-    public var reloadsRefused: UInt64 = 0
     /// The health of every endpoint of the table in use, read at the scrape.
     public var endpoints: [UpstreamKey: EndpointStatus] = [:]
 

@@ -1,9 +1,13 @@
 import ArgumentParser
+import Foundation
+import Glibc
 import TurnoutControl
+import TurnoutModel
 import TurnoutNetlink
 import TurnoutRules
 
-/// `turnout apply`: makes the kernel's rules those of the table, in one atomic transaction.
+/// `turnout apply`: makes the kernel's rules those of the table, in one atomic transaction;
+/// with `--watch`, keeps them so while the table's source changes.
 struct ApplyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apply",
@@ -14,15 +18,25 @@ struct ApplyCommand: ParsableCommand {
           sudo turnout apply -f rules/canary.yaml --mode proxy   # TCP to the local proxy on :15001
           sudo turnout apply -f rules/canary.yaml --backend iptables
           sudo turnout apply -f rules/canary.yaml --format json  # the report as one JSON object
+          sudo turnout apply --watch --source file:/etc/turnout/table.yaml   # a daemon: follow the file
 
         Applying the same table again sends nothing. A changed table sends only the changed map
         elements and chains; if the installed rules are not what Turnout last wrote (edited by
         hand, or no record of the last apply), the whole table is replaced in one transaction.
         Invalid tables exit 2 and change nothing.
+
+        With --watch, apply runs until SIGTERM: the source is watched, bursts of changes are
+        applied 100 ms after the last one (at most 1 s after the first), and a source that
+        cannot be read or holds an invalid table changes nothing (logged; `turnout status`
+        shows it). Every table applied is kept in --last-good, which is applied first at the
+        next start. Stopping leaves the rules installed.
         """
     )
 
-    @OptionGroup var rules: RuleOptions
+    @Option(name: [.customShort("f"), .customLong("file")], help: "The table: a YAML/JSON file or a directory of them.")
+    var file: String?
+
+    @OptionGroup var dispatch: DispatchOptions
 
     @Option(help: "nft (netlink, the default) or iptables (iptables-restore).")
     var backend: Backend = .nft
@@ -30,17 +44,103 @@ struct ApplyCommand: ParsableCommand {
     @Option(help: "text or json.")
     var format: ReportFormat = .text
 
+    @Flag(help: "Keep running: apply every change of the source until SIGTERM.")
+    var watch = false
+
+    @Option(help: ArgumentHelp("With --watch, where the table lives: file:PATH (the default with -f), or etcd:http://HOST:PORT.", valueName: "url"))
+    var source: String?
+
+    @Option(name: .customLong("last-good"), help: ArgumentHelp("With --watch, the file that keeps the last table applied ('none': no file).", valueName: "path"))
+    var lastGood = "/var/lib/turnout/last-good.json"
+
+    @Option(name: .customLong("status-file"), help: ArgumentHelp("With --watch, where the daemon's state is written for `turnout status`.", valueName: "path"))
+    var statusFile = ReconcilerStatusFile.defaultPath
+
+    func validate() throws {
+        if watch {
+            guard (file == nil) != (source == nil) else { throw ValidationError("apply --watch needs -f FILE or --source URL (one of them)") }
+        } else {
+            guard file != nil else { throw ValidationError("apply needs -f FILE (or --watch --source URL)") }
+            guard source == nil else { throw ValidationError("--source needs --watch") }
+        }
+    }
+
     func run() throws {
-        let table = try TableFile.load(rules.file)
+        if watch { return try runWatching() }
+        let path = file!
+        let table = try TableFile.load(path)
         try KernelAccess.require(for: "apply")
         let clock = ContinuousClock()
         let start = clock.now
         let report = try KernelCommandFailed.wrapping("apply") {
             switch backend {
-            case .nft: try NftablesBackend().apply(table, options: rules.compilerOptions)
-            case .iptables: try IptablesBackend().apply(table, options: rules.compilerOptions)
+            case .nft: try NftablesBackend().apply(table, options: dispatch.compilerOptions)
+            case .iptables: try IptablesBackend().apply(table, options: dispatch.compilerOptions)
             }
         }
-        print(report.printed(format, elapsed: clock.now - start, source: rules.file), terminator: "")
+        print(report.printed(format, elapsed: clock.now - start, source: path), terminator: "")
+    }
+
+    private func runWatching() throws {
+        let location = source ?? "file:\(file!)"
+        let tableSource: any TableSource
+        do {
+            tableSource = try TableSourceURL.open(location)
+        } catch {
+            throw BadInput(message: "apply: --source \(error)")
+        }
+        try KernelAccess.require(for: "apply --watch")
+        let lastGoodPath = lastGood == "none" ? nil : lastGood
+        if let lastGoodPath { Self.makeParentDirectory(of: lastGoodPath) }
+        Self.makeParentDirectory(of: statusFile)
+
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGHUP, SIGTERM, SIGINT] { sigaddset(&signals, signal) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let log: @Sendable (String) -> Void = { line in printError("turnout apply: \(line)") }
+        let target = KernelRulesTarget(backend: backend == .nft ? .nft : .iptables, options: dispatch.compilerOptions)
+        let reconciler: Reconciler
+        do {
+            reconciler = try Reconciler(source: tableSource, targets: [target], lastGoodFile: lastGoodPath, log: log)
+            try reconciler.start()
+        } catch {
+            throw RuntimeFailure(message: "turnout apply: cannot start watching \(location): \(error)")
+        }
+        print("turnout apply: watching \(location) (mode \(dispatch.mode.rawValue), \(backend.rawValue)); last good table in \(lastGoodPath ?? "no file")")
+        fflush(nil)
+
+        // The status file follows the reconciler: rewritten when its state moved, checked every 250 ms.
+        var written: Reconciler.Status?
+        var timeout = timespec(tv_sec: 0, tv_nsec: 250_000_000)
+        while true {
+            let received = sigtimedwait(&signals, nil, &timeout)
+            let status = reconciler.status
+            if status != written {
+                do {
+                    try ReconcilerStatusFile.write(status, to: statusFile)
+                    written = status
+                } catch {
+                    log("status file \(statusFile) not written: \(error)")
+                    written = status
+                }
+            }
+            if received == SIGTERM || received == SIGINT {
+                log("signal \(received == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; the rules stay installed")
+                reconciler.stop()
+                try? ReconcilerStatusFile.write(reconciler.status, to: statusFile)
+                return
+            }
+            if received == SIGHUP {
+                log("SIGHUP: reading \(location) again")
+                tableSource.refresh()
+            }
+        }
+    }
+
+    private static func makeParentDirectory(of path: String) {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+        try? FileManager.default.createDirectory(atPath: String(path[..<slash]), withIntermediateDirectories: true)
     }
 }

@@ -35,14 +35,22 @@ struct ProxyCommand: ParsableCommand {
         --panic-threshold percent of a service's endpoints are available, health is ignored and
         all of them are tried.
 
-        The table is re-read on SIGHUP and when the file changes (checked twice a second); an
-        invalid table is refused with a log line and the one in use stays. Established
-        connections keep their endpoint. SIGTERM or SIGINT stops the proxy.
+        The table is watched (inotify on its directory, and a check every 2 s) and re-read on
+        SIGHUP; changes are applied 100 ms after the last one, at most 1 s after the first. An
+        invalid table, or a source that cannot be read, changes nothing: the table in use stays,
+        with a log line. Established connections keep their endpoint. SIGTERM or SIGINT stops
+        the proxy.
         """
     )
 
-    @Option(name: .shortAndLong, help: "The table: a YAML/JSON file or a directory of them.")
-    var file: String
+    @Option(name: .shortAndLong, help: "The table: a YAML/JSON file or a directory of them (the same as --source file:PATH).")
+    var file: String?
+
+    @Option(help: ArgumentHelp("Where the table lives and is watched: file:PATH, or etcd:http://HOST:PORT.", valueName: "url"))
+    var source: String?
+
+    @Option(name: .customLong("last-good"), help: ArgumentHelp("A file that keeps the last table installed, read at start before the source answers (default: none).", valueName: "path"))
+    var lastGood: String?
 
     @Option(help: ArgumentHelp("Outbound listen address (repeatable; default 0.0.0.0:15001 and [::]:15001).", valueName: "address"))
     var outbound: [String] = []
@@ -106,7 +114,22 @@ struct ProxyCommand: ParsableCommand {
 
     func run() throws {
         let configuration = try proxyConfiguration()
-        let table = try TableFile.load(file)
+        guard (file == nil) != (source == nil) else { throw BadInput(message: "proxy: give the table with -f FILE or --source URL (one of them)") }
+        let location = source ?? "file:\(file!)"
+        let tableSource: any TableSource
+        do {
+            tableSource = try TableSourceURL.open(location)
+        } catch {
+            throw BadInput(message: "proxy: --source \(error)")
+        }
+        // A file is read now, so a bad one exits 2 before anything binds. Another source starts
+        // from the last-good file, or from no service, until it answers.
+        let table: ServiceTable
+        if let path = (tableSource as? FileTableSource)?.path {
+            table = try TableFile.load(path)
+        } else {
+            table = try lastGood.flatMap { path throws(TableError) in try LastGoodTable.read(path) } ?? ServiceTable(services: [])
+        }
         let adminAddress: SocketAddress? = admin == "none" ? nil : try Self.address(admin, "--admin")
 
         // Signals are taken by sigtimedwait on this thread only: block them before any other
@@ -118,39 +141,36 @@ struct ProxyCommand: ParsableCommand {
 
         let log: @Sendable (String) -> Void = { line in printError("turnout proxy: \(line)") }
         let proxy: TransparentProxy
+        let reconciler: Reconciler
         let adminServer: ProxyAdmin?
         do {
             proxy = try TransparentProxy(configuration: configuration, table: table, log: log)
-            adminServer = try adminAddress.map { address throws(SystemCallError) in try ProxyAdmin(proxy: proxy, address: address, source: file) }
+            reconciler = try Reconciler(source: tableSource, targets: [ProxyReloadTarget(proxy)], lastGoodFile: lastGood, log: log)
+            adminServer = try adminAddress.map { address throws(SystemCallError) in
+                try ProxyAdmin(proxy: proxy, address: address, source: location) { reconciler.status }
+            }
+            try reconciler.start()
         } catch {
             throw RuntimeFailure(message: "turnout proxy: cannot start: \(error)")
         }
         print("turnout proxy: \(configuration.workers) workers; outbound \(configuration.outbound.map { "\($0)" }.joined(separator: ", "))"
               + "; inbound \(configuration.inbound.isEmpty ? "none" : configuration.inbound.map { "\($0)" }.joined(separator: ", "))"
-              + "; admin \(adminServer.map { "\($0.address)" } ?? "none"); table \(file): \(proxy.snapshot.routes.routes.count) routes (generation 1)")
+              + "; admin \(adminServer.map { "\($0.address)" } ?? "none"); table \(location): \(proxy.snapshot.routes.routes.count) routes (generation 1)")
         fflush(nil)  // all streams: a supervisor reading the pipe sees the start line now
 
-        var stamp = TableFileStamp(file)
-        var timeout = timespec(tv_sec: 0, tv_nsec: 500_000_000)
         while true {
-            let received = sigtimedwait(&signals, nil, &timeout)
+            let received = sigwaitinfo(&signals, nil)
             if received == SIGTERM || received == SIGINT {
                 log("signal \(received == SIGTERM ? "SIGTERM" : "SIGINT"): stopping")
                 adminServer?.markNotReady()
+                reconciler.stop()
                 proxy.stop()
                 adminServer?.stop()
                 return
             }
-            let current = TableFileStamp(file)
-            guard received == SIGHUP || current != stamp else { continue }
-            stamp = current
-            do {
-                let next = try TableFile.load(file)
-                let generation = proxy.reload(next)
-                log("\(received == SIGHUP ? "SIGHUP" : "table changed"): \(proxy.snapshot.routes.routes.count) routes, generation \(generation)")
-            } catch {
-                proxy.recordRefusedReload()
-                log("\(received == SIGHUP ? "SIGHUP" : "table changed"): refused, keeping generation \(proxy.snapshot.generation): \(error)")
+            if received == SIGHUP {
+                log("SIGHUP: reading \(location) again")
+                tableSource.refresh()
             }
         }
     }

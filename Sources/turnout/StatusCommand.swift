@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import TurnoutControl
 import TurnoutRules
 
@@ -12,6 +13,8 @@ struct StatusCommand: ParsableCommand {
           sudo turnout status
           sudo turnout status -f rules/canary.yaml     # '-' installed only, '+' missing
           sudo turnout status -f rules/canary.yaml --backend iptables
+
+        With a `turnout apply --watch` running, also its source, the revision installed and when.
         """
     )
 
@@ -27,6 +30,9 @@ struct StatusCommand: ParsableCommand {
     @Option(help: "nft or iptables.")
     var backend: Backend = .nft
 
+    @Option(name: .customLong("status-file"), help: ArgumentHelp("Where a running `apply --watch` leaves its state.", valueName: "path"))
+    var statusFile = ReconcilerStatusFile.defaultPath
+
     func run() throws {
         let table = try file.map(TableFile.load)
         try KernelAccess.require(for: "status")
@@ -38,6 +44,11 @@ struct StatusCommand: ParsableCommand {
             }
         }
         for line in status.summary { print(line) }
+        if let watching = try? ReconcilerStatusFile.read(statusFile) {
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            for line in ReconcilerStatusFile.summary(watching, now: Double(now.tv_sec) + Double(now.tv_nsec) / 1e9) { print(line) }
+        }
         if let drift = status.drift, let file {
             if drift.isEmpty {
                 print("in sync with \(file)")

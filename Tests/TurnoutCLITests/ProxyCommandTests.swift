@@ -42,13 +42,14 @@ struct ProxyCommandTests {
         document.value("turnout_upstream_connections_total", ["service": label, "endpoint": "127.0.0.1:\(port)"])
     }
 
-    @Test("ready → traffic counted per endpoint in /metrics; SIGHUP with an invalid table keeps the old one; SIGHUP with a valid one moves traffic; so does a changed file alone; SIGTERM exits 0")
+    @Test("ready → traffic counted per endpoint in /metrics; an invalid edit keeps the old table (counted); a valid one (atomic rename) moves traffic; an in-place rewrite too; SIGHUP re-reads; SIGTERM exits 0")
     func lifecycle() throws {
         try withProxyLab(upstreams: [8081, 8082, 8083].map { ProxyLab.Upstream(port: $0) }) { lab in
             let file = lab.stateDirectory + "/table.yaml"
             try Self.write(Self.table([8081, 8082]), to: file)
             let proxy = try Self.start(in: lab, table: file)
             defer { proxy.stop() }
+            let source = ["source": "file:\(file)"]
 
             let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
             try #require(ready, "not ready; stderr: \(proxy.standardError)")
@@ -63,36 +64,46 @@ struct ProxyCommandTests {
             }
             #expect(metrics.value("turnout_accepted_connections_total") == 40)
             #expect(metrics.value("turnout_workers") == 2)
-            #expect(metrics.value("turnout_table_generation") == 1)
-            #expect(metrics.value("turnout_table_reloads_refused_total") == 0)
+            #expect(metrics.value("turnout_table_generation") == 1, "the source's first read equals the table started with")
+            #expect(metrics.value("turnout_table_reloads_refused_total", source) == 0)
+            #expect(metrics.value("turnout_source_up", source) == 1)
 
-            // An invalid table: refused with a log line, the old one stays.
+            // An invalid edit, noticed without a signal: refused with a log line, the old table stays.
             try Self.write("services: [oops\n", to: file)
-            proxy.signal(SIGHUP)
-            #expect(proxy.waitForOutput("SIGHUP: refused, keeping generation 1", inStandardError: true, within: .seconds(10)),
+            #expect(proxy.waitForOutput("is not a valid table; keeping", inStandardError: true, within: .seconds(10)),
                     "stderr: \(proxy.standardError)")
             let afterRefusal = try lab.connections(10, to: Self.vip, port: 80)
             #expect(Set(afterRefusal.keys).isSubset(of: ["port 8081", "port 8082"]), "\(afterRefusal)")
             metrics = try Self.metrics(lab)
-            #expect(metrics.value("turnout_table_reloads_refused_total") == 1)
+            #expect(metrics.value("turnout_table_reloads_refused_total", source) == 1)
+            #expect(metrics.value("turnout_source_up", source) == 0)
             #expect(metrics.value("turnout_table_generation") == 1)
 
-            // A valid new table: generation 2, new connections go to its endpoint.
+            // A valid new table (written by rename, as editors do): generation 2, new connections go to its endpoint.
             try Self.write(Self.table([8083]), to: file)
-            proxy.signal(SIGHUP)
             #expect(proxy.waitForOutput("generation 2", inStandardError: true, within: .seconds(10)), "stderr: \(proxy.standardError)")
             #expect(try lab.connections(10, to: Self.vip, port: 80) == ["port 8083": 10])
             metrics = try Self.metrics(lab)
             #expect(metrics.value("turnout_table_generation") == 2)
-            #expect(metrics.value("turnout_table_reloads_refused_total") == 1)
+            #expect(metrics.value("turnout_table_reloads_refused_total", source) == 1)
+            #expect(metrics.value("turnout_source_up", source) == 1)
             #expect(Self.connections(metrics, 8083) == 10)
             #expect(metrics.value("turnout_accepted_connections_total") == 60)
 
-            // No signal: a changed file is noticed on its own (checked twice a second).
-            try Self.write(Self.table([8081]), to: file)
-            #expect(proxy.waitForOutput("table changed: 1 routes, generation 3", inStandardError: true, within: .seconds(10)),
+            // Rewritten in place (truncate and write, same inode): noticed when the writer closes it.
+            let handle = try #require(FileHandle(forWritingAtPath: file))
+            try handle.truncate(atOffset: 0)
+            try handle.write(contentsOf: Data(Self.table([8081]).utf8))
+            try handle.close()
+            #expect(proxy.waitForOutput("1 routes, generation 3", inStandardError: true, within: .seconds(10)),
                     "stderr: \(proxy.standardError)")
             #expect(try lab.connections(5, to: Self.vip, port: 80) == ["port 8081": 5])
+
+            // SIGHUP re-reads: the same table installs nothing new.
+            proxy.signal(SIGHUP)
+            #expect(proxy.waitForOutput("SIGHUP: reading file:\(file) again", inStandardError: true, within: .seconds(10)))
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(try Self.metrics(lab).value("turnout_table_generation") == 3)
 
             proxy.signal(SIGTERM)
             #expect(proxy.waitForExit(within: .seconds(10)) == 0, "stderr: \(proxy.standardError)")

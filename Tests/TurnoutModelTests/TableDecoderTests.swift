@@ -54,8 +54,8 @@ struct TableDecoderTests {
     @Test("several sources merge into one table, sorted by service name")
     func merge() throws {
         let table = try TableDecoder.decode([
-            TableSource(name: "b.yaml", text: "services:\n  - {name: z/z, addresses: [10.96.0.2], ports: [{port: 80}]}\n"),
-            TableSource(name: "a.yaml", text: "services:\n  - {name: a/a, addresses: [10.96.0.1], ports: [{port: 80}]}\n"),
+            TableText(name: "b.yaml", text: "services:\n  - {name: z/z, addresses: [10.96.0.2], ports: [{port: 80}]}\n"),
+            TableText(name: "a.yaml", text: "services:\n  - {name: a/a, addresses: [10.96.0.1], ports: [{port: 80}]}\n"),
         ])
         #expect(table.services.map(\.name.description) == ["a/a", "z/z"])
     }

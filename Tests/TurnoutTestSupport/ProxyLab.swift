@@ -1085,10 +1085,3 @@ public final class LabProcess: @unchecked Sendable {
     deinit { stop() }
 }
 
-/// A value behind a lock, shared by reference (a `Mutex` alone cannot be captured by closures).
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    var value: Value { mutex.withLock { $0 } }
-    func mutate(_ body: (inout Value) -> Void) { mutex.withLock { body(&$0) } }
-}

@@ -1,0 +1,176 @@
+import Glibc
+import Synchronization
+import TurnoutModel
+import TurnoutProxy
+
+/// A table file or directory as a live ``TableSource``: read at start, then again whenever
+/// inotify reports a change in its directory, delivered when its ``TableFileStamp`` moved.
+///
+/// Watches the directory, not the file: editors and `kubectl cp` replace a file by renaming
+/// another over it, and a Kubernetes ConfigMap volume swaps a symlinked directory, neither of
+/// which a watch on the file itself survives. Only events that end a write (`IN_CLOSE_WRITE`,
+/// `IN_MOVED_TO`, `IN_DELETE`, `IN_MOVED_FROM`, `IN_ATTRIB`) count, so a file is not read
+/// half-written by a writer that truncates and writes in place. Every ``recheckInterval`` the
+/// stamp is compared anyway, so a change inotify cannot see (a file on NFS, a watch the kernel
+/// dropped at `IN_Q_OVERFLOW`) is still found.
+///
+/// The corresponding C calls are `inotify_init1(2)`, `inotify_add_watch(2)`, `poll(2)` and
+/// `read(2)`.
+public final class FileTableSource: TableSource {
+    public static let recheckInterval: Duration = .seconds(2)
+
+    public let path: String
+    public var location: String { "file:\(path)" }
+    private let shared: Shared
+
+    /// What other threads ask of the watching thread, and the wake-up that tells it.
+    private final class Shared: Sendable {
+        struct Requests {
+            var thread: JoinableThread?
+            var stopping = false
+            /// Deliver the next read even when the stamp did not move.
+            var refreshing = false
+        }
+
+        let requests = Mutex(Requests())
+        let wakeup: Wakeup
+
+        init() throws(SystemCallError) {
+            wakeup = try Wakeup()
+        }
+    }
+
+    public init(path: String) throws(SystemCallError) {
+        self.path = path
+        shared = try Shared()
+    }
+
+    deinit { stop() }
+
+    public func start(_ deliver: @escaping @Sendable (TableSourceEvent) -> Void) throws(SystemCallError) {
+        let inotify = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard inotify >= 0 else { throw SystemCallError(call: "inotify_init1", errno: errno) }
+        let watched = Self.watchedDirectory(path)
+        let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)
+        // A directory that does not exist yet is not an error: the recheck finds the table once
+        // it appears (and the first read reports it unavailable meanwhile).
+        _ = inotify_add_watch(inotify, watched, mask)
+        let watcher = Watcher(path: path, inotify: inotify, shared: shared, deliver: deliver)
+        let thread = try JoinableThread(handingOver: watcher) { $0.run() }
+        shared.requests.withLock { $0.thread = thread }
+    }
+
+    public func refresh() {
+        shared.requests.withLock { $0.refreshing = true }
+        shared.wakeup.signal()
+    }
+
+    public func stop() {
+        let thread = shared.requests.withLock { requests in
+            defer { requests.thread = nil }
+            requests.stopping = true
+            return requests.thread
+        }
+        shared.wakeup.signal()
+        thread?.join()
+    }
+
+    /// The directory whose entries decide the table: the path itself for a directory, else the
+    /// file's directory.
+    static func watchedDirectory(_ path: String) -> String {
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { return path }
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    /// The watching thread's state.
+    private final class Watcher {
+        let path: String
+        let inotify: Int32
+        let shared: Shared
+        let deliver: @Sendable (TableSourceEvent) -> Void
+        /// The stamp of what was delivered last; nil before the first delivery or while the
+        /// table cannot be read.
+        var delivered: TableFileStamp?
+        var reportedUnavailable = false
+
+        init(path: String, inotify: Int32, shared: Shared, deliver: @escaping @Sendable (TableSourceEvent) -> Void) {
+            self.path = path
+            self.inotify = inotify
+            self.shared = shared
+            self.deliver = deliver
+        }
+
+        deinit { close(inotify) }
+
+        func run() {
+            var buffer = [UInt8](repeating: 0, count: 16_384)
+            while true {
+                let (stopping, refreshing) = shared.requests.withLock { requests in
+                    defer { requests.refreshing = false }
+                    return (requests.stopping, requests.refreshing)
+                }
+                if stopping { return }
+                if refreshing {
+                    delivered = nil
+                    reportedUnavailable = false
+                }
+                readIfChanged()
+                var entries = [pollfd(fd: inotify, events: Int16(POLLIN), revents: 0),
+                               pollfd(fd: shared.wakeup.descriptor, events: Int16(POLLIN), revents: 0)]
+                let deadline = ContinuousClock.now + FileTableSource.recheckInterval
+                let ready = entries.withUnsafeMutableBufferPointer { poll($0.baseAddress, 2, deadline.pollMilliseconds) }
+                if ready < 0 && errno != EINTR {
+                    // Only a kernel out of memory fails poll: wait the recheck out rather than spin.
+                    usleep(useconds_t(FileTableSource.recheckInterval / .microseconds(1)))
+                }
+                if entries[1].revents != 0 { shared.wakeup.drain() }
+                // The events themselves do not matter (the stamp decides); read them all so the
+                // next poll sleeps.
+                while buffer.withUnsafeMutableBytes({ read(inotify, $0.baseAddress, $0.count) }) > 0 {}
+            }
+        }
+
+        private func readIfChanged() {
+            guard let stamp = TableFileStamp(path) else {
+                delivered = nil
+                if !reportedUnavailable {
+                    reportedUnavailable = true
+                    let reason: String
+                    do throws(TableError) {
+                        _ = try TableFile.files(at: path)
+                        reason = "\(path) changed while being read"
+                    } catch {
+                        reason = "\(error)"
+                    }
+                    deliver(.unavailable(reason))
+                }
+                return
+            }
+            guard stamp != delivered else { return }
+            reportedUnavailable = false
+            delivered = stamp
+            let revision = Self.revision(of: path)
+            do throws(TableError) {
+                deliver(.table(try TableFile.load(path), revision: revision))
+            } catch {
+                deliver(.invalid(error, revision: revision))
+            }
+        }
+
+        /// The newest modification time of the table's files, as seconds since 1970.
+        static func revision(of path: String) -> String {
+            let names = (try? TableFile.files(at: path)) ?? [path]
+            var newest = timespec()
+            for name in names {
+                var info = stat()
+                if stat(name, &info) == 0, (info.st_mtim.tv_sec, info.st_mtim.tv_nsec) > (newest.tv_sec, newest.tv_nsec) {
+                    newest = info.st_mtim
+                }
+            }
+            let millis = Int(newest.tv_nsec / 1_000_000)
+            return "mtime \(newest.tv_sec).\(String(repeating: "0", count: 3 - "\(millis)".count))\(millis)"
+        }
+    }
+}
