@@ -9,8 +9,9 @@ import TurnoutProxy
 /// Watches the directory, not the file: editors and `kubectl cp` replace a file by renaming
 /// another over it, and a Kubernetes ConfigMap volume swaps a symlinked directory, neither of
 /// which a watch on the file itself survives. Only events that end a write (`IN_CLOSE_WRITE`,
-/// `IN_MOVED_TO`, `IN_DELETE`, `IN_MOVED_FROM`, `IN_ATTRIB`) count, so a file is not read
-/// half-written by a writer that truncates and writes in place. Every ``recheckInterval`` the
+/// `IN_MOVED_TO`, `IN_DELETE`, `IN_MOVED_FROM`, `IN_ATTRIB`) count, and a changed stamp must
+/// hold still for ``settleTime`` before the table is read, so a writer that truncates and writes
+/// in place is not read half-way. Every ``recheckInterval`` the
 /// stamp is compared anyway, so a change inotify cannot see (a file on NFS, a watch the kernel
 /// dropped at `IN_Q_OVERFLOW`) is still found.
 ///
@@ -18,6 +19,8 @@ import TurnoutProxy
 /// `read(2)`.
 public final class FileTableSource: TableSource {
     public static let recheckInterval: Duration = .seconds(2)
+    /// How long a changed stamp must hold still before the table is read.
+    public static let settleTime: Duration = .milliseconds(30)
 
     public let path: String
     public var location: String { "file:\(path)" }
@@ -148,15 +151,30 @@ public final class FileTableSource: TableSource {
                 }
                 return
             }
-            guard stamp != delivered else { return }
+            guard stamp != delivered, let settled = Self.settled(path, from: stamp) else { return }
             reportedUnavailable = false
-            delivered = stamp
+            delivered = settled
             let revision = Self.revision(of: path)
             do throws(TableError) {
                 deliver(.table(try TableFile.load(path), revision: revision))
             } catch {
                 deliver(.invalid(error, revision: revision))
             }
+        }
+
+        /// The stamp once it held still for ``settleTime`` (at most a second): a writer that
+        /// truncates and then writes in place is not read between the two. Nil when the table
+        /// went away meanwhile (the next round reports it).
+        static func settled(_ path: String, from stamp: TableFileStamp) -> TableFileStamp? {
+            var stamp = stamp
+            let deadline = ContinuousClock.now + .seconds(1)
+            while ContinuousClock.now < deadline {
+                usleep(useconds_t(FileTableSource.settleTime / .microseconds(1)))
+                guard let again = TableFileStamp(path) else { return nil }
+                if again == stamp { return stamp }
+                stamp = again
+            }
+            return stamp
         }
 
         /// The newest modification time of the table's files, as seconds since 1970.

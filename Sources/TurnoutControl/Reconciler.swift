@@ -59,6 +59,8 @@ public final class Reconciler: Sendable {
     private let log: @Sendable (String) -> Void
     private let wakeup: Wakeup
     private let shared: Mutex<Shared>
+    /// What the targets hold before the first install, when the caller installed it itself.
+    private let initial: ServiceTable?
 
     private struct Shared {
         var status: Status
@@ -67,9 +69,13 @@ public final class Reconciler: Sendable {
         var thread: JoinableThread?
     }
 
-    public init(source: any TableSource, targets: [any ReconcileTarget], lastGoodFile: String?,
+    /// `installed` is the table the targets already hold (a proxy started with it), so that the
+    /// source's first answer installs nothing when it is the same; nil when they hold nothing
+    /// the reconciler should trust.
+    public init(source: any TableSource, targets: [any ReconcileTarget], lastGoodFile: String?, installed: ServiceTable? = nil,
                 debounce: Debounce = .standard, log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
         self.source = source
+        initial = installed
         self.targets = targets
         self.lastGoodFile = lastGoodFile
         self.debounce = debounce
@@ -88,6 +94,10 @@ public final class Reconciler: Sendable {
     /// (the source will provide a table).
     public func start() throws(SystemCallError) {
         let state = State(debounce: debounce)
+        if let initial {
+            state.installed = initial
+            shared.withLock { $0.status.installedRevision = "startup" }
+        }
         if let path = lastGoodFile {
             do {
                 if let table = try LastGoodTable.read(path) {

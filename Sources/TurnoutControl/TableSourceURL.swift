@@ -1,10 +1,11 @@
 import TurnoutModel
 
-/// Makes a ``TableSource`` from the `--source` a user wrote (build copy without etcd).
+/// Makes a ``TableSource`` from the `--source` a user wrote: `file:PATH` (or a bare path) for
+/// a file or directory, `etcd:http://HOST:PORT` for etcd.
 public enum TableSourceURL {
     public static func open(_ text: String) throws -> any TableSource {
         if text.hasPrefix("etcd:") {
-            throw ValueError("\(text): the etcd source is not built yet (issue 6); use file:PATH")
+            return try EtcdTableSource(client: EtcdClient(url: String(text.dropFirst("etcd:".count))))
         }
         let path = text.hasPrefix("file:") ? String(text.dropFirst("file:".count)) : text
         guard !path.isEmpty else { throw ValueError("\(text): file:PATH needs a path") }

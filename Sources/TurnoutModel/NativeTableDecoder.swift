@@ -23,7 +23,7 @@ enum NativeTableDecoder {
         return (list.sequence(log: &log) ?? []).compactMap { decodeService($0, log: &log) }
     }
 
-    private static func decodeService(_ cursor: YAMLCursor, log: inout IssueLog) -> DecodedService? {
+    static func decodeService(_ cursor: YAMLCursor, log: inout IssueLog) -> DecodedService? {
         guard let fields = cursor.fields(allowed: serviceKeys, log: &log) else { return nil }
         let before = log.issues.count
 
@@ -117,7 +117,7 @@ enum NativeTableDecoder {
         return ServicePort(name: name, port: port, targetPort: target, transport: transport)
     }
 
-    private static func decodeEndpoint(_ cursor: YAMLCursor, log: inout IssueLog) -> Endpoint? {
+    static func decodeEndpoint(_ cursor: YAMLCursor, log: inout IssueLog) -> Endpoint? {
         guard let fields = cursor.fields(allowed: endpointKeys, log: &log) else { return nil }
         let before = log.issues.count
         let address: IPAddress?

@@ -145,7 +145,8 @@ struct ProxyCommand: ParsableCommand {
         let adminServer: ProxyAdmin?
         do {
             proxy = try TransparentProxy(configuration: configuration, table: table, log: log)
-            reconciler = try Reconciler(source: tableSource, targets: [ProxyReloadTarget(proxy)], lastGoodFile: lastGood, log: log)
+            reconciler = try Reconciler(source: tableSource, targets: [ProxyReloadTarget(proxy)], lastGoodFile: lastGood,
+                                        installed: table, log: log)
             adminServer = try adminAddress.map { address throws(SystemCallError) in
                 try ProxyAdmin(proxy: proxy, address: address, source: location) { reconciler.status }
             }

@@ -16,6 +16,6 @@ struct TurnoutCommand: ParsableCommand {
 
         Exit status: 0 ok, 1 runtime failure, 2 bad input (the table, a flag or an argument).
         """,
-        subcommands: [PlanCommand.self, TraceCommand.self, ApplyCommand.self, FlushCommand.self, StatusCommand.self, InitCommand.self, ProxyCommand.self]
+        subcommands: [PlanCommand.self, TraceCommand.self, ApplyCommand.self, FlushCommand.self, StatusCommand.self, InitCommand.self, ProxyCommand.self, PublishCommand.self]
     )
 }

@@ -65,15 +65,19 @@ struct ApplyWatchTests {
             #expect(daemon.waitForOutput("is not a valid table; keeping", inStandardError: true, within: .seconds(5)), "stderr: \(daemon.standardError)")
             Thread.sleep(forTimeInterval: 0.3)
             #expect(Self.picks(ns) == afterEdit)
-            var status = try ns.run(Repository.turnoutBinary, ["status", "--status-file", statusFile])
-            #expect(status.standardOutput.contains("source file:\(file): invalid"), "\(status.standardOutput)")
+            #expect(ProxyLab.eventually(within: .seconds(3)) {
+                (try? ns.run(Repository.turnoutBinary, ["status", "--status-file", statusFile]))?.standardOutput.contains("source file:\(file): invalid") == true
+            })
+            let status = try ns.run(Repository.turnoutBinary, ["status", "--status-file", statusFile])
             #expect(status.standardOutput.contains("1 invalid tables"), "\(status.standardOutput)")
 
             // Fixed: applied.
             try Self.canary(stable: 1, canary: 3).write(toFile: file, atomically: true, encoding: .utf8)
             #expect(ProxyLab.eventually(within: .seconds(5)) { Self.slots(ns) == (1, 3) }, "\(Self.picks(ns))")
-            status = try ns.run(Repository.turnoutBinary, ["status", "--status-file", statusFile])
-            #expect(status.standardOutput.contains("source file:\(file): up"), "\(status.standardOutput)")
+            // The daemon rewrites its status file within 250 ms of a change.
+            #expect(ProxyLab.eventually(within: .seconds(3)) {
+                (try? ns.run(Repository.turnoutBinary, ["status", "--status-file", statusFile]))?.standardOutput.contains("source file:\(file): up") == true
+            })
 
             // Stopped: the rules stay; the last good file is the last table.
             daemon.signal(SIGTERM)

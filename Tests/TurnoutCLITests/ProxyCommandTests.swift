@@ -66,7 +66,8 @@ struct ProxyCommandTests {
             #expect(metrics.value("turnout_workers") == 2)
             #expect(metrics.value("turnout_table_generation") == 1, "the source's first read equals the table started with")
             #expect(metrics.value("turnout_table_reloads_refused_total", source) == 0)
-            #expect(metrics.value("turnout_source_up", source) == 1)
+            #expect(ProxyLab.eventually(within: .seconds(5)) { (try? Self.metrics(lab).value("turnout_source_up", source)) == 1 })
+            #expect(try Self.metrics(lab).value("turnout_table_generation") == 1, "the source's first read equals the table started with")
 
             // An invalid edit, noticed without a signal: refused with a log line, the old table stays.
             try Self.write("services: [oops\n", to: file)

@@ -175,6 +175,20 @@ struct ReconcilerTests {
         #expect(restarted.tables.count == 1)
     }
 
+    @Test("started with the table the targets already hold → the source's equal first answer installs nothing; a different one does")
+    func alreadyInstalled() throws {
+        let source = ScriptedSource(), target = RecordingTarget()
+        let reconciler = try Reconciler(source: source, targets: [target], lastGoodFile: nil, installed: try Self.table(weight: 1)) { _ in }
+        try reconciler.start()
+        defer { reconciler.stop() }
+        #expect(reconciler.status.installedRevision == "startup")
+        source.send(.table(try Self.table(weight: 1), revision: "1"))
+        #expect(ProxyLab.eventually(within: .seconds(3)) { reconciler.status.unchanged == 1 })
+        #expect(target.tables.isEmpty)
+        source.send(.table(try Self.table(weight: 2), revision: "2"))
+        #expect(ProxyLab.eventually(within: .seconds(3)) { target.tables == [try! Self.table(weight: 2)] })
+    }
+
     @Test("debounce: quiet 100 ms, at most 1 s after the first change", arguments: [
         ([0], 100), ([0, 50], 150), ([0, 50, 120], 220), (Array(stride(from: 0, through: 990, by: 90)), 1_000),
     ] as [([Int], Int)])

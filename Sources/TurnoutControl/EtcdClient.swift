@@ -1,0 +1,231 @@
+import Foundation
+import TurnoutModel
+
+/// A client for etcd's v3 JSON gateway (etcd 3.4: `POST /v3/kv/range`, `/v3/kv/put`,
+/// `/v3/kv/deleterange`, `/v3/kv/txn`, and `/v3/watch` through ``EtcdWatch``), written over
+/// ``HTTPExchange`` so Turnout needs no gRPC stack.
+///
+/// Keys are text (Turnout's keys are); values are bytes. Every request runs on a connection of
+/// its own and must finish within ``requestTimeout`` (connecting at most
+/// ``HTTPExchange/connectTimeout`` of it), and is abandoned at once when the optional
+/// `interrupt` descriptor becomes readable. Calls block the calling thread. Only `http://`
+/// with an IP address or `localhost` is supported: no TLS, no name resolution. A value;
+/// `Sendable`, usable from any thread. Errors are ``EtcdError``.
+public struct EtcdClient: Sendable {
+    /// The server's address.
+    public let server: SocketAddress
+    /// The URL as given, for messages.
+    public let url: String
+    /// How long one request may take, from connect to the last byte of its response.
+    public var requestTimeout: Duration = .seconds(5)
+    /// Made readable to abandon a request in flight (a ``Wakeup``'s descriptor); nil for none.
+    public var interrupt: Int32?
+
+    /// Parses `http://HOST:PORT` (HOST an IPv4 address, `[IPv6]` or `localhost`; PORT 2379 when
+    /// absent; a trailing `/` allowed). Throws a message naming what is wrong.
+    public init(url: String) throws(ValueError) {
+        guard url.hasPrefix("http://") else {
+            throw ValueError("\(url): etcd's address must be http://HOST:PORT (https is not supported)")
+        }
+        var authority = url.dropFirst("http://".count)
+        if authority.hasSuffix("/") { authority = authority.dropLast() }
+        guard !authority.contains("/"), !authority.isEmpty else {
+            throw ValueError("\(url): etcd's address must be http://HOST:PORT, without a path")
+        }
+        var hostPort = String(authority)
+        if hostPort == "localhost" || hostPort.hasPrefix("localhost:") { hostPort = "127.0.0.1" + hostPort.dropFirst("localhost".count) }
+        // An IPv6 address without brackets has colons of its own, so it reads as having a port
+        // and fails to parse: the message asks for brackets.
+        let hasPort = hostPort.hasPrefix("[") ? hostPort.contains("]:") : hostPort.contains(":")
+        guard let server = SocketAddress(hasPort ? hostPort : hostPort + ":2379") else {
+            throw ValueError("\(url): etcd's host must be an IP address ([IPv6]) or localhost, with an optional port (http://127.0.0.1:2379)")
+        }
+        self.server = server
+        self.url = url
+    }
+
+    /// A key/value pair as etcd holds it.
+    public struct KeyValue: Sendable, Hashable {
+        public var key: String
+        public var value: [UInt8]
+        public var createRevision: Int64
+        /// The revision of its last change.
+        public var modRevision: Int64
+
+        public init(key: String, value: [UInt8], createRevision: Int64, modRevision: Int64) {
+            self.key = key
+            self.value = value
+            self.createRevision = createRevision
+            self.modRevision = modRevision
+        }
+    }
+
+    /// A range's answer.
+    public struct RangeResult: Sendable {
+        /// The store's revision the range was read at.
+        public var revision: Int64
+        /// The pairs, sorted by key unless another order was asked for; without values when
+        /// asked for keys only.
+        public var keyValues: [KeyValue]
+        /// How many keys are in the range (more than `keyValues.count` under a limit).
+        public var count: Int64
+    }
+
+    /// One operation of a transaction.
+    public enum Operation: Sendable, Hashable {
+        case put(key: String, value: [UInt8])
+        case delete(key: String)
+    }
+
+    /// What a transaction did.
+    public struct TransactionResult: Sendable {
+        /// False when its guard failed, and nothing was written.
+        public var succeeded: Bool
+        /// The store's revision after it (unchanged when nothing was written).
+        public var revision: Int64
+    }
+
+    /// The first key after every key that starts with `prefix`: the `range_end` of a prefix
+    /// range (its last byte plus one).
+    public static func prefixEnd(_ prefix: String) -> [UInt8] {
+        var bytes = Array(prefix.utf8)
+        while let last = bytes.popLast() {
+            if last < 0xFF { return bytes + [last + 1] }
+        }
+        return [0] // every byte 0xFF (or empty): "to the end of the keyspace"
+    }
+
+    /// Every key starting with `prefix`, at `revision` (nil: the latest).
+    ///
+    /// `keysOnly` leaves the values out; `limit` (0: none) with `newestFirst` sorts by
+    /// modification revision, newest first, before limiting, so `limit: 1` answers "the newest
+    /// change" and `count` "how many keys" in one cheap request.
+    public func range(prefix: String, revision: Int64? = nil, keysOnly: Bool = false, limit: Int = 0,
+                      newestFirst: Bool = false) throws(EtcdError) -> RangeResult {
+        var fields = ["\"key\":\(Self.base64(prefix))", "\"range_end\":\(Self.base64(Self.prefixEnd(prefix)))"]
+        if let revision { fields.append("\"revision\":\"\(revision)\"") }
+        if keysOnly { fields.append("\"keys_only\":true") }
+        if limit > 0 { fields.append("\"limit\":\"\(limit)\"") }
+        if newestFirst { fields += ["\"sort_order\":\"DESCEND\"", "\"sort_target\":\"MOD\""] }
+        let (request, body) = try post("/v3/kv/range", fields)
+        let answer: EtcdGatewayJSON.RangeResponse = try Self.decode(body, request: request)
+        var keyValues: [KeyValue] = []
+        for pair in answer.kvs ?? [] {
+            keyValues.append(try Self.keyValue(pair, request: request))
+        }
+        return RangeResult(revision: answer.header?.revision?.value ?? 0, keyValues: keyValues,
+                           count: answer.count?.value ?? 0)
+    }
+
+    /// Sets `key` to `value`; the store's revision after it.
+    @discardableResult
+    public func put(_ key: String, _ value: [UInt8]) throws(EtcdError) -> Int64 {
+        let (request, body) = try post("/v3/kv/put", ["\"key\":\(Self.base64(key))", "\"value\":\(Self.base64(value))"])
+        let answer: EtcdGatewayJSON.WriteResponse = try Self.decode(body, request: request)
+        return answer.header?.revision?.value ?? 0
+    }
+
+    /// Deletes `key`; how many keys went (0 or 1).
+    @discardableResult
+    public func delete(_ key: String) throws(EtcdError) -> Int64 {
+        let (request, body) = try post("/v3/kv/deleterange", ["\"key\":\(Self.base64(key))"])
+        let answer: EtcdGatewayJSON.WriteResponse = try Self.decode(body, request: request)
+        return answer.deleted?.value ?? 0
+    }
+
+    /// Runs `operations` as one transaction: all of them or none. With `unchangedSince`, only
+    /// if no key under `prefix` was created or modified after that revision (a deleted key is
+    /// not seen by this guard); otherwise it reports `succeeded: false` and writes nothing.
+    /// etcd refuses more than its `--max-txn-ops` operations (128 by default).
+    public func transaction(_ operations: [Operation], prefix: String? = nil, unchangedSince revision: Int64? = nil) throws(EtcdError) -> TransactionResult {
+        var fields: [String] = []
+        if let prefix, let revision {
+            fields.append("\"compare\":[{\"key\":\(Self.base64(prefix)),\"range_end\":\(Self.base64(Self.prefixEnd(prefix))),"
+                          + "\"target\":\"MOD\",\"result\":\"LESS\",\"mod_revision\":\"\(revision + 1)\"}]")
+        }
+        let requests = operations.map { operation in
+            switch operation {
+            case .put(let key, let value):
+                "{\"request_put\":{\"key\":\(Self.base64(key)),\"value\":\(Self.base64(value))}}"
+            case .delete(let key):
+                "{\"request_delete_range\":{\"key\":\(Self.base64(key))}}"
+            }
+        }
+        fields.append("\"success\":[\(requests.joined(separator: ","))]")
+        let (request, body) = try post("/v3/kv/txn", fields)
+        let answer: EtcdGatewayJSON.TxnResponse = try Self.decode(body, request: request)
+        return TransactionResult(succeeded: answer.succeeded ?? false, revision: answer.header?.revision?.value ?? 0)
+    }
+
+    /// Starts a watch on every key under `prefix` from `startRevision` (see ``EtcdWatch``).
+    public func watch(prefix: String, from startRevision: Int64, progressNotify: Bool = true) throws(EtcdError) -> EtcdWatch {
+        var fields = ["\"key\":\(Self.base64(prefix))", "\"range_end\":\(Self.base64(Self.prefixEnd(prefix)))",
+                      "\"start_revision\":\"\(startRevision)\""]
+        if progressNotify { fields.append("\"progress_notify\":true") }
+        let body = Array("{\"create_request\":{\(fields.joined(separator: ","))}}".utf8)
+        let exchange = try open("/v3/watch", body: body)
+        guard exchange.head.status == 200 else {
+            throw Self.refusal(exchange, body: (try? exchange.readBody(until: .now + requestTimeout)) ?? [])
+        }
+        return EtcdWatch(exchange: exchange)
+    }
+
+    // MARK: Plumbing
+
+    /// Sends `{fields}` to `path`; the request's name and the body of a 200 answer.
+    private func post(_ path: String, _ fields: [String]) throws(EtcdError) -> (String, [UInt8]) {
+        let deadline = ContinuousClock.now + requestTimeout
+        let exchange = try open(path, body: Array("{\(fields.joined(separator: ","))}".utf8), until: deadline)
+        let body: [UInt8]
+        do {
+            body = try exchange.readBody(until: deadline)
+        } catch {
+            throw .unreachable(error)
+        }
+        guard exchange.head.status == 200 else { throw Self.refusal(exchange, body: body) }
+        return (exchange.request, body)
+    }
+
+    private func open(_ path: String, body: [UInt8], until deadline: ContinuousClock.Instant? = nil) throws(EtcdError) -> HTTPExchange {
+        do {
+            return try HTTPExchange(server: server, method: "POST", path: path, body: body,
+                                    until: deadline ?? .now + requestTimeout, interrupt: interrupt)
+        } catch {
+            throw .unreachable(error)
+        }
+    }
+
+    /// An answer other than 200, with etcd's message when its body has one.
+    static func refusal(_ exchange: HTTPExchange, body: [UInt8]) -> EtcdError {
+        if let error = try? EtcdGatewayJSON.decoder.decode(EtcdGatewayJSON.ErrorBody.self, from: Data(body)),
+           let message = error.message ?? error.error?.message {
+            return .refused(request: exchange.request, status: exchange.head.status, message: message, code: error.code)
+        }
+        let text = String(decoding: body.prefix(200), as: UTF8.self).trimmingSpaces
+        return .refused(request: exchange.request, status: exchange.head.status,
+                        message: text.isEmpty ? exchange.head.reason : text, code: nil)
+    }
+
+    static func decode<Answer: Decodable>(_ body: [UInt8], request: String) throws(EtcdError) -> Answer {
+        do {
+            return try EtcdGatewayJSON.decoder.decode(Answer.self, from: Data(body))
+        } catch {
+            throw .badResponse(request: request, what: "\(error) in '\(String(decoding: body.prefix(200), as: UTF8.self))'")
+        }
+    }
+
+    static func keyValue(_ pair: EtcdGatewayJSON.KeyValue, request: String) throws(EtcdError) -> KeyValue {
+        guard let key = pair.key.flatMap({ Data(base64Encoded: $0) }) else {
+            throw .badResponse(request: request, what: "a key that is not base64")
+        }
+        guard let value = Data(base64Encoded: pair.value ?? "") else {
+            throw .badResponse(request: request, what: "the value of \(String(decoding: key, as: UTF8.self)) is not base64")
+        }
+        return KeyValue(key: String(decoding: key, as: UTF8.self), value: Array(value),
+                        createRevision: pair.createRevision?.value ?? 0, modRevision: pair.modRevision?.value ?? 0)
+    }
+
+    static func base64(_ text: String) -> String { base64(Array(text.utf8)) }
+
+    static func base64(_ bytes: [UInt8]) -> String { "\"\(Data(bytes).base64EncodedString())\"" }
+}

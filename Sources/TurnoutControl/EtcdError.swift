@@ -1,0 +1,29 @@
+/// Why a request to etcd failed, naming the server, the call and etcd's own words.
+///
+/// `description` is the message for people and logs, e.g.
+/// `etcd POST http://127.0.0.1:2379/v3/kv/txn: HTTP 400: etcdserver: too many operations in txn request (code 3)`.
+public enum EtcdError: Error, Sendable, CustomStringConvertible {
+    /// etcd could not be reached or the exchange broke (refused, reset, timed out, interrupted).
+    case unreachable(HTTPError)
+    /// etcd answered with an error: the HTTP status, etcd's message and its gRPC code.
+    case refused(request: String, status: Int, message: String, code: Int?)
+    /// etcd answered something this client cannot read.
+    case badResponse(request: String, what: String)
+
+    public var description: String {
+        switch self {
+        case .unreachable(let error):
+            "etcd \(error)"
+        case .refused(let request, let status, let message, let code):
+            "etcd \(request): HTTP \(status): \(message)\(code.map { " (code \($0))" } ?? "")"
+        case .badResponse(let request, let what):
+            "etcd \(request): unexpected answer: \(what)"
+        }
+    }
+
+    /// True when the caller's interrupt ended the request (a source stopping), not etcd.
+    public var isInterrupted: Bool {
+        if case .unreachable(let error) = self, error.kind == .interrupted { return true }
+        return false
+    }
+}

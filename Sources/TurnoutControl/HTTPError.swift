@@ -1,0 +1,46 @@
+import TurnoutModel
+
+/// Why an HTTP exchange (``HTTPExchange``) failed: the request it was (`POST
+/// http://127.0.0.1:2379/v3/kv/range`) and what went wrong, so the message alone names the
+/// server, the path and the failure.
+///
+/// A status the server answered with is not an error here: the caller decides what a status
+/// means (etcd's gateway answers 400 with a JSON error body).
+public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What went wrong.
+    public enum Kind: Error, Sendable, Hashable {
+        /// The connection could not be made (ECONNREFUSED: nothing listens there).
+        case connect(SystemCallError)
+        /// Sending or receiving failed on an open connection (ECONNRESET, EPIPE).
+        case transfer(SystemCallError)
+        /// The deadline passed: while connecting, sending the request, or waiting for the
+        /// response (`phase`).
+        case timedOut(phase: String)
+        /// The server closed the connection before the response was complete.
+        case closedEarly
+        /// What came back is not HTTP/1.1 as this client reads it.
+        case malformed(String)
+        /// The caller's interrupt descriptor became readable (a source being stopped).
+        case interrupted
+    }
+
+    /// The request, as `METHOD http://host:port/path`.
+    public var request: String
+    public var kind: Kind
+
+    public init(request: String, kind: Kind) {
+        self.request = request
+        self.kind = kind
+    }
+
+    public var description: String {
+        switch kind {
+        case .connect(let error): "\(request): cannot connect: \(error)"
+        case .transfer(let error): "\(request): \(error)"
+        case .timedOut(let phase): "\(request): timed out \(phase)"
+        case .closedEarly: "\(request): the server closed the connection before the response was complete"
+        case .malformed(let what): "\(request): not a valid HTTP response: \(what)"
+        case .interrupted: "\(request): interrupted"
+        }
+    }
+}

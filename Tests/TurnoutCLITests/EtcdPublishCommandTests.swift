@@ -1,0 +1,105 @@
+import Foundation
+import Testing
+import TurnoutTestSupport
+
+/// `turnout publish` run as a user runs it, against a real etcd (``EtcdLab``); what etcd holds is
+/// read back by the lab (python3 on the gateway), not by Turnout's own client.
+@Suite("etcd publish: the turnout binary writing tables into etcd",
+       .serialized, .enabled(if: EtcdLab.isEnabled, Comment(rawValue: EtcdLab.skipReason)))
+struct EtcdPublishCommandTests {
+    static let canaryKeys = [
+        "/turnout/v1/services/shop/checkout":
+            #"{"name":"shop/checkout","addresses":["10.96.0.20"],"ports":[{"name":"http","port":80,"targetPort":8080,"protocol":"tcp"}]}"#,
+        "/turnout/v1/endpoints/shop/checkout/10.1.0.5": #"{"address":"10.1.0.5","weight":90,"zone":"a"}"#,
+        "/turnout/v1/endpoints/shop/checkout/10.1.0.6-8081": #"{"address":"10.1.0.6","weight":10,"port":8081,"zone":"b"}"#,
+    ]
+
+    /// A table file with one service of `endpoints` endpoints, in a fresh directory.
+    static func withLargeTable(endpoints: Int, _ body: (String) throws -> Void) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-publish-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("large.yaml").path
+        let list = (0..<endpoints).map { "      - {address: 10.3.\($0 / 250).\($0 % 250 + 1)}\n" }.joined()
+        try "services:\n  - name: load/large\n    addresses: [10.96.9.1]\n    ports: [{port: 80}]\n    endpoints:\n\(list)"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        try body(file)
+    }
+
+    @Test("publish → the keys; the same table again → nothing written; another table → one transaction that puts and deletes")
+    func publish() throws {
+        try withEtcdLab { lab in
+            let first = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", lab.url)
+            #expect(first.status == 0, "\(first.standardError)")
+            #expect(first.standardOutput.split(separator: "\n").filter { $0.hasPrefix("put ") }.count == 3, "\(first.standardOutput)")
+            let written = try lab.contents()
+            #expect(written.values == Self.canaryKeys)
+            #expect(first.standardOutput.contains("3 put, 0 deleted, 0 unchanged; revision \(written.revision)"), "\(first.standardOutput)")
+
+            let again = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", lab.url)
+            #expect(again.status == 0, "\(again.standardError)")
+            #expect(again.standardOutput.contains("3 keys unchanged, nothing written"), "\(again.standardOutput)")
+            #expect(try lab.contents().revision == written.revision, "nothing was written")
+
+            let other = try turnout("publish", "-f", "rules/dual-stack.yaml", "--etcd", lab.url)
+            #expect(other.status == 0, "\(other.standardError)")
+            let replaced = try lab.contents()
+            #expect(replaced.revision == written.revision + 1, "one transaction")
+            #expect(Set(replaced.values.keys) == [
+                "/turnout/v1/services/infra/dns-web", "/turnout/v1/endpoints/infra/dns-web/10.1.0.21",
+                "/turnout/v1/endpoints/infra/dns-web/10.1.0.22-dns=5353", "/turnout/v1/endpoints/infra/dns-web/fd00:1::21",
+                "/turnout/v1/endpoints/infra/dns-web/fd00:1::22",
+            ])
+            #expect(other.standardOutput.contains("5 put, 3 deleted, 0 unchanged"), "\(other.standardOutput)")
+        }
+    }
+
+    @Test("a bad table → exit 2 naming file:line and field, nothing written; etcd down → exit 1 naming the URL")
+    func failures() throws {
+        try withEtcdLab { lab in
+            _ = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", lab.url)
+            let before = try lab.contents()
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-publish-\(UUID().uuidString).yaml").path
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            try "services:\n  - {name: shop/x, addresses: [10.96.0.30], ports: [{port: 80}], endpoints: [{address: 10.1.0.9, weight: -5}]}\n"
+                .write(toFile: file, atomically: true, encoding: .utf8)
+            let bad = try turnout("publish", "-f", file, "--etcd", lab.url)
+            #expect(bad.status == 2, "\(bad.standardError)")
+            #expect(bad.standardError.contains("\(file):2:") && bad.standardError.contains("endpoints[0].weight"), "\(bad.standardError)")
+            #expect(bad.standardOutput.isEmpty)
+            #expect(try lab.contents() == before)
+
+            lab.stop()
+            let down = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", lab.url)
+            #expect(down.status == 1)
+            #expect(down.standardError.contains("\(lab.url)/v3/kv/range: cannot connect"), "\(down.standardError)")
+
+            let badURL = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", "https://127.0.0.1:2379")
+            #expect(badURL.status == 2, "\(badURL.standardError)")
+        }
+    }
+
+    @Test("201 operations: over --max-txn-ops 128 → exit 1 before writing; etcd allowing 1000 and --max-txn-ops 1000 → one transaction; etcd refusing → exit 1 with etcd's words")
+    func transactionLimit() throws {
+        try Self.withLargeTable(endpoints: 200) { file in
+            try withEtcdLab(maximumTransactionOperations: 1_000) { lab in
+                let refused = try turnout("publish", "-f", file, "--etcd", lab.url)
+                #expect(refused.status == 1)
+                #expect(refused.standardError.contains("needs 201 operations in one etcd transaction, more than 128"), "\(refused.standardError)")
+                #expect(try lab.contents().values.isEmpty)
+
+                let before = try lab.contents().revision
+                let published = try turnout("publish", "-f", file, "--etcd", lab.url, "--max-txn-ops", "1000")
+                #expect(published.status == 0, "\(published.standardError)")
+                let after = try lab.contents()
+                #expect(after.values.count == 201 && after.revision == before + 1)
+            }
+            try withEtcdLab { lab in
+                let refused = try turnout("publish", "-f", file, "--etcd", lab.url, "--max-txn-ops", "1000")
+                #expect(refused.status == 1)
+                #expect(refused.standardError.contains("too many operations in txn request"), "\(refused.standardError)")
+                #expect(try lab.contents().values.isEmpty)
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import Synchronization
+
+/// A throwaway etcd for tests: `/usr/bin/etcd` (Debian's etcd-server) as a single member on
+/// free loopback ports with a temporary data directory.
+///
+/// `start()` returns once etcd serves clients; ``stop()`` ends the process (SIGTERM, SIGKILL
+/// after 5 s) and keeps the data, so ``restart()`` brings the same member back on the same
+/// ports (an outage); ``pause()`` and ``resume()`` freeze it (SIGSTOP/SIGCONT) with its sockets
+/// open; ``compact(to:)`` drops history. ``destroy()`` stops it and removes the
+/// data directory; prefer `withEtcdLab { lab in … }`, which always does. Only the process
+/// started here is ever signalled, by its pid.
+///
+/// Tests that need it are gated like kernel tests:
+/// `.enabled(if: EtcdLab.isEnabled, Comment(rawValue: EtcdLab.skipReason))`: they skip when
+/// etcd is not installed, and fail (cannot start) when `TURNOUT_REQUIRE_NETNS=1`.
+public final class EtcdLab: Sendable {
+    public static let executable = "/usr/bin/etcd"
+
+    public static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: executable) }
+
+    /// Whether etcd tests run: etcd is installed, or they are required (and then fail without it).
+    public static var isEnabled: Bool { isInstalled || KernelLab.isRequired }
+
+    public static var skipReason: String {
+        "etcd test: \(executable) is not installed (scripts/bootstrap installs etcd-server; "
+            + "\(KernelLab.requireVariable)=1 makes these tests fail instead of skipping)"
+    }
+
+    public let clientPort: UInt16
+    public let peerPort: UInt16
+    public let dataDirectory: String
+    /// etcd's `--max-txn-ops`.
+    public let maximumTransactionOperations: Int
+    private let process = Mutex<LabProcess?>(nil)
+    /// Every run's stderr, for failure messages.
+    private let logs = Locked<[String]>([])
+
+    /// The client URL, `http://127.0.0.1:PORT`.
+    public var url: String { "http://127.0.0.1:\(clientPort)" }
+
+    private init(clientPort: UInt16, peerPort: UInt16, dataDirectory: String, maximumTransactionOperations: Int) {
+        self.clientPort = clientPort
+        self.peerPort = peerPort
+        self.dataDirectory = dataDirectory
+        self.maximumTransactionOperations = maximumTransactionOperations
+    }
+
+    /// Starts a new member; `maximumTransactionOperations` is etcd's `--max-txn-ops` (etcd's own
+    /// default is 128).
+    public static func start(maximumTransactionOperations: Int = 128) throws -> EtcdLab {
+        guard isInstalled else { throw ServiceLabError("\(executable) is not installed (scripts/bootstrap installs etcd-server)") }
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("turnout-etcdlab-\(getpid())-\(UUID().uuidString)").path
+        let lab = EtcdLab(clientPort: try freePort(), peerPort: try freePort(), dataDirectory: directory,
+                          maximumTransactionOperations: maximumTransactionOperations)
+        do {
+            try lab.restart()
+        } catch {
+            lab.destroy()
+            throw error
+        }
+        return lab
+    }
+
+    /// Starts the member again on the same ports and data (after ``stop()``); returns once it
+    /// serves clients (within 20 s).
+    public func restart() throws {
+        let child = try LabProcess(Self.executable, [
+            "--name", "lab", "--data-dir", dataDirectory,
+            "--listen-client-urls", url, "--advertise-client-urls", url,
+            "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-cluster", "lab=http://127.0.0.1:\(peerPort)",
+            "--max-txn-ops", "\(maximumTransactionOperations)",
+            // A single member has no one to wait for: elect at once.
+            "--heartbeat-interval", "50", "--election-timeout", "500",
+        ])
+        process.withLock { $0 = child }
+        guard child.waitForOutput("ready to serve client requests", inStandardError: true, within: .seconds(20)) else {
+            child.stop()
+            logs.mutate { $0.append(child.standardError) }
+            throw ServiceLabError("etcd did not start on \(url): \(child.standardError.suffix(2_000))")
+        }
+    }
+
+    /// Ends the process (SIGTERM, then SIGKILL after 5 s); the data stays for ``restart()``.
+    public func stop() {
+        let child = process.withLock { process in
+            defer { process = nil }
+            return process
+        }
+        guard let child else { return }
+        child.signal(SIGCONT) // a paused etcd cannot handle SIGTERM
+        child.stop()
+        logs.mutate { $0.append(child.standardError) }
+    }
+
+    /// Freezes the process (SIGSTOP): its sockets stay open, nothing answers.
+    public func pause() { process.withLock { $0 }?.signal(SIGSTOP) }
+
+    /// Lets a paused process run again (SIGCONT).
+    public func resume() { process.withLock { $0 }?.signal(SIGCONT) }
+
+    /// Compacts the history up to `revision`, so a watch from before it is canceled.
+    public func compact(to revision: Int64) throws {
+        _ = try gateway("/v3/kv/compaction", #"{"revision": "\#(revision)", "physical": true}"#)
+    }
+
+    /// Every key under `prefix` with its value as text, and the store's revision, read by
+    /// python3 (so a test of Turnout's etcd client does not check it with itself).
+    public func contents(prefix: String = "/turnout/") throws -> (revision: Int64, values: [String: String]) {
+        var end = Array(prefix.utf8)
+        end[end.count - 1] += 1
+        let request = #"{"key": "\#(Data(prefix.utf8).base64EncodedString())", "range_end": "\#(Data(end).base64EncodedString())"}"#
+        let json = try gateway("/v3/kv/range", request)
+        guard let header = json["header"] as? [String: Any], let revision = (header["revision"] as? String).flatMap({ Int64($0) }) else {
+            throw ServiceLabError("etcd range \(prefix): no revision in \(json)")
+        }
+        var values: [String: String] = [:]
+        for pair in json["kvs"] as? [[String: Any]] ?? [] {
+            guard let key = (pair["key"] as? String).flatMap({ Data(base64Encoded: $0) }),
+                  let value = Data(base64Encoded: pair["value"] as? String ?? "") else {
+                throw ServiceLabError("etcd range: a key or value that is not base64: \(pair)")
+            }
+            values[String(decoding: key, as: UTF8.self)] = String(decoding: value, as: UTF8.self)
+        }
+        return (revision, values)
+    }
+
+    /// POSTs `body` to etcd's JSON gateway at `path` with python3's urllib; the JSON answer.
+    private func gateway(_ path: String, _ body: String) throws -> [String: Any] {
+        let script = """
+            import sys, urllib.request
+            request = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")
+            sys.stdout.write(urllib.request.urlopen(request, timeout=10).read().decode())
+            """
+        let result = try Subprocess.run("/usr/bin/python3", ["-c", script, url + path, body], timeLimit: .seconds(20))
+        guard result.status == 0, let json = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any] else {
+            throw ServiceLabError("etcd \(path) \(body): \(result.standardError)\(result.standardOutput)")
+        }
+        return json
+    }
+
+    /// Stops the process and removes the data directory. Calling it again does nothing.
+    public func destroy() {
+        stop()
+        try? FileManager.default.removeItem(atPath: dataDirectory)
+    }
+
+    /// What etcd wrote to stderr in every run so far (the current one included).
+    public var log: String {
+        (logs.value + [process.withLock { $0 }?.standardError ?? ""]).joined(separator: "\n")
+    }
+
+    deinit { destroy() }
+
+    /// A loopback TCP port nothing listens on right now (the kernel's choice for port 0). Another
+    /// process could take it before etcd binds it; etcd then fails to start and says so.
+    static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ServiceLabError.system("socket") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                bind(fd, raw, length) == 0 && getsockname(fd, raw, &length) == 0
+            }
+        }
+        guard bound else { throw ServiceLabError.system("bind(127.0.0.1:0)") }
+        return UInt16(bigEndian: address.sin_port)
+    }
+}
+
+/// Runs `body` with a fresh etcd, always destroyed afterwards (also when `body` throws).
+public func withEtcdLab<Result>(maximumTransactionOperations: Int = 128, _ body: (EtcdLab) throws -> Result) throws -> Result {
+    try withStartedLab("etcd lab", start: { try EtcdLab.start(maximumTransactionOperations: maximumTransactionOperations) },
+                       stop: { $0.destroy() }, body)
+}
