@@ -34,31 +34,14 @@ public final class EtcdTableSource: TableSource {
     /// How often the watch is checked against a range.
     public let checkInterval: Duration
     public var location: String { "etcd:\(client.url)" }
-    private let shared: Shared
-
-    /// What other threads ask of the watching thread, and the wake-up that tells it.
-    private final class Shared: Sendable {
-        struct Requests {
-            var thread: JoinableThread?
-            var stopping = false
-            /// Re-read and deliver now, changed or not.
-            var refreshing = false
-        }
-
-        let requests = Mutex(Requests())
-        let wakeup: Wakeup
-
-        init() throws(SystemCallError) {
-            wakeup = try Wakeup()
-        }
-    }
+    private let shared: SourceThreadControl
 
     public init(client: EtcdClient, layout: EtcdTableLayout = .standard,
                 checkInterval: Duration = EtcdTableSource.standardCheckInterval) throws(SystemCallError) {
         self.client = client
         self.layout = layout
         self.checkInterval = checkInterval
-        shared = try Shared()
+        shared = try SourceThreadControl()
     }
 
     deinit { stop() }
@@ -67,31 +50,19 @@ public final class EtcdTableSource: TableSource {
         var client = client
         client.interrupt = shared.wakeup.descriptor
         let watcher = Watcher(client: client, layout: layout, checkInterval: checkInterval, shared: shared, deliver: deliver)
-        let thread = try JoinableThread(handingOver: watcher) { $0.run() }
-        shared.requests.withLock { $0.thread = thread }
+        shared.adopt(try JoinableThread(handingOver: watcher) { $0.run() })
     }
 
-    public func refresh() {
-        shared.requests.withLock { $0.refreshing = true }
-        shared.wakeup.signal()
-    }
+    public func refresh() { shared.refresh() }
 
-    public func stop() {
-        let thread = shared.requests.withLock { requests in
-            defer { requests.thread = nil }
-            requests.stopping = true
-            return requests.thread
-        }
-        shared.wakeup.signal()
-        thread?.join()
-    }
+    public func stop() { shared.stop() }
 
     /// The watching thread's state.
     private final class Watcher {
         let client: EtcdClient
         let layout: EtcdTableLayout
         let checkInterval: Duration
-        let shared: Shared
+        let shared: SourceThreadControl
         let deliver: @Sendable (TableSourceEvent) -> Void
 
         /// Every key under the prefix as the watch left it.
@@ -109,7 +80,7 @@ public final class EtcdTableSource: TableSource {
         /// A watch response changed the map since the last check.
         var changedSinceCheck = false
 
-        init(client: EtcdClient, layout: EtcdTableLayout, checkInterval: Duration, shared: Shared,
+        init(client: EtcdClient, layout: EtcdTableLayout, checkInterval: Duration, shared: SourceThreadControl,
              deliver: @escaping @Sendable (TableSourceEvent) -> Void) {
             self.client = client
             self.layout = layout
@@ -123,10 +94,7 @@ public final class EtcdTableSource: TableSource {
                 // Drained before the flags are read: a request made after this sees only a
                 // wake-up that comes later, so it is not interrupted by one already handled.
                 shared.wakeup.drain()
-                let (stopping, refreshing) = shared.requests.withLock { requests in
-                    defer { requests.refreshing = false }
-                    return (requests.stopping, requests.refreshing)
-                }
+                let (stopping, refreshing) = shared.take()
                 if stopping { return }
                 if refreshing {
                     watch = nil

@@ -24,28 +24,11 @@ public final class FileTableSource: TableSource {
 
     public let path: String
     public var location: String { "file:\(path)" }
-    private let shared: Shared
-
-    /// What other threads ask of the watching thread, and the wake-up that tells it.
-    private final class Shared: Sendable {
-        struct Requests {
-            var thread: JoinableThread?
-            var stopping = false
-            /// Deliver the next read even when the stamp did not move.
-            var refreshing = false
-        }
-
-        let requests = Mutex(Requests())
-        let wakeup: Wakeup
-
-        init() throws(SystemCallError) {
-            wakeup = try Wakeup()
-        }
-    }
+    private let shared: SourceThreadControl
 
     public init(path: String) throws(SystemCallError) {
         self.path = path
-        shared = try Shared()
+        shared = try SourceThreadControl()
     }
 
     deinit { stop() }
@@ -59,24 +42,12 @@ public final class FileTableSource: TableSource {
         // it appears (and the first read reports it unavailable meanwhile).
         _ = inotify_add_watch(inotify, watched, mask)
         let watcher = Watcher(path: path, inotify: inotify, shared: shared, deliver: deliver)
-        let thread = try JoinableThread(handingOver: watcher) { $0.run() }
-        shared.requests.withLock { $0.thread = thread }
+        shared.adopt(try JoinableThread(handingOver: watcher) { $0.run() })
     }
 
-    public func refresh() {
-        shared.requests.withLock { $0.refreshing = true }
-        shared.wakeup.signal()
-    }
+    public func refresh() { shared.refresh() }
 
-    public func stop() {
-        let thread = shared.requests.withLock { requests in
-            defer { requests.thread = nil }
-            requests.stopping = true
-            return requests.thread
-        }
-        shared.wakeup.signal()
-        thread?.join()
-    }
+    public func stop() { shared.stop() }
 
     /// The directory whose entries decide the table: the path itself for a directory, else the
     /// file's directory.
@@ -91,14 +62,14 @@ public final class FileTableSource: TableSource {
     private final class Watcher {
         let path: String
         let inotify: Int32
-        let shared: Shared
+        let shared: SourceThreadControl
         let deliver: @Sendable (TableSourceEvent) -> Void
         /// The stamp of what was delivered last; nil before the first delivery or while the
         /// table cannot be read.
         var delivered: TableFileStamp?
         var reportedUnavailable = false
 
-        init(path: String, inotify: Int32, shared: Shared, deliver: @escaping @Sendable (TableSourceEvent) -> Void) {
+        init(path: String, inotify: Int32, shared: SourceThreadControl, deliver: @escaping @Sendable (TableSourceEvent) -> Void) {
             self.path = path
             self.inotify = inotify
             self.shared = shared
@@ -110,10 +81,7 @@ public final class FileTableSource: TableSource {
         func run() {
             var buffer = [UInt8](repeating: 0, count: 16_384)
             while true {
-                let (stopping, refreshing) = shared.requests.withLock { requests in
-                    defer { requests.refreshing = false }
-                    return (requests.stopping, requests.refreshing)
-                }
+                let (stopping, refreshing) = shared.take()
                 if stopping { return }
                 if refreshing {
                     delivered = nil

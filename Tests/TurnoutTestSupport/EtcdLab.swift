@@ -32,14 +32,20 @@ public final class EtcdLab: Sendable {
     public let dataDirectory: String
     /// etcd's `--max-txn-ops`.
     public let maximumTransactionOperations: Int
+    /// The namespace etcd runs in (nil: this process's own) and the address its clients use.
+    public let namespace: NetworkNamespace?
+    public let host: String
     private let process = Mutex<LabProcess?>(nil)
     /// Every run's stderr, for failure messages.
     private let logs = Locked<[String]>([])
 
-    /// The client URL, `http://127.0.0.1:PORT`.
-    public var url: String { "http://127.0.0.1:\(clientPort)" }
+    /// The client URL, `http://127.0.0.1:PORT` (or the host given).
+    public var url: String { "http://\(host):\(clientPort)" }
 
-    private init(clientPort: UInt16, peerPort: UInt16, dataDirectory: String, maximumTransactionOperations: Int) {
+    private init(clientPort: UInt16, peerPort: UInt16, dataDirectory: String, maximumTransactionOperations: Int,
+                 namespace: NetworkNamespace?, host: String) {
+        self.namespace = namespace
+        self.host = host
         self.clientPort = clientPort
         self.peerPort = peerPort
         self.dataDirectory = dataDirectory
@@ -47,13 +53,16 @@ public final class EtcdLab: Sendable {
     }
 
     /// Starts a new member; `maximumTransactionOperations` is etcd's `--max-txn-ops` (etcd's own
-    /// default is 128).
-    public static func start(maximumTransactionOperations: Int = 128) throws -> EtcdLab {
+    /// default is 128). With a `namespace` (whose `lo` is up), etcd runs there and serves clients
+    /// on `host` (an address of that namespace other namespaces can reach); its ports are taken
+    /// from this process's namespace's free ones, which in a new namespace are free too.
+    public static func start(maximumTransactionOperations: Int = 128, in namespace: NetworkNamespace? = nil,
+                             host: String = "127.0.0.1") throws -> EtcdLab {
         guard isInstalled else { throw ServiceLabError("\(executable) is not installed (scripts/bootstrap installs etcd-server)") }
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("turnout-etcdlab-\(getpid())-\(UUID().uuidString)").path
         let lab = EtcdLab(clientPort: try freePort(), peerPort: try freePort(), dataDirectory: directory,
-                          maximumTransactionOperations: maximumTransactionOperations)
+                          maximumTransactionOperations: maximumTransactionOperations, namespace: namespace, host: host)
         do {
             try lab.restart()
         } catch {
@@ -66,7 +75,8 @@ public final class EtcdLab: Sendable {
     /// Starts the member again on the same ports and data (after ``stop()``); returns once it
     /// serves clients (within 20 s).
     public func restart() throws {
-        let child = try LabProcess(Self.executable, [
+        let prefix = namespace.map { ["netns", "exec", $0.name, Self.executable] } ?? []
+        let child = try LabProcess(namespace == nil ? Self.executable : try Subprocess.locate("ip"), prefix + [
             "--name", "lab", "--data-dir", dataDirectory,
             "--listen-client-urls", url, "--advertise-client-urls", url,
             "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",

@@ -113,12 +113,12 @@ public struct ServiceLabError: Error, CustomStringConvertible {
 /// A socket belongs to the namespace of the thread that created it, for its whole life, so
 /// sockets made here can be used from any thread afterwards. Only the short-lived thread ever
 /// changes namespace; the caller's thread (often one of Swift's shared pool) never does.
-enum NamespaceThread {
+public enum NamespaceThread {
     static let cloneNewNet: Int32 = 0x4000_0000  // CLONE_NEWNET, <linux/sched.h>
 
     /// Runs `body` inside the namespace at `path` (`/run/netns/NAME`) and returns its result.
     /// Waits at most `timeLimit`; past it throws (the thread is abandoned, never waited on).
-    static func run<Value: Sendable>(in path: String, timeLimit: Duration,
+    public static func run<Value: Sendable>(in path: String, timeLimit: Duration,
                                      _ body: @escaping @Sendable () throws -> Value) throws -> Value {
         let slot = ResultSlot<Value>()
         let done = DispatchSemaphore(value: 0)

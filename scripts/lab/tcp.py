@@ -8,6 +8,7 @@
                             expected share and the deviation in standard deviations.
       --timeout S           per connection (connect and read), default 2
       --deadline S          stop opening connections after S seconds in all, default 60
+                            (SIGTERM stops it early too; what was measured is printed)
       --record FILE         append the result as one JSON line, for `summary`
       --label TEXT          the phase name in that line
   tcp.py probe ADDRESS PORT [--timeout S] [--record FILE --label TEXT] [--expect TEXT]
@@ -85,8 +86,11 @@ def split(address: str, port: int, count: int, expected: dict[str, Fraction],
     answers: collections.Counter[str] = collections.Counter()
     started = time.monotonic()
     opened = 0
+    # SIGTERM ends the run early but still prints what was measured (a test's background load).
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     for _ in range(count):
-        if time.monotonic() - started > deadline:
+        if stopping.is_set() or time.monotonic() - started > deadline:
             break
         opened += 1
         try:
