@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import TurnoutModel
 
@@ -22,8 +23,15 @@ public final class TransparentProxy: Sendable {
     /// Starts the proxy with `table`. `log` receives the workers' rare log lines (descriptor
     /// shortage, unexpected errors), from any thread. If a worker cannot bind its listeners,
     /// those already started are stopped and the error is thrown.
+    ///
+    /// Sets SIGPIPE to be ignored, process-wide: `splice(2)` into a socket whose peer reset it
+    /// raises SIGPIPE (it has no `MSG_NOSIGNAL`), whose default action would kill the process
+    /// for one bad connection. The splice then fails with EPIPE and only that relay ends (nginx
+    /// and HAProxy ignore SIGPIPE for the same reason). Child processes started with
+    /// `posix_spawn` and default dispositions (``SpawnedProcess`` in TurnoutControl) are not affected.
     public init(configuration: ProxyConfiguration, table: ServiceTable,
                 log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
+        signal(SIGPIPE, SIG_IGN)
         self.configuration = configuration
         let first = ProxySnapshot(table: table, generation: 1, outlierPolicy: configuration.outlier)
         cell = SnapshotCell(first)

@@ -139,6 +139,29 @@ struct ProxyCommandTests {
             #expect(try lab.httpGet(port: Self.adminPort, path: "/nowhere").status == 404)
         }
     }
+
+    @Test("an upstream that resets while a 4 MB upload is spliced to it → that client is reset; the proxy lives on and serves the next connection")
+    func upstreamResetDuringSplice() throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081, kind: .abort), ProxyLab.Upstream(port: 8082)]) { lab in
+            let file = lab.stateDirectory + "/table.yaml"
+            try Self.write(Self.table([8081]), to: file)
+            let proxy = try Self.start(in: lab, table: file)
+            defer { proxy.stop() }
+            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
+            try #require(ready, "not ready; stderr: \(proxy.standardError)")
+
+            // Newlines: the upstream resets at the first one, while megabytes are still coming.
+            for _ in 0..<3 {
+                _ = try lab.upload([UInt8](repeating: UInt8(ascii: "\n"), count: 4 << 20), to: Self.vip, port: 80, timeout: .seconds(20))
+            }
+            Thread.sleep(forTimeInterval: 0.3)
+            #expect(proxy.isRunning, "the proxy died: stderr \(proxy.standardError)")
+
+            try Self.write(Self.table([8082]), to: file)
+            #expect(proxy.waitForOutput("generation 2", inStandardError: true, within: .seconds(10)), "stderr: \(proxy.standardError)")
+            #expect(try lab.connections(3, to: Self.vip, port: 80) == ["port 8082": 3])
+        }
+    }
 }
 
 /// Bad flags are refused before anything binds: no namespace needed.
