@@ -61,6 +61,8 @@ public final class Reconciler: Sendable {
     private let shared: Mutex<Shared>
     /// What the targets hold before the first install, when the caller installed it itself.
     private let initial: ServiceTable?
+    /// Keeps `lastGoodFile` off the reconciling thread (an `fsync` may take seconds).
+    private let lastGoodWriter: LastGoodWriter?
 
     private struct Shared {
         var status: Status
@@ -82,6 +84,7 @@ public final class Reconciler: Sendable {
         self.log = log
         wakeup = try Wakeup()
         shared = Mutex(Shared(status: Status(source: source.location)))
+        lastGoodWriter = try lastGoodFile.map { path throws(SystemCallError) in try LastGoodWriter(path: path, log: log) }
     }
 
     deinit { stop() }
@@ -131,6 +134,7 @@ public final class Reconciler: Sendable {
         source.stop()
         wakeup.signal()
         thread?.join()
+        lastGoodWriter?.stop()
     }
 
     /// The reconciling thread's own state.
@@ -243,13 +247,7 @@ public final class Reconciler: Sendable {
             shared.status.installedRevision = revision
             shared.status.installedAt = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
         }
-        if writeBack, let path = lastGoodFile {
-            do throws(SystemCallError) {
-                try LastGoodTable.write(table, to: path)
-            } catch {
-                log("last-good file \(path) not written: \(error)")
-            }
-        }
+        if writeBack { lastGoodWriter?.write(table) }
         return true
     }
 }

@@ -140,6 +140,42 @@ struct ProxyCommandTests {
         }
     }
 
+    @Test("proxy --source etcd: the published table serves; etcd stopped → traffic goes on, /metrics says the source is down; etcd back and a new table published → traffic follows",
+          .enabled(if: EtcdLab.isEnabled, Comment(rawValue: EtcdLab.skipReason)))
+    func etcdSourceOutage() throws {
+        try withProxyLab(upstreams: [8081, 8082].map { ProxyLab.Upstream(port: $0) }) { lab in
+            let etcd = try EtcdLab.start(in: lab.namespace)
+            defer { etcd.destroy() }
+            let file = lab.stateDirectory + "/table.yaml"
+            let source = ["source": "etcd:\(etcd.url)"]
+            func publish(_ ports: [UInt16]) throws {
+                try Self.write(Self.table(ports), to: file)
+                let published = try lab.run(Repository.turnoutBinary, ["publish", "-f", file, "--etcd", etcd.url])
+                try #require(published.status == 0, "publish: \(published.standardError)")
+            }
+            try publish([8081])
+            let proxy = try LabProcess(try Subprocess.locate("ip"), [
+                "netns", "exec", lab.namespace.name, Repository.turnoutBinary, "proxy", "--source", "etcd:\(etcd.url)",
+                "--outbound", "0.0.0.0:\(ProxyLab.outboundPort)", "--inbound", "none", "--admin", "127.0.0.1:\(Self.adminPort)", "--workers", "1",
+            ])
+            defer { proxy.stop() }
+            #expect(ProxyLab.eventually(within: .seconds(15)) { (try? lab.connections(2, to: Self.vip, port: 80)) == ["port 8081": 2] },
+                    "stderr: \(proxy.standardError)")
+
+            etcd.stop()
+            #expect(ProxyLab.eventually(within: .seconds(15)) { (try? Self.metrics(lab).value("turnout_source_up", source)) == 0 },
+                    "stderr: \(proxy.standardError)")
+            #expect(try lab.connections(10, to: Self.vip, port: 80) == ["port 8081": 10], "the table in use stays while etcd is down")
+
+            try etcd.restart()
+            try publish([8082])
+            #expect(ProxyLab.eventually(within: .seconds(15)) { (try? lab.connections(2, to: Self.vip, port: 80)) == ["port 8082": 2] },
+                    "stderr: \(proxy.standardError)")
+            #expect(try Self.metrics(lab).value("turnout_source_up", source) == 1)
+            #expect(try Self.metrics(lab).value("turnout_source_outages_total", source) == 1)
+        }
+    }
+
     @Test("an upstream that resets while a 4 MB upload is spliced to it → that client is reset; the proxy lives on and serves the next connection")
     func upstreamResetDuringSplice() throws {
         try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081, kind: .abort), ProxyLab.Upstream(port: 8082)]) { lab in

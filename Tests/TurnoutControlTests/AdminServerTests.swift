@@ -10,7 +10,10 @@ import TurnoutProxy
 /// and body out. Every wait has a deadline; nothing asserts on time.
 @Suite("Admin HTTP server")
 struct AdminServerTests {
-    static let loopback = SocketAddress(address: .v4(0x7F00_0001), port: 0)
+    /// 127.0.0.77, not 127.0.0.1: suites run in parallel, and a port this suite just released
+    /// on 127.0.0.1 could be taken by another suite's server (an etcd lab picks free loopback
+    /// ports) before the "refused after stop()" check connects to it.
+    static let loopback = SocketAddress(address: .v4(0x7F00_004D), port: 0)
 
     /// The handler of every test: `/x` echoes the query, `/unavailable` is 503, the rest 404.
     static let handler: @Sendable (AdminRequest) -> AdminResponse = { request in

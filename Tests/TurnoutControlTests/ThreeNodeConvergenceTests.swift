@@ -93,15 +93,17 @@ struct ThreeNodeConvergenceTests {
             _ = try EtcdPublisher.publish(try Self.table(stable: 9, canary: 1), to: client)
         }
 
+        var daemons: [LabProcess] = []
         for (index, node) in nodes.enumerated() {
-            processes.append(try LabProcess(try Subprocess.locate("ip"), [
+            daemons.append(try LabProcess(try Subprocess.locate("ip"), [
                 "netns", "exec", node.name, Repository.turnoutBinary, "apply", "--watch", "--source", "etcd:\(etcd.url)",
                 "--last-good", "\(directory)/node\(index + 1)-last-good.json", "--status-file", "\(directory)/node\(index + 1)-status.json",
             ]))
         }
+        processes += daemons
         // One publish (before the nodes started): every node converges on it.
         let converged = ProxyLab.eventually(within: .seconds(20)) { nodes.allSatisfy { Self.stableSlots($0) == 9 } }
-        try #require(converged, "not converged: \(nodes.map { Self.stableSlots($0) as Any }); \(processes.suffix(3).map(\.standardError))")
+        try #require(converged, "not converged: \(nodes.map { Self.stableSlots($0) as Any }); \(daemons.map(\.standardError))")
 
         // Apps on every node, connecting to the VIP one connection after another for 10 s: through
         // the 50 changes and the burst.
@@ -139,16 +141,28 @@ struct ThreeNodeConvergenceTests {
         func installs() -> [UInt64] { statusFiles.map { (try? ReconcilerStatusFile.read($0))??.installs ?? 0 } }
         Thread.sleep(forTimeInterval: 0.5)  // the status files follow within 250 ms
         let installsBefore = installs()
+        // Four writers of 125 puts each (one writer makes about 250 a second here); the last
+        // write wins, so the expected weight is read back from etcd afterwards.
         let burstStart = ContinuousClock.now
-        try NamespaceThread.run(in: hub.path, timeLimit: .seconds(60)) {
-            for write in 0..<500 {
-                let endpoint = Endpoint(address: IPAddress("10.1.0.5")!, weight: UInt32(60 + write % 40))
-                _ = try client.put(layout.endpointKey(Self.service, endpoint), Array(TableEncoder.json(endpoint).utf8))
+        let writers = (0..<4).map { writer in
+            BackgroundCall {
+                try NamespaceThread.run(in: hub.path, timeLimit: .seconds(60)) {
+                    for write in 0..<125 {
+                        let endpoint = Endpoint(address: IPAddress("10.1.0.5")!, weight: UInt32(60 + (writer * 125 + write) % 40))
+                        _ = try client.put(layout.endpointKey(Self.service, endpoint), Array(TableEncoder.json(endpoint).utf8))
+                    }
+                }
             }
         }
+        for writer in writers { try writer.result(within: .seconds(90)) }
         let burst = ContinuousClock.now - burstStart
-        #expect(ProxyLab.eventually(within: .seconds(10)) { nodes.allSatisfy { Self.stableSlots($0) == 79 } },
-                "after the burst: \(nodes.map { Self.stableSlots($0) as Any })")
+        let final = try NamespaceThread.run(in: hub.path, timeLimit: .seconds(10)) { () throws -> ServiceTable in
+            let range = try client.range(prefix: layout.prefix)
+            return try layout.table(from: Dictionary(uniqueKeysWithValues: range.keyValues.map { ($0.key, $0.value) }))
+        }
+        let finalWeight = try #require(final.services.first?.endpoints.first { "\($0.address)" == "10.1.0.5" }?.weight)
+        #expect(ProxyLab.eventually(within: .seconds(10)) { nodes.allSatisfy { Self.stableSlots($0) == Int(finalWeight) } },
+                "after the burst (etcd holds weight \(finalWeight)): \(nodes.map { Self.stableSlots($0) as Any })")
         Thread.sleep(forTimeInterval: 0.5)
         let burstInstalls = zip(installs(), installsBefore).map { $0 - $1 }
         #expect(burstInstalls.allSatisfy { (1...5).contains($0) }, "installs per node for 500 changes in \(burst): \(burstInstalls)")
@@ -160,7 +174,7 @@ struct ThreeNodeConvergenceTests {
             statusFiles.allSatisfy { (try? ReconcilerStatusFile.read($0))??.sourceState == "unavailable" }
         })
         Thread.sleep(forTimeInterval: 1)
-        #expect(nodes.allSatisfy { Self.stableSlots($0) == 79 }, "rules changed while etcd was down")
+        #expect(nodes.allSatisfy { Self.stableSlots($0) == Int(finalWeight) }, "rules changed while etcd was down")
         try etcd.restart()
         try NamespaceThread.run(in: hub.path, timeLimit: .seconds(20)) {
             _ = try EtcdPublisher.publish(try Self.table(stable: 3, canary: 1), to: client)
@@ -178,6 +192,9 @@ struct ThreeNodeConvergenceTests {
             appConnections.append(answered.compactMap { $0.split(separator: "\t").dropFirst().first.flatMap { Int($0) } }.reduce(0, +))
         }
 
+        if let slowest = everyNode.max(), slowest > .seconds(1) {
+            for daemon in daemons { print("DIAG daemon stderr: \(daemon.standardError.suffix(3000))") }
+        }
         func percentile(_ values: [Duration], _ p: Double) -> String {
             let sorted = values.sorted()
             let value = sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
