@@ -192,9 +192,6 @@ struct ThreeNodeConvergenceTests {
             appConnections.append(answered.compactMap { $0.split(separator: "\t").dropFirst().first.flatMap { Int($0) } }.reduce(0, +))
         }
 
-        if let slowest = everyNode.max(), slowest > .seconds(1) {
-            for daemon in daemons { print("DIAG daemon stderr: \(daemon.standardError.suffix(3000))") }
-        }
         func percentile(_ values: [Duration], _ p: Double) -> String {
             let sorted = values.sorted()
             let value = sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
