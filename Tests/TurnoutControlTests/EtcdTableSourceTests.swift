@@ -46,6 +46,14 @@ struct EtcdTableSourceTests {
         }
     }
 
+    /// A client of `lab` and the canary table, published there.
+    static func publishedCanary(_ lab: EtcdLab) throws -> (EtcdClient, ServiceTable) {
+        let client = try EtcdClient(url: lab.url)
+        let table = try canary()
+        _ = try EtcdPublisher.publish(table, to: client)
+        return (client, table)
+    }
+
     static func canary() throws -> ServiceTable {
         try TableFile.load(Repository.path("rules/canary.yaml"))
     }
@@ -75,9 +83,7 @@ struct EtcdTableSourceTests {
     @Test("published table → delivered; one weight changed → the new table; an endpoint deleted → gone; a bad value → invalid naming the key; fixed → the table")
     func followsChanges() throws {
         try withEtcdLab { lab in
-            let client = try EtcdClient(url: lab.url)
-            let table = try Self.canary()
-            _ = try EtcdPublisher.publish(table, to: client)
+            let (client, table) = try Self.publishedCanary(lab)
             let (source, recorder) = try Self.started(lab.url)
             defer { source.stop() }
             #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(table)))
@@ -133,9 +139,7 @@ struct EtcdTableSourceTests {
     @Test("etcd stopped → unavailable (once); restarted and changed at once → the changed table; stop() after that is prompt")
     func outage() throws {
         try withEtcdLab { lab in
-            let client = try EtcdClient(url: lab.url)
-            let table = try Self.canary()
-            _ = try EtcdPublisher.publish(table, to: client)
+            let (client, table) = try Self.publishedCanary(lab)
             let (source, recorder) = try Self.started(lab.url)
             defer { source.stop() }
             #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(table)))
@@ -162,9 +166,7 @@ struct EtcdTableSourceTests {
     @Test("history compacted under a watch being opened → the canceled watch is replaced by a re-read that has every change")
     func compaction() throws {
         try withEtcdLab { lab in
-            let client = try EtcdClient(url: lab.url)
-            let table = try Self.canary()
-            _ = try EtcdPublisher.publish(table, to: client)
+            let (client, table) = try Self.publishedCanary(lab)
             let relay = try EtcdRelay(upstreamPort: lab.clientPort)
             defer { relay.stop() }
             // A check interval far beyond the test: only the compaction path can find the change.
@@ -192,9 +194,7 @@ struct EtcdTableSourceTests {
     @Test("a watch gone silent (its connection frozen) while etcd answers → found stale by the periodic check, re-read")
     func staleWatch() throws {
         try withEtcdLab { lab in
-            let client = try EtcdClient(url: lab.url)
-            let table = try Self.canary()
-            _ = try EtcdPublisher.publish(table, to: client)
+            let (client, table) = try Self.publishedCanary(lab)
             let relay = try EtcdRelay(upstreamPort: lab.clientPort)
             defer { relay.stop() }
             let (source, recorder) = try Self.started(relay.url, checkInterval: .milliseconds(300))
@@ -216,9 +216,7 @@ struct EtcdTableSourceTests {
     @Test("etcd paused (SIGSTOP) → unavailable when the check times out; stop() meanwhile returns at once; resumed → the table")
     func paused() throws {
         try withEtcdLab { lab in
-            let client = try EtcdClient(url: lab.url)
-            let table = try Self.canary()
-            _ = try EtcdPublisher.publish(table, to: client)
+            let (_, table) = try Self.publishedCanary(lab)
             let (source, recorder) = try Self.started(lab.url, checkInterval: .milliseconds(200), requestTimeout: .seconds(1))
             defer { source.stop() }
             #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(table)))
@@ -247,9 +245,7 @@ struct EtcdTableSourceTests {
     @Test("refresh() → the unchanged table delivered again; etcd down from the start → unavailable, then the table once it is up")
     func refreshAndLateStart() throws {
         try withEtcdLab { lab in
-            let client = try EtcdClient(url: lab.url)
-            let table = try Self.canary()
-            _ = try EtcdPublisher.publish(table, to: client)
+            let (_, table) = try Self.publishedCanary(lab)
             let (source, recorder) = try Self.started(lab.url)
             defer { source.stop() }
             #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(table)))
@@ -272,9 +268,7 @@ struct EtcdTableSourceTests {
     @Test("the reconciler fed by etcd: the published table installed once; etcd down → status unavailable, the table kept; back with a change → installed")
     func reconciled() throws {
         try withEtcdLab { lab in
-            let client = try EtcdClient(url: lab.url)
-            let table = try Self.canary()
-            _ = try EtcdPublisher.publish(table, to: client)
+            let (client, table) = try Self.publishedCanary(lab)
             let source = try TableSourceURL.open("etcd:\(lab.url)")
             #expect(source.location == "etcd:\(lab.url)")
             let target = ReconcilerTests.RecordingTarget()

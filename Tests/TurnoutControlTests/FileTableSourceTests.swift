@@ -32,6 +32,14 @@ struct FileTableSourceTests {
         "services:\n" + (0..<count).map { "  - {name: demo/s\($0), addresses: [10.96.0.\($0 + 1)], ports: [{port: 80}]}\n" }.joined()
     }
 
+    /// A source for `path`, started, with what it delivers recorded.
+    static func started(_ path: String) throws -> (FileTableSource, Recorder) {
+        let recorder = Recorder()
+        let source = try FileTableSource(path: path)
+        try source.start { recorder.record($0) }
+        return (source, recorder)
+    }
+
     static func withDirectory(_ body: (String) throws -> Void) throws {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("turnout-file-source-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
@@ -45,9 +53,7 @@ struct FileTableSourceTests {
         try Self.withDirectory { directory in
             let file = directory + "/table.yaml"
             try Self.services(1).write(toFile: file, atomically: true, encoding: .utf8)
-            let recorder = Recorder()
-            let source = try FileTableSource(path: file)
-            try source.start { recorder.record($0) }
+            let (source, recorder) = try Self.started(file)
             defer { source.stop() }
             #expect(recorder.waitFor(1) == ["table 1 services"])
 
@@ -77,9 +83,7 @@ struct FileTableSourceTests {
     func directory() throws {
         try Self.withDirectory { directory in
             try Self.services(1).write(toFile: directory + "/a.yaml", atomically: true, encoding: .utf8)
-            let recorder = Recorder()
-            let source = try FileTableSource(path: directory)
-            try source.start { recorder.record($0) }
+            let (source, recorder) = try Self.started(directory)
             defer { source.stop() }
             #expect(recorder.waitFor(1) == ["table 1 services"])
             try "services:\n  - {name: other/b, addresses: [10.96.1.1], ports: [{port: 80}]}\n"
@@ -96,17 +100,13 @@ struct FileTableSourceTests {
         try Self.withDirectory { directory in
             let file = directory + "/table.yaml"
             try Self.services(1).write(toFile: file, atomically: true, encoding: .utf8)
-            let recorder = Recorder()
-            let source = try FileTableSource(path: file)
-            try source.start { recorder.record($0) }
+            let (source, recorder) = try Self.started(file)
             defer { source.stop() }
             #expect(recorder.waitFor(1) == ["table 1 services"])
             source.refresh()
             #expect(recorder.waitFor(2) == ["table 1 services", "table 1 services"])
 
-            let missing = Recorder()
-            let absent = try FileTableSource(path: directory + "/absent.yaml")
-            try absent.start { missing.record($0) }
+            let (absent, missing) = try Self.started(directory + "/absent.yaml")
             defer { absent.stop() }
             #expect(missing.waitFor(1) == ["unavailable"])
         }
