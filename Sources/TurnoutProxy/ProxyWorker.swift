@@ -163,20 +163,25 @@ final class ProxyWorker {
         }
         let upstream = token & 1 == 1
         guard let relay = relays[token >> 4], token == relay.token(upstream: upstream) else { return }
+        // What the event says is ready, noted in every phase: a client's bytes and FIN may come
+        // while the upstream connect is still running, and with edge-triggered epoll that is
+        // said once. An error or hang-up makes both sides worth a try, so the failing call
+        // reports it.
+        let readable = events & (CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLRDHUP | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
+        let hungUp = events & (CTurnoutLinux_EPOLLRDHUP | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
+        let writable = events & (CTurnoutLinux_EPOLLOUT | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
+        if upstream {
+            if readable { relay.toClient.sourceReadable = true }
+            if hungUp { relay.toClient.sourceHungUp = true }
+            if writable { relay.toUpstream.destinationWritable = true }
+        } else {
+            if readable { relay.toUpstream.sourceReadable = true }
+            if hungUp { relay.toUpstream.sourceHungUp = true }
+            if writable { relay.toClient.destinationWritable = true }
+        }
         if upstream, relay.phase == .connecting {
             finishConnect(relay, events: events, now: now)
         } else if relay.phase == .relaying {
-            // What the event says is ready; an error or hang-up makes both worth a try, so the
-            // failing call reports it.
-            let readable = events & (CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLRDHUP | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
-            let writable = events & (CTurnoutLinux_EPOLLOUT | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
-            if upstream {
-                if readable { relay.toClient.sourceReadable = true }
-                if writable { relay.toUpstream.destinationWritable = true }
-            } else {
-                if readable { relay.toUpstream.sourceReadable = true }
-                if writable { relay.toClient.destinationWritable = true }
-            }
             pump(relay, now: now)
         }
     }
@@ -215,8 +220,7 @@ final class ProxyWorker {
     private func admit(_ fd: Int32, from listener: Listener, now: ContinuousClock.Instant) {
         let family = listener.address.address.family
         guard let destination = try? Syscalls.originalDestination(fd, family: family),
-              let local = try? Syscalls.address(of: fd, peer: false),
-              !isProxyItself(destination, local: local) else {
+              !isProxyItself(destination, connection: fd) else {
             // Not redirected (someone dialled the proxy port), or redirected to the proxy's own
             // port: forwarding it would loop.
             counters.loopRejections.wrappingAdd(1, ordering: .relaxed)
@@ -276,10 +280,13 @@ final class ProxyWorker {
     private static let relayEvents = CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLOUT | CTurnoutLinux_EPOLLRDHUP | CTurnoutLinux_EPOLLET
 
     /// A destination that is the proxy itself: the address the client reached after NAT, or
-    /// one of the proxy's ports on a loopback address.
-    private func isProxyItself(_ destination: SocketAddress, local: SocketAddress) -> Bool {
-        if destination == local { return true }
+    /// one of the proxy's ports on a loopback address. Either has one of the proxy's ports, so
+    /// the connection's local address (`getsockname`) is read only for those: a system call
+    /// saved on every other connection.
+    private func isProxyItself(_ destination: SocketAddress, connection fd: Int32) -> Bool {
         guard ownPorts.contains(destination.port) else { return false }
+        guard let local = try? Syscalls.address(of: fd, peer: false) else { return true }
+        if destination == local { return true }
         return IPPrefix.loopback(destination.address.family).contains(destination.address) || destination.address == local.address
     }
 
@@ -304,6 +311,10 @@ final class ProxyWorker {
                 relay.counters = relay.source == nil ? passthroughCounters : inboundCounters
             }
             relay.attempts += 1
+            // The upstream side starts afresh: nothing is known of the new socket yet.
+            relay.toClient.sourceReadable = true
+            relay.toClient.sourceHungUp = false
+            relay.toUpstream.destinationWritable = true
             relay.attemptStarted = now
             relay.connectDeadline = now + configuration.connectTimeout
             do throws(SystemCallError) {
@@ -456,8 +467,9 @@ final class ProxyWorker {
     }
 
     /// Copy mode: `recv` into the scratch buffer, `send` on. A short read means the source is
-    /// drained (TCP copies all it has queued), so no read is made only to hear EAGAIN. A read
-    /// that fills the buffer switches the direction to splicing, after its bytes went on.
+    /// drained of data (TCP copies all it has queued), so no read is made only to hear EAGAIN,
+    /// except after a hang-up event: a FIN queued behind the data is only seen by reading on. A
+    /// read that fills the buffer switches the direction to splicing, after its bytes went on.
     private func copy(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
                       counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
         var moved = false
@@ -512,7 +524,9 @@ final class ProxyWorker {
             }
             if received == scratch.count {
                 direction.splicing = true
-            } else {
+            } else if !direction.sourceHungUp {
+                // Short: the socket is drained. Unless it hung up: then its end of stream is
+                // queued behind these bytes, and no event will announce it again.
                 direction.sourceReadable = false
             }
         }

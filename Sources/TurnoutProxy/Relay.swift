@@ -105,6 +105,10 @@ struct RelayDirection {
     /// The destination may take bytes: set by a writability event, cleared when a write would
     /// block.
     var destinationWritable = true
+    /// An event said the source hung up (EPOLLRDHUP, EPOLLHUP, EPOLLERR): its end of stream (or
+    /// error) may already be queued behind the data, where a short read does not show it and no
+    /// further event will come; the source is read until it says so.
+    var sourceHungUp = false
 
     /// Bytes read and not yet written, in either mode.
     var isEmpty: Bool { buffered == 0 && pending.isEmpty }

@@ -189,6 +189,23 @@ struct ProxyScenarioTests {
         }
     }
 
+    @Test("300 small uploads whose upstream answers and closes at once (its answer and its FIN arrive together) → every answer arrives and every relay ends")
+    func answerAndFinTogether() throws {
+        let upstream = Upstream(port: 8090, kind: .digest)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            let proxy = try lab.startProxy(ProxyLab.configuration(workers: 1), table: try Self.webTable([("127.0.0.1", 8090, 1)]))
+            let bytes = Array("a short request\n".utf8)
+            let expected = SHA256Digest.hex(of: bytes)
+            var answered = 0
+            // Stops at the first miss: a lost end of stream costs the whole timeout.
+            while answered < 300, try lab.upload(bytes, to: Self.vip, port: 80, timeout: .seconds(2)) == .answered(expected) {
+                answered += 1
+            }
+            #expect(answered == 300)
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 }, "\(proxy.statistics().relays) relays still open")
+        }
+    }
+
     @Test("the digest helper → the FIPS 180-4 test vectors", arguments: [
         ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
         ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
