@@ -122,7 +122,7 @@ public final class FileTableSource: TableSource {
             guard stamp != delivered, let settled = Self.settled(path, from: stamp) else { return }
             reportedUnavailable = false
             delivered = settled
-            let revision = Self.revision(of: path)
+            let revision = settled.revision
             do throws(TableError) {
                 deliver(.table(try TableFile.load(path), revision: revision))
             } catch {
@@ -143,20 +143,6 @@ public final class FileTableSource: TableSource {
                 stamp = again
             }
             return stamp
-        }
-
-        /// The newest modification time of the table's files, as seconds since 1970.
-        static func revision(of path: String) -> String {
-            let names = (try? TableFile.files(at: path)) ?? [path]
-            var newest = timespec()
-            for name in names {
-                var info = stat()
-                if stat(name, &info) == 0, (info.st_mtim.tv_sec, info.st_mtim.tv_nsec) > (newest.tv_sec, newest.tv_nsec) {
-                    newest = info.st_mtim
-                }
-            }
-            let millis = Int(newest.tv_nsec / 1_000_000)
-            return "mtime \(newest.tv_sec).\(String(repeating: "0", count: 3 - "\(millis)".count))\(millis)"
         }
     }
 }

@@ -18,4 +18,12 @@ public struct TableFileStamp: Sendable, Hashable {
         }
         self.files = files
     }
+
+    /// The newest modification time of the table's files, as `mtime SECONDS.MILLIS`: what the
+    /// file source reports as the table's revision (read from the stamp, not from the disk again).
+    public var revision: String {
+        let newest = files.values.map { ($0[2], $0[3]) }.max { $0 < $1 } ?? (0, 0)
+        let millis = newest.1 / 1_000_000
+        return "mtime \(newest.0).\(String(repeating: "0", count: 3 - "\(millis)".count))\(millis)"
+    }
 }

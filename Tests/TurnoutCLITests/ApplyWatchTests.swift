@@ -8,19 +8,6 @@ import TurnoutTestSupport
 @Suite("turnout apply --watch (binary, in a namespace)", .serialized,
        .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
 struct ApplyWatchTests {
-    static func canary(stable: Int, canary: Int) -> String {
-        """
-        services:
-          - name: shop/checkout
-            addresses: [10.96.0.20]
-            ports:
-              - {name: http, port: 80, targetPort: 8080}
-            endpoints:
-              - {address: 10.1.0.5, weight: \(stable)}
-              - {address: 10.1.0.6, port: 8081, weight: \(canary)}
-        """
-    }
-
     static func picks(_ ns: NetworkNamespace) -> String {
         (try? ns.run("nft", ["list", "map", "inet", "turnout", "endpoint-picks4"]).standardOutput) ?? ""
     }
@@ -44,7 +31,7 @@ struct ApplyWatchTests {
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let file = directory + "/table.yaml", lastGood = directory + "/last-good.json", statusFile = directory + "/status.json"
             let options = ["--last-good", lastGood, "--status-file", statusFile]
-            try Self.canary(stable: 90, canary: 10).write(toFile: file, atomically: true, encoding: .utf8)
+            try CanaryTable.yaml(stable: 90, canary: 10).write(toFile: file, atomically: true, encoding: .utf8)
 
             let daemon = try Self.watch(ns, ["-f", file] + options)
             defer { daemon.stop() }
@@ -53,7 +40,7 @@ struct ApplyWatchTests {
 
             // An edit: 50/50.
             let edited = ContinuousClock.now
-            try Self.canary(stable: 50, canary: 50).write(toFile: file, atomically: true, encoding: .utf8)
+            try CanaryTable.yaml(stable: 50, canary: 50).write(toFile: file, atomically: true, encoding: .utf8)
             #expect(ProxyLab.eventually(within: .seconds(5)) { Self.picks(ns) != before })
             // Printed, not asserted: the bound above is functional (5 s), the time is this machine's.
             print("apply --watch: the map changed \(ContinuousClock.now - edited) after the edit (debounce 100 ms)")
@@ -72,7 +59,7 @@ struct ApplyWatchTests {
             #expect(status.standardOutput.contains("1 invalid tables"), "\(status.standardOutput)")
 
             // Fixed: applied.
-            try Self.canary(stable: 1, canary: 3).write(toFile: file, atomically: true, encoding: .utf8)
+            try CanaryTable.yaml(stable: 1, canary: 3).write(toFile: file, atomically: true, encoding: .utf8)
             #expect(ProxyLab.eventually(within: .seconds(5)) { Self.slots(ns) == (1, 3) }, "\(Self.picks(ns))")
             // The daemon rewrites its status file within 250 ms of a change.
             #expect(ProxyLab.eventually(within: .seconds(3)) {

@@ -25,16 +25,7 @@ struct ThreeNodeConvergenceTests {
     static let etcdHost = "10.77.0.1"
 
     static func table(stable: UInt32, canary: UInt32) throws -> ServiceTable {
-        try TableDecoder.decode("""
-            services:
-              - name: shop/checkout
-                addresses: [10.96.0.20]
-                ports:
-                  - {name: http, port: 80, targetPort: 8080}
-                endpoints:
-                  - {address: 10.1.0.5, weight: \(stable)}
-                  - {address: 10.1.0.6, port: 8081, weight: \(canary)}
-            """, name: "three-nodes.yaml")
+        try TableDecoder.decode(CanaryTable.yaml(stable: stable, canary: canary), name: "three-nodes.yaml")
     }
 
     /// The weighted pick's slots for the stable endpoint (10.1.0.5) as a node's kernel holds
