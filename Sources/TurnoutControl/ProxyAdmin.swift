@@ -88,6 +88,7 @@ public final class ProxyAdmin: Sendable {
             "source": source, "generation": statistics.generation, "workers": statistics.workers,
             "accepted": statistics.accepted, "relays": statistics.relays, "loopRejections": statistics.loopRejections,
             "unknownRejections": statistics.unknownRejections, "acceptPauses": statistics.acceptPauses,
+            "undersizedPipes": statistics.undersizedPipes,
             "upstreams": upstreams, "services": services]
         if let status = sourceStatus {
             var reconciler: [String: Any] = [

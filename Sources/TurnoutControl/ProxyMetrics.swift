@@ -64,6 +64,8 @@ public enum ProxyMetrics {
                      samples: [([:], Double(statistics.unknownRejections))])
         text.counter("turnout_accept_pauses_total", help: "Times accepting paused because the process ran out of descriptors.",
                      samples: [([:], Double(statistics.acceptPauses))])
+        text.counter("turnout_pipes_undersized_total", help: "Splice pipes the kernel made smaller than --pipe-size (the uid's pipe budget, fs.pipe-user-pages-soft, is spent).",
+                     samples: [([:], Double(statistics.undersizedPipes))])
         text.gauge("turnout_relays_active", help: "Connections in the proxy now (connecting or relaying).", samples: [([:], Double(statistics.relays))])
         text.gauge("turnout_workers", help: "Worker threads.", samples: [([:], Double(statistics.workers))])
         text.gauge("turnout_table_generation", help: "Generation of the routing table in use (1, then +1 per accepted reload).",

@@ -31,6 +31,10 @@ struct PipePool: ~Copyable {
 
     deinit { for pipe in spare { close(pipe.read); close(pipe.write) } }
 
+    /// Pipes made smaller than asked for: the kernel refused the size (the uid is past
+    /// `fs.pipe-user-pages-soft`, or the size is above `fs.pipe-max-size`).
+    private(set) var undersized = 0
+
     mutating func take() throws(SystemCallError) -> Pipe {
         let pipe: Pipe
         if let reused = spare.popLast() {
@@ -38,6 +42,7 @@ struct PipePool: ~Copyable {
         } else {
             let made = try Syscalls.pipe(size: size)
             pipe = Pipe(read: made.read, write: made.write, capacity: made.capacity)
+            if size > 0 && pipe.capacity < Int(size) { undersized += 1 }
         }
         lent += 1
         return pipe

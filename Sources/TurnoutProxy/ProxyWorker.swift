@@ -37,8 +37,7 @@ final class ProxyWorker {
     /// local address is the proxy itself.
     private let ownPorts: Set<UInt16>
 
-    private var relays: [UInt64: Relay] = [:]
-    private var nextID: UInt64 = 1
+    private var relays = SlotTable<Relay>()
     private var pool: PipePool
     private var snapshot: ProxySnapshot
     private var pickers: [EndpointPicker] = []
@@ -52,6 +51,7 @@ final class ProxyWorker {
     private var inboundCounters: TrafficCounters
     private var acceptPausedUntil: ContinuousClock.Instant?
     private var loggedDescriptorShortage = false
+    private var loggedUndersizedPipe = false
     private var seed: UInt64
     /// Where copy-mode reads land (see ``RelayDirection``); one per worker, used by one relay at
     /// a time. Its size is the bulk threshold: a read that fills it switches to splicing.
@@ -169,14 +169,17 @@ final class ProxyWorker {
         // reports it.
         let readable = events & (CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLRDHUP | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
         let hungUp = events & (CTurnoutLinux_EPOLLRDHUP | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
+        let finQueued = events & CTurnoutLinux_EPOLLRDHUP != 0 && events & CTurnoutLinux_EPOLLERR == 0
         let writable = events & (CTurnoutLinux_EPOLLOUT | CTurnoutLinux_EPOLLHUP | CTurnoutLinux_EPOLLERR) != 0
         if upstream {
             if readable { relay.toClient.sourceReadable = true }
             if hungUp { relay.toClient.sourceHungUp = true }
+            if finQueued { relay.toClient.sourceFinQueued = true }
             if writable { relay.toUpstream.destinationWritable = true }
         } else {
             if readable { relay.toUpstream.sourceReadable = true }
             if hungUp { relay.toUpstream.sourceHungUp = true }
+            if finQueued { relay.toUpstream.sourceFinQueued = true }
             if writable { relay.toClient.destinationWritable = true }
         }
         if upstream, relay.phase == .connecting {
@@ -261,11 +264,10 @@ final class ProxyWorker {
                 return
             }
         }
-        let relay = Relay(id: nextID, client: fd, destination: destination, route: route, snapshot: snapshot,
+        let relay = Relay(id: relays.reserveID(), client: fd, destination: destination, route: route, snapshot: snapshot,
                           load: load, source: source, now: now)
         relay.unavailable = unavailable
-        nextID += 1
-        relays[relay.id] = relay
+        relays.insert(relay, id: relay.id)
         counters.relays.wrappingAdd(1, ordering: .relaxed)
         do throws(SystemCallError) {
             try Syscalls.epollControl(epoll, .add, fd, events: Self.relayEvents, token: relay.token(upstream: false))
@@ -311,9 +313,10 @@ final class ProxyWorker {
                 relay.counters = relay.source == nil ? passthroughCounters : inboundCounters
             }
             relay.attempts += 1
-            // The upstream side starts afresh: nothing is known of the new socket yet.
-            relay.toClient.sourceReadable = true
+            // The upstream side starts afresh: its first event says what it has.
+            relay.toClient.sourceReadable = false
             relay.toClient.sourceHungUp = false
+            relay.toClient.sourceFinQueued = false
             relay.toUpstream.destinationWritable = true
             relay.attemptStarted = now
             relay.connectDeadline = now + configuration.connectTimeout
@@ -346,6 +349,12 @@ final class ProxyWorker {
 
     /// The upstream socket of the current attempt became ready: connected, or failed.
     private func finishConnect(_ relay: Relay, events: UInt32, now: ContinuousClock.Instant) {
+        // Writable without an error or hang-up is a finished handshake: SO_ERROR would say 0,
+        // so it is read only when the event may carry a failure.
+        if events & CTurnoutLinux_EPOLLOUT != 0 && events & (CTurnoutLinux_EPOLLERR | CTurnoutLinux_EPOLLHUP) == 0 {
+            established(relay, now: now)
+            return
+        }
         let code = (try? Syscalls.pendingError(relay.upstream)) ?? EIO
         if code == 0 {
             // SO_ERROR is 0 while the handshake is still running too: only writable means
@@ -429,8 +438,10 @@ final class ProxyWorker {
     /// Moves whatever can move in both directions, passes ends of stream on, and finishes the
     /// relay when both directions are done or one broke.
     private func pump(_ relay: Relay, now: ContinuousClock.Instant) {
-        let up = move(&relay.toUpstream, from: relay.client, to: relay.upstream, counters: relay.counters, toUpstream: true)
-        let down = move(&relay.toClient, from: relay.upstream, to: relay.client, counters: relay.counters, toUpstream: false)
+        let up = move(&relay.toUpstream, from: relay.client, to: relay.upstream, counters: relay.counters, toUpstream: true,
+                      closesAfter: relay.toClient.isFinished)
+        let down = move(&relay.toClient, from: relay.upstream, to: relay.client, counters: relay.counters, toUpstream: false,
+                        closesAfter: relay.toUpstream.isFinished)
         if up.broken || down.broken {
             finish(relay, reset: true)
             return
@@ -446,9 +457,12 @@ final class ProxyWorker {
     /// One direction: source → destination until the source has nothing more or the
     /// destination takes nothing more, then the end of stream passed on after the last byte.
     /// Returns whether bytes moved and whether it broke. Makes no system call for a side that is
-    /// known not to be ready (see ``RelayDirection``).
+    /// known not to be ready (see ``RelayDirection``). `closesAfter`: the other direction is
+    /// finished, so this one ending finishes the relay, and the `close(2)` that follows sends
+    /// the FIN a `shutdown(SHUT_WR)` would (every byte of both sockets was read, so the close
+    /// is a clean one, not a reset).
     private func move(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
-                      counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
+                      counters: TrafficCounters?, toUpstream: Bool, closesAfter: Bool) -> (moved: Bool, broken: Bool) {
         var result = (moved: false, broken: false)
         if !direction.splicing || !direction.pending.isEmpty {
             result = copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream)
@@ -460,7 +474,9 @@ final class ProxyWorker {
         if result.broken { return result }
         if direction.sourceDone && direction.isEmpty && !direction.shutdownSent {
             // The end of stream goes on only after the last byte: the peer may answer only then.
-            guard (try? Syscalls.shutdownWrite(destination)) != nil else { return (result.moved, true) }
+            if !closesAfter {
+                guard (try? Syscalls.shutdownWrite(destination)) != nil else { return (result.moved, true) }
+            }
             direction.shutdownSent = true
         }
         return result
@@ -524,6 +540,9 @@ final class ProxyWorker {
             }
             if received == scratch.count {
                 direction.splicing = true
+            } else if direction.sourceFinQueued {
+                // Drained, and the end of stream is known to be queued behind these bytes.
+                direction.sourceDone = true
             } else if !direction.sourceHungUp {
                 // Short: the socket is drained. Unless it hung up: then its end of stream is
                 // queued behind these bytes, and no event will announce it again.
@@ -544,7 +563,7 @@ final class ProxyWorker {
             var progressed = false
             if readable {
                 if direction.pipe == nil {
-                    guard let pipe = try? pool.take() else { return (moved, true) }
+                    guard let pipe = takePipe() else { return (moved, true) }
                     direction.pipe = pipe
                 }
                 let room = direction.pipe!.capacity - direction.buffered
@@ -587,11 +606,27 @@ final class ProxyWorker {
         return (moved, false)
     }
 
+    /// A pipe from the pool; nil when none can be made (out of descriptors). A pipe smaller
+    /// than asked for still works, slower: it is counted, and logged the first time.
+    private func takePipe() -> Pipe? {
+        let before = pool.undersized
+        guard let pipe = try? pool.take() else { return nil }
+        if pool.undersized != before {
+            counters.undersizedPipes.wrappingAdd(1, ordering: .relaxed)
+            if !loggedUndersizedPipe {
+                loggedUndersizedPipe = true
+                log("worker \(index): the kernel made a \(pipe.capacity)-byte pipe instead of \(configuration.pipeSize) bytes: "
+                    + "this uid's pipe budget (fs.pipe-user-pages-soft) or fs.pipe-max-size is reached; bulk relays will be slower (logged once)")
+            }
+        }
+        return pipe
+    }
+
     // MARK: - timers and the end
 
     /// Connect timeouts, idle relays, half-closed relays past their bound.
     private func sweep(_ now: ContinuousClock.Instant) {
-        for relay in Array(relays.values) {
+        for relay in relays.values {
             switch relay.phase {
             case .connecting:
                 if now >= relay.connectDeadline {
@@ -612,7 +647,7 @@ final class ProxyWorker {
     /// sees an error rather than a clean, empty answer), returns the pipes and releases the
     /// relay's counts.
     private func finish(_ relay: Relay, reset: Bool) {
-        guard relays.removeValue(forKey: relay.id) != nil else { return }
+        guard relays.remove(relay.id) else { return }
         // Counts first, sockets last: whoever sees the connection end (a client, a test) then
         // sees counters and the circuit breaker that already account for it.
         counters.relays.wrappingSubtract(1, ordering: .relaxed)

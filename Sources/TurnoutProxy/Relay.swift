@@ -100,8 +100,11 @@ struct RelayDirection {
     var shutdownSent = false
     /// The source may have bytes (or its end of stream) to read: set by a readiness event,
     /// cleared when a read would block. With edge-triggered epoll the next event comes only
-    /// with new bytes, so a read is worth a system call only while this is set.
-    var sourceReadable = true
+    /// with new bytes, so a read is worth a system call only while this is set. It starts
+    /// clear: a socket is registered with epoll as soon as it exists, and registering reports
+    /// what is already readable, so the first event says when there is something (no read
+    /// of a just-connected upstream only to hear EAGAIN).
+    var sourceReadable = false
     /// The destination may take bytes: set by a writability event, cleared when a write would
     /// block.
     var destinationWritable = true
@@ -109,6 +112,10 @@ struct RelayDirection {
     /// error) may already be queued behind the data, where a short read does not show it and no
     /// further event will come; the source is read until it says so.
     var sourceHungUp = false
+    /// An event said the source's end of stream arrived (EPOLLRDHUP without an error): TCP
+    /// queues it behind all the data, so a read that drains the socket has reached it and
+    /// the read that would return 0 is not made.
+    var sourceFinQueued = false
 
     /// Bytes read and not yet written, in either mode.
     var isEmpty: Bool { buffered == 0 && pending.isEmpty }

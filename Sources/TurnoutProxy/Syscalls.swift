@@ -223,6 +223,17 @@ enum Syscalls {
         return (fds[0], fds[1], capacity > 0 ? Int(capacity) : 65_536)
     }
 
+    /// `/proc/sys/fs/pipe-max-size`, read with `open(2)` and `read(2)`; nil when unreadable.
+    static func pipeMaxSize() -> Int32? {
+        let fd = open("/proc/sys/fs/pipe-max-size", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let count = read(fd, &bytes, bytes.count)
+        guard count > 0 else { return nil }
+        return Int32(String(decoding: bytes[0..<count], as: UTF8.self).filter(\.isNumber))
+    }
+
     /// What one `splice(2)` did.
     enum Spliced: Equatable {
         case moved(Int)

@@ -69,6 +69,8 @@ public final class WorkerCounters: Sendable {
     let unknownRejections = Atomic<UInt64>(0)
     /// Times accepting paused because the process ran out of descriptors (EMFILE, ENFILE).
     let acceptPauses = Atomic<UInt64>(0)
+    /// Pipes the kernel made smaller than `--pipe-size` (the uid's pipe budget is spent).
+    let undersizedPipes = Atomic<UInt64>(0)
     /// Relays alive in this worker (connecting or relaying).
     let relays = Atomic<Int64>(0)
 
@@ -102,6 +104,7 @@ public final class WorkerCounters: Sendable {
         statistics.loopRejections += loopRejections.load(ordering: .relaxed)
         statistics.unknownRejections += unknownRejections.load(ordering: .relaxed)
         statistics.acceptPauses += acceptPauses.load(ordering: .relaxed)
+        statistics.undersizedPipes += undersizedPipes.load(ordering: .relaxed)
         statistics.relays += relays.load(ordering: .relaxed)
     }
 }
@@ -115,6 +118,7 @@ public struct ProxyStatistics: Sendable, Hashable, Codable {
     public var loopRejections: UInt64 = 0
     public var unknownRejections: UInt64 = 0
     public var acceptPauses: UInt64 = 0
+    public var undersizedPipes: UInt64 = 0
     /// Relays open now, in any phase.
     public var relays: Int64 = 0
     public var workers = 0

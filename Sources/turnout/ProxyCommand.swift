@@ -85,6 +85,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("max-connections-per-service"), help: "Open connections per service port before new ones are refused (default 1024).")
     var maxConnectionsPerService = 1024
 
+    @Option(name: .customLong("pipe-size"), help: "Bytes of each splice pipe (default 1 MiB, or fs.pipe-max-size when lower; 0 = the kernel's 64 KiB).")
+    var pipeSize: Int?
+
     @Option(name: .customLong("health-interval"), help: "Seconds between active TCP checks of every endpoint (default 5; 0 turns them off).")
     var healthInterval: Double = 5
 
@@ -199,6 +202,7 @@ struct ProxyCommand: ParsableCommand {
         configuration.connectAttempts = connectAttempts
         guard maxConnectionsPerService > 0 else { throw BadInput(message: "proxy: --max-connections-per-service must be above 0") }
         configuration.maxConnectionsPerService = maxConnectionsPerService
+        configuration.pipeSize = try Self.pipeSize(pipeSize, default: configuration.pipeSize)
         for (value, flag) in [(healthyThreshold, "--healthy-threshold"), (unhealthyThreshold, "--unhealthy-threshold"), (ejectAfter, "--eject-after")]
         where value < 1 {
             throw BadInput(message: "proxy: \(flag) \(value): must be 1 or more")
@@ -226,6 +230,21 @@ struct ProxyCommand: ParsableCommand {
             throw BadInput(message: "proxy: \(error)")
         }
         return configuration
+    }
+
+    /// The pipe size to ask for: the default is lowered to what the kernel allows an
+    /// unprivileged process (`fs.pipe-max-size`); an explicit size above it is refused unless
+    /// the proxy runs as root, which the kernel lets exceed it.
+    private static func pipeSize(_ requested: Int?, default standard: Int32) throws -> Int32 {
+        let maximum = ProxyConfiguration.kernelPipeMaxSize
+        guard let requested else { return maximum.map { min($0, standard) } ?? standard }
+        guard requested == 0 || (4096...(1 << 30)).contains(requested) else {
+            throw BadInput(message: "proxy: --pipe-size \(requested): 0 (the kernel's default) or bytes from 4096 to 1 GiB")
+        }
+        if let maximum, requested > maximum, geteuid() != 0 {
+            throw BadInput(message: "proxy: --pipe-size \(requested): above fs.pipe-max-size (\(maximum)), which only root may exceed")
+        }
+        return Int32(requested)
     }
 
     private static var hasIPv6: Bool { access("/proc/net/if_inet6", F_OK) == 0 }

@@ -224,6 +224,8 @@ struct ProxyCommandFlagTests {
         (["--max-ejection-time", "10"], "--max-ejection-time"),
         (["--max-ejected-percent", "101"], "--max-ejected-percent"),
         (["--panic-threshold", "-5"], "--panic-threshold"),
+        (["--pipe-size", "100"], "--pipe-size"),
+        (["--pipe-size", "2147483647"], "--pipe-size"),
         (["--no-such-flag"], "--no-such-flag"),
     ])
     func badFlag(_ flags: [String], _ named: String) throws {

@@ -206,6 +206,29 @@ struct ProxyScenarioTests {
         }
     }
 
+    @Test("100 conversations that end client first (line, answer, client's FIN, upstream's FIN) → every client sees a clean end of stream, never a reset, and every relay ends")
+    func clientEndsFirstCleanEnd() throws {
+        // The proxy passes the upstream's FIN on with close(2) rather than shutdown + close
+        // once the client's side is done: that close must still be a FIN, not a reset.
+        let upstream = Upstream(port: 8081)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            let proxy = try lab.startProxy(ProxyLab.configuration(workers: 1), table: try Self.webTable([("127.0.0.1", 8081, 1)]))
+            var ends: [String: Int] = [:]
+            for _ in 0..<100 {
+                let connection = try lab.hold(to: Self.vip, port: 80)
+                defer { connection.close() }
+                guard connection.firstLine == upstream.greeting, connection.exchange() == .answered(upstream.greeting) else {
+                    ends["no answer", default: 0] += 1
+                    continue
+                }
+                connection.shutdownWrite()
+                ends["\(connection.end(within: .seconds(5)))", default: 0] += 1
+            }
+            #expect(ends == ["closed": 100])
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 }, "\(proxy.statistics().relays) relays still open")
+        }
+    }
+
     @Test("the digest helper → the FIPS 180-4 test vectors", arguments: [
         ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
         ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
