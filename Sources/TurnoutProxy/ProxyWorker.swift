@@ -524,9 +524,15 @@ final class ProxyWorker {
                 direction.sourceDone = true
                 break
             }
+            // The last bytes before an end of stream known to be queued: held back (MSG_MORE) for
+            // the shutdown or close that follows at once, so they and the FIN go in one segment.
+            // The peer then reads the end with the data and closes second, so the TIME_WAIT
+            // stays here and not on the app's ports (a client that closes as soon as it has its
+            // answer would otherwise beat the FIN and keep a TIME_WAIT for each connection).
+            let last = received < scratch.count && direction.sourceFinQueued
             let sent: Int
             do throws(SystemCallError) {
-                sent = try Syscalls.send(destination, UnsafeRawBufferPointer(rebasing: scratch[0..<received])) ?? 0
+                sent = try Syscalls.send(destination, UnsafeRawBufferPointer(rebasing: scratch[0..<received]), more: last) ?? 0
             } catch {
                 return (moved, true)
             }

@@ -133,10 +133,12 @@ enum Syscalls {
     }
 
     /// `send(2)` with `MSG_NOSIGNAL` (a peer that went away is EPIPE, never SIGPIPE): the count of
-    /// bytes taken, nil when the send buffer is full (EAGAIN).
-    static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemCallError) -> Int? {
+    /// bytes taken, nil when the send buffer is full (EAGAIN). `more` adds `MSG_MORE`: the bytes
+    /// wait in the socket for what follows, and only a later send, `shutdown(2)` or `close(2)`
+    /// sends them (the caller must make one of those).
+    static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, more: Bool = false) throws(SystemCallError) -> Int? {
         while true {
-            let count = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+            let count = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | (more ? Int32(MSG_MORE) : 0))
             if count >= 0 { return count }
             switch errno {
             case EINTR: continue
