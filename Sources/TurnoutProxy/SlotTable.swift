@@ -4,8 +4,9 @@
 /// relay is dropped.
 ///
 /// Owned by one thread; not Sendable. Freed slots are reused most recent first, so live values
-/// stay packed at the front. Ids are below 2^60 (a 40-bit generation over a 20-bit slot), which
-/// leaves room for the 4 bits a relay's token adds.
+/// stay packed at the front. Ids are below 2^59 (a 39-bit generation, wrapping, over a 20-bit
+/// slot): a relay's token adds 4 bits and must stay below the worker's listener tokens at the
+/// top of the 64-bit range.
 struct SlotTable<Value> {
     /// Bits of an id that name the slot: 2^20 values, well above the relays a worker can hold
     /// (each holds two descriptors).
@@ -19,7 +20,7 @@ struct SlotTable<Value> {
 
     /// The id the next ``insert(_:id:)`` must use: reserve it, build the value with it, insert.
     mutating func reserveID() -> UInt64 {
-        generation = (generation + 1) & ((1 << 40) - 1)
+        generation = (generation + 1) & ((1 << 39) - 1)
         let slot = free.last ?? slots.count
         precondition(UInt64(slot) <= Self.slotMask, "SlotTable: more than 2^20 values")
         return generation << Self.slotBits | UInt64(slot)
