@@ -78,7 +78,7 @@ public struct ProxyConfiguration: Sendable, Hashable {
         self.workers = workers
     }
 
-    /// The kernel's `fs.pipe-max-size`: the largest pipe a process without `CAP_SYS_RESOURCE`
-    /// may ask for; nil when /proc cannot be read.
-    public static var kernelPipeMaxSize: Int32? { Syscalls.pipeMaxSize() }
+    /// Reads the kernel's `fs.pipe-max-size`: the largest pipe a process without
+    /// `CAP_SYS_RESOURCE` may ask for; nil when /proc cannot be read.
+    public static func kernelPipeMaxSize() -> Int32? { Syscalls.pipeMaxSize() }
 }

@@ -236,7 +236,7 @@ struct ProxyCommand: ParsableCommand {
     /// unprivileged process (`fs.pipe-max-size`); an explicit size above it is refused unless
     /// the proxy runs as root, which the kernel lets exceed it.
     private static func pipeSize(_ requested: Int?, default standard: Int32) throws -> Int32 {
-        let maximum = ProxyConfiguration.kernelPipeMaxSize
+        let maximum = ProxyConfiguration.kernelPipeMaxSize()
         guard let requested else { return maximum.map { min($0, standard) } ?? standard }
         guard requested == 0 || (4096...(1 << 30)).contains(requested) else {
             throw BadInput(message: "proxy: --pipe-size \(requested): 0 (the kernel's default) or bytes from 4096 to 1 GiB")

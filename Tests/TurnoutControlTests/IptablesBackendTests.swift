@@ -203,7 +203,7 @@ struct IptablesBackendTests {
     func removedServiceChainsAreDeleted() throws {
         try withNetworkNamespace(prefix: "ipt") { ns in
             let backend = backend(ns)
-            let both = try table(canaryYAML(stable: 90, canary: 10) + Self.otherService)
+            let both = try table(CanaryTable.yaml(stable: 90, canary: 10) + "\n" + Self.otherService)
             let removedChains = ownChains(of: try table("services:\n" + Self.otherService), family: .ipv4)
                 .filter { $0.hasPrefix("TURNOUT-SVC-") || $0.hasPrefix("TURNOUT-SEP-") }
             let keptChains = ownChains(of: try example("canary"), family: .ipv4).filter { $0.hasPrefix("TURNOUT-S") && $0 != "TURNOUT-SERVICES" }
@@ -409,22 +409,8 @@ private func table(_ yaml: String) throws -> ServiceTable {
     try TableDecoder.decode(yaml, name: "test.yaml")
 }
 
-private func canaryYAML(stable: Int, canary: Int) -> String {
-    """
-    services:
-      - name: shop/checkout
-        addresses: [10.96.0.20]
-        ports:
-          - {name: http, port: 80, targetPort: 8080}
-        endpoints:
-          - {address: 10.1.0.5, weight: \(stable), zone: a}
-          - {address: 10.1.0.6, port: 8081, weight: \(canary), zone: b}
-
-    """
-}
-
-private func canary(stable: Int, canary: Int) throws -> ServiceTable {
-    try table(canaryYAML(stable: stable, canary: canary))
+private func canary(stable: UInt32, canary: UInt32) throws -> ServiceTable {
+    try table(CanaryTable.yaml(stable: stable, canary: canary))
 }
 
 private func backend(_ ns: NetworkNamespace) -> IptablesBackend {
