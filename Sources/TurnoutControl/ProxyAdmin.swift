@@ -88,8 +88,10 @@ public final class ProxyAdmin: Sendable {
             "source": source, "generation": statistics.generation, "workers": statistics.workers,
             "accepted": statistics.accepted, "relays": statistics.relays, "loopRejections": statistics.loopRejections,
             "unknownRejections": statistics.unknownRejections, "acceptPauses": statistics.acceptPauses,
-            "undersizedPipes": statistics.undersizedPipes,
+            "undersizedPipes": statistics.undersizedPipes, "copyFallbacks": statistics.copyFallbacks,
+            "pipeBytes": statistics.pipeBytes, "pipeBytesPeak": statistics.pipeBytesPeak,
             "upstreams": upstreams, "services": services]
+        if let budget = statistics.pipeBudget { result["pipeBudget"] = budget }
         if let status = sourceStatus {
             var reconciler: [String: Any] = [
                 "state": status.sourceState, "installs": status.installs, "unchanged": status.unchanged,

@@ -64,8 +64,16 @@ public enum ProxyMetrics {
                      samples: [([:], Double(statistics.unknownRejections))])
         text.counter("turnout_accept_pauses_total", help: "Times accepting paused because the process ran out of descriptors.",
                      samples: [([:], Double(statistics.acceptPauses))])
-        text.counter("turnout_pipes_undersized_total", help: "Splice pipes the kernel made smaller than --pipe-size (the uid's pipe budget, fs.pipe-user-pages-soft, is spent).",
+        text.counter("turnout_pipes_undersized_total", help: "Splice pipes the kernel made smaller than asked (the uid's pipe allowance, fs.pipe-user-pages-soft, is spent); each was closed and its relay copied.",
                      samples: [([:], Double(statistics.undersizedPipes))])
+        text.counter("turnout_relay_copy_fallbacks_total", help: "Rounds of bulk relay directions that copied instead of splicing for want of a pipe (pipe budget spent, pipe undersized, no descriptor).",
+                     samples: [([:], Double(statistics.copyFallbacks))])
+        text.gauge("turnout_pipe_bytes", help: "Splice pipe capacity the proxy holds now (lent to relays or spare), in bytes.",
+                   samples: [([:], Double(statistics.pipeBytes))])
+        if let budget = statistics.pipeBudget {
+            text.gauge("turnout_pipe_budget_bytes", help: "The most pipe capacity the proxy holds at once (--pipe-budget), in bytes.",
+                       samples: [([:], Double(budget))])
+        }
         text.gauge("turnout_relays_active", help: "Connections in the proxy now (connecting or relaying).", samples: [([:], Double(statistics.relays))])
         text.gauge("turnout_workers", help: "Worker threads.", samples: [([:], Double(statistics.workers))])
         text.gauge("turnout_table_generation", help: "Generation of the routing table in use (1, then +1 per accepted reload).",

@@ -14,35 +14,54 @@ struct Pipe {
 /// gives it back once it is empty, so an idle connection holds no pipe (2 descriptors saved
 /// per direction) and busy ones reuse pipes instead of creating them.
 ///
-/// Owned by one worker thread; not Sendable. Pipes beyond `limit` are closed when returned.
-/// A pipe is returned only when empty: one that still holds bytes belongs to a broken relay
-/// and is closed instead.
+/// Owned by one worker thread; not Sendable. Every pipe it makes is charged to the proxy's
+/// ``PipeAccount`` (shared by the workers) until it is closed, spare or lent. Pipes beyond
+/// `limit` spares are closed when returned. A pipe is returned only when empty: one that still
+/// holds bytes belongs to a broken relay and is closed instead.
 struct PipePool: ~Copyable {
+    /// Why ``take(now:)`` had no pipe to give.
+    enum Shortage: Error, Equatable {
+        /// The ``PipeBudget`` is spent.
+        case budget
+        /// The kernel made the pipe smaller than asked (the uid's allowance is spent); it was
+        /// closed again, since copying moves more per system call than an 8 KiB pipe.
+        case undersized(capacity: Int)
+        /// `pipe2(2)` failed (no descriptor left).
+        case failed(SystemCallError)
+    }
+
     private var spare: [Pipe] = []
     let limit: Int
-    let size: Int32
+    let account: PipeAccount
     /// Pipes in use by relays, for the statistics.
     private(set) var lent = 0
 
-    init(limit: Int, size: Int32) {
+    init(limit: Int, account: PipeAccount) {
         self.limit = limit
-        self.size = size
+        self.account = account
     }
 
-    deinit { for pipe in spare { close(pipe.read); close(pipe.write) } }
+    deinit { for pipe in spare { discard(pipe) } }
 
-    /// Pipes made smaller than asked for: the kernel refused the size (the uid is past
-    /// `fs.pipe-user-pages-soft`, or the size is above `fs.pipe-max-size`).
-    private(set) var undersized = 0
-
-    mutating func take() throws(SystemCallError) -> Pipe {
-        let pipe: Pipe
+    mutating func take(now: Int64) throws(Shortage) -> Pipe {
         if let reused = spare.popLast() {
-            pipe = reused
-        } else {
-            let made = try Syscalls.pipe(size: size)
-            pipe = Pipe(read: made.read, write: made.write, capacity: made.capacity)
-            if size > 0 && pipe.capacity < Int(size) { undersized += 1 }
+            lent += 1
+            return reused
+        }
+        guard let grant = account.reserve(now: now) else { throw .budget }
+        let made: (read: Int32, write: Int32, capacity: Int)
+        do {
+            made = try Syscalls.pipe(size: grant.request)
+        } catch {
+            account.release(grant.bytes)
+            throw .failed(error)
+        }
+        account.settle(grant, capacity: made.capacity)
+        let pipe = Pipe(read: made.read, write: made.write, capacity: made.capacity)
+        guard made.capacity >= grant.bytes else {
+            discard(pipe)
+            account.kernelRefused(now: now)
+            throw .undersized(capacity: made.capacity)
         }
         lent += 1
         return pipe
@@ -53,8 +72,13 @@ struct PipePool: ~Copyable {
         if empty && spare.count < limit {
             spare.append(pipe)
         } else {
-            close(pipe.read)
-            close(pipe.write)
+            discard(pipe)
         }
+    }
+
+    private func discard(_ pipe: Pipe) {
+        close(pipe.read)
+        close(pipe.write)
+        account.release(pipe.capacity)
     }
 }

@@ -48,10 +48,15 @@ public struct ProxyConfiguration: Sendable, Hashable {
     /// machine's loopback against 19.9 with 64 KiB pipes, at less CPU per GiB. A pipe's pages
     /// exist only while bytes sit in it, but the kernel charges the whole size to the proxy's
     /// uid: an unprivileged uid gets `fs.pipe-user-pages-soft` (64 MiB by default), so 64 such
-    /// pipes at once; past that the kernel hands out 8 KiB pipes, which the worker logs once
-    /// (``WorkerCounters/undersizedPipes``). Few relays hold a pipe at any moment: only bulk
-    /// directions with bytes in flight.
+    /// pipes at once; past that the kernel hands out 8 KiB pipes. ``pipeBudget`` keeps the proxy
+    /// inside that allowance. Few relays hold a pipe at any moment: only bulk directions with
+    /// bytes in flight.
     public var pipeSize: Int32 = 1 << 20
+    /// The most pipe capacity the proxy holds at once, over all workers (see ``PipeBudget``):
+    /// by default three quarters of the uid's `fs.pipe-user-pages-soft`, none for a privileged
+    /// proxy. Past half of it pipes are made at the kernel's 64 KiB; once it is spent, bulk
+    /// directions copy instead of splicing.
+    public var pipeBudget: PipeBudget = .automatic
     /// Pipes a worker keeps for reuse; more are closed when returned. Small, because every spare
     /// pipe counts against the uid's pipe budget (see ``pipeSize``).
     public var pipePoolLimit = 8

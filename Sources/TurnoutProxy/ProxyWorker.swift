@@ -52,6 +52,7 @@ final class ProxyWorker {
     private var acceptPausedUntil: ContinuousClock.Instant?
     private var loggedDescriptorShortage = false
     private var loggedUndersizedPipe = false
+    private var loggedPipeFailure = false
     private var seed: UInt64
     /// Where copy-mode reads land (see ``RelayDirection``); one per worker, used by one relay at
     /// a time. Its size is the bulk threshold: a read that fills it switches to splicing.
@@ -59,14 +60,14 @@ final class ProxyWorker {
     static let copyLimit = 16_384
 
     init(index: Int, configuration: ProxyConfiguration, cell: SnapshotCell, health: EndpointHealthCell,
-         log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
+         pipes: PipeAccount, log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
         self.index = index
         self.configuration = configuration
         self.cell = cell
         healthCell = health
         self.log = log
         counters = WorkerCounters()
-        pool = PipePool(limit: configuration.pipePoolLimit, size: configuration.pipeSize)
+        pool = PipePool(limit: configuration.pipePoolLimit, account: pipes)
         snapshot = cell.snapshot
         seed = 0x9E37_79B9_7F4A_7C15 &* UInt64(index + 1)
         ownPorts = Set((configuration.outbound + configuration.inbound).map(\.port))
@@ -465,11 +466,18 @@ final class ProxyWorker {
                       counters: TrafficCounters?, toUpstream: Bool, closesAfter: Bool) -> (moved: Bool, broken: Bool) {
         var result = (moved: false, broken: false)
         if !direction.splicing || !direction.pending.isEmpty {
-            result = copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream)
+            result = copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream, bulk: false)
         }
-        if direction.splicing && !result.broken {
-            let spliced = splice(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream)
-            result = (result.moved || spliced.moved, spliced.broken)
+        if direction.splicing && !result.broken && direction.pending.isEmpty {
+            if direction.pipe == nil && !direction.sourceDone && direction.sourceReadable && direction.destinationWritable {
+                direction.pipe = takePipe()
+            }
+            // No pipe to be had (budget spent, none left in the kernel's allowance, no
+            // descriptor): this round copies, and the next one asks for a pipe again.
+            let next = direction.pipe == nil
+                ? copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream, bulk: true)
+                : splice(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream)
+            result = (result.moved || next.moved, next.broken)
         }
         if result.broken { return result }
         if direction.sourceDone && direction.isEmpty && !direction.shutdownSent {
@@ -486,8 +494,10 @@ final class ProxyWorker {
     /// drained of data (TCP copies all it has queued), so no read is made only to hear EAGAIN,
     /// except after a hang-up event: a FIN queued behind the data is only seen by reading on. A
     /// read that fills the buffer switches the direction to splicing, after its bytes went on.
+    /// `bulk`: the direction splices already but has no pipe, so the copying goes on until the
+    /// source is drained or the destination full.
     private func copy(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
-                      counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
+                      counters: TrafficCounters?, toUpstream: Bool, bulk: Bool) -> (moved: Bool, broken: Bool) {
         var moved = false
         if !direction.pending.isEmpty {
             guard direction.destinationWritable else { return (false, false) }
@@ -509,7 +519,7 @@ final class ProxyWorker {
                 return (moved, false)
             }
         }
-        while !direction.sourceDone && direction.sourceReadable && direction.destinationWritable && !direction.splicing {
+        while !direction.sourceDone && direction.sourceReadable && direction.destinationWritable && (bulk || !direction.splicing) {
             let received: Int?
             do throws(SystemCallError) {
                 received = try Syscalls.receive(source, into: scratch)
@@ -558,7 +568,7 @@ final class ProxyWorker {
         return (moved, false)
     }
 
-    /// Splice mode: socket → pipe → socket.
+    /// Splice mode: socket → pipe → socket, through the direction's pipe (``move`` got it).
     private func splice(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
                         counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
         var moved = false
@@ -567,11 +577,7 @@ final class ProxyWorker {
         var readable = !direction.sourceDone && direction.sourceReadable
         while (readable || direction.buffered > 0) && direction.destinationWritable {
             var progressed = false
-            if readable {
-                if direction.pipe == nil {
-                    guard let pipe = takePipe() else { return (moved, true) }
-                    direction.pipe = pipe
-                }
+            if readable, direction.pipe != nil {
                 let room = direction.pipe!.capacity - direction.buffered
                 if room > 0 {
                     switch Syscalls.splice(from: source, to: direction.pipe!.write, length: room) {
@@ -612,20 +618,33 @@ final class ProxyWorker {
         return (moved, false)
     }
 
-    /// A pipe from the pool; nil when none can be made (out of descriptors). A pipe smaller
-    /// than asked for still works, slower: it is counted, and logged the first time.
+    /// A pipe from the pool; nil when none can be had, and the direction copies instead: the
+    /// budget is spent, the kernel made an undersized pipe (the uid's allowance is spent, by
+    /// this proxy or another of its processes), or no descriptor is left. Counted; the last two
+    /// are logged once.
     private func takePipe() -> Pipe? {
-        let before = pool.undersized
-        guard let pipe = try? pool.take() else { return nil }
-        if pool.undersized != before {
-            counters.undersizedPipes.wrappingAdd(1, ordering: .relaxed)
-            if !loggedUndersizedPipe {
-                loggedUndersizedPipe = true
-                log("worker \(index): the kernel made a \(pipe.capacity)-byte pipe instead of \(configuration.pipeSize) bytes: "
-                    + "this uid's pipe budget (fs.pipe-user-pages-soft) or fs.pipe-max-size is reached; bulk relays will be slower (logged once)")
+        do throws(PipePool.Shortage) {
+            return try pool.take(now: Syscalls.monotonicNanoseconds())
+        } catch {
+            counters.copyFallbacks.wrappingAdd(1, ordering: .relaxed)
+            switch error {
+            case .budget:
+                break
+            case .undersized(let capacity):
+                counters.undersizedPipes.wrappingAdd(1, ordering: .relaxed)
+                if !loggedUndersizedPipe {
+                    loggedUndersizedPipe = true
+                    log("worker \(index): the kernel made a \(capacity)-byte pipe: this uid's pipe allowance (fs.pipe-user-pages-soft) "
+                        + "is spent, by this proxy or another process of the uid; bulk relays copy instead of splicing until pipes are free (logged once)")
+                }
+            case .failed(let failure):
+                if !loggedPipeFailure {
+                    loggedPipeFailure = true
+                    log("worker \(index): \(failure): bulk relays copy instead of splicing while no pipe can be made (logged once)")
+                }
             }
+            return nil
         }
-        return pipe
     }
 
     // MARK: - timers and the end

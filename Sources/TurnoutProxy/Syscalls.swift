@@ -225,15 +225,55 @@ enum Syscalls {
         return (fds[0], fds[1], capacity > 0 ? Int(capacity) : 65_536)
     }
 
-    /// `/proc/sys/fs/pipe-max-size`, read with `open(2)` and `read(2)`; nil when unreadable.
+    /// `/proc/sys/fs/pipe-max-size`; nil when unreadable.
     static func pipeMaxSize() -> Int32? {
-        let fd = open("/proc/sys/fs/pipe-max-size", O_RDONLY | O_CLOEXEC)
+        procInteger("/proc/sys/fs/pipe-max-size").flatMap { Int32(exactly: $0) }
+    }
+
+    /// A /proc file holding one number (a sysctl), read with `open(2)` and `read(2)`; nil when
+    /// unreadable.
+    static func procInteger(_ path: String) -> Int? {
+        guard let text = procText(path, limit: 64) else { return nil }
+        return Int(text.filter(\.isNumber))
+    }
+
+    /// The start of a /proc file (at most `limit` bytes), or nil when it cannot be read.
+    private static func procText(_ path: String, limit: Int) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 32)
-        let count = read(fd, &bytes, bytes.count)
-        guard count > 0 else { return nil }
-        return Int32(String(decoding: bytes[0..<count], as: UTF8.self).filter(\.isNumber))
+        var bytes = [UInt8](repeating: 0, count: limit)
+        var filled = 0
+        while filled < limit {
+            let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, limit - filled) }
+            guard count > 0 else { break }
+            filled += count
+        }
+        return filled > 0 ? String(decoding: bytes[0..<filled], as: UTF8.self) : nil
+    }
+
+    /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: a moment as a number an atomic can hold.
+    static func monotonicNanoseconds() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
+    }
+
+    /// The page size (`sysconf(_SC_PAGESIZE)`).
+    static var pageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
+
+    /// Whether the kernel's per-uid pipe allowance leaves this process alone: it has
+    /// `CAP_SYS_RESOURCE` or `CAP_SYS_ADMIN` in its effective set (`CapEff` in
+    /// /proc/self/status; the kernel's check is `pipe_is_unprivileged_user` in fs/pipe.c).
+    /// Unreadable status counts as not exempt.
+    static func isExemptFromPipeLimits() -> Bool {
+        guard let status = procText("/proc/self/status", limit: 4096),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+              let mask = UInt64(line.dropFirst("CapEff:".count).trimmingPrefix(while: \.isWhitespace), radix: 16) else {
+            return false
+        }
+        let sysAdmin: UInt64 = 1 << 21, sysResource: UInt64 = 1 << 24
+        return mask & (sysAdmin | sysResource) != 0
     }
 
     /// What one `splice(2)` did.

@@ -17,6 +17,7 @@ public final class TransparentProxy: Sendable {
     /// Nil when active checks are off.
     private let checker: HealthChecker?
     private let workers: [(counters: WorkerCounters, signal: WorkerSignal)]
+    private let pipes: PipeAccount
     private let threads: Mutex<[JoinableThread]>
     private let reloadLock = Mutex(())
 
@@ -42,11 +43,15 @@ public final class TransparentProxy: Sendable {
         } else {
             checker = nil
         }
+        let pipes = PipeAccount(limit: configuration.pipeBudget.resolved(), preferredSize: configuration.pipeSize,
+                                pageSize: Syscalls.pageSize)
+        self.pipes = pipes
         var workers: [(counters: WorkerCounters, signal: WorkerSignal)] = []
         var started: [JoinableThread] = []
         do throws(SystemCallError) {
             for index in 0..<max(1, configuration.workers) {
-                let worker = try ProxyWorker(index: index, configuration: configuration, cell: cell, health: healthCell, log: log)
+                let worker = try ProxyWorker(index: index, configuration: configuration, cell: cell, health: healthCell,
+                                             pipes: pipes, log: log)
                 workers.append((worker.counters, worker.signal))
                 // The worker moves to its thread, which is its only user from here on.
                 started.append(try JoinableThread(handingOver: worker) { $0.run() })
@@ -86,6 +91,9 @@ public final class TransparentProxy: Sendable {
         for worker in workers { worker.counters.add(to: &statistics) }
         statistics.workers = workers.count
         statistics.generation = cell.snapshot.generation
+        statistics.pipeBytes = Int64(pipes.bytesHeld)
+        statistics.pipeBytesPeak = Int64(pipes.bytesPeak)
+        statistics.pipeBudget = pipes.limit.map(Int64.init)
         let snapshot = cell.snapshot
         let health = healthCell.snapshot
         let now = ContinuousClock.now

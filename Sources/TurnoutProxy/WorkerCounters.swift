@@ -69,8 +69,10 @@ public final class WorkerCounters: Sendable {
     let unknownRejections = Atomic<UInt64>(0)
     /// Times accepting paused because the process ran out of descriptors (EMFILE, ENFILE).
     let acceptPauses = Atomic<UInt64>(0)
-    /// Pipes the kernel made smaller than `--pipe-size` (the uid's pipe budget is spent).
+    /// Pipes the kernel made smaller than asked (the uid's pipe allowance is spent).
     let undersizedPipes = Atomic<UInt64>(0)
+    /// Rounds of a bulk direction that copied because no pipe could be had (see ``PipeBudget``).
+    let copyFallbacks = Atomic<UInt64>(0)
     /// Relays alive in this worker (connecting or relaying).
     let relays = Atomic<Int64>(0)
 
@@ -105,6 +107,7 @@ public final class WorkerCounters: Sendable {
         statistics.unknownRejections += unknownRejections.load(ordering: .relaxed)
         statistics.acceptPauses += acceptPauses.load(ordering: .relaxed)
         statistics.undersizedPipes += undersizedPipes.load(ordering: .relaxed)
+        statistics.copyFallbacks += copyFallbacks.load(ordering: .relaxed)
         statistics.relays += relays.load(ordering: .relaxed)
     }
 }
@@ -119,6 +122,14 @@ public struct ProxyStatistics: Sendable, Hashable, Codable {
     public var unknownRejections: UInt64 = 0
     public var acceptPauses: UInt64 = 0
     public var undersizedPipes: UInt64 = 0
+    /// Rounds of bulk directions that copied for want of a pipe (budget spent, the kernel's
+    /// pipe undersized, or no descriptor).
+    public var copyFallbacks: UInt64 = 0
+    /// Pipe capacity held now (lent to relays or spare), in bytes; the most held at once; the
+    /// budget (nil: none).
+    public var pipeBytes: Int64 = 0
+    public var pipeBytesPeak: Int64 = 0
+    public var pipeBudget: Int64?
     /// Relays open now, in any phase.
     public var relays: Int64 = 0
     public var workers = 0

@@ -88,6 +88,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("pipe-size"), help: "Bytes of each splice pipe (default 1 MiB, or fs.pipe-max-size when lower; 0 = the kernel's 64 KiB).")
     var pipeSize: Int?
 
+    @Option(name: .customLong("pipe-budget"), help: ArgumentHelp("Bytes of splice pipes held at once, over all workers, or 'unlimited' (default: 3/4 of the uid's fs.pipe-user-pages-soft; unlimited with CAP_SYS_RESOURCE). Past half, pipes are 64 KiB; once spent, bulk relays copy. 0 = never splice.", valueName: "bytes|unlimited"))
+    var pipeBudget: String?
+
     @Option(name: .customLong("health-interval"), help: "Seconds between active TCP checks of every endpoint (default 5; 0 turns them off).")
     var healthInterval: Double = 5
 
@@ -203,6 +206,7 @@ struct ProxyCommand: ParsableCommand {
         guard maxConnectionsPerService > 0 else { throw BadInput(message: "proxy: --max-connections-per-service must be above 0") }
         configuration.maxConnectionsPerService = maxConnectionsPerService
         configuration.pipeSize = try Self.pipeSize(pipeSize, default: configuration.pipeSize)
+        configuration.pipeBudget = try Self.pipeBudget(pipeBudget)
         for (value, flag) in [(healthyThreshold, "--healthy-threshold"), (unhealthyThreshold, "--unhealthy-threshold"), (ejectAfter, "--eject-after")]
         where value < 1 {
             throw BadInput(message: "proxy: \(flag) \(value): must be 1 or more")
@@ -245,6 +249,15 @@ struct ProxyCommand: ParsableCommand {
             throw BadInput(message: "proxy: --pipe-size \(requested): above fs.pipe-max-size (\(maximum)), which only root may exceed")
         }
         return Int32(requested)
+    }
+
+    private static func pipeBudget(_ text: String?) throws -> PipeBudget {
+        guard let text else { return .automatic }
+        if text == "unlimited" { return .unlimited }
+        guard let bytes = Int(text), bytes >= 0 else {
+            throw BadInput(message: "proxy: --pipe-budget \(text): bytes (0 = never splice) or 'unlimited'")
+        }
+        return .bytes(bytes)
     }
 
     private static var hasIPv6: Bool { access("/proc/net/if_inet6", F_OK) == 0 }

@@ -198,6 +198,81 @@ struct ProxyCommandTests {
             #expect(try lab.connections(3, to: Self.vip, port: 80) == ["port 8082": 3])
         }
     }
+
+    /// A uid no other test runs as: the kernel's pipe allowance is per uid, machine-wide.
+    static let pipeTestUID = 4711
+
+    /// Holds `pipeTestUID`'s whole pipe allowance: 1 MiB pipes until the kernel refuses the
+    /// size, then pipes of the default size until one comes out undersized (the kernel then
+    /// makes 8 KiB pipes for that uid). Prints "ready N" and waits to be stopped.
+    static let pipeHogScript = """
+        import fcntl, os, signal
+        pipes = []
+        while len(pipes) < 2000:
+            r, w = os.pipe()
+            pipes.append((r, w))
+            try:
+                fcntl.fcntl(w, 1031, 1 << 20)
+            except OSError:
+                pass
+            if fcntl.fcntl(w, 1032) < 65536:
+                break
+        print("ready", len(pipes), flush=True)
+        signal.pause()
+        """
+
+    static func stats(_ lab: ProxyLab) throws -> [String: Any] {
+        let answer = try lab.httpGet(port: adminPort, path: "/stats")
+        try #require(answer.status == 200)
+        return try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])
+    }
+
+    @Test("the proxy as an unprivileged uid whose pipe allowance another of its processes spent → its budget is 3/4 of the allowance; 4 MB uploads still arrive whole (copied, the 8 KiB pipe counted as undersized); once the allowance is free again, they splice")
+    func pipeAllowanceSpent() throws {
+        let softPages = try #require(Int((try String(contentsOfFile: "/proc/sys/fs/pipe-user-pages-soft", encoding: .utf8))
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        try #require(softPages > 0, "fs.pipe-user-pages-soft is 0: the kernel sets no pipe allowance to spend")
+        let upstream = ProxyLab.Upstream(port: 8081, kind: .digest)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            let file = lab.stateDirectory + "/table.yaml"
+            try Self.write(Self.table([8081]), to: file)
+            let uid = "\(Self.pipeTestUID)"
+            let setpriv = try Subprocess.locate("setpriv")
+            let dropTo = [setpriv, "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all"]
+            let hog = try LabProcess(try Subprocess.locate("ip"), ["netns", "exec", lab.namespace.name] + dropTo + ["/usr/bin/python3", "-c", Self.pipeHogScript])
+            defer { hog.stop() }
+            try #require(hog.waitForOutput("ready", within: .seconds(10)), "pipe hog: \(hog.standardError)")
+            let proxy = try LabProcess(try Subprocess.locate("ip"), ["netns", "exec", lab.namespace.name] + dropTo + [
+                Repository.turnoutBinary, "proxy", "-f", file, "--outbound", "0.0.0.0:\(ProxyLab.outboundPort)",
+                "--inbound", "none", "--admin", "127.0.0.1:\(Self.adminPort)", "--workers", "1", "--health-interval", "0",
+            ])
+            defer { proxy.stop() }
+            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
+            try #require(ready, "not ready; stderr: \(proxy.standardError)")
+            #expect(try Self.stats(lab)["pipeBudget"] as? Int == softPages * Int(sysconf(Int32(_SC_PAGESIZE))) / 4 * 3)
+
+            let bytes = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 13) }
+            let digest = SHA256Digest.hex(of: bytes)
+            for _ in 0..<2 {
+                #expect(try lab.upload(bytes, to: Self.vip, port: 80, timeout: .seconds(30)) == .answered(digest))
+            }
+            let starved = try Self.stats(lab)
+            let undersized = try #require(starved["undersizedPipes"] as? Int)
+            let fallbacks = try #require(starved["copyFallbacks"] as? Int)
+            #expect(undersized >= 1)
+            #expect(fallbacks >= 2)
+            #expect(proxy.standardError.contains("pipe allowance"), "stderr: \(proxy.standardError)")
+
+            hog.stop()
+            // The proxy holds off new pipes for 5 s after the kernel refused one.
+            Thread.sleep(forTimeInterval: 5.5)
+            #expect(try lab.upload(bytes, to: Self.vip, port: 80, timeout: .seconds(30)) == .answered(digest))
+            let freed = try Self.stats(lab)
+            #expect(freed["undersizedPipes"] as? Int == undersized)
+            #expect(freed["copyFallbacks"] as? Int == fallbacks, "\(freed)")
+            #expect((freed["pipeBytesPeak"] as? Int ?? 0) >= 1 << 20, "\(freed)")
+        }
+    }
 }
 
 /// Bad flags are refused before anything binds: no namespace needed.
@@ -226,6 +301,8 @@ struct ProxyCommandFlagTests {
         (["--panic-threshold", "-5"], "--panic-threshold"),
         (["--pipe-size", "100"], "--pipe-size"),
         (["--pipe-size", "2147483647"], "--pipe-size"),
+        (["--pipe-budget", "lots"], "--pipe-budget"),
+        (["--pipe-budget", "-1"], "--pipe-budget"),
         (["--no-such-flag"], "--no-such-flag"),
     ])
     func badFlag(_ flags: [String], _ named: String) throws {

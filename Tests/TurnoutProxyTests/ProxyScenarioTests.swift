@@ -418,6 +418,40 @@ struct ProxyScenarioTests {
         }
     }
 
+    struct Budget: Sendable, CustomTestStringConvertible {
+        let budget: Int
+        let conversations: Int
+        var testDescription: String { "budget \(budget) bytes of 64 KiB pipes, \(conversations) conversations at once" }
+    }
+
+    @Test("echo, 4 MB each way, over a pipe budget → every byte comes back in order; the pipes held never pass the budget; directions without a pipe copied (counted)",
+          arguments: [Budget(budget: 131_072, conversations: 8), Budget(budget: 0, conversations: 2)])
+    func pipeBudget(_ example: Budget) throws {
+        let upstream = Upstream(port: 8091, kind: .echo)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            var configuration = ProxyLab.configuration()
+            configuration.pipeSize = 65_536
+            configuration.pipeBudget = .bytes(example.budget)
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8091, 1)]))
+            let bytes = (0..<(4 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ $0 >> 11) }
+            let calls = (0..<example.conversations).map { _ in BackgroundCall { try lab.converse(bytes, to: Self.vip, port: 80) } }
+            for call in calls {
+                let (received, end) = try call.result(within: .seconds(60))
+                #expect(end == .closed)
+                #expect(received == bytes, "\(received.count) bytes came back")
+            }
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+            let statistics = proxy.statistics()
+            #expect(statistics.pipeBudget == Int64(example.budget))
+            #expect(statistics.pipeBytesPeak <= Int64(example.budget), "peak \(statistics.pipeBytesPeak)")
+            #expect(statistics.pipeBytes <= Int64(example.budget))
+            #expect(statistics.copyFallbacks > 0)
+            let traffic = Self.traffic(proxy, upstream)
+            let total = UInt64(bytes.count * example.conversations)
+            #expect(traffic.bytesToUpstream == total && traffic.bytesToClient == total, "\(traffic)")
+        }
+    }
+
     @Test("an endpoint that drops SYNs (black hole), connect timeout 0.3 s → the attempt times out and the next endpoint answers; counted as a timeout")
     func connectTimeoutMovesOn() throws {
         let live = Upstream(port: 8081)
