@@ -1,14 +1,34 @@
 import TurnoutModel
 
-/// Makes a ``TableSource`` from the `--source` a user wrote: `file:PATH` (or a bare path) for
-/// a file or directory, `etcd:http://HOST:PORT` for etcd.
-public enum TableSourceURL {
-    public static func open(_ text: String) throws -> any TableSource {
+/// The `--source` a user wrote, parsed: `file:PATH` (or a bare path) for a file or directory,
+/// `etcd:http://HOST:PORT` for etcd. ``open()`` makes the ``TableSource`` that watches it.
+public enum TableSourceURL: Sendable, Hashable {
+    case file(path: String)
+    /// The etcd endpoint, as written after `etcd:` (checked when the source is opened).
+    case etcd(endpoint: String)
+
+    /// Parses `text`; throws `ValueError` for `file:` with no path.
+    public init(_ text: String) throws(ValueError) {
         if text.hasPrefix("etcd:") {
-            return try EtcdTableSource(client: EtcdClient(url: String(text.dropFirst("etcd:".count))))
+            self = .etcd(endpoint: String(text.dropFirst("etcd:".count)))
+            return
         }
         let path = text.hasPrefix("file:") ? String(text.dropFirst("file:".count)) : text
         guard !path.isEmpty else { throw ValueError("\(text): file:PATH needs a path") }
-        return try FileTableSource(path: path)
+        self = .file(path: path)
+    }
+
+    /// The source that watches this location. Throws `ValueError` for an etcd endpoint that is
+    /// not `http://HOST:PORT`, or what starting a file watch throws.
+    public func open() throws -> any TableSource {
+        switch self {
+        case .file(let path): return try FileTableSource(path: path)
+        case .etcd(let endpoint): return try EtcdTableSource(client: EtcdClient(url: endpoint))
+        }
+    }
+
+    /// `TableSourceURL(text).open()`.
+    public static func open(_ text: String) throws -> any TableSource {
+        try TableSourceURL(text).open()
     }
 }

@@ -122,16 +122,18 @@ struct ProxyCommand: ParsableCommand {
         let configuration = try proxyConfiguration()
         guard (file == nil) != (source == nil) else { throw BadInput(message: "proxy: give the table with -f FILE or --source URL (one of them)") }
         let location = source ?? "file:\(file!)"
+        let url: TableSourceURL
         let tableSource: any TableSource
         do {
-            tableSource = try TableSourceURL.open(location)
+            url = try TableSourceURL(location)
+            tableSource = try url.open()
         } catch {
             throw BadInput(message: "proxy: --source \(error)")
         }
         // A file is read now, so a bad one exits 2 before anything binds. Another source starts
         // from the last-good file, or from no service, until it answers.
         let table: ServiceTable
-        if let path = (tableSource as? FileTableSource)?.path {
+        if case .file(let path) = url {
             table = try TableFile.load(path)
         } else {
             table = try lastGood.flatMap { path throws(TableError) in try LastGoodTable.read(path) } ?? ServiceTable(services: [])

@@ -67,7 +67,7 @@ struct DaemonApplyTests {
     @Test("a sequence of changes through one backend → each read-back equals the compiled table, records match")
     func sequence() throws {
         try withNetworkNamespace(prefix: "turnout-daemon") { ns in
-            let records = NSTemporaryDirectory() + "turnout-records-\(ns.name)"
+            let records = ns.scratchDirectory
             let options = ServiceCompilerOptions()
             let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
             var table = try Self.examples()
@@ -104,7 +104,7 @@ struct DaemonApplyTests {
     @Test("a map crossing its capacity (1,024 → 1,025 elements) → rebuilt with the next size; a change within the size → patched")
     func capacityCrossing() throws {
         try withNetworkNamespace(prefix: "turnout-daemon") { ns in
-            let records = NSTemporaryDirectory() + "turnout-records-\(ns.name)"
+            let records = ns.scratchDirectory
             let options = ServiceCompilerOptions()
             let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
             func capacity(_ set: String) throws -> UInt32? { try daemon.readInstalled()?.set(named: set)?.capacity }
@@ -134,7 +134,7 @@ struct DaemonApplyTests {
     @Test("a commit from elsewhere between two applies → the daemon reads the kernel again and still converges")
     func foreignCommit() throws {
         try withNetworkNamespace(prefix: "turnout-daemon") { ns in
-            let records = NSTemporaryDirectory() + "turnout-records-\(ns.name)"
+            let records = ns.scratchDirectory
             let options = ServiceCompilerOptions()
             let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
             var table = try Self.examples()

@@ -29,7 +29,7 @@ struct TransactionTests {
 
     /// A private record directory per test, so tests never share apply records.
     static func backend(_ ns: NetworkNamespace) throws -> NftablesBackend {
-        try NftablesBackend(namespacePath: ns.path, recordDirectory: NSTemporaryDirectory() + "turnout-records-\(ns.name)")
+        try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory)
     }
 
     static func ruleset(_ ns: NetworkNamespace) throws -> String {

@@ -45,6 +45,11 @@ public final class NetworkNamespace: Sendable {
     /// `NetfilterSocket(namespacePath:)`.
     public var path: String { "/run/netns/\(name)" }
 
+    /// A directory for files that belong with this namespace (an apply record directory, say):
+    /// not made here (whoever writes there creates it), and deleted with the namespace, so test
+    /// runs leave nothing in the temporary directory.
+    public var scratchDirectory: String { NSTemporaryDirectory() + "turnout-ns-\(name)" }
+
     /// Set once the namespace is deleted, so `remove()` is idempotent and `deinit` knows.
     private let isRemoved = Atomic<Bool>(false)
 
@@ -97,7 +102,8 @@ public final class NetworkNamespace: Sendable {
                                   input: input, timeLimit: timeLimit)
     }
 
-    /// Deletes the namespace (`ip netns del`). Calling it again does nothing.
+    /// Deletes the namespace (`ip netns del`) and its ``scratchDirectory``. Calling it again does
+    /// nothing.
     ///
     /// Retries once, since a deletion racing a process that is still leaving the namespace can
     /// fail transiently; throws `NetworkNamespaceError` if the namespace is still there after that.
@@ -113,6 +119,7 @@ public final class NetworkNamespace: Sendable {
             throw NetworkNamespaceError.commandFailed(command: "ip netns del \(name)", result: result, hint: nil)
         }
         isRemoved.store(true, ordering: .releasing)
+        try? FileManager.default.removeItem(atPath: scratchDirectory)
     }
 
     /// Whether `ip netns` still lists this namespace (its bind mount under /run/netns exists).
