@@ -206,6 +206,31 @@ struct ProxyScenarioTests {
         }
     }
 
+    @Test("20 uploads whose upstream sends its answer and FIN in one segment → on the wire each client gets the answer and the FIN in one segment too (MSG_MORE, then close), so it closes second and keeps no TIME_WAIT")
+    func finTravelsWithTheAnswer() throws {
+        let upstream = Upstream(port: 8090, kind: .digest)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            let proxy = try lab.startProxy(ProxyLab.configuration(workers: 1), table: try Self.webTable([("127.0.0.1", 8090, 1)]))
+            let capture = try LoopbackCapture(namespacePath: lab.path)
+            defer { capture.close() }
+            let bytes = Array("a short request\n".utf8)
+            let expected = SHA256Digest.hex(of: bytes)
+            for _ in 0..<20 {
+                #expect(try lab.upload(bytes, to: Self.vip, port: 80, timeout: .seconds(5)) == .answered(expected))
+            }
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+            // 64 hex digits and a newline. The upstream's copies come from its own port; the
+            // proxy's from the service port or the proxy's, depending on where NAT undoes the
+            // redirect.
+            let segments = capture.segments()
+            let fromUpstream = segments.filter { $0.payload == 65 && $0.sourcePort == upstream.port }
+            let toClients = segments.filter { $0.payload == 65 && $0.sourcePort != upstream.port }
+            #expect(fromUpstream.count == 20 && fromUpstream.allSatisfy { $0.fin }, "the lab's upstream: \(fromUpstream)")
+            #expect(toClients.count == 20)
+            #expect(toClients.allSatisfy { $0.fin }, "\(toClients)")
+        }
+    }
+
     @Test("100 conversations that end client first (line, answer, client's FIN, upstream's FIN) → every client sees a clean end of stream, never a reset, and every relay ends")
     func clientEndsFirstCleanEnd() throws {
         // The proxy passes the upstream's FIN on with close(2) rather than shutdown + close

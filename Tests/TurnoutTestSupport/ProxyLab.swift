@@ -40,7 +40,8 @@ public final class ProxyLab: Sendable {
         /// Sends back every byte it receives; passes the client's end of stream on.
         case echo
         /// Reads to the end of stream, then answers the SHA-256 (64 lowercase hex digits and a
-        /// newline) of everything it read, and closes.
+        /// newline) of everything it read, and closes. The answer and the FIN leave in one
+        /// segment (`MSG_MORE`, then `shutdown`), as an HTTP server's last write and close often do.
         case digest
         /// Sends its greeting on accept; resets the connection (RST) when the first line comes:
         /// an upstream that fails in the middle of a relay.
@@ -998,7 +999,9 @@ final class UpstreamServer: Sendable {
     @discardableResult
     private func flush(_ client: inout Client) -> Bool {
         while !client.output.isEmpty {
-            let sent = client.output.withUnsafeBytes { send(client.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+            // The digest's answer is the last thing it sends: held back for the FIN that follows.
+            let more = client.inputDone && upstream.kind == .digest ? Int32(MSG_MORE) : 0
+            let sent = client.output.withUnsafeBytes { send(client.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT) | more) }
             if sent > 0 {
                 client.output.removeFirst(sent)
             } else {
