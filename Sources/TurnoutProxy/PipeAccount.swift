@@ -35,7 +35,8 @@ final class PipeAccount: Sendable {
         defaultBytes = 16 * pageSize
     }
 
-    /// Bytes held now (lent to relays or spare in a pool) and the most held at once.
+    /// Bytes held now (lent to relays or spare in a pool, or granted and being made) and the
+    /// most that existing pipes held at once.
     var bytesHeld: Int { held.load(ordering: .relaxed) }
     var bytesPeak: Int { peak.load(ordering: .relaxed) }
 
@@ -55,10 +56,7 @@ final class PipeAccount: Sendable {
             var current = held.load(ordering: .relaxed)
             while current <= bound - grant.bytes {
                 let (exchanged, original) = held.compareExchange(expected: current, desired: current + grant.bytes, ordering: .relaxed)
-                if exchanged {
-                    _ = peak.max(current + grant.bytes, ordering: .relaxed)
-                    return grant
-                }
+                if exchanged { return grant }
                 current = original
             }
         }
@@ -66,8 +64,10 @@ final class PipeAccount: Sendable {
     }
 
     /// The pipe made for `grant` has `capacity` bytes: the charge follows what the kernel made.
+    /// Must follow every grant whose pipe was made (the peak is taken here, from pipes that exist).
     func settle(_ grant: Grant, capacity: Int) {
-        if capacity != grant.bytes { held.wrappingAdd(capacity - grant.bytes, ordering: .relaxed) }
+        let now = held.wrappingAdd(capacity - grant.bytes, ordering: .relaxed).newValue
+        _ = peak.max(now, ordering: .relaxed)
     }
 
     /// A pipe of `bytes` was closed (or its grant was not used).

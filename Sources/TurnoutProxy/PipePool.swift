@@ -23,8 +23,9 @@ struct PipePool: ~Copyable {
     enum Shortage: Error, Equatable {
         /// The ``PipeBudget`` is spent.
         case budget
-        /// The kernel made the pipe smaller than asked (the uid's allowance is spent); it was
-        /// closed again, since copying moves more per system call than an 8 KiB pipe.
+        /// The kernel made the pipe smaller than its default 64 KiB (the uid's allowance is
+        /// spent); it was closed again, since copying moves more per system call than an
+        /// 8 KiB pipe.
         case undersized(capacity: Int)
         /// `pipe2(2)` failed (no descriptor left).
         case failed(SystemCallError)
@@ -43,10 +44,13 @@ struct PipePool: ~Copyable {
 
     deinit { for pipe in spare { discard(pipe) } }
 
-    mutating func take(now: Int64) throws(Shortage) -> Pipe {
+    /// A spare pipe, or a new one charged to the account. `undersized`: the kernel made it
+    /// smaller than asked but not below its default (the uid's allowance had room for a 64 KiB
+    /// pipe, not for the resize): kept, since it splices as well as the kernel's default.
+    mutating func take(now: Int64) throws(Shortage) -> (pipe: Pipe, undersized: Bool) {
         if let reused = spare.popLast() {
             lent += 1
-            return reused
+            return (reused, false)
         }
         guard let grant = account.reserve(now: now) else { throw .budget }
         let made: (read: Int32, write: Int32, capacity: Int)
@@ -58,13 +62,17 @@ struct PipePool: ~Copyable {
         }
         account.settle(grant, capacity: made.capacity)
         let pipe = Pipe(read: made.read, write: made.write, capacity: made.capacity)
-        guard made.capacity >= grant.bytes else {
-            discard(pipe)
+        let undersized = made.capacity < grant.bytes
+        if undersized {
+            // The allowance is spent or nearly so: ask the kernel for nothing more for a while.
             account.kernelRefused(now: now)
-            throw .undersized(capacity: made.capacity)
+            guard made.capacity >= account.defaultBytes else {
+                discard(pipe)
+                throw .undersized(capacity: made.capacity)
+            }
         }
         lent += 1
-        return pipe
+        return (pipe, undersized)
     }
 
     mutating func give(_ pipe: Pipe, empty: Bool) {

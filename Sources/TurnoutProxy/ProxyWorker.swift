@@ -621,22 +621,20 @@ final class ProxyWorker {
     /// A pipe from the pool; nil when none can be had, and the direction copies instead: the
     /// budget is spent, the kernel made an undersized pipe (the uid's allowance is spent, by
     /// this proxy or another of its processes), or no descriptor is left. Counted; the last two
-    /// are logged once.
+    /// are logged once. A pipe the kernel made smaller than asked but at least its default size
+    /// is used (and counted, and logged once, as undersized).
     private func takePipe() -> Pipe? {
         do throws(PipePool.Shortage) {
-            return try pool.take(now: Syscalls.monotonicNanoseconds())
+            let (pipe, undersized) = try pool.take(now: Syscalls.monotonicNanoseconds())
+            if undersized { undersizedPipe(capacity: pipe.capacity, kept: true) }
+            return pipe
         } catch {
             counters.copyFallbacks.wrappingAdd(1, ordering: .relaxed)
             switch error {
             case .budget:
                 break
             case .undersized(let capacity):
-                counters.undersizedPipes.wrappingAdd(1, ordering: .relaxed)
-                if !loggedUndersizedPipe {
-                    loggedUndersizedPipe = true
-                    log("worker \(index): the kernel made a \(capacity)-byte pipe: this uid's pipe allowance (fs.pipe-user-pages-soft) "
-                        + "is spent, by this proxy or another process of the uid; bulk relays copy instead of splicing until pipes are free (logged once)")
-                }
+                undersizedPipe(capacity: capacity, kept: false)
             case .failed(let failure):
                 if !loggedPipeFailure {
                     loggedPipeFailure = true
@@ -645,6 +643,16 @@ final class ProxyWorker {
             }
             return nil
         }
+    }
+
+    private func undersizedPipe(capacity: Int, kept: Bool) {
+        counters.undersizedPipes.wrappingAdd(1, ordering: .relaxed)
+        guard !loggedUndersizedPipe else { return }
+        loggedUndersizedPipe = true
+        log("worker \(index): the kernel made a \(capacity)-byte pipe: this uid's pipe allowance (fs.pipe-user-pages-soft) "
+            + "is spent, by this proxy or another process of the uid; "
+            + (kept ? "it is used, and no larger pipe is asked for" : "bulk relays copy instead of splicing")
+            + " until pipes are free (logged once)")
     }
 
     // MARK: - timers and the end

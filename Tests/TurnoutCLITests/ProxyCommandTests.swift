@@ -202,22 +202,32 @@ struct ProxyCommandTests {
     /// A uid no other test runs as: the kernel's pipe allowance is per uid, machine-wide.
     static let pipeTestUID = 4711
 
-    /// Holds `pipeTestUID`'s whole pipe allowance: 1 MiB pipes until the kernel refuses the
-    /// size, then pipes of the default size until one comes out undersized (the kernel then
-    /// makes 8 KiB pipes for that uid). Prints "ready N" and waits to be stopped.
+    /// Spends `pipeTestUID`'s pipe allowance, all of it or all but `argv[1]` pages: 1 MiB pipes
+    /// while they fit, then pipes of the kernel's default 16 pages. With -1 it goes on until the
+    /// kernel makes a pipe smaller than its default (the allowance is spent: that uid's new
+    /// pipes are 8 KiB from then on). Prints "ready PIPES PAGES" and waits to be stopped.
     static let pipeHogScript = """
-        import fcntl, os, signal
-        pipes = []
-        while len(pipes) < 2000:
+        import fcntl, os, signal, sys
+        free = int(sys.argv[1])
+        soft = int(open("/proc/sys/fs/pipe-user-pages-soft").read())
+        page = os.sysconf("SC_PAGE_SIZE")
+        big = (1 << 20) // page
+        pipes, used = [], 0
+        while len(pipes) < 4000:
+            if free >= 0 and used + 16 > soft - free:
+                break
             r, w = os.pipe()
             pipes.append((r, w))
-            try:
-                fcntl.fcntl(w, 1031, 1 << 20)
-            except OSError:
-                pass
-            if fcntl.fcntl(w, 1032) < 65536:
+            if fcntl.fcntl(w, 1032) < 16 * page:
                 break
-        print("ready", len(pipes), flush=True)
+            used += 16
+            if free < 0 or used - 16 + big <= soft - free:
+                try:
+                    fcntl.fcntl(w, 1031, 1 << 20)
+                    used += big - 16
+                except OSError:
+                    pass
+        print("ready", len(pipes), used, flush=True)
         signal.pause()
         """
 
@@ -227,8 +237,15 @@ struct ProxyCommandTests {
         return try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])
     }
 
-    @Test("the proxy as an unprivileged uid whose pipe allowance another of its processes spent → its budget is 3/4 of the allowance; 4 MB uploads still arrive whole (copied, the 8 KiB pipe counted as undersized); once the allowance is free again, they splice")
-    func pipeAllowanceSpent() throws {
+    struct Allowance: Sendable, CustomTestStringConvertible {
+        /// Pages of the uid's allowance the hog leaves; -1: none.
+        let freePages: Int
+        var testDescription: String { freePages < 0 ? "spent" : "\(freePages) pages left: room for a 64 KiB pipe, not a 1 MiB one" }
+    }
+
+    @Test("the proxy as an unprivileged uid whose pipe allowance another of its processes spent → its budget is 3/4 of the allowance; 4 MB uploads arrive whole: spent, copied (the 8 KiB pipe closed, counted as undersized), then spliced once the allowance is free; nearly spent, spliced through the 64 KiB pipe the kernel still made (counted, kept)",
+          arguments: [Allowance(freePages: -1), Allowance(freePages: 128)])
+    func pipeAllowanceSpent(_ allowance: Allowance) throws {
         let softPages = try #require(Int((try String(contentsOfFile: "/proc/sys/fs/pipe-user-pages-soft", encoding: .utf8))
             .trimmingCharacters(in: .whitespacesAndNewlines)))
         try #require(softPages > 0, "fs.pipe-user-pages-soft is 0: the kernel sets no pipe allowance to spend")
@@ -239,7 +256,8 @@ struct ProxyCommandTests {
             let uid = "\(Self.pipeTestUID)"
             let setpriv = try Subprocess.locate("setpriv")
             let dropTo = [setpriv, "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all"]
-            let hog = try LabProcess(try Subprocess.locate("ip"), ["netns", "exec", lab.namespace.name] + dropTo + ["/usr/bin/python3", "-c", Self.pipeHogScript])
+            let hog = try LabProcess(try Subprocess.locate("ip"), ["netns", "exec", lab.namespace.name] + dropTo
+                                     + ["/usr/bin/python3", "-c", Self.pipeHogScript, "\(allowance.freePages)"])
             defer { hog.stop() }
             try #require(hog.waitForOutput("ready", within: .seconds(10)), "pipe hog: \(hog.standardError)")
             let proxy = try LabProcess(try Subprocess.locate("ip"), ["netns", "exec", lab.namespace.name] + dropTo + [
@@ -259,9 +277,15 @@ struct ProxyCommandTests {
             let starved = try Self.stats(lab)
             let undersized = try #require(starved["undersizedPipes"] as? Int)
             let fallbacks = try #require(starved["copyFallbacks"] as? Int)
-            #expect(undersized >= 1)
-            #expect(fallbacks >= 2)
+            #expect(undersized >= 1, "\(starved)")
             #expect(proxy.standardError.contains("pipe allowance"), "stderr: \(proxy.standardError)")
+            guard allowance.freePages < 0 else {
+                // The 64 KiB pipe was kept and serves both uploads: nothing was copied.
+                #expect(fallbacks == 0, "\(starved)")
+                #expect(starved["pipeBytesPeak"] as? Int == 65_536, "\(starved)")
+                return
+            }
+            #expect(fallbacks >= 2)
 
             hog.stop()
             // The proxy holds off new pipes for 5 s after the kernel refused one.

@@ -9,10 +9,13 @@ struct PipeBudgetTests {
     static let large = PipeAccount.Grant(request: 1 << 20, bytes: 1 << 20)
     static let standard = PipeAccount.Grant(request: 0, bytes: 65_536)
 
-    /// Grants until the account refuses (at most `limit` asks).
+    /// Grants until the account refuses (at most `limit` asks), each pipe made at the size granted.
     static func drain(_ account: PipeAccount, limit: Int = 1000) -> [PipeAccount.Grant] {
         var grants: [PipeAccount.Grant] = []
-        while grants.count < limit, let grant = account.reserve(now: 0) { grants.append(grant) }
+        while grants.count < limit, let grant = account.reserve(now: 0) {
+            account.settle(grant, capacity: grant.bytes)
+            grants.append(grant)
+        }
         return grants
     }
 
@@ -77,6 +80,17 @@ struct PipeBudgetTests {
         #expect(grant == PipeAccount.Grant(request: 100_000, bytes: 100_000))
         account.settle(grant!, capacity: 131_072)
         #expect(account.bytesHeld == 131_072)
+        #expect(account.bytesPeak == 131_072)
+    }
+
+    @Test("1 MiB granted, the kernel made 64 KiB (its resize refused) → held and peak 64 KiB: the peak counts pipes that exist, not grants")
+    func peakFollowsWhatExists() {
+        let account = PipeAccount(limit: nil, preferredSize: 1 << 20, pageSize: 4096)
+        let grant = account.reserve(now: 0)
+        #expect(grant == Self.large)
+        account.settle(grant!, capacity: 65_536)
+        #expect(account.bytesHeld == 65_536)
+        #expect(account.bytesPeak == 65_536)
     }
 
     struct Allowance: Sendable, CustomTestStringConvertible {
