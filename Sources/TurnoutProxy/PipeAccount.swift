@@ -48,17 +48,19 @@ final class PipeAccount: Sendable {
         if now < kernelCeilingUntil.load(ordering: .acquiring) {
             ceiling = min(ceiling, kernelCeiling.load(ordering: .relaxed))
         }
-        let preferredBytes = preferredSize > 0 ? Int(preferredSize) : defaultBytes
-        var candidates = [Grant(request: preferredSize, bytes: preferredBytes)]
-        if preferredBytes > defaultBytes { candidates.append(Grant(request: 0, bytes: defaultBytes)) }
-        for (position, grant) in candidates.enumerated() {
-            let bound = position == 0 && candidates.count > 1 && ceiling != Int.max ? ceiling / 2 : ceiling
-            var current = held.load(ordering: .relaxed)
-            while current <= bound - grant.bytes {
-                let (exchanged, original) = held.compareExchange(expected: current, desired: current + grant.bytes, ordering: .relaxed)
-                if exchanged { return grant }
-                current = original
-            }
+        let preferred = Grant(request: preferredSize, bytes: preferredSize > 0 ? Int(preferredSize) : defaultBytes)
+        guard preferred.bytes > defaultBytes else { return charge(preferred, within: ceiling) }
+        return charge(preferred, within: ceiling == Int.max ? ceiling : ceiling / 2)
+            ?? charge(Grant(request: 0, bytes: defaultBytes), within: ceiling)
+    }
+
+    /// Adds `grant` to what is held if the sum stays within `bound`.
+    private func charge(_ grant: Grant, within bound: Int) -> Grant? {
+        var current = held.load(ordering: .relaxed)
+        while current <= bound - grant.bytes {
+            let (exchanged, original) = held.compareExchange(expected: current, desired: current + grant.bytes, ordering: .relaxed)
+            if exchanged { return grant }
+            current = original
         }
         return nil
     }

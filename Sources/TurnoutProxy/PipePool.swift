@@ -64,12 +64,12 @@ struct PipePool: ~Copyable {
         let pipe = Pipe(read: made.read, write: made.write, capacity: made.capacity)
         let undersized = made.capacity < grant.bytes
         if undersized {
-            // The allowance is spent or nearly so: ask the kernel for nothing more for a while.
+            let usable = made.capacity >= account.defaultBytes
+            if !usable { discard(pipe) }
+            // The allowance is spent or nearly so: ask the kernel for nothing beyond what is
+            // held now, for a while.
             account.kernelRefused(now: now)
-            guard made.capacity >= account.defaultBytes else {
-                discard(pipe)
-                throw .undersized(capacity: made.capacity)
-            }
+            guard usable else { throw .undersized(capacity: made.capacity) }
         }
         lent += 1
         return (pipe, undersized)

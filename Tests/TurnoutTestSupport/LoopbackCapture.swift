@@ -1,12 +1,13 @@
 import Foundation
 import Glibc
+import Synchronization
 
 /// Records the IPv4 TCP segments a namespace's loopback delivers (an `AF_PACKET` socket), so a
 /// test can check what went on the wire: which segment carried the FIN, for one.
 ///
 /// Make it before the traffic: it sees only what comes after. `segments(within:)` reads what
-/// was captured so far. Sendable: the socket is only read with `recv`, which the kernel
-/// serializes; `close()` (or deinit) releases it.
+/// was captured so far. Sendable: the socket is only read with `recvfrom`, which the kernel
+/// serializes; `close()` (or deinit) releases it, once.
 public final class LoopbackCapture: Sendable {
     /// One TCP segment as it was delivered.
     public struct Segment: Sendable, Hashable, CustomStringConvertible {
@@ -24,6 +25,9 @@ public final class LoopbackCapture: Sendable {
     }
 
     private let descriptor: Int32
+    /// Set by the first `close()`: the descriptor's number may be reused by another test's
+    /// socket afterwards, so it is closed once only.
+    private let isClosed = Atomic(false)
 
     /// Opens the capture inside the namespace at `namespacePath` (`/run/netns/NAME`).
     public init(namespacePath: String) throws {
@@ -41,7 +45,9 @@ public final class LoopbackCapture: Sendable {
 
     deinit { close() }
 
+    /// Closes the capture; calling it again (or the deinit after it) does nothing.
     public func close() {
+        guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         _ = Glibc.close(descriptor)
     }
 
