@@ -19,7 +19,7 @@ struct Pipe {
 /// `limit` spares are closed when returned. A pipe is returned only when empty: one that still
 /// holds bytes belongs to a broken relay and is closed instead.
 struct PipePool: ~Copyable {
-    /// Why ``take(now:)`` had no pipe to give.
+    /// Why ``take()`` had no pipe to give.
     enum Shortage: Error, Equatable {
         /// The ``PipeBudget`` is spent.
         case budget
@@ -47,11 +47,13 @@ struct PipePool: ~Copyable {
     /// A spare pipe, or a new one charged to the account. `undersized`: the kernel made it
     /// smaller than asked but not below its default (the uid's allowance had room for a 64 KiB
     /// pipe, not for the resize): kept, since it splices as well as the kernel's default.
-    mutating func take(now: Int64) throws(Shortage) -> (pipe: Pipe, undersized: Bool) {
+    mutating func take() throws(Shortage) -> (pipe: Pipe, undersized: Bool) {
         if let reused = spare.popLast() {
             lent += 1
             return (reused, false)
         }
+        // The clock is read only here, on the way to a new pipe: a spare costs no system call.
+        let now = Syscalls.monotonicNanoseconds()
         guard let grant = account.reserve(now: now) else { throw .budget }
         let made: (read: Int32, write: Int32, capacity: Int)
         do {

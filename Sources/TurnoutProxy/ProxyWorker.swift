@@ -625,7 +625,7 @@ final class ProxyWorker {
     /// is used (and counted, and logged once, as undersized).
     private func takePipe() -> Pipe? {
         do throws(PipePool.Shortage) {
-            let (pipe, undersized) = try pool.take(now: Syscalls.monotonicNanoseconds())
+            let (pipe, undersized) = try pool.take()
             if undersized { undersizedPipe(capacity: pipe.capacity, kept: true) }
             return pipe
         } catch {

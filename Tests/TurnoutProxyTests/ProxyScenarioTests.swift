@@ -474,6 +474,10 @@ struct ProxyScenarioTests {
             #expect(statistics.pipeBytesPeak <= Int64(example.budget), "peak \(statistics.pipeBytesPeak)")
             #expect(statistics.pipeBytes <= Int64(example.budget))
             #expect(statistics.copyFallbacks > 0)
+            if example.budget > 0 {
+                // Within the budget pipes are made and spliced through, not refused outright.
+                #expect(statistics.pipeBytesPeak > 0)
+            }
             let traffic = Self.traffic(proxy, upstream)
             let total = UInt64(bytes.count * example.conversations)
             #expect(traffic.bytesToUpstream == total && traffic.bytesToClient == total, "\(traffic)")
