@@ -36,11 +36,6 @@ struct ThreeNodeConvergenceTests {
         return picks.elements.count { $0.data?.starts(with: [10, 1, 0, 5]) == true }
     }
 
-    static func ip(_ arguments: [String]) throws {
-        let result = try Subprocess.run(try Subprocess.locate("ip"), arguments, timeLimit: .seconds(20))
-        guard result.status == 0 else { throw ServiceLabError("ip \(arguments.joined(separator: " ")): \(result.standardError)") }
-    }
-
     @Test("one publish → all three converge; 50 weight changes → every node follows each (p50/p99 printed); 500 changes in ~1 s → a few installs, final state exact; etcd down → rules kept; back → converged; the apps' connections never fail")
     func threeNodes() throws {
         let hub = try NetworkNamespace.create(prefix: "conv-hub")
@@ -54,21 +49,26 @@ struct ThreeNodeConvergenceTests {
             try? FileManager.default.removeItem(atPath: directory)
         }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try Self.ip(["-n", hub.name, "link", "set", "lo", "up"])
+        try IPBatch.run(in: hub, ["link set lo up"])
         for index in 1...3 {
             let node = try NetworkNamespace.create(prefix: "conv-n\(index)")
             nodes.append(node)
             let hubSide = "hub\(index)"
-            try Self.ip(["link", "add", hubSide, "netns", hub.name, "type", "veth", "peer", "name", "eth0", "netns", node.name])
-            try Self.ip(["-n", hub.name, "addr", "add", "\(Self.etcdHost)/32", "dev", hubSide])
-            try Self.ip(["-n", hub.name, "link", "set", hubSide, "up"])
-            try Self.ip(["-n", hub.name, "route", "add", "10.77.\(index).2/32", "dev", hubSide])
-            try Self.ip(["-n", node.name, "link", "set", "lo", "up"])
-            try Self.ip(["-n", node.name, "addr", "add", "10.77.\(index).2/32", "dev", "eth0"])
-            try Self.ip(["-n", node.name, "link", "set", "eth0", "up"])
-            try Self.ip(["-n", node.name, "route", "add", "\(Self.etcdHost)/32", "dev", "eth0"])
-            for endpoint in ["10.1.0.5", "10.1.0.6"] { try Self.ip(["-n", node.name, "addr", "add", "\(endpoint)/32", "dev", "lo"]) }
-            try Self.ip(["-n", node.name, "route", "add", "10.96.0.0/12", "dev", "lo", "src", "10.77.\(index).2"])
+            try IPBatch.run(["link add \(hubSide) netns \(hub.name) type veth peer name eth0 netns \(node.name)"])
+            try IPBatch.run(in: hub, [
+                "addr add \(Self.etcdHost)/32 dev \(hubSide)",
+                "link set \(hubSide) up",
+                "route add 10.77.\(index).2/32 dev \(hubSide)",
+            ])
+            try IPBatch.run(in: node, [
+                "link set lo up",
+                "addr add 10.77.\(index).2/32 dev eth0",
+                "link set eth0 up",
+                "route add \(Self.etcdHost)/32 dev eth0",
+                "addr add 10.1.0.5/32 dev lo",
+                "addr add 10.1.0.6/32 dev lo",
+                "route add 10.96.0.0/12 dev lo src 10.77.\(index).2",
+            ])
             let server = try LabProcess(try Subprocess.locate("ip"), ["netns", "exec", node.name, "/usr/bin/python3", Repository.path("scripts/lab/tcp.py"),
                                                                         "serve", "node\(index)", "10.1.0.5", "8080"])
             let canary = try LabProcess(try Subprocess.locate("ip"), ["netns", "exec", node.name, "/usr/bin/python3", Repository.path("scripts/lab/tcp.py"),

@@ -223,14 +223,14 @@ public final class CaptureLab: Sendable {
     /// fails, then throws `ServiceLabError` naming what failed.
     public func stop() throws {
         guard !isStopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var problems: [String] = []
-        do { try proxy.stop() } catch { problems.append("proxy: \(error)") }
-        do { try servers.stop() } catch { problems.append("\(error)") }
+        var teardown = Teardown("capture lab teardown")
+        teardown.attempt("proxy") { try proxy.stop() }
+        teardown.attempt { try servers.stop() }
         for namespace in [peer, app] {
-            do { try namespace.remove() } catch { problems.append("\(error)") }
+            teardown.attempt { try namespace.remove() }
         }
         try? FileManager.default.removeItem(atPath: stateDirectory)
-        if !problems.isEmpty { throw ServiceLabError("capture lab teardown: " + problems.joined(separator: "; ")) }
+        try teardown.finish()
     }
 
     deinit {
@@ -368,30 +368,8 @@ public final class CaptureLab: Sendable {
     /// Reads up to the first newline. Unlike `LabSocket.readLine` it tells a close (FIN) from
     /// the deadline, and a reset from other errors.
     private static func readFirstLine(_ fd: Int32, deadline: ContinuousClock.Instant) -> Reply {
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 512)
-        while true {
-            if let newline = bytes.firstIndex(of: UInt8(ascii: "\n")) {
-                return .answered(String(decoding: bytes[..<newline], as: UTF8.self))
-            }
-            let remaining = deadline.pollMilliseconds
-            if remaining <= 0 { return .timedOut }
-            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&entry, 1, remaining)
-            if ready < 0 && errno != EINTR { return .failed(errno: errno) }
-            if ready <= 0 { continue }
-            let count = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
-            if count > 0 {
-                bytes += buffer[..<count]
-            } else if count == 0 {
-                // A line without its newline still counts as the answer.
-                return bytes.isEmpty ? .closedWithoutAnswer : .answered(String(decoding: bytes, as: UTF8.self))
-            } else if errno == ECONNRESET {
-                return bytes.isEmpty ? .refused : .answered(String(decoding: bytes, as: UTF8.self))
-            } else if errno != EAGAIN && errno != EINTR {
-                return .failed(errno: errno)
-            }
-        }
+        var buffer: [UInt8] = []
+        return .readLine(fd, buffer: &buffer, deadline: deadline)
     }
 
     /// One UDP request and its answer, on a thread already inside the namespace.
@@ -446,7 +424,7 @@ public final class CaptureLab: Sendable {
 
     /// Creates the veth pairs, addresses and routes described on the type.
     private static func wire(app: NetworkNamespace, peer: NetworkNamespace, addsPassthroughIPv6: Bool) throws {
-        try ip([], [
+        try IPBatch.run([
             "link add eth0 netns \(app.name) type veth peer name eth0 netns \(peer.name)",
             "link add eth1 netns \(app.name) type veth peer name eth1 netns \(peer.name)",
         ])
@@ -463,10 +441,10 @@ public final class CaptureLab: Sendable {
             "route add fd00:40::/64 via \(peerEth1IPv6)",
         ]
         if addsPassthroughIPv6 { appCommands.append("addr add \(inboundPassthroughIPv6)/128 dev lo nodad") }
-        try ip(["-n", app.name], appCommands)
+        try IPBatch.run(in: app, appCommands)
         // The peer answers for the world addresses on its lo from any interface; its replies go
         // back over the connected subnets, so it needs no other routes.
-        try ip(["-n", peer.name], [
+        try IPBatch.run(in: peer, [
             "link set eth0 up",
             "link set eth1 up",
             "addr add \(peerIPv4)/24 dev eth0",
@@ -485,15 +463,6 @@ public final class CaptureLab: Sendable {
     private static let peerAddresses = [peerIPv4, peerEth1IPv4, worldIPv4, world2IPv4, viaEth1IPv4,
                                         peerIPv6, peerEth1IPv6, worldIPv6, viaEth1IPv6]
 
-    /// Runs `ip [options] -batch -` with one command a line; throws with ip's complaint.
-    private static func ip(_ options: [String], _ commands: [String]) throws {
-        let result = try Subprocess.run(try Subprocess.locate("ip"), options + ["-batch", "-"],
-                                        input: commands.joined(separator: "\n") + "\n", timeLimit: .seconds(30))
-        guard result.status == 0 else {
-            throw ServiceLabError("ip \((options + ["-batch", "-"]).joined(separator: " ")) failed: \(result.standardError)"
-                                  + "\ncommands:\n" + commands.joined(separator: "\n"))
-        }
-    }
 
     /// Wildcard TCP listeners on both families for each port, answering `NAME PORT from ADDR`.
     private static func tcpServers(in namespace: NetworkNamespace, ports: [UInt16], name: String) throws -> [LineServer.Socket] {

@@ -147,7 +147,7 @@ public final class ProxyLab: Sendable {
         }
         let lab = ProxyLab(namespace: namespace, stateDirectory: stateDirectory)
         do {
-            try ip(["-n", namespace.name], [
+            try IPBatch.run(in: namespace, [
                 "route add \(serviceRangeIPv4) dev lo src 127.0.0.1",
                 "route add \(passthroughRangeIPv4) dev lo src 127.0.0.1",
                 "addr add \(passthroughIPv4)/32 dev lo",
@@ -179,18 +179,18 @@ public final class ProxyLab: Sendable {
     /// `ServiceLabError` naming what failed.
     public func stop() throws {
         guard !isStopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var problems: [String] = []
+        var teardown = Teardown("proxy lab teardown")
         for proxy in proxies.withLock({ proxies in defer { proxies = [] }; return proxies }) { proxy.stop() }
         for server in servers.withLock({ servers in defer { servers = [:] }; return Array(servers.values) }) {
-            do { try server.stop() } catch { problems.append("\(error)") }
+            teardown.attempt { try server.stop() }
         }
         for child in children.withLock({ children in defer { children = [] }; return children }) { child.stop() }
         if let far = farNamespace.withLock({ $0 }) {
-            do { try far.remove() } catch { problems.append("\(error)") }
+            teardown.attempt { try far.remove() }
         }
-        do { try namespace.remove() } catch { problems.append("\(error)") }
+        teardown.attempt { try namespace.remove() }
         try? FileManager.default.removeItem(atPath: stateDirectory)
-        if !problems.isEmpty { throw ServiceLabError("proxy lab teardown: " + problems.joined(separator: "; ")) }
+        try teardown.finish()
     }
 
     deinit {
@@ -306,8 +306,8 @@ public final class ProxyLab: Sendable {
         guard child.waitForOutput("ready", within: .seconds(10)) else {
             throw ServiceLabError("the delay wire did not start: \(child.standardError)")
         }
-        try Self.ip(["-n", namespace.name], ["link set wire1 netns \(far.name)", "addr add \(Self.delayWireNearIPv4)/30 dev wire0", "link set wire0 up"])
-        try Self.ip(["-n", far.name], ["addr add \(Self.delayedIPv4)/30 dev wire1", "link set wire1 up"])
+        try IPBatch.run(in: namespace, ["link set wire1 netns \(far.name)", "addr add \(Self.delayWireNearIPv4)/30 dev wire0", "link set wire0 up"])
+        try IPBatch.run(in: far, ["addr add \(Self.delayedIPv4)/30 dev wire1", "link set wire1 up"])
     }
 
     // MARK: Clients
@@ -405,7 +405,7 @@ public final class ProxyLab: Sendable {
             if let failure = LabClient.sendAll(fd, bytes[...], deadline: deadline) { return failure }
             guard shutdown(fd, Int32(SHUT_WR)) == 0 else { return .failed(errno: errno) }
             var rest: [UInt8] = []
-            return LabClient.readLine(fd, buffer: &rest, deadline: deadline)
+            return ProxyLab.Reply.readLine(fd, buffer: &rest, deadline: deadline)
         }
     }
 
@@ -476,14 +476,6 @@ public final class ProxyLab: Sendable {
 
     // MARK: Setup
 
-    private static func ip(_ options: [String], _ commands: [String]) throws {
-        let result = try Subprocess.run(try Subprocess.locate("ip"), options + ["-batch", "-"],
-                                        input: commands.joined(separator: "\n") + "\n", timeLimit: .seconds(30))
-        guard result.status == 0 else {
-            throw ServiceLabError("ip \((options + ["-batch", "-"]).joined(separator: " ")) failed: \(result.standardError)"
-                                  + "\ncommands:\n" + commands.joined(separator: "\n"))
-        }
-    }
 
     /// argv: ADDRESS PORT GREETING. An identity server (see ``UpstreamKind/identity``) on epoll;
     /// prints `ready` once listening; exits when its stdin closes or on SIGTERM.
@@ -602,7 +594,7 @@ extension ProxyLab {
                 guard state.fd >= 0 else { return .failed(errno: EBADF) }
                 let deadline = ContinuousClock.now + timeout
                 if let failure = LabClient.sendAll(state.fd, Array((line + "\n").utf8)[...], deadline: deadline) { return failure }
-                return LabClient.readLine(state.fd, buffer: &state.buffer, deadline: deadline)
+                return ProxyLab.Reply.readLine(state.fd, buffer: &state.buffer, deadline: deadline)
             }
         }
 
@@ -675,7 +667,7 @@ public enum LabClient {
         let (reply, socket) = try connect(address, port: port, uid: uid, deadline: deadline)
         guard let fd = socket else { return (reply, nil, []) }
         var buffer: [UInt8] = []
-        let line = readLine(fd, buffer: &buffer, deadline: deadline)
+        let line = ProxyLab.Reply.readLine(fd, buffer: &buffer, deadline: deadline)
         guard case .answered = line else {
             close(fd)
             return (line, nil, [])
@@ -702,37 +694,6 @@ public enum LabClient {
         }
         close(fd)
         return (reply, nil)
-    }
-
-    /// The next line from `fd` (bytes past it stay in `buffer`): `.answered` (also for a last
-    /// line without its newline before the end of stream), `.closedWithoutAnswer` at an end of
-    /// stream with nothing, `.refused` for a reset before any byte, `.timedOut` at the deadline.
-    static func readLine(_ fd: Int32, buffer: inout [UInt8], deadline: ContinuousClock.Instant) -> ProxyLab.Reply {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = String(decoding: buffer[..<newline], as: UTF8.self)
-                buffer.removeSubrange(...newline)
-                return .answered(line)
-            }
-            let remaining = deadline.pollMilliseconds
-            if remaining <= 0 { return .timedOut }
-            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&entry, 1, remaining)
-            if ready < 0 && errno != EINTR { return .failed(errno: errno) }
-            if ready <= 0 { continue }
-            let count = recv(fd, &chunk, chunk.count, Int32(MSG_DONTWAIT))
-            if count > 0 {
-                buffer += chunk[..<count]
-            } else if count == 0 || errno == ECONNRESET {
-                let reset = count < 0
-                defer { buffer = [] }
-                if buffer.isEmpty { return reset ? .refused : .closedWithoutAnswer }
-                return .answered(String(decoding: buffer, as: UTF8.self))
-            } else if errno != EAGAIN && errno != EINTR {
-                return .failed(errno: errno)
-            }
-        }
     }
 
     /// Reads until the end of stream, a reset, an error or the deadline (or the first bytes, with

@@ -141,13 +141,13 @@ public final class ServiceLab: Sendable {
     /// throws `ServiceLabError` naming what failed (a namespace left behind, say).
     public func stop() throws {
         guard !isStopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var problems: [String] = []
-        do { try server.stop() } catch { problems.append("\(error)") }
+        var teardown = Teardown("lab teardown")
+        teardown.attempt { try server.stop() }
         for namespace in endpointNamespaces.reversed() + [client] {
-            do { try namespace.remove() } catch { problems.append("\(error)") }
+            teardown.attempt { try namespace.remove() }
         }
         try? FileManager.default.removeItem(atPath: stateDirectory)
-        if !problems.isEmpty { throw ServiceLabError("lab teardown: " + problems.joined(separator: "; ")) }
+        try teardown.finish()
     }
 
     deinit {
@@ -260,7 +260,7 @@ public final class ServiceLab: Sendable {
         for index in endpoints.indices {
             links.append("link add ep\(index) netns \(client.name) type veth peer name eth0 netns \(namespaces[index].name)")
         }
-        try ip([], links)
+        try IPBatch.run(links)
 
         var clientCommands = [
             "addr add \(clientIPv4)/32 dev lo",
@@ -282,7 +282,7 @@ public final class ServiceLab: Sendable {
             // through the client veth's fixed link-local address instead.
             if endpoint.addresses.contains(where: { !$0.contains(":") }) { commands.append("route add \(clientIPv4)/32 dev eth0") }
             if endpoint.addresses.contains(where: { $0.contains(":") }) { commands.append("route add \(clientIPv6)/128 via fe80::1 dev eth0") }
-            try ip(["-n", namespaces[index].name], commands)
+            try IPBatch.run(in: namespaces[index], commands)
 
             clientCommands += ["link set ep\(index) up", "addr add fe80::1/64 dev ep\(index) nodad"]
             for address in endpoint.addresses {
@@ -295,18 +295,9 @@ public final class ServiceLab: Sendable {
             "route add \(serviceRanges[0]) dev vip0 src \(clientIPv4)",
             "route add \(serviceRanges[1]) dev vip0 src \(clientIPv6)",
         ]
-        try ip(["-n", client.name], clientCommands)
+        try IPBatch.run(in: client, clientCommands)
     }
 
-    /// Runs `ip [options] -batch -` with one command a line; throws with ip's complaint.
-    private static func ip(_ options: [String], _ commands: [String]) throws {
-        let result = try Subprocess.run(try Subprocess.locate("ip"), options + ["-batch", "-"],
-                                        input: commands.joined(separator: "\n") + "\n", timeLimit: .seconds(30))
-        guard result.status == 0 else {
-            throw ServiceLabError("ip \((options + ["-batch", "-"]).joined(separator: " ")) failed: \(result.standardError)"
-                                  + "\ncommands:\n" + commands.joined(separator: "\n"))
-        }
-    }
 
     /// Every endpoint address and port answers the client directly with the endpoint's name.
     private func checkEndpointsAnswer() throws {
