@@ -107,6 +107,16 @@ public final class TransparentProxy: Sendable {
         return statistics
     }
 
+    /// Connections open now over all workers, in any phase (one relaxed load per worker).
+    public var openConnections: Int {
+        workers.reduce(0) { $0 + Int($1.counters.relays.load(ordering: .relaxed)) }
+    }
+
+    /// Connections accepted since the start, over all workers (one relaxed load per worker).
+    public var acceptedConnections: UInt64 {
+        workers.reduce(0) { $0 + $1.counters.accepted.load(ordering: .relaxed) }
+    }
+
     /// Stops every worker (their relays are closed) and waits for their threads.
     public func stop() {
         let running = threads.withLock { threads in

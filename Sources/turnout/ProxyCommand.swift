@@ -38,8 +38,12 @@ struct ProxyCommand: ParsableCommand {
         The table is watched (inotify on its directory, and a check every 2 s) and re-read on
         SIGHUP; changes are applied 100 ms after the last one, at most 1 s after the first. An
         invalid table, or a source that cannot be read, changes nothing: the table in use stays,
-        with a log line. Established connections keep their endpoint. SIGTERM or SIGINT stops
-        the proxy.
+        with a log line. Established connections keep their endpoint.
+
+        SIGTERM or SIGINT drains: /ready answers 503, the listeners stay open (the capture rules
+        still send the app's connections here) and open connections go on. The proxy exits once
+        no connection has been open and none accepted for 1 s, or after --drain-time seconds,
+        closing what is still open. A second SIGTERM or SIGINT exits at once.
         """
     )
 
@@ -118,8 +122,14 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("panic-threshold"), help: "Percent of a service's endpoints that must be available for health to count; below it all are tried (default 50; 0 never).")
     var panicThreshold = 50
 
+    @Option(name: .customLong("drain-time"), help: "Seconds a SIGTERM or SIGINT lets open connections finish (new ones still served) before the proxy exits (default 5; sooner once none has been open for 1 s; 0 = at once).")
+    var drainTime: Double = 5
+
     func run() throws {
         let configuration = try proxyConfiguration()
+        guard drainTime.isFinite, (0...3600).contains(drainTime) else {
+            throw BadInput(message: "proxy: --drain-time \(drainTime): seconds from 0 to 3600")
+        }
         guard (file == nil) != (source == nil) else { throw BadInput(message: "proxy: give the table with -f FILE or --source URL (one of them)") }
         let location = source ?? "file:\(file!)"
         let url: TableSourceURL
@@ -170,8 +180,8 @@ struct ProxyCommand: ParsableCommand {
         while true {
             let received = sigwaitinfo(&signals, nil)
             if received == SIGTERM || received == SIGINT {
-                log("signal \(received == SIGTERM ? "SIGTERM" : "SIGINT"): stopping")
                 adminServer?.markNotReady()
+                drain(proxy, signal: received, waitingOn: &signals, tableSource: tableSource, location: location, log: log)
                 reconciler.stop()
                 proxy.stop()
                 adminServer?.stop()
@@ -182,6 +192,41 @@ struct ProxyCommand: ParsableCommand {
                 tableSource.refresh()
             }
         }
+    }
+
+    /// Serves on until ``ProxyDrain`` says the proxy may stop, or a second SIGTERM or SIGINT
+    /// comes; SIGHUP still re-reads the table meanwhile. Observes every 50 ms.
+    private func drain(_ proxy: TransparentProxy, signal first: Int32, waitingOn signals: inout sigset_t,
+                       tableSource: any TableSource, location: String, log: @Sendable (String) -> Void) {
+        var drain = ProxyDrain(started: .now, limit: .seconds(drainTime), accepted: proxy.acceptedConnections)
+        log("signal \(Self.name(first)): draining \(proxy.openConnections) open connections for at most \(drainTime == drainTime.rounded() ? "\(Int(drainTime))" : "\(drainTime)") s"
+            + " (sooner once none has been open for 1 s; a second signal stops at once)")
+        var interval = timespec(tv_sec: 0, tv_nsec: 50_000_000)
+        while true {
+            switch drain.observe(at: .now, open: proxy.openConnections, accepted: proxy.acceptedConnections) {
+            case .wait:
+                break
+            case .drained:
+                log("drained: no connection open; stopping")
+                return
+            case .timeUp(let open):
+                log("drain time over: stopping, closing \(open) open connections")
+                return
+            }
+            let received = sigtimedwait(&signals, nil, &interval)
+            if received == SIGTERM || received == SIGINT {
+                log("signal \(Self.name(received)) again: stopping now, closing \(proxy.openConnections) open connections")
+                return
+            }
+            if received == SIGHUP {
+                log("SIGHUP: reading \(location) again")
+                tableSource.refresh()
+            }
+        }
+    }
+
+    private static func name(_ signal: Int32) -> String {
+        signal == SIGTERM ? "SIGTERM" : signal == SIGINT ? "SIGINT" : "signal \(signal)"
     }
 
     private func proxyConfiguration() throws -> ProxyConfiguration {

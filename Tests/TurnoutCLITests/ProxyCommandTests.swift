@@ -5,7 +5,8 @@ import TurnoutTestSupport
 
 /// `turnout proxy` as a process in a lab namespace (`ip netns exec NS turnout proxy …`), with the
 /// lab's capture rules and upstreams (see `ProxyLab`): readiness, traffic and `/metrics` read
-/// with a strict Prometheus parser, reloads by SIGHUP (refused and accepted), SIGTERM.
+/// with a strict Prometheus parser, reloads by SIGHUP (refused and accepted), SIGTERM and its
+/// drain.
 @Suite("turnout proxy: the CLI with real traffic", .serialized,
        .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
 struct ProxyCommandTests {
@@ -24,12 +25,22 @@ struct ProxyCommandTests {
         try text.write(toFile: path, atomically: true, encoding: .utf8)
     }
 
-    static func start(in lab: ProxyLab, table path: String) throws -> LabProcess {
+    static func start(in lab: ProxyLab, table path: String, _ flags: [String] = []) throws -> LabProcess {
         try LabProcess(try Subprocess.locate("ip"), [
             "netns", "exec", lab.namespace.name, Repository.turnoutBinary, "proxy", "-f", path,
             "--outbound", "0.0.0.0:\(ProxyLab.outboundPort)", "--outbound", "[::]:\(ProxyLab.outboundPort)",
             "--inbound", "none", "--admin", "127.0.0.1:\(adminPort)", "--workers", "2",
-        ])
+        ] + flags)
+    }
+
+    /// A started proxy (`flags` added) on a one-endpoint table (127.0.0.1:8081), ready.
+    static func startReady(in lab: ProxyLab, _ flags: [String] = []) throws -> LabProcess {
+        let file = lab.stateDirectory + "/table.yaml"
+        try write(table([8081]), to: file)
+        let proxy = try start(in: lab, table: file, flags)
+        let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: adminPort, path: "/ready"))?.status == 200 }
+        try #require(ready, "not ready; stderr: \(proxy.standardError)")
+        return proxy
     }
 
     static func metrics(_ lab: ProxyLab) throws -> PrometheusDocument {
@@ -109,6 +120,70 @@ struct ProxyCommandTests {
             proxy.signal(SIGTERM)
             #expect(proxy.waitForExit(within: .seconds(10)) == 0, "stderr: \(proxy.standardError)")
             #expect(try lab.connect(to: Self.vip, port: 80, timeout: .seconds(1)) == .refused, "a captured connect after exit")
+        }
+    }
+
+    @Test("SIGTERM with a connection open → /ready 503, that connection and new ones still served; closed → exits 0 once a second passed with nothing open")
+    func drainUntilClosed() throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
+            let proxy = try Self.startReady(in: lab, ["--drain-time", "30"])
+            defer { proxy.stop() }
+            let held = try lab.hold(to: Self.vip, port: 80)
+            proxy.signal(SIGTERM)
+            #expect(proxy.waitForOutput("SIGTERM: draining 1 open connections for at most 30 s", inStandardError: true, within: .seconds(5)),
+                    "stderr: \(proxy.standardError)")
+            #expect(try lab.httpGet(port: Self.adminPort, path: "/ready").status == 503)
+            #expect(held.exchange() == .answered(held.firstLine), "the open connection goes on")
+            #expect(try lab.connections(5, to: Self.vip, port: 80) == ["port 8081": 5], "new connections are still served")
+            Thread.sleep(forTimeInterval: 1.5)
+            #expect(proxy.isRunning, "exited with a connection open: \(proxy.standardError)")
+            held.close()
+            #expect(proxy.waitForExit(within: .seconds(10)) == 0, "stderr: \(proxy.standardError)")
+            #expect(proxy.standardError.contains("drained: no connection open; stopping"), "\(proxy.standardError)")
+        }
+    }
+
+    @Test("SIGTERM, a connection still open at the drain time → it is closed and the proxy exits 0")
+    func drainTimeOver() throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
+            let proxy = try Self.startReady(in: lab, ["--drain-time", "1.5"])
+            defer { proxy.stop() }
+            let held = try lab.hold(to: Self.vip, port: 80)
+            let signalled = ContinuousClock.now
+            proxy.signal(SIGTERM)
+            #expect(proxy.waitForExit(within: .seconds(10)) == 0, "stderr: \(proxy.standardError)")
+            #expect(ContinuousClock.now - signalled >= .seconds(1.5), "left before the drain time with a connection open")
+            #expect(proxy.standardError.contains("drain time over: stopping, closing 1 open connections"), "\(proxy.standardError)")
+            let end = held.end(within: .seconds(2))
+            #expect(end == .closed || end == .reset, "the held connection: \(end)")
+        }
+    }
+
+    @Test("a second SIGTERM or SIGINT while draining → exits at once", arguments: [SIGTERM, SIGINT])
+    func secondSignal(_ second: Int32) throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
+            let proxy = try Self.startReady(in: lab, ["--drain-time", "600"])
+            defer { proxy.stop() }
+            let held = try lab.hold(to: Self.vip, port: 80)
+            proxy.signal(SIGTERM)
+            #expect(proxy.waitForOutput("draining 1 open connections", inStandardError: true, within: .seconds(5)))
+            proxy.signal(second)
+            #expect(proxy.waitForExit(within: .seconds(5)) == 0, "stderr: \(proxy.standardError)")
+            #expect(proxy.standardError.contains("again: stopping now, closing 1 open connections"), "\(proxy.standardError)")
+            held.close()
+        }
+    }
+
+    @Test("--drain-time 0 → SIGTERM exits at once, closing what is open")
+    func noDrain() throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
+            let proxy = try Self.startReady(in: lab, ["--drain-time", "0"])
+            defer { proxy.stop() }
+            let held = try lab.hold(to: Self.vip, port: 80)
+            proxy.signal(SIGTERM)
+            #expect(proxy.waitForExit(within: .seconds(5)) == 0, "stderr: \(proxy.standardError)")
+            #expect(proxy.standardError.contains("drain time over: stopping, closing 1 open connections"), "\(proxy.standardError)")
+            held.close()
         }
     }
 
@@ -327,6 +402,9 @@ struct ProxyCommandFlagTests {
         (["--pipe-size", "2147483647"], "--pipe-size"),
         (["--pipe-budget", "lots"], "--pipe-budget"),
         (["--pipe-budget", "-1"], "--pipe-budget"),
+        (["--drain-time", "-1"], "--drain-time"),
+        (["--drain-time", "3601"], "--drain-time"),
+        (["--drain-time", "inf"], "--drain-time"),
         (["--no-such-flag"], "--no-such-flag"),
     ])
     func badFlag(_ flags: [String], _ named: String) throws {
