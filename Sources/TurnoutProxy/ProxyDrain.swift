@@ -6,8 +6,11 @@
 /// SIGTERM may still be making its last calls (a classic sidecar is signalled with the app;
 /// a Kubernetes native sidecar only after the app exited), so the proxy keeps serving.
 /// It leaves once nothing has been open and nothing accepted for ``quiet``, so a gap of a
-/// few milliseconds between two of the app's calls does not end it. A plain value: the caller
-/// feeds it observations (``observe(at:open:accepted:)``) from one thread.
+/// few milliseconds between two of the app's calls does not end it. Connections the kernel
+/// queued on a listener but no worker accepted yet are not seen (a worker accepts them within
+/// its next round, except while it pauses at the descriptor limit); those still queued at the
+/// exit are reset with the listener. A plain value: the caller feeds it observations
+/// (``observe(at:open:accepted:)``) from one thread.
 public struct ProxyDrain: Sendable {
     /// What the caller does after an observation.
     public enum Verdict: Sendable, Equatable {
@@ -21,7 +24,7 @@ public struct ProxyDrain: Sendable {
 
     /// The longest the drain lasts.
     public let limit: Duration
-    /// How long nothing may be open or accepted before the drain is over (at most ``limit``).
+    /// How long nothing may be open or accepted before the drain is over.
     public let quiet: Duration
     private let started: ContinuousClock.Instant
     /// The first look that found nothing open and nothing newly accepted, since the last one
@@ -34,7 +37,7 @@ public struct ProxyDrain: Sendable {
     /// all. `limit` zero: the first observation stops.
     public init(started: ContinuousClock.Instant, limit: Duration, quiet: Duration = .seconds(1), accepted: UInt64) {
         self.limit = limit
-        self.quiet = min(quiet, limit)
+        self.quiet = quiet
         self.started = started
         quietSince = started
         self.accepted = accepted

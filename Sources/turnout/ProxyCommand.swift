@@ -43,7 +43,8 @@ struct ProxyCommand: ParsableCommand {
         SIGTERM or SIGINT drains: /ready answers 503, the listeners stay open (the capture rules
         still send the app's connections here) and open connections go on. The proxy exits once
         no connection has been open and none accepted for 1 s, or after --drain-time seconds,
-        closing what is still open. A second SIGTERM or SIGINT exits at once.
+        closing what is still open. SIGINT while draining exits at once; a second SIGTERM changes
+        nothing (an orchestrator may send it twice: a preStop hook, then the kubelet).
         """
     )
 
@@ -194,13 +195,15 @@ struct ProxyCommand: ParsableCommand {
         }
     }
 
-    /// Serves on until ``ProxyDrain`` says the proxy may stop, or a second SIGTERM or SIGINT
-    /// comes; SIGHUP still re-reads the table meanwhile. Observes every 50 ms.
+    /// Serves on until ``ProxyDrain`` says the proxy may stop, or SIGINT comes; SIGHUP still
+    /// re-reads the table meanwhile. A second SIGTERM is logged and changes nothing: Kubernetes
+    /// sends one after a preStop hook that may have sent its own, and either must not cut the
+    /// drain short. Observes every 50 ms.
     private func drain(_ proxy: TransparentProxy, signal first: Int32, waitingOn signals: inout sigset_t,
                        tableSource: any TableSource, location: String, log: @Sendable (String) -> Void) {
         var drain = ProxyDrain(started: .now, limit: .seconds(drainTime), accepted: proxy.acceptedConnections)
-        log("signal \(Self.name(first)): draining \(proxy.openConnections) open connections for at most \(drainTime == drainTime.rounded() ? "\(Int(drainTime))" : "\(drainTime)") s"
-            + " (sooner once none has been open for 1 s; a second signal stops at once)")
+        log("signal \(Self.name(first)): draining \(Self.connections(proxy.openConnections)) for at most \(drainTime == drainTime.rounded() ? "\(Int(drainTime))" : "\(drainTime)") s"
+            + " (sooner once none has been open for 1 s; SIGINT stops at once)")
         var interval = timespec(tv_sec: 0, tv_nsec: 50_000_000)
         while true {
             switch drain.observe(at: .now, open: proxy.openConnections, accepted: proxy.acceptedConnections) {
@@ -210,19 +213,27 @@ struct ProxyCommand: ParsableCommand {
                 log("drained: no connection open; stopping")
                 return
             case .timeUp(let open):
-                log("drain time over: stopping, closing \(open) open connections")
+                log("drain time over: stopping, closing \(Self.connections(open))")
                 return
             }
             let received = sigtimedwait(&signals, nil, &interval)
-            if received == SIGTERM || received == SIGINT {
-                log("signal \(Self.name(received)) again: stopping now, closing \(proxy.openConnections) open connections")
+            if received == SIGINT {
+                log("signal SIGINT while draining: stopping now, closing \(Self.connections(proxy.openConnections))")
                 return
+            }
+            if received == SIGTERM {
+                log("signal SIGTERM again: draining on (SIGINT stops at once)")
             }
             if received == SIGHUP {
                 log("SIGHUP: reading \(location) again")
                 tableSource.refresh()
             }
         }
+    }
+
+    /// "1 open connection", "3 open connections".
+    private static func connections(_ count: Int) -> String {
+        "\(count) open connection\(count == 1 ? "" : "s")"
     }
 
     private static func name(_ signal: Int32) -> String {

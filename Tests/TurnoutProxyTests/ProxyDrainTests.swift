@@ -34,7 +34,7 @@ struct ProxyDrainTests {
              observations: [(0, 0, 100)], verdicts: [.drained]),
         Case(name: "drain time 0 → the first look stops (open)", limitMilliseconds: 0,
              observations: [(0, 4, 100)], verdicts: [.timeUp(open: 4)]),
-        Case(name: "a drain time under a second caps the quiet wait", limitMilliseconds: 300,
+        Case(name: "a drain time under the quiet second: idle, it stops at the drain time", limitMilliseconds: 300,
              observations: [(0, 0, 100), (299, 0, 100), (300, 0, 100)],
              verdicts: [.wait, .wait, .drained]),
     ]

@@ -463,7 +463,6 @@ public final class CaptureLab: Sendable {
     private static let peerAddresses = [peerIPv4, peerEth1IPv4, worldIPv4, world2IPv4, viaEth1IPv4,
                                         peerIPv6, peerEth1IPv6, worldIPv6, viaEth1IPv6]
 
-
     /// Wildcard TCP listeners on both families for each port, answering `NAME PORT from ADDR`.
     private static func tcpServers(in namespace: NetworkNamespace, ports: [UInt16], name: String) throws -> [LineServer.Socket] {
         try LabSocket.listeners(in: namespace.path, ports: ports).map { port, fd in

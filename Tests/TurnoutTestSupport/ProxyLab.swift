@@ -476,7 +476,6 @@ public final class ProxyLab: Sendable {
 
     // MARK: Setup
 
-
     /// argv: ADDRESS PORT GREETING. An identity server (see ``UpstreamKind/identity``) on epoll;
     /// prints `ready` once listening; exits when its stdin closes or on SIGTERM.
     static let holdServerScript = #"""

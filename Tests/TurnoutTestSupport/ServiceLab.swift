@@ -298,7 +298,6 @@ public final class ServiceLab: Sendable {
         try IPBatch.run(in: client, clientCommands)
     }
 
-
     /// Every endpoint address and port answers the client directly with the endpoint's name.
     private func checkEndpointsAnswer() throws {
         let targets = endpoints.flatMap { endpoint in
