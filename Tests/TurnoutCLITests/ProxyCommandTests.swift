@@ -36,14 +36,20 @@ struct ProxyCommandTests {
         ] + drain + flags)
     }
 
-    /// A started proxy (`flags` added) on a one-endpoint table (127.0.0.1:8081), ready.
-    static func startReady(in lab: ProxyLab, _ flags: [String] = []) throws -> LabProcess {
-        let file = lab.stateDirectory + "/table.yaml"
-        try write(table([8081]), to: file)
-        let proxy = try start(in: lab, table: file, flags)
-        let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: adminPort, path: "/ready"))?.status == 200 }
-        try #require(ready, "not ready; stderr: \(proxy.standardError)")
-        return proxy
+    /// The drain tests' start: a ready proxy (`flags` added) on a one-endpoint table
+    /// (127.0.0.1:8081) and one connection held through it, both ended after `body`.
+    static func withHeldConnection(_ flags: [String], _ body: (ProxyLab, LabProcess, ProxyLab.Connection) throws -> Void) throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
+            let file = lab.stateDirectory + "/table.yaml"
+            try write(table([8081]), to: file)
+            let proxy = try start(in: lab, table: file, flags)
+            defer { proxy.stop() }
+            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: adminPort, path: "/ready"))?.status == 200 }
+            try #require(ready, "not ready; stderr: \(proxy.standardError)")
+            let held = try lab.hold(to: vip, port: 80)
+            defer { held.close() }
+            try body(lab, proxy, held)
+        }
     }
 
     static func metrics(_ lab: ProxyLab) throws -> PrometheusDocument {
@@ -128,10 +134,7 @@ struct ProxyCommandTests {
 
     @Test("SIGTERM with a connection open → /ready 503, that connection and new ones still served; closed → exits 0 once a second passed with nothing open")
     func drainUntilClosed() throws {
-        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
-            let proxy = try Self.startReady(in: lab, ["--drain-time", "30"])
-            defer { proxy.stop() }
-            let held = try lab.hold(to: Self.vip, port: 80)
+        try Self.withHeldConnection(["--drain-time", "30"]) { (lab, proxy, held) throws in
             proxy.signal(SIGTERM)
             #expect(proxy.waitForOutput("SIGTERM: draining 1 open connection for at most 30 s", inStandardError: true, within: .seconds(5)),
                     "stderr: \(proxy.standardError)")
@@ -151,10 +154,7 @@ struct ProxyCommandTests {
 
     @Test("SIGTERM, a connection still open at the drain time → it is closed and the proxy exits 0")
     func drainTimeOver() throws {
-        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
-            let proxy = try Self.startReady(in: lab, ["--drain-time", "1.5"])
-            defer { proxy.stop() }
-            let held = try lab.hold(to: Self.vip, port: 80)
+        try Self.withHeldConnection(["--drain-time", "1.5"]) { (lab, proxy, held) throws in
             let signalled = ContinuousClock.now
             proxy.signal(SIGTERM)
             #expect(proxy.waitForExit(within: .seconds(10)) == 0, "stderr: \(proxy.standardError)")
@@ -167,10 +167,7 @@ struct ProxyCommandTests {
 
     @Test("while draining: a second SIGTERM changes nothing (a preStop hook, then the kubelet); SIGINT exits at once")
     func secondSignal() throws {
-        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
-            let proxy = try Self.startReady(in: lab, ["--drain-time", "600"])
-            defer { proxy.stop() }
-            let held = try lab.hold(to: Self.vip, port: 80)
+        try Self.withHeldConnection(["--drain-time", "600"]) { (lab, proxy, held) throws in
             proxy.signal(SIGTERM)
             #expect(proxy.waitForOutput("draining 1 open connection", inStandardError: true, within: .seconds(5)))
             proxy.signal(SIGTERM)
@@ -180,20 +177,15 @@ struct ProxyCommandTests {
             proxy.signal(SIGINT)
             #expect(proxy.waitForExit(within: .seconds(5)) == 0, "stderr: \(proxy.standardError)")
             #expect(proxy.standardError.contains("SIGINT while draining: stopping now, closing 1 open connection"), "\(proxy.standardError)")
-            held.close()
         }
     }
 
     @Test("--drain-time 0 → SIGTERM exits at once, closing what is open")
     func noDrain() throws {
-        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
-            let proxy = try Self.startReady(in: lab, ["--drain-time", "0"])
-            defer { proxy.stop() }
-            let held = try lab.hold(to: Self.vip, port: 80)
+        try Self.withHeldConnection(["--drain-time", "0"]) { (lab, proxy, held) throws in
             proxy.signal(SIGTERM)
             #expect(proxy.waitForExit(within: .seconds(5)) == 0, "stderr: \(proxy.standardError)")
             #expect(proxy.standardError.contains("drain time over: stopping, closing 1 open connection"), "\(proxy.standardError)")
-            held.close()
         }
     }
 
