@@ -64,7 +64,7 @@ public enum ProxyMetrics {
                      samples: [([:], Double(statistics.unknownRejections))])
         text.counter("turnout_accept_pauses_total", help: "Times accepting paused because the process ran out of descriptors.",
                      samples: [([:], Double(statistics.acceptPauses))])
-        text.counter("turnout_pipes_undersized_total", help: "Splice pipes the kernel made smaller than asked (the uid's pipe allowance, fs.pipe-user-pages-soft, is spent); each was closed and its relay copied.",
+        text.counter("turnout_pipes_undersized_total", help: "Splice pipes the kernel made smaller than asked (the uid's pipe allowance, fs.pipe-user-pages-soft, is spent): one of at least the kernel's 64 KiB default is used, a smaller one closed and its relay copied.",
                      samples: [([:], Double(statistics.undersizedPipes))])
         text.counter("turnout_relay_copy_fallbacks_total", help: "Rounds of bulk relay directions that copied instead of splicing for want of a pipe (pipe budget spent, pipe undersized, no descriptor).",
                      samples: [([:], Double(statistics.copyFallbacks))])

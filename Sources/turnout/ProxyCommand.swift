@@ -178,20 +178,22 @@ struct ProxyCommand: ParsableCommand {
               + "; admin \(adminServer.map { "\($0.address)" } ?? "none"); table \(location): \(proxy.snapshot.routes.routes.count) routes (generation 1)")
         fflush(nil)  // all streams: a supervisor reading the pipe sees the start line now
 
+        // SIGHUP, whether serving or draining.
+        let reread = {
+            log("SIGHUP: reading \(location) again")
+            tableSource.refresh()
+        }
         while true {
             let received = sigwaitinfo(&signals, nil)
             if received == SIGTERM || received == SIGINT {
                 adminServer?.markNotReady()
-                drain(proxy, signal: received, waitingOn: &signals, tableSource: tableSource, location: location, log: log)
+                drain(proxy, signal: received, waitingOn: &signals, reread: reread, log: log)
                 reconciler.stop()
                 proxy.stop()
                 adminServer?.stop()
                 return
             }
-            if received == SIGHUP {
-                log("SIGHUP: reading \(location) again")
-                tableSource.refresh()
-            }
+            if received == SIGHUP { reread() }
         }
     }
 
@@ -200,7 +202,7 @@ struct ProxyCommand: ParsableCommand {
     /// sends one after a preStop hook that may have sent its own, and either must not cut the
     /// drain short. Observes every 50 ms.
     private func drain(_ proxy: TransparentProxy, signal first: Int32, waitingOn signals: inout sigset_t,
-                       tableSource: any TableSource, location: String, log: @Sendable (String) -> Void) {
+                       reread: () -> Void, log: @Sendable (String) -> Void) {
         var drain = ProxyDrain(started: .now, limit: .seconds(drainTime), accepted: proxy.acceptedConnections)
         log("signal \(Self.name(first)): draining \(Self.connections(proxy.openConnections)) for at most \(drainTime == drainTime.rounded() ? "\(Int(drainTime))" : "\(drainTime)") s"
             + " (sooner once none has been open for 1 s; SIGINT stops at once)")
@@ -224,10 +226,7 @@ struct ProxyCommand: ParsableCommand {
             if received == SIGTERM {
                 log("signal SIGTERM again: draining on (SIGINT stops at once)")
             }
-            if received == SIGHUP {
-                log("SIGHUP: reading \(location) again")
-                tableSource.refresh()
-            }
+            if received == SIGHUP { reread() }
         }
     }
 

@@ -165,13 +165,15 @@ struct ProxyCommandTests {
         }
     }
 
-    @Test("while draining: a second SIGTERM changes nothing (a preStop hook, then the kubelet); SIGINT exits at once")
+    @Test("while draining: a second SIGTERM changes nothing (a preStop hook, then the kubelet); SIGHUP still re-reads; SIGINT exits at once")
     func secondSignal() throws {
         try Self.withHeldConnection(["--drain-time", "600"]) { (lab, proxy, held) throws in
             proxy.signal(SIGTERM)
             #expect(proxy.waitForOutput("draining 1 open connection", inStandardError: true, within: .seconds(5)))
             proxy.signal(SIGTERM)
             #expect(proxy.waitForOutput("SIGTERM again: draining on", inStandardError: true, within: .seconds(5)))
+            proxy.signal(SIGHUP)
+            #expect(proxy.waitForOutput("SIGHUP: reading", inStandardError: true, within: .seconds(5)), "SIGHUP still re-reads while draining")
             #expect(held.exchange() == .answered(held.firstLine), "the open connection goes on")
             #expect(proxy.isRunning, "\(proxy.standardError)")
             proxy.signal(SIGINT)
