@@ -131,6 +131,11 @@ struct InitCommand: ParsableCommand {
             return report
         }
         let elapsed = ContinuousClock.now - start
+        // Installed all the same: a widened range is the node's choice, and the proxy runs
+        // fine until a restart meets a taken port. Said now, when it can still be fixed.
+        if let (ephemeral, exposed) = exposedListenerPorts([options.proxyPort, options.inboundPort]) {
+            printError("turnout init: warning: " + exposedPortsAdvice(ephemeral, exposed))
+        }
         guard validate else {
             print(report.printed(format, elapsed: elapsed, source: nil), terminator: "")
             return

@@ -171,7 +171,8 @@ struct ProxyCommand: ParsableCommand {
             }
             try reconciler.start()
         } catch {
-            throw RuntimeFailure(message: "turnout proxy: cannot start: \(error)")
+            let listeners = configuration.outbound + configuration.inbound + (adminAddress.map { [$0] } ?? [])
+            throw RuntimeFailure(message: "turnout proxy: cannot start: \(error)" + busyPortHint(error, listeners: listeners))
         }
         print("turnout proxy: \(configuration.workers) workers; outbound \(configuration.outbound.map { "\($0)" }.joined(separator: ", "))"
               + "; inbound \(configuration.inbound.isEmpty ? "none" : configuration.inbound.map { "\($0)" }.joined(separator: ", "))"

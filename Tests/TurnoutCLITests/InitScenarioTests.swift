@@ -307,3 +307,34 @@ struct InitScenarioTests {
         }
     }
 }
+
+/// `turnout init` where outgoing connections may take the proxy's ports (a widened ephemeral
+/// range): installed all the same, with a warning that says how to reserve them.
+@Suite("turnout init: the proxy's ports inside the ephemeral range", .serialized,
+       .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
+struct InitExposedPortsTests {
+    @Test("ephemeral range, reserved ports, flags → exit 0 and the warning (or none)", arguments: [
+        ("32768 60999", "", [], nil),
+        ("1024 65535", "", [], "ports 15001, 15006 are inside this network namespace's ephemeral range (net.ipv4.ip_local_port_range 1024-65535)"),
+        ("1024 65535", "15001,15006", [], nil),
+        ("1024 65535", "15001,15006", ["-p", "15002"], "Reserve it: sysctl -w net.ipv4.ip_local_reserved_ports=15001-15002,15006"),
+    ] as [(String, String, [String], String?)])
+    func warning(_ range: String, _ reserved: String, _ flags: [String], _ expected: String?) throws {
+        try withNetworkNamespace(prefix: "init-ports") { namespace in
+            var setup = [["ip", "link", "set", "lo", "up"], ["sysctl", "-qw", "net.ipv4.ip_local_port_range=\(range)"]]
+            if !reserved.isEmpty { setup.append(["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=\(reserved)"]) }
+            for command in setup {
+                let result = try namespace.run(command[0], Array(command.dropFirst()))
+                try #require(result.status == 0, "\(command): \(result.standardError)")
+            }
+            let result = try namespace.run(Repository.turnoutBinary, ["init", "--backend", "nft"] + flags)
+            #expect(result.status == 0, "\(result.standardError)")
+            if let expected {
+                #expect(result.standardError.contains("turnout init: warning: "), "\(result.standardError)")
+                #expect(result.standardError.contains(expected), "\(result.standardError)")
+            } else {
+                #expect(!result.standardError.contains("warning"), "\(result.standardError)")
+            }
+        }
+    }
+}
