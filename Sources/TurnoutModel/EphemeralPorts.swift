@@ -9,9 +9,12 @@
 /// with EADDRINUSE until that connection and its TIME_WAIT are gone. Reserving the ports
 /// prevents it. A pure value: the caller reads the two files (`/proc/sys/net/ipv4/…`).
 public struct EphemeralPorts: Sendable, Equatable {
+    /// `ip_local_port_range`: where the kernel picks source ports.
     public let range: PortRange
+    /// `ip_local_reserved_ports`, sorted and merged (``PortRange/normalized(_:)``).
     public let reserved: [PortRange]
 
+    /// `reserved` may be in any order and overlap; it is kept normalized.
     public init(range: PortRange, reserved: [PortRange] = []) {
         self.range = range
         self.reserved = PortRange.normalized(reserved)
@@ -27,8 +30,11 @@ public struct EphemeralPorts: Sendable, Equatable {
         }
         var reserved: [PortRange] = []
         for item in reservedText.split(whereSeparator: { $0 == "," || $0 == "\n" || $0 == " " }) {
+            // The kernel takes port 0 in the list (`0-1023`); it is never a source port anyway.
+            if item == "0" { continue }
+            let text = item.hasPrefix("0-") ? "1" + item.dropFirst() : String(item)
             do throws(ValueError) {
-                reserved.append(try PortRange(parsing: item))
+                reserved.append(try PortRange(parsing: text))
             } catch {
                 throw ValueError("net.ipv4.ip_local_reserved_ports: \(error.description)")
             }

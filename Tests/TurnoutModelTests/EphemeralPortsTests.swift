@@ -12,6 +12,8 @@ struct EphemeralPortsTests {
         ("1024\t65535\n", "15000-15090,16000\n", UInt16(15091), true),
         ("1024 65535", "", UInt16(65535), true),
         ("1024 65535", "", UInt16(1023), false),
+        ("1024 65535", "0-1023,15000\n", UInt16(15000), false),   // the kernel takes port 0 in the list
+        ("1024 65535", "0,15000\n", UInt16(15001), true),
     ])
     func mayTake(_ range: String, _ reserved: String, _ port: UInt16, _ expected: Bool) throws {
         let ports = try EphemeralPorts(rangeText: range, reservedText: reserved)

@@ -23,8 +23,9 @@ func exposedPortsAdvice(_ ephemeral: EphemeralPorts, _ exposed: [UInt16]) -> Str
 
 /// What to add to "cannot start: bind(ADDR): Address already in use" when ADDR's port is one an
 /// outgoing connection may have taken: ``exposedPortsAdvice`` for the proxy's exposed ports.
-/// Empty for any other error, or when that port is outside the ephemeral range or reserved
-/// (another listener holds it then, and the error says all there is).
+/// Empty for any other error, or when that port is outside the ephemeral range or reserved:
+/// then no outgoing connection can hold it, and the error alone says what there is to say.
+/// Inside the range another listener may hold it just as well, hence "may" in the advice.
 func busyPortHint(_ error: any Error, listeners: [SocketAddress], sysctls: String = "/proc/sys/net/ipv4") -> String {
     guard let failure = error as? SystemCallError, failure.errno == EADDRINUSE,
           let busy = listeners.first(where: { failure.call == "bind(\($0))" }),
