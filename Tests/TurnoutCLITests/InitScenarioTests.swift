@@ -321,12 +321,10 @@ struct InitExposedPortsTests {
     ] as [(String, String, [String], String?)])
     func warning(_ range: String, _ reserved: String, _ flags: [String], _ expected: String?) throws {
         try withNetworkNamespace(prefix: "init-ports") { namespace in
-            var setup = [["ip", "link", "set", "lo", "up"], ["sysctl", "-qw", "net.ipv4.ip_local_port_range=\(range)"]]
-            if !reserved.isEmpty { setup.append(["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=\(reserved)"]) }
-            for command in setup {
-                let result = try namespace.run(command[0], Array(command.dropFirst()))
-                try #require(result.status == 0, "\(command): \(result.standardError)")
-            }
+            let up = try namespace.run("ip", ["link", "set", "lo", "up"])
+            try #require(up.status == 0, "\(up.standardError)")
+            try namespace.sysctl("net.ipv4.ip_local_port_range=\(range)")
+            if !reserved.isEmpty { try namespace.sysctl("net.ipv4.ip_local_reserved_ports=\(reserved)") }
             let result = try namespace.run(Repository.turnoutBinary, ["init", "--backend", "nft"] + flags)
             #expect(result.status == 0, "\(result.standardError)")
             if let expected {

@@ -444,11 +444,10 @@ struct ProxyBusyPortTests {
     @Test("ephemeral range 1024–65535, 127.0.0.1:15006 the source of a connection → exit 1, EADDRINUSE and the sysctl -w that reserves 15000, 15001 and 15006; with 15006 reserved → the same error and no hint")
     func heldPort() throws {
         try withNetworkNamespace(prefix: "busyport") { namespace in
-            for command in [["ip", "link", "set", "lo", "up"], ["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535"]] {
-                let result = try namespace.run(command[0], Array(command.dropFirst()))
-                try #require(result.status == 0, "\(command): \(result.standardError)")
-            }
-            let descriptors = try NamespaceThread.run(in: namespace.path, timeLimit: .seconds(10)) { try Self.connection(from: Self.port) }
+            let up = try namespace.run("ip", ["link", "set", "lo", "up"])
+            try #require(up.status == 0, "\(up.standardError)")
+            try namespace.sysctl("net.ipv4.ip_local_port_range=1024 65535")
+            let descriptors = try namespace.holdSourcePort(Self.port)
             defer { for fd in descriptors { close(fd) } }
             let arguments = ["proxy", "-f", Repository.root.path + "/rules/canary.yaml", "--outbound", "127.0.0.1:15001",
                              "--inbound", "0.0.0.0:\(Self.port)", "--admin", "127.0.0.1:15000", "--drain-time", "0"]
@@ -459,45 +458,11 @@ struct ProxyBusyPortTests {
             #expect(exposed.standardError.contains("net.ipv4.ip_local_port_range 1024-65535"), "\(exposed.standardError)")
             #expect(exposed.standardError.contains("sysctl -w net.ipv4.ip_local_reserved_ports=15000-15001,15006"), "\(exposed.standardError)")
 
-            let reserve = try namespace.run("sysctl", ["-qw", "net.ipv4.ip_local_reserved_ports=\(Self.port)"])
-            try #require(reserve.status == 0, "\(reserve.standardError)")
+            try namespace.sysctl("net.ipv4.ip_local_reserved_ports=\(Self.port)")
             let reserved = try namespace.run(Repository.turnoutBinary, arguments, timeLimit: .seconds(20))
             #expect(reserved.status == 1, "\(reserved.standardError)")
             #expect(reserved.standardError.contains("Address already in use"), "\(reserved.standardError)")
             #expect(!reserved.standardError.contains("ip_local_reserved_ports"), "\(reserved.standardError)")
         }
-    }
-
-    /// A listener on 127.0.0.1:9 and a connection to it whose source is 127.0.0.1:`port`, bound
-    /// without SO_REUSEADDR as the kernel's own choice of a source port would be; returns the
-    /// descriptors (listener, client), which the caller closes.
-    static func connection(from port: UInt16) throws -> [Int32] {
-        func address(_ port: UInt16) -> sockaddr_in {
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = port.bigEndian
-            address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-            return address
-        }
-        func call(_ name: String, _ fd: Int32, _ port: UInt16, _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32) throws {
-            var target = address(port)
-            let status = withUnsafePointer(to: &target) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard status == 0 else { throw ServiceLabError("\(name)(127.0.0.1:\(port)): \(String(cString: strerror(errno)))") }
-        }
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        do {
-            try call("bind", listener, 9) { Glibc.bind($0, $1, $2) }
-            guard listen(listener, 4) == 0 else { throw ServiceLabError("listen: \(String(cString: strerror(errno)))") }
-            try call("bind", client, port) { Glibc.bind($0, $1, $2) }
-            try call("connect", client, 9) { Glibc.connect($0, $1, $2) }
-        } catch {
-            close(listener)
-            close(client)
-            throw error
-        }
-        return [listener, client]
     }
 }

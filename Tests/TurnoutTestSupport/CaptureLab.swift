@@ -186,9 +186,7 @@ public final class CaptureLab: Sendable {
             namespaces.append(peer)
             // Before any interface exists, so every interface inherits it: no tentative IPv6 addresses.
             for namespace in namespaces {
-                let result = try namespace.run("sysctl", ["-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"],
-                                               timeLimit: .seconds(10))
-                guard result.status == 0 else { throw ServiceLabError("sysctl in \(namespace.name): \(result.standardError)") }
+                try namespace.sysctl("net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
             }
             try wire(app: app, peer: peer, addsPassthroughIPv6: addsPassthroughIPv6)
 
