@@ -135,7 +135,7 @@ struct InitCommand: ParsableCommand {
         // runs fine until a restart meets a taken port. Said now, when it can still be fixed.
         // The capture ports and `turnout proxy`'s default admin port: init does not know the
         // proxy's flags, and a reservation advised without 15000 would leave that one to fail.
-        if let (ephemeral, exposed) = exposedListenerPorts([options.proxyPort, options.inboundPort, Self.proxyAdminPort]) {
+        if let (ephemeral, exposed) = exposedListenerPorts([options.proxyPort, options.inboundPort, ProxyCommand.defaultAdminPort]) {
             printError("turnout init: warning: " + exposedPortsAdvice(ephemeral, exposed))
         }
         guard validate else {
@@ -153,9 +153,6 @@ struct InitCommand: ParsableCommand {
 
     /// Why a probe target cannot test these options (wrong family, or a loopback address the
     /// rules leave alone by design), or nil when it can.
-    /// `turnout proxy`'s default `--admin` port, included in the ephemeral-range warning.
-    static let proxyAdminPort: UInt16 = 15000
-
     static func probeProblem(_ target: SocketAddress, _ options: CaptureOptions) -> String? {
         if !options.families.contains(target.address.family) { return "\(target): IPv6 capture is off (--ipv6)" }
         if IPPrefix.loopback(target.address.family).contains(target.address) {

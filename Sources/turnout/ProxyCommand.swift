@@ -64,7 +64,11 @@ struct ProxyCommand: ParsableCommand {
     var inbound: [String] = []
 
     @Option(help: ArgumentHelp("Admin address for /metrics, /stats, /config, /ready (default 127.0.0.1:15000; 'none' to disable).", valueName: "address"))
-    var admin = "127.0.0.1:15000"
+    var admin = "127.0.0.1:\(Self.defaultAdminPort)"
+
+    /// The admin endpoint's port unless `--admin` says otherwise; `init` warns about it too,
+    /// since it does not know the proxy's flags.
+    static let defaultAdminPort: UInt16 = 15000
 
     @Option(help: "Worker threads (default: one per core).")
     var workers: Int?
