@@ -6,12 +6,13 @@ import TurnoutRules
 
 /// Installs, removes and inspects Turnout's nftables table (`inet turnout`) over netlink.
 ///
-/// Every apply is one nf_tables transaction that lands whole or not at all, built against the
-/// ruleset generation it read (a concurrent commit makes the kernel refuse it; the apply then
-/// starts over). What it sends is the difference between the installed table and the desired
-/// one, provided the installed table is exactly what Turnout last wrote (its digest matches the
-/// record kept in `/run/turnout`); otherwise, and whenever the difference cannot be patched in
-/// place, the table is rebuilt in the same single transaction.
+/// Every apply is built against the ruleset generation it read (a concurrent commit makes the
+/// kernel refuse it; the apply then starts over). What it sends is the difference between the
+/// installed table and the desired one, provided the installed table is exactly what Turnout
+/// last wrote (its digest matches the record kept in `/run/turnout`); otherwise, and whenever
+/// the difference cannot be patched in place, the table is rebuilt in one transaction. A patch
+/// is up to three transactions, each atomic (prepare, switch over, retire: see
+/// `TableDelta.Phase`), so that a packet crossing a commit is still translated.
 ///
 /// Owns a netlink socket: use one instance from one thread at a time. A long-lived instance
 /// (a daemon) also remembers the table it last wrote and skips reading the kernel back while
@@ -54,14 +55,12 @@ public final class NftablesBackend {
                 index?.commit(patch, generation: generation)
                 return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0, changedServices: patch.changedServices)
             }
-            let batch = NetlinkBatch(generation: generation)
-            patch.delta.append(to: batch)
             do throws(NetlinkError) {
-                try socket.commit(batch, expectedGeneration: generation)
-                index?.commit(patch, generation: generation &+ 1)
+                let sent = try commit(patch.delta, from: generation, recordPath: recordPath(NftablesServiceCompiler.tableName))
+                index?.commit(patch, generation: sent.generation)
                 lastWritten = nil  // the whole table is no longer kept; the index stands for it
                 if let index { saveRecord(index.digest, generation: index.generation, path: recordPath(NftablesServiceCompiler.tableName)) }
-                return ApplyReport(backend: Self.name, outcome: .incremental, messages: batch.messageCount, changes: patch.delta.changes,
+                return ApplyReport(backend: Self.name, outcome: .incremental, messages: sent.messages, changes: patch.delta.changes,
                                    changedServices: patch.changedServices)
             } catch where error.errno == ERESTART {
                 // Another transaction committed first: fall through to the full path, which reads.
@@ -119,16 +118,15 @@ public final class NftablesBackend {
                 lastWritten = (generation, desired, digest)
                 return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0)
             }
-            let batch = NetlinkBatch(generation: generation)
-            delta.append(to: batch)
+            let sent: (messages: Int, generation: UInt32)
             do throws(NetlinkError) {
-                try socket.commit(batch, expectedGeneration: generation)
+                sent = try commit(delta, from: generation, recordPath: recordPath)
             } catch where error.errno == ERESTART && attempt < 5 {
                 continue  // another transaction committed between our read and our commit
             }
             let digest = WireDigest(desired)
-            saveRecord(digest, generation: generation &+ 1, path: recordPath)
-            lastWritten = (generation &+ 1, desired, digest)
+            saveRecord(digest, generation: sent.generation, path: recordPath)
+            lastWritten = (sent.generation, desired, digest)
             let outcome: ApplyReport.Outcome
             var reason: String?
             switch delta.plan {
@@ -136,7 +134,7 @@ public final class NftablesBackend {
             case .rebuild(let why): outcome = .rebuilt; reason = why
             case .patch, .unchanged: outcome = .incremental
             }
-            return ApplyReport(backend: Self.name, outcome: outcome, messages: batch.messageCount, changes: delta.changes, reason: reason)
+            return ApplyReport(backend: Self.name, outcome: outcome, messages: sent.messages, changes: delta.changes, reason: reason)
         }
     }
 
@@ -244,6 +242,41 @@ public final class NftablesBackend {
 
     private func recordPath(_ table: String) -> String {
         ApplyRecord.path(directory: recordDirectory, table: table, namespaceIdentity: namespaceIdentity)
+    }
+
+    /// Sends `delta` phase by phase (``TableDelta/Phase``): the first transaction bound to
+    /// `generation`, each next one to the generation the one before made. Returns the messages
+    /// sent and the generation after the last phase.
+    ///
+    /// A switchover refused after its prepare landed is undone by one more transaction, so a
+    /// refused apply still leaves the ruleset as it was. If that fails too, or the retire phase
+    /// is refused, the table is left between the old and the new one, which still translates
+    /// every connection; the backend then forgets what it wrote and deletes the record, so that
+    /// the next apply reads the kernel and rebuilds. The phase's error is thrown either way
+    /// (ERESTART included, which the full path retries).
+    private func commit(_ delta: TableDelta, from generation: UInt32, recordPath: String) throws(NetlinkError) -> (messages: Int, generation: UInt32) {
+        var messages = 0
+        var current = generation
+        for (number, phase) in delta.phases.enumerated() {
+            let batch = NetlinkBatch(generation: current)
+            delta.append(phase, to: batch)
+            do throws(NetlinkError) {
+                try socket.commit(batch, expectedGeneration: current)
+            } catch {
+                guard number > 0 else { throw error }
+                lastWritten = nil
+                index = nil
+                unindexed = nil
+                let undo = NetlinkBatch(generation: current)
+                delta.appendUndoingPrepare(to: undo)
+                let undone = phase == .switchover && (try? socket.commit(undo, expectedGeneration: current)) != nil
+                if !undone { unlink(recordPath) }
+                throw error
+            }
+            messages += batch.messageCount
+            current &+= 1
+        }
+        return (messages, current)
     }
 
     private func saveRecord(_ digest: WireDigest, generation: UInt32, path: String) {

@@ -46,6 +46,9 @@ public final class NetlinkBatch {
     /// All messages including begin and end.
     public var messageCount: Int { objectMessages + 2 }
     public var byteCount: Int { bytes.count }
+    /// The object messages in the order they were appended, as errors name them
+    /// (`add rule 3 to chain inet turnout services`).
+    public var messageDescriptions: [String] { descriptions.sorted { $0.key < $1.key }.map(\.value) }
     var sequenceRange: ClosedRange<UInt32> { firstSequence...(nextSequence &- 1) }
 
     func makeSetID() -> UInt32 {

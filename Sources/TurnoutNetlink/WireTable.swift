@@ -113,6 +113,8 @@ public struct WireSet: Hashable, Sendable {
     public var isAnonymous: Bool { flags & WireSet.anonymousFlag != 0 }
     /// Filled by the packet path (`update @set`): its elements are state, not configuration.
     public var isDynamic: Bool { flags & WireSet.timeoutFlag != 0 }
+    /// Elements are ranges (rbtree, or pipapo with a concatenated key).
+    public var isInterval: Bool { flags & WireSet.intervalFlag != 0 }
     /// Interval with a concatenated key: the kernel keeps it as a pipapo set.
     public var isPipapo: Bool { flags & WireSet.intervalFlag != 0 && flags & WireSet.concatFlag != 0 }
 

@@ -55,3 +55,47 @@ struct TableDeltaTests {
         #expect(TableDelta(installed: nil, desired: table).plan == .create)
     }
 }
+
+/// How a patch is split into transactions so that a packet crossing a commit (old rules, new
+/// elements) is still translated: nothing new is reachable before it exists in both generations,
+/// and no map key an old rule may draw disappears until the rules that draw it are gone.
+@Suite("Table delta: phases of a patch")
+struct TableDeltaPhaseTests {
+    static func messages(_ delta: TableDelta, _ phase: TableDelta.Phase) -> [String] {
+        let batch = NetlinkBatch()
+        delta.append(phase, to: batch)
+        return batch.messageDescriptions.filter { $0 != "begin transaction" && $0 != "end transaction" }
+    }
+
+    @Test("9:1 → 2:1 (pick chain 10 → 3) → prepare adds chain 3; switchover keeps slots 3–9; retire drops them, then chain 10")
+    func shrinkingSplit() {
+        let delta = TableDelta(installed: TableDeltaTests.splits(1, first: 9, second: 1), desired: TableDeltaTests.splits(1, first: 2, second: 1))
+        #expect(delta.phases == [.prepare, .switchover, .retire])
+        let prepare = Self.messages(delta, .prepare)
+        #expect(prepare.contains { $0.contains("chain") && $0.contains("weighted-pick-3") })
+        #expect(!prepare.contains { $0.contains("weighted-pick-10") || $0.contains("endpoint-picks") || $0.contains("service-ips") }, "\(prepare)")
+        let switchover = Self.messages(delta, .switchover)
+        #expect(!switchover.contains { $0.contains("chain") }, "\(switchover)")
+        let retire = Self.messages(delta, .retire)
+        #expect(retire.first?.contains("endpoint-picks4") == true, "\(retire)")
+        #expect(retire.last?.contains("weighted-pick-10") == true, "\(retire)")
+        // Every key that leaves the pick map leaves in the retire phase, none in the switchover.
+        let removedKeys = delta.elementChanges.first { $0.set == "endpoint-picks4" }.map { change in
+            Set(change.removed.map(\.key)).subtracting(change.added.map(\.key))
+        } ?? []
+        #expect(removedKeys.count == 7, "slots 3–9 of 10")
+    }
+
+    @Test("9:1 → 7:3 (the same pick chain, 10) → one switchover that gives slots 7 and 8 the other endpoint; nothing to prepare or retire")
+    func sameModulus() {
+        let delta = TableDelta(installed: TableDeltaTests.splits(1, first: 9, second: 1), desired: TableDeltaTests.splits(1, first: 7, second: 3))
+        #expect(delta.phases == [.switchover])
+    }
+
+    @Test("2:1 → 9:1 (pick chain 3 → 10) → the new chain is prepared; old chain 3 retired after the switch")
+    func growingSplit() {
+        let delta = TableDelta(installed: TableDeltaTests.splits(1, first: 2, second: 1), desired: TableDeltaTests.splits(1, first: 9, second: 1))
+        #expect(delta.phases == [.prepare, .switchover, .retire])
+        #expect(Self.messages(delta, .retire).allSatisfy { !$0.contains("endpoint-picks") }, "no pick slot disappears when the modulus grows")
+    }
+}

@@ -80,6 +80,55 @@ struct TransactionTests {
         }
     }
 
+    /// A SYN that enters the NAT chain with the old generation's rules and reads the new one's
+    /// map elements used to leave with no DNAT (4 in about 6,000 in-process applies here, the weights
+    /// switched 9:1 ↔ 2:1), and its conntrack entry then kept that client port untranslated for two
+    /// minutes: the client timed out. Such an entry is the evidence looked for here (reply source
+    /// = the VIP), along with the client's own errors.
+    @Test("weights switched 9:1 ↔ 2:1 (pick chains 10 ↔ 3) as fast as apply goes, under 6 s of connections to the VIP → no connection fails, none escapes DNAT")
+    func switchingUnderLoadLosesNothing() throws {
+        try withNetworkNamespace(prefix: "tx-load") { ns in
+            try IPBatch.run(in: ns, ["link set lo up", "addr add 10.1.0.5/32 dev lo", "addr add 10.1.0.6/32 dev lo",
+                                     "route add 10.96.0.0/12 dev lo src 127.0.0.1"])
+            let script = Repository.path("scripts/lab/tcp.py")
+            let ip = try Subprocess.locate("ip")
+            let servers = try [("stable", "10.1.0.5", "8080"), ("canary", "10.1.0.6", "8081")].map { name, address, port in
+                try LabProcess(ip, ["netns", "exec", ns.name, "/usr/bin/python3", script, "serve", name, address, port])
+            }
+            defer { servers.forEach { $0.stop() } }
+            let backend = try Self.backend(ns)
+            let tables = [try Self.canary(weights: 9, 1), try Self.canary(weights: 2, 1)]
+            _ = try backend.apply(tables[0], options: ServiceCompilerOptions())
+            #expect(ProxyLab.eventually(within: .seconds(10)) {
+                let listening = (try? ns.run("ss", ["-Hltn"]).standardOutput) ?? ""
+                return listening.contains(":8080 ") && listening.contains(":8081 ")
+            })
+
+            let app = try LabProcess(ip, ["netns", "exec", ns.name, "/usr/bin/python3", script, "split", "10.96.0.20", "80", "1000000",
+                                          "--deadline", "6", "--timeout", "2"])
+            defer { app.stop() }
+            var applies = 0
+            let start = ContinuousClock.now
+            while ContinuousClock.now - start < .seconds(6) {
+                let report = try backend.apply(tables[(applies + 1) % 2], options: ServiceCompilerOptions())
+                #expect(report.outcome == .incremental)
+                applies += 1
+            }
+            #expect(app.waitForExit(within: .seconds(20)) != nil)
+            let lines = app.standardOutput.split(separator: "\n")
+            let failed = lines.filter { $0.hasPrefix("error") }
+            let answered = lines.filter { $0.hasPrefix("stable") || $0.hasPrefix("canary") }
+                .compactMap { $0.split(separator: "\t").dropFirst().first.flatMap { Int($0) } }.reduce(0, +)
+            let conntrack = try ns.run("cat", ["/proc/net/nf_conntrack"]).standardOutput.split(separator: "\n")
+            let untranslated = conntrack.filter { $0.contains("dst=10.96.0.20 ") && $0.contains("src=10.96.0.20 dst=") }
+            print("\(applies) applies in 6 s under \(answered) connections: \(failed.count) failed, \(untranslated.count) untranslated")
+            #expect(applies >= 50, "too few switches to mean anything")
+            #expect(answered > 1_000, "\(app.standardOutput) \(app.standardError)")
+            #expect(failed.isEmpty, "\(app.standardOutput); \(ns.kernelCounters())")
+            #expect(untranslated.isEmpty, "conntrack entries without DNAT: \(untranslated.prefix(3))")
+        }
+    }
+
     @Test("flush with foreign nft, iptables-nft and iptables-legacy state → foreign state byte-identical, then absent")
     func flushLeavesForeignStateAlone() throws {
         try withNetworkNamespace(prefix: "tx-flush") { ns in
