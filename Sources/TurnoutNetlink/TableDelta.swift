@@ -155,7 +155,7 @@ public struct TableDelta: Sendable {
     /// Interval maps (splits of more than 100 values) are patched in the switchover alone: their
     /// old ranges overlap the new ones, so a shrinking range split can still miss for a packet
     /// in flight.
-    public enum Phase: String, Sendable, CaseIterable {
+    public enum Phase: Sendable {
         case prepare, switchover, retire
     }
 
@@ -167,28 +167,28 @@ public struct TableDelta: Sendable {
         case .patch:
             var phases: [Phase] = []
             if !addedChains.isEmpty || !addedSets.isEmpty { phases.append(.prepare) }
-            let retired = elementChanges.contains { !retiredElements(of: $0).isEmpty } || !removedChains.isEmpty || !removedSets.isEmpty
-            if !changedChains.isEmpty || elementChanges.contains(where: { !switchedRemovals(of: $0).isEmpty || !$0.added.isEmpty }) {
+            let split = elementChanges.map { (removals: removals(of: $0), added: $0.added) }
+            if !changedChains.isEmpty || split.contains(where: { !$0.removals.switched.isEmpty || !$0.added.isEmpty }) {
                 phases.append(.switchover)
             }
-            if retired { phases.append(.retire) }
+            if split.contains(where: { !$0.removals.retired.isEmpty }) || !removedChains.isEmpty || !removedSets.isEmpty {
+                phases.append(.retire)
+            }
             return phases
         }
     }
 
-    /// Removals of a change that cannot wait for ``Phase/retire``: every removal from a set or an
-    /// interval map, and from a map those whose key is added again with other data.
-    private func switchedRemovals(of change: ElementChange) -> [WireElement] {
-        guard let set = desired.set(named: change.set), set.isMap, !set.isInterval else { return change.removed }
+    /// A change's removals split by phase. From a set or an interval map every removal switches
+    /// over; from a map only the keys added again with other data do, and the keys that
+    /// disappear wait for ``Phase/retire``, once no rule draws them.
+    private func removals(of change: ElementChange) -> (switched: [WireElement], retired: [WireElement]) {
+        guard let set = desired.set(named: change.set), set.isMap, !set.isInterval else { return (change.removed, []) }
         let readded = Set(change.added.map(\.key))
-        return change.removed.filter { readded.contains($0.key) }
-    }
-
-    /// Map keys that disappear: removed in ``Phase/retire``, once no rule draws them.
-    private func retiredElements(of change: ElementChange) -> [WireElement] {
-        guard let set = desired.set(named: change.set), set.isMap, !set.isInterval else { return [] }
-        let readded = Set(change.added.map(\.key))
-        return change.removed.filter { !readded.contains($0.key) }
+        var switched: [WireElement] = [], retired: [WireElement] = []
+        for element in change.removed {
+            if readded.contains(element.key) { switched.append(element) } else { retired.append(element) }
+        }
+        return (switched, retired)
     }
 
     /// Appends one phase's messages to `batch`, in an order the kernel accepts: new chains
@@ -224,7 +224,7 @@ public struct TableDelta: Sendable {
             for chain in addedChains { addRules(of: chain, to: batch) }
         case (.patch, .switchover):
             for change in elementChanges {
-                let removed = switchedRemovals(of: change)
+                let removed = removals(of: change).switched
                 if !removed.isEmpty { ObjectEncoding.deleteElements(batch, family: family, table: table, set: change.set, removed) }
             }
             for change in elementChanges where !change.added.isEmpty {
@@ -236,7 +236,7 @@ public struct TableDelta: Sendable {
             }
         case (.patch, .retire):
             for change in elementChanges {
-                let retired = retiredElements(of: change)
+                let retired = removals(of: change).retired
                 if !retired.isEmpty { ObjectEncoding.deleteElements(batch, family: family, table: table, set: change.set, retired) }
             }
             // Rules of stale chains may jump to other stale chains or use stale sets: empty them
