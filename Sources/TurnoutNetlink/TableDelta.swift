@@ -26,6 +26,9 @@ public struct TableDelta: Sendable {
     var addedSets: [WireSet] = []
     var removedSets: [String] = []
     public private(set) var elementChanges: [ElementChange] = []
+    /// Each element change's removals split by phase (``Phase``), in the order of
+    /// `elementChanges`; classified once, when the delta is made.
+    private var phasedRemovals: [(switched: [WireElement], retired: [WireElement])] = []
 
     /// One set's elements to delete and to add.
     public struct ElementChange: Sendable {
@@ -54,6 +57,7 @@ public struct TableDelta: Sendable {
         let empty = addedChains.isEmpty && changedChains.isEmpty && removedChains.isEmpty && addedSets.isEmpty
             && removedSets.isEmpty && self.elementChanges.isEmpty
         plan = empty ? .unchanged : .patch
+        phasedRemovals = self.elementChanges.map(removals(of:))
     }
 
     /// One line per changed object, for people: `map endpoint-picks4: -2 +2 elements`.
@@ -117,6 +121,7 @@ public struct TableDelta: Sendable {
         if let reason = Self.rebuildReason(pipapoDeletions: pipapoDeletions, tableElements: desired.elementCount) {
             plan = .rebuild(reason: reason)
         }
+        phasedRemovals = elementChanges.map(removals(of:))
     }
 
     /// Why a patch with these deletions from pipapo sets should be a rebuild instead, or `nil`.
@@ -167,11 +172,10 @@ public struct TableDelta: Sendable {
         case .patch:
             var phases: [Phase] = []
             if !addedChains.isEmpty || !addedSets.isEmpty { phases.append(.prepare) }
-            let split = elementChanges.map { (removals: removals(of: $0), added: $0.added) }
-            if !changedChains.isEmpty || split.contains(where: { !$0.removals.switched.isEmpty || !$0.added.isEmpty }) {
+            if !changedChains.isEmpty || phasedRemovals.contains(where: { !$0.switched.isEmpty }) || elementChanges.contains(where: { !$0.added.isEmpty }) {
                 phases.append(.switchover)
             }
-            if split.contains(where: { !$0.removals.retired.isEmpty }) || !removedChains.isEmpty || !removedSets.isEmpty {
+            if phasedRemovals.contains(where: { !$0.retired.isEmpty }) || !removedChains.isEmpty || !removedSets.isEmpty {
                 phases.append(.retire)
             }
             return phases
@@ -223,9 +227,8 @@ public struct TableDelta: Sendable {
             for set in addedSets { ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID()) }
             for chain in addedChains { addRules(of: chain, to: batch) }
         case (.patch, .switchover):
-            for change in elementChanges {
-                let removed = removals(of: change).switched
-                if !removed.isEmpty { ObjectEncoding.deleteElements(batch, family: family, table: table, set: change.set, removed) }
+            for (change, removals) in zip(elementChanges, phasedRemovals) where !removals.switched.isEmpty {
+                ObjectEncoding.deleteElements(batch, family: family, table: table, set: change.set, removals.switched)
             }
             for change in elementChanges where !change.added.isEmpty {
                 ObjectEncoding.addElements(batch, family: family, table: table, set: change.set, change.added)
@@ -235,9 +238,8 @@ public struct TableDelta: Sendable {
                 addRules(of: chain, to: batch)
             }
         case (.patch, .retire):
-            for change in elementChanges {
-                let retired = removals(of: change).retired
-                if !retired.isEmpty { ObjectEncoding.deleteElements(batch, family: family, table: table, set: change.set, retired) }
+            for (change, removals) in zip(elementChanges, phasedRemovals) where !removals.retired.isEmpty {
+                ObjectEncoding.deleteElements(batch, family: family, table: table, set: change.set, removals.retired)
             }
             // Rules of stale chains may jump to other stale chains or use stale sets: empty them
             // all before deleting any.

@@ -180,7 +180,7 @@ struct ThreeNodeConvergenceTests {
             let failed = app.standardOutput.split(separator: "\n").filter { $0.hasPrefix("error") }
             let answered = app.standardOutput.split(separator: "\n").filter { $0.hasPrefix("node\(index + 1)") }
             #expect(failed.isEmpty && !answered.isEmpty,
-                    "node\(index + 1) app: \(app.standardOutput) \(app.standardError); the node's counters: \(failed.isEmpty ? "" : nodes[index].kernelCounters())")
+                    "node\(index + 1) app: \(app.standardOutput) \(app.standardError); the node's counters: \(nodes[index].kernelCounters())")
             appConnections.append(answered.compactMap { $0.split(separator: "\t").dropFirst().first.flatMap { Int($0) } }.reduce(0, +))
         }
 

@@ -119,7 +119,10 @@ struct TransactionTests {
             let failed = lines.filter { $0.hasPrefix("error") }
             let answered = lines.filter { $0.hasPrefix("stable") || $0.hasPrefix("canary") }
                 .compactMap { $0.split(separator: "\t").dropFirst().first.flatMap { Int($0) } }.reduce(0, +)
-            let conntrack = try ns.run("cat", ["/proc/net/nf_conntrack"]).standardOutput.split(separator: "\n")
+            // Without the file (a kernel without CONFIG_NF_CONNTRACK_PROCFS) this check would pass blind.
+            let listing = try ns.run("cat", ["/proc/net/nf_conntrack"])
+            try #require(listing.status == 0 && listing.standardOutput.contains("dst=10.96.0.20 "), "conntrack table: \(listing.standardError)")
+            let conntrack = listing.standardOutput.split(separator: "\n")
             let untranslated = conntrack.filter { $0.contains("dst=10.96.0.20 ") && $0.contains("src=10.96.0.20 dst=") }
             print("\(applies) applies in 6 s under \(answered) connections: \(failed.count) failed, \(untranslated.count) untranslated")
             #expect(applies >= 50, "too few switches to mean anything")
