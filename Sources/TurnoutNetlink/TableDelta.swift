@@ -26,9 +26,23 @@ public struct TableDelta: Sendable {
     var addedSets: [WireSet] = []
     var removedSets: [String] = []
     public private(set) var elementChanges: [ElementChange] = []
-    /// Each element change's removals split by phase (``Phase``), in the order of
-    /// `elementChanges`; classified once, when the delta is made.
-    private var phasedRemovals: [(switched: [WireElement], retired: [WireElement])] = []
+    /// Each element change split by phase (``Phase``), in the order of `elementChanges`;
+    /// classified once, when the delta is made.
+    private var phased: [PhasedChange] = []
+
+    /// One element change as the phases send it.
+    private struct PhasedChange {
+        /// Added in the prepare phase: elements nothing reaches before the switchover.
+        var prepared: [WireElement] = []
+        /// Deleted in the switchover, before its additions.
+        var switchedOut: [WireElement] = []
+        /// Added in the switchover.
+        var switchedIn: [WireElement] = []
+        /// Deleted in the retire phase, once no rule draws them.
+        var retired: [WireElement] = []
+        /// How many of these are temporary ranges (``RangeBridge``), for people.
+        var bridges = 0
+    }
 
     /// One set's elements to delete and to add.
     public struct ElementChange: Sendable {
@@ -57,7 +71,7 @@ public struct TableDelta: Sendable {
         let empty = addedChains.isEmpty && changedChains.isEmpty && removedChains.isEmpty && addedSets.isEmpty
             && removedSets.isEmpty && self.elementChanges.isEmpty
         plan = empty ? .unchanged : .patch
-        phasedRemovals = self.elementChanges.map(removals(of:))
+        phased = self.elementChanges.map(phases(of:))
     }
 
     /// One line per changed object, for people: `map endpoint-picks4: -2 +2 elements`.
@@ -73,7 +87,10 @@ public struct TableDelta: Sendable {
             lines += removedChains.map { "delete chain \($0)" }
             lines += addedSets.map { "add \($0.isMap ? "map" : "set") \($0.name) (\($0.elements.count) elements)" }
             lines += removedSets.map { "delete set \($0)" }
-            lines += elementChanges.map { "\(desired.set(named: $0.set)?.isMap == true ? "map" : "set") \($0.set): -\($0.removed.count) +\($0.added.count) elements" }
+            lines += zip(elementChanges, phased).map { change, phased in
+                let bridging = phased.bridges == 0 ? "" : " (+\(phased.bridges) bridge range\(phased.bridges == 1 ? "" : "s") while switching)"
+                return "\(desired.set(named: change.set)?.isMap == true ? "map" : "set") \(change.set): -\(change.removed.count) +\(change.added.count) elements\(bridging)"
+            }
             return lines
         }
     }
@@ -121,7 +138,7 @@ public struct TableDelta: Sendable {
         if let reason = Self.rebuildReason(pipapoDeletions: pipapoDeletions, tableElements: desired.elementCount) {
             plan = .rebuild(reason: reason)
         }
-        phasedRemovals = elementChanges.map(removals(of:))
+        phased = elementChanges.map(phases(of:))
     }
 
     /// Why a patch with these deletions from pipapo sets should be a rebuild instead, or `nil`.
@@ -157,9 +174,9 @@ public struct TableDelta: Sendable {
     /// - ``retire``: those keys, then stale chains and sets, which nothing reaches any more.
     ///
     /// A create or rebuild is one ``switchover`` (old objects stay whole for the old rules).
-    /// Interval maps (splits of more than 100 values) are patched in the switchover alone: their
-    /// old ranges overlap the new ones, so a shrinking range split can still miss for a packet
-    /// in flight.
+    /// Interval maps (splits of more than 100 values) cannot keep a service's old ranges next
+    /// to its new ones, which overlap them: temporary ranges cover the difference instead
+    /// (``RangeBridge``), and a service's ranges that are wholly new are added in ``prepare``.
     public enum Phase: Sendable {
         case prepare, switchover, retire
     }
@@ -171,28 +188,67 @@ public struct TableDelta: Sendable {
         case .create, .rebuild: return [.switchover]
         case .patch:
             var phases: [Phase] = []
-            if !addedChains.isEmpty || !addedSets.isEmpty { phases.append(.prepare) }
-            if !changedChains.isEmpty || phasedRemovals.contains(where: { !$0.switched.isEmpty }) || elementChanges.contains(where: { !$0.added.isEmpty }) {
+            if !addedChains.isEmpty || !addedSets.isEmpty || phased.contains(where: { !$0.prepared.isEmpty }) { phases.append(.prepare) }
+            if !changedChains.isEmpty || phased.contains(where: { !$0.switchedOut.isEmpty || !$0.switchedIn.isEmpty }) {
                 phases.append(.switchover)
             }
-            if phasedRemovals.contains(where: { !$0.retired.isEmpty }) || !removedChains.isEmpty || !removedSets.isEmpty {
+            if phased.contains(where: { !$0.retired.isEmpty }) || !removedChains.isEmpty || !removedSets.isEmpty {
                 phases.append(.retire)
             }
             return phases
         }
     }
 
-    /// A change's removals split by phase. From a set or an interval map every removal switches
-    /// over; from a map only the keys added again with other data do, and the keys that
-    /// disappear wait for ``Phase/retire``, once no rule draws them.
-    private func removals(of change: ElementChange) -> (switched: [WireElement], retired: [WireElement]) {
-        guard let set = desired.set(named: change.set), set.isMap, !set.isInterval else { return (change.removed, []) }
-        let readded = Set(change.added.map(\.key))
-        var switched: [WireElement] = [], retired: [WireElement] = []
-        for element in change.removed {
-            if readded.contains(element.key) { switched.append(element) } else { retired.append(element) }
+    /// A change split by phase.
+    /// - A set (and an rbtree interval set) switches every element over.
+    /// - A map switches over the keys added again with other data; keys that disappear wait for
+    ///   ``Phase/retire``, once no rule draws them.
+    /// - A pipapo map works by service (``RangeBridge``): a service whose ranges are all new
+    ///   gets them in ``Phase/prepare`` (the pipapo map shows elements a moment after the hash
+    ///   map that leads to them), a service that leaves keeps its ranges until the retire, and a
+    ///   service whose ranges change switches them over with bridges on both sides.
+    private func phases(of change: ElementChange) -> PhasedChange {
+        guard let set = desired.set(named: change.set), set.isMap else {
+            return PhasedChange(switchedOut: change.removed, switchedIn: change.added)
         }
-        return (switched, retired)
+        var phased = PhasedChange()
+        guard set.isInterval else {
+            let readded = Set(change.added.map(\.key))
+            for element in change.removed {
+                if readded.contains(element.key) { phased.switchedOut.append(element) } else { phased.retired.append(element) }
+            }
+            phased.switchedIn = change.added
+            return phased
+        }
+        guard set.isPipapo else { return PhasedChange(switchedOut: change.removed, switchedIn: change.added) }
+        let fields = set.concatFieldLengths
+        let before = Set(change.removed.compactMap { RangeBridge.group(of: $0, fields: fields) })
+        let after = Set(change.added.compactMap { RangeBridge.group(of: $0, fields: fields) })
+        var replacedOut: [WireElement] = [], replacedIn: [WireElement] = []
+        for element in change.removed {
+            if let group = RangeBridge.group(of: element, fields: fields), !after.contains(group) {
+                phased.retired.append(element)
+            } else {
+                replacedOut.append(element)
+            }
+        }
+        for element in change.added {
+            if let group = RangeBridge.group(of: element, fields: fields), !before.contains(group) {
+                phased.prepared.append(element)
+            } else {
+                replacedIn.append(element)
+            }
+        }
+        // Bridges only between a service's old and new ranges; what only the new ones cover
+        // points at an old endpoint, what only the old ones covered at a new one.
+        let ahead = RangeBridge.elements(bridging: replacedIn, by: replacedOut, fields: fields)
+        let behind = RangeBridge.elements(bridging: replacedOut, by: replacedIn, fields: fields)
+        phased.prepared += ahead
+        phased.switchedOut = ahead + replacedOut
+        phased.switchedIn = replacedIn + behind
+        phased.retired += behind
+        phased.bridges = ahead.count + behind.count
+        return phased
     }
 
     /// Appends one phase's messages to `batch`, in an order the kernel accepts: new chains
@@ -226,21 +282,15 @@ public struct TableDelta: Sendable {
             for chain in addedChains { ObjectEncoding.addChain(batch, family: family, table: table, chain) }
             for set in addedSets { ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID()) }
             for chain in addedChains { addRules(of: chain, to: batch) }
+            appendElementChanges(of: .prepare, to: batch)
         case (.patch, .switchover):
-            for (change, removals) in zip(elementChanges, phasedRemovals) where !removals.switched.isEmpty {
-                ObjectEncoding.deleteElements(batch, family: family, table: table, set: change.set, removals.switched)
-            }
-            for change in elementChanges where !change.added.isEmpty {
-                ObjectEncoding.addElements(batch, family: family, table: table, set: change.set, change.added)
-            }
+            appendElementChanges(of: .switchover, to: batch)
             for chain in changedChains {
                 ObjectEncoding.flushChain(batch, family: family, table: table, name: chain.name)
                 addRules(of: chain, to: batch)
             }
         case (.patch, .retire):
-            for (change, removals) in zip(elementChanges, phasedRemovals) where !removals.retired.isEmpty {
-                ObjectEncoding.deleteElements(batch, family: family, table: table, set: change.set, removals.retired)
-            }
+            appendElementChanges(of: .retire, to: batch)
             // Rules of stale chains may jump to other stale chains or use stale sets: empty them
             // all before deleting any.
             for name in removedChains { ObjectEncoding.flushChain(batch, family: family, table: table, name: name) }
@@ -249,11 +299,42 @@ public struct TableDelta: Sendable {
         }
     }
 
-    /// Undoes ``Phase/prepare`` when the switchover after it was refused: the added chains are
-    /// emptied (releasing the sets their rules look up), then the added sets deleted (releasing
-    /// the chains their verdicts name), then the chains. Nothing reached them in between.
+    /// The element deletions and additions one phase of a patch sends, set by set; empty for a
+    /// create or rebuild (whose one phase sends every set whole).
+    public func elementChanges(in phase: Phase) -> [ElementChange] {
+        guard case .patch = plan else { return [] }
+        return zip(elementChanges, phased).compactMap { change, phased -> ElementChange? in
+            let removed: [WireElement], added: [WireElement]
+            switch phase {
+            case .prepare: (removed, added) = ([], phased.prepared)
+            case .switchover: (removed, added) = (phased.switchedOut, phased.switchedIn)
+            case .retire: (removed, added) = (phased.retired, [])
+            }
+            return removed.isEmpty && added.isEmpty ? nil : ElementChange(set: change.set, removed: removed, added: added)
+        }
+    }
+
+    /// A phase's element changes: every deletion before any addition, as a changed element is
+    /// both and a bridge may overlap the ranges deleted beside it.
+    private func appendElementChanges(of phase: Phase, to batch: NetlinkBatch) {
+        let changes = elementChanges(in: phase)
+        for change in changes where !change.removed.isEmpty {
+            ObjectEncoding.deleteElements(batch, family: desired.family, table: desired.name, set: change.set, change.removed)
+        }
+        for change in changes where !change.added.isEmpty {
+            ObjectEncoding.addElements(batch, family: desired.family, table: desired.name, set: change.set, change.added)
+        }
+    }
+
+    /// Undoes ``Phase/prepare`` when the switchover after it was refused: the elements it added
+    /// to existing maps are deleted, the added chains emptied (releasing the sets their rules
+    /// look up), then the added sets deleted (releasing the chains their verdicts name), then the
+    /// chains. Nothing reached them in between.
     public func appendUndoingPrepare(to batch: NetlinkBatch) {
         guard case .patch = plan else { return }
+        for change in elementChanges(in: .prepare) {
+            ObjectEncoding.deleteElements(batch, family: desired.family, table: desired.name, set: change.set, change.added)
+        }
         for chain in addedChains { ObjectEncoding.flushChain(batch, family: desired.family, table: desired.name, name: chain.name) }
         for set in addedSets { ObjectEncoding.deleteSet(batch, family: desired.family, table: desired.name, name: set.name) }
         for chain in addedChains { ObjectEncoding.deleteChain(batch, family: desired.family, table: desired.name, name: chain.name) }
