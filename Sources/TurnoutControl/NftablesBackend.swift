@@ -10,9 +10,10 @@ import TurnoutRules
 /// kernel refuse it; the apply then starts over). What it sends is the difference between the
 /// installed table and the desired one, provided the installed table is exactly what Turnout
 /// last wrote (its digest matches the record kept in `/run/turnout`); otherwise, and whenever
-/// the difference cannot be patched in place, the table is rebuilt in one transaction. A patch
-/// is up to three transactions, each atomic (prepare, switch over, retire: see
-/// `TableDelta.Phase`), so that a packet crossing a commit is still translated.
+/// the difference cannot be patched in place, the table is rebuilt in one transaction, with a
+/// copy of it standing beside for the moment of the switch. A patch or a rebuild is three
+/// transactions at most, each atomic (prepare, switch over, retire: see `TableDelta.Phase`), so
+/// that a packet crossing a commit is still translated.
 ///
 /// Owns a netlink socket: use one instance from one thread at a time. A long-lived instance
 /// (a daemon) also remembers the table it last wrote and skips reading the kernel back while
@@ -20,8 +21,9 @@ import TurnoutRules
 public final class NftablesBackend {
     public static let name = "nft"
     /// The tables Turnout owns; `flush` deletes these and nothing else. `turnout-capture` is
-    /// installed by `turnout init`.
-    public static let ownedTables = [NftablesServiceCompiler.tableName, CaptureCompiler.tableName]
+    /// installed by `turnout init`; a `-bridge` copy of either stands beside it during a rebuild
+    /// (``TableDelta/Phase``), and outlives it only if the rebuild's last step failed.
+    public static let ownedTables = [NftablesServiceCompiler.tableName, CaptureCompiler.tableName].flatMap { [$0, TableDelta.bridgeName(of: $0)] }
     static let family = NftablesLowering.familyNumber(.inet)
 
     private let socket: NetfilterSocket

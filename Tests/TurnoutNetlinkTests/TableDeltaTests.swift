@@ -92,6 +92,23 @@ struct TableDeltaPhaseTests {
         #expect(delta.phases == [.switchover])
     }
 
+    @Test("a rebuild → prepare makes a copy turnout-bridge; switchover replaces turnout; retire deletes the copy; an undone prepare deletes it too")
+    func rebuildStandsACopyBeside() {
+        var delta = TableDelta(installed: TableDeltaTests.splits(1, first: 9, second: 1), desired: TableDeltaTests.splits(1, first: 2, second: 1))
+        delta.plan = .rebuild(reason: "test")
+        #expect(delta.phases == [.prepare, .switchover, .retire])
+        let prepare = Self.messages(delta, .prepare)
+        #expect(prepare.prefix(3) == ["add table inet turnout-bridge", "delete table inet turnout-bridge", "add table inet turnout-bridge"], "\(prepare)")
+        #expect(prepare.allSatisfy { !$0.contains("inet turnout ") && !$0.hasSuffix("inet turnout") }, "the copy only: \(prepare)")
+        let switchover = Self.messages(delta, .switchover)
+        #expect(switchover.prefix(3) == ["add table inet turnout", "delete table inet turnout", "add table inet turnout"], "\(switchover)")
+        #expect(switchover.count == prepare.count, "the same table, under its own name")
+        #expect(Self.messages(delta, .retire) == ["add table inet turnout-bridge", "delete table inet turnout-bridge"])
+        let undo = NetlinkBatch()
+        delta.appendUndoingPrepare(to: undo)
+        #expect(undo.messageDescriptions.filter { $0.contains("table") } == ["add table inet turnout-bridge", "delete table inet turnout-bridge"])
+    }
+
     @Test("2:1 → 9:1 (pick chain 3 → 10) → the new chain is prepared; old chain 3 retired after the switch")
     func growingSplit() {
         let delta = TableDelta(installed: TableDeltaTests.splits(1, first: 2, second: 1), desired: TableDeltaTests.splits(1, first: 9, second: 1))

@@ -23,6 +23,16 @@ struct TransactionTests {
         return try TableDecoder.decode(text, name: "canary-\(first)-\(second).yaml")
     }
 
+    /// `count` one-endpoint services on VIPs 10.97.x.y, none of them reached: table ballast.
+    static func others(_ count: Int) -> [Service] {
+        (0..<count).map { index in
+            let (high, low) = (index / 250, index % 250 + 1)
+            return Service(name: ServiceName("ballast/svc-\(index)")!, addresses: [IPAddress("10.97.\(high).\(low)")!],
+                           ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
+                           endpoints: [Endpoint(address: IPAddress("10.2.\(high).\(low)")!)])
+        }
+    }
+
     static func wire(_ table: ServiceTable, mode: DispatchMode = .direct) -> WireTable {
         NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: ServiceCompilerOptions(mode: mode)))
     }
@@ -85,11 +95,15 @@ struct TransactionTests {
     /// switched 9:1 ↔ 2:1), and its conntrack entry then kept that client port untranslated for two
     /// minutes: the client timed out. Such an entry is the evidence looked for here (reply source
     /// = the VIP), along with the client's own errors.
-    /// The pairs: exact slots (`weighted-pick-10` ↔ `-3`, 7 slots retired each way down), and
-    /// ranges (`weighted-range-1000` ↔ `-200`, an interval map whose old draws 200–999 the new
-    /// ranges do not cover).
+    ///
+    /// The switches: exact slots (`weighted-pick-10` ↔ `-3`, 7 slots retired each way down);
+    /// ranges (`weighted-range-1000` ↔ `-200`, an interval map whose old and new draws the other
+    /// side's ranges do not cover: 3 of 3 runs failed without the bridges); and a rebuild every
+    /// time (1,100 more services on one side take `service-ips4` across its size, which the
+    /// kernel cannot change in place).
     @Test("weights switched as fast as apply goes, under 6 s of connections to the VIP → no connection fails, none escapes DNAT",
-          arguments: [WeightSwitch(from: (9, 1), to: (2, 1)), WeightSwitch(from: (999, 1), to: (199, 1))])
+          arguments: [WeightSwitch(from: (9, 1), to: (2, 1)), WeightSwitch(from: (999, 1), to: (199, 1)),
+                      WeightSwitch(from: (9, 1), to: (2, 1), others: 1_100)])
     func switchingUnderLoadLosesNothing(_ weights: WeightSwitch) throws {
         try withNetworkNamespace(prefix: "tx-load") { ns in
             try IPBatch.run(in: ns, ["link set lo up", "addr add 10.1.0.5/32 dev lo", "addr add 10.1.0.6/32 dev lo",
@@ -101,7 +115,9 @@ struct TransactionTests {
             }
             defer { servers.forEach { $0.stop() } }
             let backend = try Self.backend(ns)
-            let tables = [try Self.canary(weights: weights.from.0, weights.from.1), try Self.canary(weights: weights.to.0, weights.to.1)]
+            let to = try Self.canary(weights: weights.to.0, weights.to.1)
+            let tables = [try Self.canary(weights: weights.from.0, weights.from.1),
+                          ServiceTable(services: to.services + Self.others(weights.others))]
             _ = try backend.apply(tables[0], options: ServiceCompilerOptions())
             #expect(ProxyLab.eventually(within: .seconds(10)) {
                 let listening = (try? ns.run("ss", ["-Hltn"]).standardOutput) ?? ""
@@ -111,11 +127,16 @@ struct TransactionTests {
             let app = try LabProcess(ip, ["netns", "exec", ns.name, "/usr/bin/python3", script, "split", "10.96.0.20", "80", "1000000",
                                           "--deadline", "6", "--timeout", "2"])
             defer { app.stop() }
+            // Rebuilds go through the CLI's path with the tables lowered beforehand (compiling
+            // 1,100 services each time would leave few rebuilds in 6 s); the patches through the
+            // daemon's, which recompiles only the canary.
+            let wires = tables.map { Self.wire($0) }
             var applies = 0
             let start = ContinuousClock.now
             while ContinuousClock.now - start < .seconds(6) {
-                let report = try backend.apply(tables[(applies + 1) % 2], options: ServiceCompilerOptions())
-                #expect(report.outcome == .incremental)
+                let next = (applies + 1) % 2
+                let report = try weights.others > 0 ? backend.apply(wires[next]) : backend.apply(tables[next], options: ServiceCompilerOptions())
+                #expect(report.outcome == (weights.others > 0 ? .rebuilt : .incremental))
                 applies += 1
             }
             #expect(app.waitForExit(within: .seconds(20)) != nil)
@@ -235,6 +256,10 @@ extension String {
 struct WeightSwitch: Sendable, CustomTestStringConvertible {
     var from: (Int, Int)
     var to: (Int, Int)
+    /// Services the `to` side has besides the canary (none reached by the test's traffic).
+    var others = 0
 
-    var testDescription: String { "\(from.0):\(from.1) ↔ \(to.0):\(to.1)" }
+    var testDescription: String {
+        "\(from.0):\(from.1) ↔ \(to.0):\(to.1)" + (others > 0 ? " with \(others) more services (a rebuild each time)" : "")
+    }
 }
