@@ -42,10 +42,13 @@ struct ApplyBenchReport {
     // MARK: - 1. full apply
 
     private func fullSection(_ results: [FullApplyMeasurement], baseline: Samples?) -> [String] {
-        var table = TextTable(headers: ["services", "endpoints", "compile", "lower", "encode", "kernel commit", "apply (backend)",
+        var table = TextTable(headers: ["services", "endpoints", "compile", "lower", "encode", "kernel commit", "apply (backend)", "rebuild (backend)",
                                         "messages", "batch MiB", "`nft -f` plan", "nft ÷ apply", "CLI wall (YAML)", "CLI own timer", "CLI outside apply"])
         var notes: [String] = []
         for result in results {
+            if !result.outcomes.isEmpty && result.outcomes != ["created", "rebuilt"] {
+                notes.append("the \(Format.count(result.services))-service applies ended \(result.outcomes.sorted().joined(separator: ", ")), expected created and rebuilt")
+            }
             let nft: (String, String)
             if let failure = result.nftFailure {
                 nft = ("failed", "-")
@@ -65,7 +68,7 @@ struct ApplyBenchReport {
             }
             table.append([
                 Format.count(result.services), Format.count(result.endpoints),
-                cell(result.compile), cell(result.lower), cell(result.encode), cell(result.commit), cell(result.backendApply),
+                cell(result.compile), cell(result.lower), cell(result.encode), cell(result.commit), cell(result.backendApply), cell(result.backendRebuild),
                 result.messages == 0 ? "-" : Format.count(result.messages), Format.mebibytes(result.batchBytes),
                 nft.0, nft.1, cli.0, cli.1, cli.2,
             ])
@@ -79,7 +82,7 @@ struct ApplyBenchReport {
             "",
             "- compile, lower: `NftablesServiceCompiler.rules(for:)` of every service + `assemble(elementOrder: .unsorted)`, then `NftablesLowering.lower` (sets on all cores), as `NftablesBackend` does it (in process).",
             "- encode: the create batch built in memory (`TableDelta` + libnftnl); kernel commit: `NetfilterSocket.commit` of that batch in a fresh namespace (sendmsg, the kernel's transaction, the acknowledgements).",
-            "- apply (backend): `NftablesBackend.apply(table)`, fresh instance in a fresh namespace, end to end: compile + lower + generation/table read + delta + encode + commit + record. messages: its batch, begin/end included.",
+            "- apply (backend): `NftablesBackend.apply(table)`, fresh instance in a fresh namespace, end to end: compile + lower + generation/table read + delta + encode + commit + record. messages: its batch, begin/end included. rebuild (backend): the table with one weight changed, applied in that namespace by a fresh instance without a record of it, so it rebuilds: compile + lower + table read + delta, then three transactions (a copy `inet turnout-bridge`, the swap, the copy deleted).",
             "- `nft -f` plan: wall clock of `ip netns exec NS nft -f FILE` of `turnout plan`'s text (\(results.map { Format.mebibytes($0.planBytes) + " MiB" }.joined(separator: ", "))), process start included"
                 + (baseline.map { "; the empty table loads in \(Format.milliseconds($0)) ms (start-up + one round trip)" } ?? "") + ".",
             "- CLI wall: `ip netns exec NS turnout apply -f FILE.yaml --format json` (\(results.map { Format.mebibytes($0.yamlBytes) + " MiB" }.joined(separator: ", ")) of YAML); CLI own timer: the `milliseconds` it reports (backend work after the table was loaded); outside apply = wall − own timer: process start, YAML decode and validation.",

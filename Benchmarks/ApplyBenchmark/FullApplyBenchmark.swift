@@ -19,6 +19,9 @@ struct FullApplyMeasurement {
     /// `NftablesBackend.apply(table)` on a fresh instance in a fresh namespace, end to end:
     /// compile, lower, generation and table read, delta, encode, commit, record.
     var backendApply = Samples()
+    /// `NftablesBackend.apply` of that table with one weight changed, by an instance with no
+    /// record of it: a rebuild (the copy beside it, the swap, the copy deleted), end to end.
+    var backendRebuild = Samples()
     var messages = 0
     var batchBytes = 0
     var outcomes: Set<String> = []
@@ -163,6 +166,15 @@ struct FullApplyBenchmark {
             result.backendApply.append(applyTime)
             result.messages = report.messages
             result.outcomes.insert(report.outcome.rawValue)
+            // One weight changed, applied by an instance with no record: the installed table is
+            // not known to be Turnout's own last write, so the apply rebuilds instead of patching.
+            var services = table.services
+            services[0].endpoints[0].weight += 1
+            let changed = ServiceTable(services: services)
+            let unrecorded = try NftablesBackend(namespacePath: applySpace.path, recordDirectory: namespaces.recordDirectory + "/unrecorded")
+            let (rebuild, rebuildTime) = try timed { try unrecorded.apply(changed, options: ServiceCompilerOptions()) }
+            result.backendRebuild.append(rebuildTime)
+            result.outcomes.insert(rebuild.outcome.rawValue)
         }
         namespaces.retire(applySpace)
     }

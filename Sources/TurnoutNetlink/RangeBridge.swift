@@ -24,12 +24,17 @@
 /// elements).
 struct RangeBridge {
     /// The key fields before the last, of key and key end: one service's ranges in the map.
-    /// `nil` for an element that is not a concatenated range.
-    static func group(of element: WireElement, fields: [UInt8]) -> [UInt8]? {
+    struct Group: Hashable {
+        var keyPrefix: [UInt8]
+        var keyEndPrefix: [UInt8]
+    }
+
+    /// The element's group; `nil` for an element that is not a concatenated range.
+    static func group(of element: WireElement, fields: [UInt8]) -> Group? {
         guard let keyEnd = element.keyEnd, let last = fields.last, element.key.count == keyEnd.count else { return nil }
         let split = element.key.count - paddedLength(last)
         guard split >= 0 else { return nil }
-        return Array(element.key[..<split]) + Array(keyEnd[..<split])
+        return Group(keyPrefix: Array(element.key[..<split]), keyEndPrefix: Array(keyEnd[..<split]))
     }
 
     /// Ranges covering the values of `bridged` that no element of `covering` in the same group
@@ -38,9 +43,9 @@ struct RangeBridge {
     static func elements(bridging bridged: [WireElement], by covering: [WireElement], fields: [UInt8]) -> [WireElement] {
         guard let last = fields.last, last <= 8, !bridged.isEmpty, !covering.isEmpty else { return [] }
         let width = Int(last), padded = paddedLength(last)
-        let coveringByGroup = Dictionary(grouping: covering.compactMap { Bounded($0, width: width, padded: padded) }, by: \.group)
+        let coveringByGroup = Dictionary(grouping: covering.compactMap { Bounded($0, fields: fields) }, by: \.group)
         var bridges: [WireElement] = []
-        for (group, ranges) in Dictionary(grouping: bridged.compactMap { Bounded($0, width: width, padded: padded) }, by: \.group) {
+        for (group, ranges) in Dictionary(grouping: bridged.compactMap { Bounded($0, fields: fields) }, by: \.group) {
             guard let covers = coveringByGroup[group], let target = covers.max(by: { $0.values.upperBound < $1.values.upperBound }) else { continue }
             for gap in uncovered(ranges.map(\.values), by: covers.map(\.values)) {
                 bridges.append(WireElement(key: group.keyPrefix + bytes(gap.lowerBound, width: width, padded: padded),
@@ -78,25 +83,20 @@ struct RangeBridge {
     /// A concatenated key field's length on the wire: padded to 4 bytes.
     private static func paddedLength(_ field: UInt8) -> Int { (Int(field) + 3) / 4 * 4 }
 
-    private struct Group: Hashable {
-        var keyPrefix: [UInt8]
-        var keyEndPrefix: [UInt8]
-    }
-
     /// An element with its last field read as a range of numbers.
     private struct Bounded {
         var element: WireElement
         var group: Group
         var values: ClosedRange<UInt64>
 
-        init?(_ element: WireElement, width: Int, padded: Int) {
-            guard let keyEnd = element.keyEnd, element.key.count == keyEnd.count, element.key.count >= padded else { return nil }
-            let split = element.key.count - padded
+        init?(_ element: WireElement, fields: [UInt8]) {
+            guard let group = RangeBridge.group(of: element, fields: fields), let keyEnd = element.keyEnd, let last = fields.last else { return nil }
+            let split = group.keyPrefix.count, width = Int(last)
             let lower = RangeBridge.number(element.key[split..<(split + width)])
             let upper = RangeBridge.number(keyEnd[split..<(split + width)])
             guard lower <= upper else { return nil }
             self.element = element
-            group = Group(keyPrefix: Array(element.key[..<split]), keyEndPrefix: Array(keyEnd[..<split]))
+            self.group = group
             values = lower...upper
         }
     }
