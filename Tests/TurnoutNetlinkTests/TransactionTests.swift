@@ -209,7 +209,26 @@ struct TransactionTests {
             #expect(report.outcome == .rebuilt)
             #expect(report.reason?.contains("not what Turnout last wrote") == true)
             #expect(try backend.readInstalled() == Self.wire(table))
+            #expect(try backend.readInstalled(TableDelta.bridgeName(of: NftablesServiceCompiler.tableName)) == nil, "the copy beside the rebuild is gone")
             #expect(try Self.backend(ns).status(comparingWith: table, options: ServiceCompilerOptions()).drift == [])
+        }
+    }
+
+    @Test("a copy left by a rebuild whose last step failed (made here with nft) → status lists it, flush deletes it with the table")
+    func leftoverRebuildCopyIsFlushed() throws {
+        try withNetworkNamespace(prefix: "tx-copy") { ns in
+            let backend = try Self.backend(ns)
+            _ = try backend.apply(Self.example("canary"), options: ServiceCompilerOptions())
+            let copy = try String(contentsOfFile: Repository.path("rules/canary.nft"), encoding: .utf8)
+                .replacingOccurrences(of: "table inet turnout", with: "table inet turnout-bridge")
+            let load = try ns.run("nft", ["-f", "-"], input: copy)
+            try #require(load.status == 0, "\(load.standardError)")
+
+            let status = try backend.status(comparingWith: nil, options: ServiceCompilerOptions())
+            #expect(status.summary.contains("table inet turnout-bridge: installed"), "\(status.summary)")
+            let flushed = try backend.flush()
+            #expect(flushed.changes == ["delete table inet turnout", "delete table inet turnout-bridge"])
+            #expect(try Self.ruleset(ns).isEmpty)
         }
     }
 
