@@ -222,11 +222,11 @@ public struct TableDelta: Sendable {
     ///   map that leads to them), a service that leaves keeps its ranges until the retire, and a
     ///   service whose ranges change switches them over with bridges on both sides.
     private func phases(of change: ElementChange) -> PhasedChange {
-        guard let set = desired.set(named: change.set), set.isMap else {
+        guard let set = desired.set(named: change.set), set.isMap, !set.isInterval || set.isPipapo else {
             return PhasedChange(switchedOut: change.removed, switchedIn: change.added)
         }
         var phased = PhasedChange()
-        guard set.isInterval else {
+        guard set.isPipapo else {
             let readded = Set(change.added.map(\.key))
             for element in change.removed {
                 if readded.contains(element.key) { phased.switchedOut.append(element) } else { phased.retired.append(element) }
@@ -234,7 +234,6 @@ public struct TableDelta: Sendable {
             phased.switchedIn = change.added
             return phased
         }
-        guard set.isPipapo else { return PhasedChange(switchedOut: change.removed, switchedIn: change.added) }
         let fields = set.concatFieldLengths
         let before = Set(change.removed.compactMap { RangeBridge.group(of: $0, fields: fields) })
         let after = Set(change.added.compactMap { RangeBridge.group(of: $0, fields: fields) })
@@ -332,7 +331,7 @@ public struct TableDelta: Sendable {
     public static func bridgeName(of table: String) -> String { "\(table)-bridge" }
 
     /// The element deletions and additions one phase of a patch sends, set by set; empty for a
-    /// create or rebuild (whose one phase sends every set whole).
+    /// create or rebuild, which send every set whole.
     public func elementChanges(in phase: Phase) -> [ElementChange] {
         guard case .patch = plan else { return [] }
         return zip(elementChanges, phased).compactMap { change, phased -> ElementChange? in
@@ -359,9 +358,10 @@ public struct TableDelta: Sendable {
     }
 
     /// Undoes ``Phase/prepare`` when the switchover after it was refused. For a rebuild, the
-    /// copy is deleted. For a patch, the elements it added to existing maps are deleted, the added chains emptied (releasing the sets their rules
-    /// look up), then the added sets deleted (releasing the chains their verdicts name), then the
-    /// chains. Nothing reached them in between.
+    /// copy is deleted. For a patch, the elements it added to existing maps are deleted, the
+    /// added chains emptied (releasing the sets their rules look up), then the added sets
+    /// deleted (releasing the chains their verdicts name), then the chains. Nothing reached
+    /// them in between.
     public func appendUndoingPrepare(to batch: NetlinkBatch) {
         if case .rebuild = plan { TableRemoval.append(family: desired.family, name: Self.bridgeName(of: desired.name), to: batch) }
         guard case .patch = plan else { return }
@@ -375,7 +375,7 @@ public struct TableDelta: Sendable {
 
     /// Appends every phase to one `batch`: a single transaction, for callers that measure or
     /// check one batch (a create is one phase anyway). Not safe for packets in flight when it
-    /// patches (see ``Phase``).
+    /// patches or rebuilds (see ``Phase``); a rebuild's copy is then added and deleted in vain.
     public func append(to batch: NetlinkBatch) {
         for phase in phases { append(phase, to: batch) }
     }

@@ -378,12 +378,7 @@ struct IptablesBackendTests {
             let samples = try expectSplit(weights: ["stable": 90, "canary": 10], "iptables canary") {
                 let split = try ns.run("python3", [script, "split", "10.96.0.20", "80", "\(count)"], timeLimit: .seconds(120))
                 try #require(split.status == 0, "\(split.standardError)")
-                var hits: [String: Int] = [:]
-                for line in split.standardOutput.split(separator: "\n") {
-                    let fields = line.split(separator: "\t")
-                    if fields.count == 3, let number = Int(fields[1]) { hits[String(fields[0])] = number }
-                }
-                return hits
+                return SplitClientOutput(split.standardOutput).counts
             }
             #expect(samples.allSatisfy { $0.values.reduce(0, +) == count }, "\(samples)")
         }

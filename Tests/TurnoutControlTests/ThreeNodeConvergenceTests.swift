@@ -177,11 +177,11 @@ struct ThreeNodeConvergenceTests {
         var appConnections: [Int] = []
         for (index, app) in apps.enumerated() {
             _ = app.waitForExit(within: .seconds(20))
-            let failed = app.standardOutput.split(separator: "\n").filter { $0.hasPrefix("error") }
-            let answered = app.standardOutput.split(separator: "\n").filter { $0.hasPrefix("node\(index + 1)") }
-            #expect(failed.isEmpty && !answered.isEmpty,
+            let output = SplitClientOutput(app.standardOutput)
+            let answered = output.connections(answeredBy: "node\(index + 1)")
+            #expect(output.connections(answeredBy: "error") == 0 && answered > 0,
                     "node\(index + 1) app: \(app.standardOutput) \(app.standardError); the node's counters: \(nodes[index].kernelCounters())")
-            appConnections.append(answered.compactMap { $0.split(separator: "\t").dropFirst().first.flatMap { Int($0) } }.reduce(0, +))
+            appConnections.append(answered)
         }
 
         func percentile(_ values: [Duration], _ p: Double) -> String {

@@ -140,11 +140,9 @@ struct TransactionTests {
                 applies += 1
             }
             #expect(app.waitForExit(within: .seconds(20)) != nil)
-            let lines = app.standardOutput.split(separator: "\n")
-            // tcp.py prints one line per answer kind: name, count, share.
-            let count = { (kinds: [Substring]) in kinds.compactMap { $0.split(separator: "\t").dropFirst().first.flatMap { Int($0) } }.reduce(0, +) }
-            let failed = count(lines.filter { $0.hasPrefix("error") })
-            let answered = count(lines.filter { $0.hasPrefix("stable") || $0.hasPrefix("canary") })
+            let output = SplitClientOutput(app.standardOutput)
+            let failed = output.connections(answeredBy: "error")
+            let answered = output.connections(answeredBy: "stable") + output.connections(answeredBy: "canary")
             // Without the file (a kernel without CONFIG_NF_CONNTRACK_PROCFS) this check would pass blind.
             let listing = try ns.run("cat", ["/proc/net/nf_conntrack"])
             try #require(listing.status == 0 && listing.standardOutput.contains("dst=10.96.0.20 "), "conntrack table: \(listing.standardError)")
