@@ -47,6 +47,14 @@ public struct ServiceCount: Sendable, Hashable, Codable {
     public var unavailableRejections: UInt64 = 0
     public var panicPicks: UInt64 = 0
 
+    public init() {}
+
+    init(circuitBreakerRejections: UInt64, unavailableRejections: UInt64, panicPicks: UInt64) {
+        self.circuitBreakerRejections = circuitBreakerRejections
+        self.unavailableRejections = unavailableRejections
+        self.panicPicks = panicPicks
+    }
+
     public static func + (lhs: ServiceCount, rhs: ServiceCount) -> ServiceCount {
         ServiceCount(circuitBreakerRejections: lhs.circuitBreakerRejections + rhs.circuitBreakerRejections,
                      unavailableRejections: lhs.unavailableRejections + rhs.unavailableRejections,

@@ -1,20 +1,26 @@
 import ArgumentParser
 import Glibc
 import TurnoutControl
+import TurnoutModel
 import TurnoutRules
 
-/// `turnout status`: what is installed, and how it differs from a table.
+/// `turnout status`: what is installed, how it differs from a table, and what the proxy on the
+/// admin address reports.
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show Turnout's installed rules and their drift from a table (needs CAP_NET_ADMIN).",
+        abstract: "Show Turnout's installed rules, their drift from a table, and the proxy's counters (needs CAP_NET_ADMIN).",
         discussion: """
         Examples:
           sudo turnout status
           sudo turnout status -f rules/canary.yaml     # '-' installed only, '+' missing
           sudo turnout status -f rules/canary.yaml --backend iptables
+          sudo turnout status --admin none             # rules only
 
         With a `turnout apply --watch` running, also its source, the revision installed and when.
+        With a `turnout proxy` answering on --admin, also its readiness, table generation,
+        connections per endpoint with their health, and what its services refused. No proxy
+        there is a line, not an error; one that answers but cannot be read exits 1.
         """
     )
 
@@ -33,7 +39,18 @@ struct StatusCommand: ParsableCommand {
     @Option(name: .customLong("status-file"), help: ArgumentHelp("Where a running `apply --watch` leaves its state.", valueName: "path"))
     var statusFile = ReconcilerStatusFile.defaultPath
 
+    @Option(help: ArgumentHelp("The proxy's admin address to read /ready and /stats from ('none' to skip).", valueName: "address"))
+    var admin = "127.0.0.1:\(ProxyCommand.defaultAdminPort)"
+
     func run() throws {
+        let adminAddress: SocketAddress?
+        if admin == "none" {
+            adminAddress = nil
+        } else if let address = SocketAddress(admin) {
+            adminAddress = address
+        } else {
+            throw BadInput(message: "status: --admin \(admin): not ADDR:PORT, [ADDR6]:PORT or none")
+        }
         let table = try file.map(TableFile.load)
         try KernelAccess.require(for: "status")
         let options = ServiceCompilerOptions(mode: mode, proxyPort: proxyPort)
@@ -45,9 +62,7 @@ struct StatusCommand: ParsableCommand {
         }
         for line in status.summary { print(line) }
         if let watching = try? ReconcilerStatusFile.read(statusFile) {
-            var now = timespec()
-            clock_gettime(CLOCK_REALTIME, &now)
-            for line in ReconcilerStatusFile.summary(watching, now: Double(now.tv_sec) + Double(now.tv_nsec) / 1e9) { print(line) }
+            for line in ReconcilerStatusFile.summary(watching, now: Self.wallClock()) { print(line) }
         }
         if let drift = status.drift, let file {
             if drift.isEmpty {
@@ -57,5 +72,31 @@ struct StatusCommand: ParsableCommand {
                 for line in drift { print("  \(line)") }
             }
         }
+        if let adminAddress { try printProxy(at: adminAddress) }
+    }
+
+    /// The proxy's lines; nothing listening there is a line too, since a host in `direct` mode
+    /// runs no proxy.
+    private func printProxy(at address: SocketAddress) throws {
+        let report: ProxyStatusReport
+        do {
+            report = try ProxyStatusReport.fetch(from: address)
+        } catch let error as HTTPError {
+            if case .connect(let failure) = error.kind, failure.errno == ECONNREFUSED {
+                print("proxy at \(address): none answering")
+                return
+            }
+            throw RuntimeFailure(message: "turnout status: cannot read the proxy's admin endpoint: \(error)")
+        } catch {
+            throw RuntimeFailure(message: "turnout status: cannot read the proxy's admin endpoint at \(address): \(error)")
+        }
+        for line in report.summary(at: address, now: Self.wallClock()) { print(line) }
+    }
+
+    /// Seconds since 1970, what the status file and `/stats` stamp installs with.
+    private static func wallClock() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 }

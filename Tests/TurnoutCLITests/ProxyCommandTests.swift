@@ -219,6 +219,42 @@ struct ProxyCommandTests {
         }
     }
 
+    @Test("status → the proxy's readiness, generation and one row per endpoint (12 connections to 8081, 0 to the dead 8089 with its refusals; the unused passthrough and inbound rows left out); no proxy on --admin → a line, exit 0; a port that is not a proxy's → exit 1 naming it")
+    func statusReadsTheProxy() throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
+            let file = lab.stateDirectory + "/table.yaml"
+            try Self.write(Self.table([8081, 8089]), to: file)
+            let proxy = try Self.start(in: lab, table: file, ["--health-interval", "0"])
+            defer { proxy.stop() }
+            try #require(ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 },
+                         "not ready; stderr: \(proxy.standardError)")
+            let answers = try lab.connections(12, to: Self.vip, port: 80)
+            #expect(answers == ["port 8081": 12], "a refused connect is retried on the live endpoint")
+
+            let status = try lab.run(Repository.turnoutBinary, ["status", "--admin", "127.0.0.1:\(Self.adminPort)"])
+            #expect(status.status == 0, "\(status.standardError)")
+            let lines = status.standardOutput.split(separator: "\n").map(String.init)
+            #expect(lines.contains("proxy at 127.0.0.1:\(Self.adminPort): ready; 2 workers; table generation 1 from file:\(file)"),
+                    "\(status.standardOutput)")
+            #expect(lines.contains("  connections: 12 accepted, 0 open; refused: 0 loops, 0 unknown destinations; accept pauses (fd limit): 0"),
+                    "\(status.standardOutput)")
+            let live = try #require(lines.first { $0.contains("127.0.0.1:8081") }, "\(status.standardOutput)")
+            #expect(live.split(separator: " ", omittingEmptySubsequences: true) == [Substring(Self.label), "127.0.0.1:8081", "12", "0", "0", "healthy"])
+            let dead = try #require(lines.first { $0.contains("127.0.0.1:8089") }, "\(status.standardOutput)")
+            #expect(dead.contains(" 0  ") && dead.contains("refused)"), "\(dead)")
+            #expect(!lines.contains { $0.contains("passthrough") || $0.contains("inbound") }, "unused, so left out: \(status.standardOutput)")
+
+            let nobody = try lab.run(Repository.turnoutBinary, ["status", "--admin", "127.0.0.1:15999"])
+            #expect(nobody.status == 0)
+            #expect(nobody.standardOutput.hasSuffix("proxy at 127.0.0.1:15999: none answering\n"), "\(nobody.standardOutput)")
+
+            let notAProxy = try lab.run(Repository.turnoutBinary, ["status", "--admin", "127.0.0.1:8081"])
+            #expect(notAProxy.status == 1)
+            #expect(notAProxy.standardError.contains("cannot read the proxy's admin endpoint: GET http://127.0.0.1:8081/ready"),
+                    "\(notAProxy.standardError)")
+        }
+    }
+
     @Test("proxy --source etcd: the published table serves; etcd stopped → traffic goes on, /metrics says the source is down; etcd back and a new table published → traffic follows",
           .enabled(if: EtcdLab.isEnabled, Comment(rawValue: EtcdLab.skipReason)))
     func etcdSourceOutage() throws {
