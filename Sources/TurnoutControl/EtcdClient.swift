@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TurnoutModel
 
 /// A client for etcd's v3 JSON gateway (etcd 3.4: `POST /v3/kv/range`, `/v3/kv/put`,
@@ -11,19 +12,52 @@ import TurnoutModel
 /// `interrupt` descriptor becomes readable. Calls block the calling thread. Only `http://`
 /// with an IP address or `localhost` is supported: no TLS, no name resolution. A value;
 /// `Sendable`, usable from any thread. Errors are ``EtcdError``.
+///
+/// Given several members (`http://A:2379,http://B:2379,http://C:2379`, as `etcdctl
+/// --endpoints` takes them), a request goes to the member that last answered and moves on to
+/// the next when that one fails: a read (range, watch) after any failure to get an answer or an
+/// HTTP 503 (a member without a leader); a write only when its connection was never made, so
+/// no member can have applied it twice. Copies of a client share which member answered last.
 public struct EtcdClient: Sendable {
-    /// The server's address.
-    public let server: SocketAddress
+    /// The members' client addresses, in the order given.
+    public let servers: [SocketAddress]
     /// The URL as given, for messages.
     public let url: String
-    /// How long one request may take, from connect to the last byte of its response.
+    /// How long one request may take on one member, from connect to the last byte of its
+    /// response.
     public var requestTimeout: Duration = .seconds(5)
     /// Made readable to abandon a request in flight (a ``Wakeup``'s descriptor); nil for none.
     public var interrupt: Int32?
+    /// The index in ``servers`` of the member that answered last: where requests start.
+    private let lastAnswered = MemberIndex()
 
-    /// Parses `http://HOST:PORT` (HOST an IPv4 address, `[IPv6]` or `localhost`; PORT 2379 when
-    /// absent; a trailing `/` allowed). Throws a message naming what is wrong.
+    /// Which member a request tries first; a class so that every copy of the client (the
+    /// source's thread holds one) learns of a failover. An atomic, not a lock: a request only
+    /// needs a recent value, and two requests failing over at once may both store theirs.
+    private final class MemberIndex: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
+    /// Parses `http://HOST:PORT`, or several separated by commas (one per etcd member); HOST an
+    /// IPv4 address, `[IPv6]` or `localhost`, PORT 2379 when absent, a trailing `/` allowed.
+    /// Throws a message naming what is wrong.
     public init(url: String) throws(ValueError) {
+        var servers: [SocketAddress] = []
+        for member in url.split(separator: ",", omittingEmptySubsequences: false) {
+            guard !member.isEmpty else { throw ValueError("\(url): an empty member (a comma too many)") }
+            let server = try Self.member(String(member))
+            guard !servers.contains(server) else { throw ValueError("\(url): \(server) is listed twice") }
+            servers.append(server)
+        }
+        self.servers = servers
+        self.url = url
+    }
+
+    /// The member requests try first: the one that answered last.
+    public var preferredServer: SocketAddress { servers[lastAnswered.value.load(ordering: .relaxed)] }
+
+    /// One member's `http://HOST:PORT`.
+    private static func member(_ url: String) throws(ValueError) -> SocketAddress {
         guard url.hasPrefix("http://") else {
             throw ValueError("\(url): etcd's address must be http://HOST:PORT (https is not supported)")
         }
@@ -40,8 +74,7 @@ public struct EtcdClient: Sendable {
         guard let server = SocketAddress(hasPort ? hostPort : hostPort + ":2379") else {
             throw ValueError("\(url): etcd's host must be an IP address ([IPv6]) or localhost, with an optional port (http://127.0.0.1:2379)")
         }
-        self.server = server
-        self.url = url
+        return server
     }
 
     /// A key/value pair as etcd holds it.
@@ -107,7 +140,7 @@ public struct EtcdClient: Sendable {
         if keysOnly { fields.append("\"keys_only\":true") }
         if limit > 0 { fields.append("\"limit\":\"\(limit)\"") }
         if newestFirst { fields += ["\"sort_order\":\"DESCEND\"", "\"sort_target\":\"MOD\""] }
-        let (request, body) = try post("/v3/kv/range", fields)
+        let (request, body) = try post("/v3/kv/range", fields, .read)
         let answer: EtcdGatewayJSON.RangeResponse = try Self.decode(body, request: request)
         var keyValues: [KeyValue] = []
         for pair in answer.kvs ?? [] {
@@ -120,7 +153,7 @@ public struct EtcdClient: Sendable {
     /// Sets `key` to `value`; the store's revision after it.
     @discardableResult
     public func put(_ key: String, _ value: [UInt8]) throws(EtcdError) -> Int64 {
-        let (request, body) = try post("/v3/kv/put", ["\"key\":\(Self.base64(key))", "\"value\":\(Self.base64(value))"])
+        let (request, body) = try post("/v3/kv/put", ["\"key\":\(Self.base64(key))", "\"value\":\(Self.base64(value))"], .write)
         let answer: EtcdGatewayJSON.WriteResponse = try Self.decode(body, request: request)
         return answer.header?.revision?.value ?? 0
     }
@@ -128,7 +161,7 @@ public struct EtcdClient: Sendable {
     /// Deletes `key`; how many keys went (0 or 1).
     @discardableResult
     public func delete(_ key: String) throws(EtcdError) -> Int64 {
-        let (request, body) = try post("/v3/kv/deleterange", ["\"key\":\(Self.base64(key))"])
+        let (request, body) = try post("/v3/kv/deleterange", ["\"key\":\(Self.base64(key))"], .write)
         let answer: EtcdGatewayJSON.WriteResponse = try Self.decode(body, request: request)
         return answer.deleted?.value ?? 0
     }
@@ -152,7 +185,7 @@ public struct EtcdClient: Sendable {
             }
         }
         fields.append("\"success\":[\(requests.joined(separator: ","))]")
-        let (request, body) = try post("/v3/kv/txn", fields)
+        let (request, body) = try post("/v3/kv/txn", fields, .write)
         let answer: EtcdGatewayJSON.TxnResponse = try Self.decode(body, request: request)
         return TransactionResult(succeeded: answer.succeeded ?? false, revision: answer.header?.revision?.value ?? 0)
     }
@@ -163,33 +196,77 @@ public struct EtcdClient: Sendable {
                       "\"start_revision\":\"\(startRevision)\""]
         if progressNotify { fields.append("\"progress_notify\":true") }
         let body = Array("{\"create_request\":{\(fields.joined(separator: ","))}}".utf8)
-        let exchange = try open("/v3/watch", body: body)
-        guard exchange.head.status == 200 else {
-            throw Self.refusal(exchange, body: (try? exchange.readBody(until: .now + requestTimeout)) ?? [])
+        return try onMembers(.read) { server throws(EtcdError) in
+            let exchange = try open("/v3/watch", on: server, body: body, until: .now + requestTimeout)
+            guard exchange.head.status == 200 else {
+                throw Self.refusal(exchange, body: (try? exchange.readBody(until: .now + requestTimeout)) ?? [])
+            }
+            return EtcdWatch(exchange: exchange)
         }
-        return EtcdWatch(exchange: exchange)
     }
 
     // MARK: Plumbing
 
-    /// Sends `{fields}` to `path`; the request's name and the body of a 200 answer.
-    private func post(_ path: String, _ fields: [String]) throws(EtcdError) -> (String, [UInt8]) {
-        let deadline = ContinuousClock.now + requestTimeout
-        let exchange = try open(path, body: Array("{\(fields.joined(separator: ","))}".utf8), until: deadline)
-        let body: [UInt8]
-        do {
-            body = try exchange.readBody(until: deadline)
-        } catch {
-            throw .unreachable(error)
+    /// When a failed request may move on to the next member.
+    private enum Retry {
+        /// Reads: after any failure to get an answer, or a 503 (a member without a leader, or
+        /// one that could not reach it in time).
+        case read
+        /// Writes: only when the connection was never made, so the member cannot have
+        /// received it (a write that timed out may have been applied).
+        case write
+
+        func movesOn(after error: EtcdError) -> Bool {
+            switch (self, error) {
+            case (_, .unreachable(let failure)) where failure.kind == .interrupted: false
+            case (.read, .unreachable): true
+            case (.read, .refused(_, let status, _, _)): status == 503
+            case (.write, .unreachable(let failure)): failure.requestNotSent
+            default: false
+            }
         }
-        guard exchange.head.status == 200 else { throw Self.refusal(exchange, body: body) }
-        return (exchange.request, body)
     }
 
-    private func open(_ path: String, body: [UInt8], until deadline: ContinuousClock.Instant? = nil) throws(EtcdError) -> HTTPExchange {
+    /// Runs `attempt` on each member in turn, from the one that answered last, until one
+    /// answers or a failure may not move on (`retry`); remembers who answered. With one member
+    /// its failure is thrown as it is; with several and none answering, every member's.
+    private func onMembers<Answer>(_ retry: Retry, _ attempt: (SocketAddress) throws(EtcdError) -> Answer) throws(EtcdError) -> Answer {
+        let first = lastAnswered.value.load(ordering: .relaxed)
+        var failures: [EtcdError] = []
+        for offset in servers.indices {
+            let index = (first + offset) % servers.count
+            do {
+                let answer = try attempt(servers[index])
+                if offset > 0 { lastAnswered.value.store(index, ordering: .relaxed) }
+                return answer
+            } catch {
+                guard retry.movesOn(after: error) else { throw error }
+                failures.append(error)
+            }
+        }
+        throw failures.count == 1 ? failures[0] : .noMemberAnswered(failures)
+    }
+
+    /// Sends `{fields}` to `path`; the request's name and the body of a 200 answer.
+    private func post(_ path: String, _ fields: [String], _ retry: Retry) throws(EtcdError) -> (String, [UInt8]) {
+        let payload = Array("{\(fields.joined(separator: ","))}".utf8)
+        return try onMembers(retry) { server throws(EtcdError) in
+            let deadline = ContinuousClock.now + requestTimeout
+            let exchange = try open(path, on: server, body: payload, until: deadline)
+            let body: [UInt8]
+            do throws(HTTPError) {
+                body = try exchange.readBody(until: deadline)
+            } catch {
+                throw .unreachable(error)
+            }
+            guard exchange.head.status == 200 else { throw Self.refusal(exchange, body: body) }
+            return (exchange.request, body)
+        }
+    }
+
+    private func open(_ path: String, on server: SocketAddress, body: [UInt8], until deadline: ContinuousClock.Instant) throws(EtcdError) -> HTTPExchange {
         do {
-            return try HTTPExchange(server: server, method: "POST", path: path, body: body,
-                                    until: deadline ?? .now + requestTimeout, interrupt: interrupt)
+            return try HTTPExchange(server: server, method: "POST", path: path, body: body, until: deadline, interrupt: interrupt)
         } catch {
             throw .unreachable(error)
         }

@@ -9,6 +9,8 @@ public enum EtcdError: Error, Sendable, CustomStringConvertible {
     case refused(request: String, status: Int, message: String, code: Int?)
     /// etcd answered something this client cannot read.
     case badResponse(request: String, what: String)
+    /// No member of several answered: each one's failure, in the order tried.
+    indirect case noMemberAnswered([EtcdError])
 
     public var description: String {
         switch self {
@@ -18,6 +20,8 @@ public enum EtcdError: Error, Sendable, CustomStringConvertible {
             "etcd \(request): HTTP \(status): \(message)\(code.map { " (code \($0))" } ?? "")"
         case .badResponse(let request, let what):
             "etcd \(request): unexpected answer: \(what)"
+        case .noMemberAnswered(let failures):
+            "no etcd member answered: " + failures.map(\.description).joined(separator: "; ")
         }
     }
 

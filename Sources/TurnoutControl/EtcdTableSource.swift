@@ -12,6 +12,9 @@ import TurnoutProxy
 ///   breaks or ends: re-read at once;
 /// * etcd cannot be reached: ``TableSourceEvent/unavailable(_:)`` once per outage, then
 ///   retries after 0.2 s, doubling to 2 s;
+/// * with several members, a request that fails on one moves on to the next (see
+///   ``EtcdClient``), and a check answered by another member than the watch's drops the watch:
+///   a member that stops answering is left within a check interval and a request timeout;
 /// * the watch goes silent while etcd still answers (a connection a middlebox forgot, a
 ///   stuck stream): etcd's progress notifications would say so only every 10 minutes by
 ///   default, so every ``checkInterval`` a cheap range (keys only, newest first, limit 1)
@@ -190,6 +193,12 @@ public final class EtcdTableSource: TableSource {
                 let newest = probe.keyValues.first?.modRevision ?? 0
                 let mismatch = probe.count != Int64(entries.count) || newest != (entries.values.map(\.modRevision).max() ?? 0)
                 if mismatch && mismatchAtLastCheck && !changedSinceCheck {
+                    watch = nil
+                    retryAt = nil
+                }
+                // The watch's member did not answer the probe (another did): it is down or
+                // cut off from its cluster, and its watch would only go quiet. Re-read now.
+                if let current = watch, current.server != client.preferredServer {
                     watch = nil
                     retryAt = nil
                 }

@@ -1,4 +1,5 @@
 import Foundation
+import TurnoutModel
 
 /// An open watch on etcd's gateway: one streaming `POST /v3/watch` whose chunked response
 /// carries one JSON message per watch response, read as the bytes arrive.
@@ -36,6 +37,9 @@ public final class EtcdWatch {
 
     private let exchange: HTTPExchange
     private var splitter = JSONStreamSplitter()
+
+    /// The member the watch streams from.
+    public var server: SocketAddress { exchange.server }
 
     init(exchange: HTTPExchange) {
         self.exchange = exchange

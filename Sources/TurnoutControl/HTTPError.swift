@@ -33,6 +33,15 @@ public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
         self.kind = kind
     }
 
+    /// True when the request never left: the connection was refused or not made in time. Any
+    /// other failure may come after the server received it.
+    public var requestNotSent: Bool {
+        switch kind {
+        case .connect, .timedOut(phase: HTTPExchange.connectingPhase): true
+        default: false
+        }
+    }
+
     public var description: String {
         switch kind {
         case .connect(let error): "\(request): cannot connect: \(error)"

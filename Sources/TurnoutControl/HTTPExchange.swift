@@ -21,8 +21,12 @@ final class HTTPExchange {
     /// a host that does not answer a SYN within this is as good as down.
     static let connectTimeout: Duration = .seconds(2)
 
+    /// The phase a timeout names when the connection was never made.
+    static let connectingPhase = "connecting"
+
     /// The request as errors name it: `POST http://127.0.0.1:2379/v3/kv/range`.
     let request: String
+    let server: SocketAddress
     let head: HTTPResponseHead
     private let connection: TCPConnection
     private let interrupt: Int32?
@@ -41,12 +45,13 @@ final class HTTPExchange {
          until deadline: ContinuousClock.Instant, interrupt: Int32?) throws(HTTPError) {
         let request = "\(method) http://\(server)\(path)"
         self.request = request
+        self.server = server
         self.interrupt = interrupt
         let connection: TCPConnection
         do {
             connection = try TCPConnection.connect(to: server, until: min(deadline, .now + Self.connectTimeout))
         } catch {
-            throw HTTPError(request: request, kind: error.errno == ETIMEDOUT ? .timedOut(phase: "connecting") : .connect(error))
+            throw HTTPError(request: request, kind: error.errno == ETIMEDOUT ? .timedOut(phase: Self.connectingPhase) : .connect(error))
         }
         let text = "\(method) \(path) HTTP/1.1\r\nHost: \(server)\r\nContent-Type: \(contentType)\r\n"
             + "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"

@@ -47,7 +47,7 @@ struct ApplyCommand: ParsableCommand {
     @Flag(help: "Keep running: apply every change of the source until SIGTERM.")
     var watch = false
 
-    @Option(help: ArgumentHelp("With --watch, where the table lives: file:PATH (the default with -f), or etcd:http://HOST:PORT.", valueName: "url"))
+    @Option(help: ArgumentHelp("With --watch, where the table lives: file:PATH (the default with -f), or etcd:http://HOST:PORT (several members: etcd:http://A:2379,http://B:2379).", valueName: "url"))
     var source: String?
 
     @Option(name: .customLong("last-good"), help: ArgumentHelp("With --watch, the file that keeps the last table applied ('none': no file).", valueName: "path"))

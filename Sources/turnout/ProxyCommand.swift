@@ -51,7 +51,7 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The table: a YAML/JSON file or a directory of them (the same as --source file:PATH).")
     var file: String?
 
-    @Option(help: ArgumentHelp("Where the table lives and is watched: file:PATH, or etcd:http://HOST:PORT.", valueName: "url"))
+    @Option(help: ArgumentHelp("Where the table lives and is watched: file:PATH, or etcd:http://HOST:PORT (several members: etcd:http://A:2379,http://B:2379).", valueName: "url"))
     var source: String?
 
     @Option(name: .customLong("last-good"), help: ArgumentHelp("A file that keeps the last table installed, read at start before the source answers (default: none).", valueName: "path"))

@@ -22,6 +22,7 @@ struct PublishCommand: ParsableCommand {
         Examples:
           turnout publish -f rules/canary.yaml --etcd http://127.0.0.1:2379
           turnout publish -f tables/ --etcd http://10.0.0.5:2379 --max-txn-ops 1024
+          turnout publish -f rules/canary.yaml --etcd http://10.0.0.5:2379,http://10.0.0.6:2379,http://10.0.0.7:2379
 
         Exit status: 0 published (or already there), 1 etcd unreachable or refused, 2 bad table.
         """
@@ -30,7 +31,7 @@ struct PublishCommand: ParsableCommand {
     @Option(name: [.customShort("f"), .customLong("file")], help: "The table: a YAML/JSON file or a directory of them.")
     var file: String
 
-    @Option(help: "etcd's client URL: http://HOST:PORT (HOST an IP address or localhost).")
+    @Option(help: "etcd's client URL: http://HOST:PORT (HOST an IP address or localhost), or several members' separated by commas (the next is tried when one cannot be reached).")
     var etcd: String
 
     @Option(help: "The most operations one transaction may hold: etcd's --max-txn-ops (default 128).")

@@ -26,7 +26,7 @@ struct EtcdPublishCommandTests {
         try body(file)
     }
 
-    @Test("publish → the keys; the same table again → nothing written; another table → one transaction that puts and deletes")
+    @Test("publish → the keys; the same table again → nothing written; another table, with a dead member listed before etcd → one transaction that puts and deletes")
     func publish() throws {
         try withEtcdLab { lab in
             let first = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", lab.url)
@@ -41,7 +41,9 @@ struct EtcdPublishCommandTests {
             #expect(again.standardOutput.contains("3 keys unchanged, nothing written"), "\(again.standardOutput)")
             #expect(try lab.contents().revision == written.revision, "nothing was written")
 
-            let other = try turnout("publish", "-f", "rules/dual-stack.yaml", "--etcd", lab.url)
+            // A member that is down, listed first: the next one takes the publish.
+            let dead = "http://127.0.0.1:\(try EtcdLab.freePort())"
+            let other = try turnout("publish", "-f", "rules/dual-stack.yaml", "--etcd", "\(dead),\(lab.url)")
             #expect(other.status == 0, "\(other.standardError)")
             let replaced = try lab.contents()
             #expect(replaced.revision == written.revision + 1, "one transaction")
@@ -54,7 +56,7 @@ struct EtcdPublishCommandTests {
         }
     }
 
-    @Test("a bad table → exit 2 naming file:line and field, nothing written; etcd down → exit 1 naming the URL")
+    @Test("a bad table → exit 2 naming file:line and field, nothing written; etcd down → exit 1 naming the URL (each member's, when several are given)")
     func failures() throws {
         try withEtcdLab { lab in
             _ = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", lab.url)
@@ -73,6 +75,9 @@ struct EtcdPublishCommandTests {
             let down = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", lab.url)
             #expect(down.status == 1)
             #expect(down.standardError.contains("\(lab.url)/v3/kv/range: cannot connect"), "\(down.standardError)")
+            let noneUp = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", "\(lab.url),http://127.0.0.1:\(try EtcdLab.freePort())")
+            #expect(noneUp.status == 1)
+            #expect(noneUp.standardError.contains("no etcd member answered: etcd POST \(lab.url)/v3/kv/range: cannot connect"), "\(noneUp.standardError)")
 
             let badURL = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", "https://127.0.0.1:2379")
             #expect(badURL.status == 2, "\(badURL.standardError)")

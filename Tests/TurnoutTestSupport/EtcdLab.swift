@@ -2,7 +2,8 @@ import Foundation
 import Synchronization
 
 /// A throwaway etcd for tests: `/usr/bin/etcd` (Debian's etcd-server) as a single member on
-/// free loopback ports with a temporary data directory.
+/// free loopback ports with a temporary data directory, or one member of a cluster
+/// (``startCluster(members:)``).
 ///
 /// `start()` returns once etcd serves clients; ``stop()`` ends the process (SIGTERM, SIGKILL
 /// after 5 s) and keeps the data, so ``restart()`` brings the same member back on the same
@@ -35,6 +36,9 @@ public final class EtcdLab: Sendable {
     /// The namespace etcd runs in (nil: this process's own) and the address its clients use.
     public let namespace: NetworkNamespace?
     public let host: String
+    /// The member's name and every member's peer URL (`lab=http://127.0.0.1:PORT` alone).
+    public let name: String
+    let initialCluster: String
     private let process = Mutex<LabProcess?>(nil)
     /// Every run's stderr, for failure messages.
     private let logs = Locked<[String]>([])
@@ -43,7 +47,9 @@ public final class EtcdLab: Sendable {
     public var url: String { "http://\(host):\(clientPort)" }
 
     private init(clientPort: UInt16, peerPort: UInt16, dataDirectory: String, maximumTransactionOperations: Int,
-                 namespace: NetworkNamespace?, host: String) {
+                 namespace: NetworkNamespace?, host: String, name: String = "lab", initialCluster: String? = nil) {
+        self.name = name
+        self.initialCluster = initialCluster ?? "\(name)=http://127.0.0.1:\(peerPort)"
         self.namespace = namespace
         self.host = host
         self.clientPort = clientPort
@@ -72,25 +78,57 @@ public final class EtcdLab: Sendable {
         return lab
     }
 
+    /// Starts `members` members of one cluster (`m0`, `m1`, …) on free loopback ports; returns
+    /// once every one serves clients (within 20 s), or stops them all and throws.
+    public static func startCluster(members: Int) throws -> [EtcdLab] {
+        guard isInstalled else { throw ServiceLabError("\(executable) is not installed (scripts/bootstrap installs etcd-server)") }
+        let ports = try (0..<members).map { _ in (client: try freePort(), peer: try freePort()) }
+        let cluster = ports.indices.map { "m\($0)=http://127.0.0.1:\(ports[$0].peer)" }.joined(separator: ",")
+        let labs = ports.indices.map { index in
+            EtcdLab(clientPort: ports[index].client, peerPort: ports[index].peer,
+                    dataDirectory: FileManager.default.temporaryDirectory
+                        .appendingPathComponent("turnout-etcdlab-\(getpid())-\(UUID().uuidString)").path,
+                    maximumTransactionOperations: 128, namespace: nil, host: "127.0.0.1", name: "m\(index)", initialCluster: cluster)
+        }
+        do {
+            // Each member waits for a quorum before it serves: all start, then all are awaited.
+            for lab in labs { try lab.launch() }
+            for lab in labs { try lab.awaitServing() }
+        } catch {
+            for lab in labs { lab.destroy() }
+            throw error
+        }
+        return labs
+    }
+
     /// Starts the member again on the same ports and data (after ``stop()``); returns once it
     /// serves clients (within 20 s).
     public func restart() throws {
+        try launch()
+        try awaitServing()
+    }
+
+    private func launch() throws {
         let prefix = namespace.map { ["netns", "exec", $0.name, Self.executable] } ?? []
         let child = try LabProcess(namespace == nil ? Self.executable : try Subprocess.locate("ip"), prefix + [
-            "--name", "lab", "--data-dir", dataDirectory,
+            "--name", name, "--data-dir", dataDirectory,
             "--listen-client-urls", url, "--advertise-client-urls", url,
             "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
             "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
-            "--initial-cluster", "lab=http://127.0.0.1:\(peerPort)",
+            "--initial-cluster", initialCluster,
             "--max-txn-ops", "\(maximumTransactionOperations)",
-            // A single member has no one to wait for: elect at once.
+            // Loopback peers answer in microseconds: elect within half a second.
             "--heartbeat-interval", "50", "--election-timeout", "500",
         ])
         process.withLock { $0 = child }
+    }
+
+    private func awaitServing() throws {
+        guard let child = process.withLock({ $0 }) else { throw ServiceLabError("etcd \(name): not started") }
         guard child.waitForOutput("ready to serve client requests", inStandardError: true, within: .seconds(20)) else {
             child.stop()
             logs.mutate { $0.append(child.standardError) }
-            throw ServiceLabError("etcd did not start on \(url): \(child.standardError.suffix(2_000))")
+            throw ServiceLabError("etcd \(name) did not start on \(url): \(child.standardError.suffix(2_000))")
         }
     }
 
@@ -167,7 +205,7 @@ public final class EtcdLab: Sendable {
 
     /// A loopback TCP port nothing listens on right now (the kernel's choice for port 0). Another
     /// process could take it before etcd binds it; etcd then fails to start and says so.
-    static func freePort() throws -> UInt16 {
+    public static func freePort() throws -> UInt16 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ServiceLabError.system("socket") }
         defer { close(fd) }
@@ -183,6 +221,13 @@ public final class EtcdLab: Sendable {
         guard bound else { throw ServiceLabError.system("bind(127.0.0.1:0)") }
         return UInt16(bigEndian: address.sin_port)
     }
+}
+
+/// Runs `body` with a fresh cluster of `members` etcd members, all destroyed afterwards (also
+/// when `body` throws).
+public func withEtcdCluster<Result>(members: Int = 3, _ body: ([EtcdLab]) throws -> Result) throws -> Result {
+    try withStartedLab("etcd cluster", start: { try EtcdLab.startCluster(members: members) },
+                       stop: { labs in for lab in labs { lab.destroy() } }, body)
 }
 
 /// Runs `body` with a fresh etcd, always destroyed afterwards (also when `body` throws).
