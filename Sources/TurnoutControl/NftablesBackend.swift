@@ -10,8 +10,8 @@ import TurnoutRules
 /// kernel refuse it; the apply then starts over). What it sends is the difference between the
 /// installed table and the desired one, provided the installed table is exactly what Turnout
 /// last wrote (its digest matches the record kept in `/run/turnout`); otherwise, and whenever
-/// the difference cannot be patched in place, the table is rebuilt in one transaction, with a
-/// copy of it standing beside for the moment of the switch. A patch or a rebuild is three
+/// the difference cannot be patched in place, the table is rebuilt, with a copy of it standing
+/// beside for the moment of the switch. A patch or a rebuild is three
 /// transactions at most, each atomic (prepare, switch over, retire: see `TableDelta.Phase`), so
 /// that a packet crossing a commit is still translated.
 ///
@@ -35,6 +35,9 @@ public final class NftablesBackend {
     /// apply, so a one-shot apply (the CLI) never pays for it.
     private var index: InstalledServiceIndex?
     private var unindexed: (table: ServiceTable, rules: [ServiceRules], options: ServiceCompilerOptions)?
+    /// Runs just before each phase's transaction is sent. Tests land another process's commit
+    /// between two phases with it, as kube-proxy or firewalld committing at that moment would.
+    var beforePhase: ((TableDelta.Phase) -> Void)?
 
     /// Opens the backend in the caller's network namespace, or in the one at `namespacePath`.
     public init(namespacePath: String? = nil, recordDirectory: String = "/run/turnout") throws(NetlinkError) {
@@ -100,10 +103,13 @@ public final class NftablesBackend {
             attempt += 1
             let generation = try socket.generation()
             let installed: WireTable?
+            let readBack: Bool
             if let lastWritten, lastWritten.generation == generation, lastWritten.table.name == desired.name {
                 installed = lastWritten.table  // nothing committed since we wrote it: no need to read
+                readBack = false
             } else {
                 installed = try TableReader.read(family: desired.family, name: desired.name, from: socket)
+                readBack = true
             }
             var delta = TableDelta(installed: installed, desired: desired)
             if let installed, delta.plan != .unchanged {
@@ -115,10 +121,29 @@ public final class NftablesBackend {
                 }
             }
             if delta.plan == .unchanged {
+                // A rebuild whose retire was refused (another commit came first) left its copy
+                // beside a table that is already right: only the copy goes.
+                let copy = TableDelta.bridgeName(of: desired.name)
+                var current = generation
+                var messages = 0
+                if readBack, try socket.tableExists(family: desired.family, name: copy) {
+                    let batch = NetlinkBatch(generation: generation)
+                    TableRemoval.append(family: desired.family, name: copy, to: batch)
+                    do throws(NetlinkError) {
+                        try socket.commit(batch, expectedGeneration: generation)
+                    } catch where error.errno == ERESTART && attempt < 5 {
+                        continue
+                    }
+                    current &+= 1
+                    messages = batch.messageCount
+                }
                 let digest = WireDigest(desired)
-                saveRecord(digest, generation: generation, path: recordPath)
-                lastWritten = (generation, desired, digest)
-                return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0)
+                saveRecord(digest, generation: current, path: recordPath)
+                lastWritten = (current, desired, digest)
+                guard messages > 0 else { return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0) }
+                return ApplyReport(backend: Self.name, outcome: .incremental, messages: messages,
+                                   changes: ["delete table inet \(copy)"],
+                                   reason: "the copy of an earlier rebuild was still there: its last step was refused")
             }
             let sent: (messages: Int, generation: UInt32)
             do throws(NetlinkError) {
@@ -262,6 +287,7 @@ public final class NftablesBackend {
         for (number, phase) in delta.phases.enumerated() {
             let batch = NetlinkBatch(generation: current)
             delta.append(phase, to: batch)
+            beforePhase?(phase)
             do throws(NetlinkError) {
                 try socket.commit(batch, expectedGeneration: current)
             } catch {
