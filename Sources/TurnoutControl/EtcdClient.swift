@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Synchronization
 import TurnoutModel
 
@@ -102,6 +103,8 @@ public struct EtcdClient: Sendable {
         public var keyValues: [KeyValue]
         /// How many keys are in the range (more than `keyValues.count` under a limit).
         public var count: Int64
+        /// The member that answered.
+        public var answeredBy: SocketAddress
     }
 
     /// One operation of a transaction.
@@ -140,20 +143,20 @@ public struct EtcdClient: Sendable {
         if keysOnly { fields.append("\"keys_only\":true") }
         if limit > 0 { fields.append("\"limit\":\"\(limit)\"") }
         if newestFirst { fields += ["\"sort_order\":\"DESCEND\"", "\"sort_target\":\"MOD\""] }
-        let (request, body) = try post("/v3/kv/range", fields, .read)
+        let (request, body, server) = try post("/v3/kv/range", fields, .read)
         let answer: EtcdGatewayJSON.RangeResponse = try Self.decode(body, request: request)
         var keyValues: [KeyValue] = []
         for pair in answer.kvs ?? [] {
             keyValues.append(try Self.keyValue(pair, request: request))
         }
         return RangeResult(revision: answer.header?.revision?.value ?? 0, keyValues: keyValues,
-                           count: answer.count?.value ?? 0)
+                           count: answer.count?.value ?? 0, answeredBy: server)
     }
 
     /// Sets `key` to `value`; the store's revision after it.
     @discardableResult
     public func put(_ key: String, _ value: [UInt8]) throws(EtcdError) -> Int64 {
-        let (request, body) = try post("/v3/kv/put", ["\"key\":\(Self.base64(key))", "\"value\":\(Self.base64(value))"], .write)
+        let (request, body, _) = try post("/v3/kv/put", ["\"key\":\(Self.base64(key))", "\"value\":\(Self.base64(value))"], .write)
         let answer: EtcdGatewayJSON.WriteResponse = try Self.decode(body, request: request)
         return answer.header?.revision?.value ?? 0
     }
@@ -161,7 +164,7 @@ public struct EtcdClient: Sendable {
     /// Deletes `key`; how many keys went (0 or 1).
     @discardableResult
     public func delete(_ key: String) throws(EtcdError) -> Int64 {
-        let (request, body) = try post("/v3/kv/deleterange", ["\"key\":\(Self.base64(key))"], .write)
+        let (request, body, _) = try post("/v3/kv/deleterange", ["\"key\":\(Self.base64(key))"], .write)
         let answer: EtcdGatewayJSON.WriteResponse = try Self.decode(body, request: request)
         return answer.deleted?.value ?? 0
     }
@@ -185,7 +188,7 @@ public struct EtcdClient: Sendable {
             }
         }
         fields.append("\"success\":[\(requests.joined(separator: ","))]")
-        let (request, body) = try post("/v3/kv/txn", fields, .write)
+        let (request, body, _) = try post("/v3/kv/txn", fields, .write)
         let answer: EtcdGatewayJSON.TxnResponse = try Self.decode(body, request: request)
         return TransactionResult(succeeded: answer.succeeded ?? false, revision: answer.header?.revision?.value ?? 0)
     }
@@ -196,7 +199,7 @@ public struct EtcdClient: Sendable {
                       "\"start_revision\":\"\(startRevision)\""]
         if progressNotify { fields.append("\"progress_notify\":true") }
         let body = Array("{\"create_request\":{\(fields.joined(separator: ","))}}".utf8)
-        return try onMembers(.read) { server throws(EtcdError) in
+        return try onMembers("/v3/watch", .read) { server throws(EtcdError) in
             let exchange = try open("/v3/watch", on: server, body: body, until: .now + requestTimeout)
             guard exchange.head.status == 200 else {
                 throw Self.refusal(exchange, body: (try? exchange.readBody(until: .now + requestTimeout)) ?? [])
@@ -227,14 +230,19 @@ public struct EtcdClient: Sendable {
         }
     }
 
-    /// Runs `attempt` on each member in turn, from the one that answered last, until one
-    /// answers or a failure may not move on (`retry`); remembers who answered. With one member
-    /// its failure is thrown as it is; with several and none answering, every member's.
-    private func onMembers<Answer>(_ retry: Retry, _ attempt: (SocketAddress) throws(EtcdError) -> Answer) throws(EtcdError) -> Answer {
+    /// Runs `attempt` (a request to `path`) on each member in turn, from the one that answered
+    /// last, until one answers or a failure may not move on (`retry`); remembers who answered.
+    /// With one member its failure is thrown as it is; with several and none answering, every
+    /// member's. The interrupt is looked at before each next member: a connect does not watch
+    /// it, and a stopping source must not wait out one connect timeout per member.
+    private func onMembers<Answer>(_ path: String, _ retry: Retry, _ attempt: (SocketAddress) throws(EtcdError) -> Answer) throws(EtcdError) -> Answer {
         let first = lastAnswered.value.load(ordering: .relaxed)
         var failures: [EtcdError] = []
         for offset in servers.indices {
             let index = (first + offset) % servers.count
+            if offset > 0, let interrupt, Self.isReadable(interrupt) {
+                throw .unreachable(HTTPError(request: "POST http://\(servers[index])\(path)", kind: .interrupted))
+            }
             do {
                 let answer = try attempt(servers[index])
                 if offset > 0 { lastAnswered.value.store(index, ordering: .relaxed) }
@@ -247,10 +255,17 @@ public struct EtcdClient: Sendable {
         throw failures.count == 1 ? failures[0] : .noMemberAnswered(failures)
     }
 
-    /// Sends `{fields}` to `path`; the request's name and the body of a 200 answer.
-    private func post(_ path: String, _ fields: [String], _ retry: Retry) throws(EtcdError) -> (String, [UInt8]) {
+    /// Whether `descriptor` is readable now (`poll(2)` without waiting).
+    private static func isReadable(_ descriptor: Int32) -> Bool {
+        var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, 0) > 0 && entry.revents != 0
+    }
+
+    /// Sends `{fields}` to `path`; the request's name, the body of a 200 answer and the member
+    /// that gave it.
+    private func post(_ path: String, _ fields: [String], _ retry: Retry) throws(EtcdError) -> (String, [UInt8], SocketAddress) {
         let payload = Array("{\(fields.joined(separator: ","))}".utf8)
-        return try onMembers(retry) { server throws(EtcdError) in
+        return try onMembers(path, retry) { server throws(EtcdError) in
             let deadline = ContinuousClock.now + requestTimeout
             let exchange = try open(path, on: server, body: payload, until: deadline)
             let body: [UInt8]
@@ -260,7 +275,7 @@ public struct EtcdClient: Sendable {
                 throw .unreachable(error)
             }
             guard exchange.head.status == 200 else { throw Self.refusal(exchange, body: body) }
-            return (exchange.request, body)
+            return (exchange.request, body, server)
         }
     }
 

@@ -1,3 +1,4 @@
+import Glibc
 import TurnoutModel
 
 /// Why an HTTP exchange (``HTTPExchange``) failed: the request it was (`POST
@@ -40,6 +41,12 @@ public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
         case .connect, .timedOut(phase: HTTPExchange.connectingPhase): true
         default: false
         }
+    }
+
+    /// True when nothing listens at the address (ECONNREFUSED).
+    public var connectionRefused: Bool {
+        if case .connect(let failure) = kind { return failure.errno == ECONNREFUSED }
+        return false
     }
 
     public var description: String {

@@ -16,7 +16,7 @@ public struct ProxyStatusReport: Sendable, Hashable {
         public var endpoint: String
         public var connections: UInt64
         public var active: Int64
-        /// Connect failures by reason (`refused`, `timedOut`, …).
+        /// Connect failures by reason (`refused`, `timeout`, `unreachable`, `other`).
         public var connectFailures: [String: UInt64]
         public var ejections: UInt64
         /// Absent for an endpoint no longer in the table (its counters stay).
@@ -81,16 +81,19 @@ public struct ProxyStatusReport: Sendable, Hashable {
     /// `timeout`. Throws ``HTTPError`` (`.connect` with ECONNREFUSED when no proxy listens
     /// there), or `ValueError` for a `/stats` that is not a proxy's.
     public static func fetch(from address: SocketAddress, timeout: Duration = .seconds(2)) throws -> ProxyStatusReport {
-        let readyExchange = try HTTPExchange(server: address, method: "GET", path: "/ready", body: [],
-                                             until: .now + timeout, interrupt: nil)
-        _ = try readyExchange.readBody(until: .now + timeout, limit: 4096)
-        let statsExchange = try HTTPExchange(server: address, method: "GET", path: "/stats", body: [],
-                                             until: .now + timeout, interrupt: nil)
-        let body = try statsExchange.readBody(until: .now + timeout)
-        guard statsExchange.head.status == 200 else {
-            throw ValueError("GET http://\(address)/stats answered \(statsExchange.head.status) \(statsExchange.head.reason)")
-        }
-        return try ProxyStatusReport(statsJSON: body, ready: readyExchange.head.status == 200)
+        let (ready, _) = try get("/ready", from: address, timeout: timeout)
+        // 503 is how a proxy says "not ready"; anything else is not a turnout proxy's answer.
+        guard ready == 200 || ready == 503 else { throw ValueError("GET http://\(address)/ready answered \(ready)") }
+        let (status, body) = try get("/stats", from: address, timeout: timeout)
+        guard status == 200 else { throw ValueError("GET http://\(address)/stats answered \(status)") }
+        return try ProxyStatusReport(statsJSON: body, ready: ready == 200)
+    }
+
+    /// One GET within one deadline: its status and body.
+    private static func get(_ path: String, from address: SocketAddress, timeout: Duration) throws(HTTPError) -> (Int, [UInt8]) {
+        let deadline = ContinuousClock.now + timeout
+        let exchange = try HTTPExchange(server: address, method: "GET", path: path, body: [], until: deadline, interrupt: nil)
+        return (exchange.head.status, try exchange.readBody(until: deadline, limit: 16 << 20))
     }
 
     public var upstreams: [Upstream] { statistics.upstreams }

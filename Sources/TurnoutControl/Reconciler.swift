@@ -240,12 +240,11 @@ public final class Reconciler: Sendable {
             }
         }
         state.installed = table
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
+        let now = WallClock.now()
         shared.withLock { shared in
             shared.status.installs += 1
             shared.status.installedRevision = revision
-            shared.status.installedAt = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+            shared.status.installedAt = now
         }
         if writeBack { lastGoodWriter?.write(table) }
         return true

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Glibc
 import TurnoutControl
 import TurnoutModel
 import TurnoutRules
@@ -20,7 +19,8 @@ struct StatusCommand: ParsableCommand {
         With a `turnout apply --watch` running, also its source, the revision installed and when.
         With a `turnout proxy` answering on --admin, also its readiness, table generation,
         connections per endpoint with their health, and what its services refused. No proxy
-        there is a line, not an error; one that answers but cannot be read exits 1.
+        there is a line, not an error. Something else answering on the default 127.0.0.1:15000
+        (Envoy's admin port too) is a line as well; on an --admin given, it exits 1.
         """
     )
 
@@ -39,17 +39,20 @@ struct StatusCommand: ParsableCommand {
     @Option(name: .customLong("status-file"), help: ArgumentHelp("Where a running `apply --watch` leaves its state.", valueName: "path"))
     var statusFile = ReconcilerStatusFile.defaultPath
 
-    @Option(help: ArgumentHelp("The proxy's admin address to read /ready and /stats from ('none' to skip).", valueName: "address"))
-    var admin = "127.0.0.1:\(ProxyCommand.defaultAdminPort)"
+    @Option(help: ArgumentHelp("The proxy's admin address to read /ready and /stats from (default 127.0.0.1:15000; 'none' to skip).",
+                               valueName: "address"))
+    var admin: String?
 
     func run() throws {
         let adminAddress: SocketAddress?
-        if admin == "none" {
-            adminAddress = nil
-        } else if let address = SocketAddress(admin) {
+        switch admin {
+        case "none": adminAddress = nil
+        case nil: adminAddress = SocketAddress(address: IPAddress("127.0.0.1")!, port: ProxyCommand.defaultAdminPort)
+        case let text?:
+            guard let address = SocketAddress(text) else {
+                throw BadInput(message: "status: --admin \(text): not ADDR:PORT, [ADDR6]:PORT or none")
+            }
             adminAddress = address
-        } else {
-            throw BadInput(message: "status: --admin \(admin): not ADDR:PORT, [ADDR6]:PORT or none")
         }
         let table = try file.map(TableFile.load)
         try KernelAccess.require(for: "status")
@@ -62,7 +65,7 @@ struct StatusCommand: ParsableCommand {
         }
         for line in status.summary { print(line) }
         if let watching = try? ReconcilerStatusFile.read(statusFile) {
-            for line in ReconcilerStatusFile.summary(watching, now: Self.wallClock()) { print(line) }
+            for line in ReconcilerStatusFile.summary(watching, now: WallClock.now()) { print(line) }
         }
         if let drift = status.drift, let file {
             if drift.isEmpty {
@@ -75,28 +78,23 @@ struct StatusCommand: ParsableCommand {
         if let adminAddress { try printProxy(at: adminAddress) }
     }
 
-    /// The proxy's lines; nothing listening there is a line too, since a host in `direct` mode
-    /// runs no proxy.
+    /// The proxy's lines. Nothing listening there is a line too, since a host in `direct` mode
+    /// runs no proxy; so is another program on the default port (Envoy's admin port is 15000
+    /// as well), which only an address the user named makes an error.
     private func printProxy(at address: SocketAddress) throws {
         let report: ProxyStatusReport
         do {
             report = try ProxyStatusReport.fetch(from: address)
-        } catch let error as HTTPError {
-            if case .connect(let failure) = error.kind, failure.errno == ECONNREFUSED {
-                print("proxy at \(address): none answering")
-                return
-            }
-            throw RuntimeFailure(message: "turnout status: cannot read the proxy's admin endpoint: \(error)")
+        } catch let error as HTTPError where error.connectionRefused {
+            print("proxy at \(address): none answering")
+            return
         } catch {
-            throw RuntimeFailure(message: "turnout status: cannot read the proxy's admin endpoint at \(address): \(error)")
+            let problem = "cannot read a turnout proxy's admin endpoint at \(address): \(error)"
+            guard admin == nil else { throw RuntimeFailure(message: "turnout status: \(problem)") }
+            print("proxy at \(address): \(problem)")
+            return
         }
-        for line in report.summary(at: address, now: Self.wallClock()) { print(line) }
+        for line in report.summary(at: address, now: WallClock.now()) { print(line) }
     }
 
-    /// Seconds since 1970, what the status file and `/stats` stamp installs with.
-    private static func wallClock() -> Double {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
-    }
 }

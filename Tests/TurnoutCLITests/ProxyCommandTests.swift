@@ -219,7 +219,7 @@ struct ProxyCommandTests {
         }
     }
 
-    @Test("status → the proxy's readiness, generation and one row per endpoint (12 connections to 8081, 0 to the dead 8089 with its refusals; the unused passthrough and inbound rows left out); no proxy on --admin → a line, exit 0; a port that is not a proxy's → exit 1 naming it")
+    @Test("status → the proxy's readiness, generation and one row per endpoint (12 connections to 8081, 0 to the dead 8089 with its refusals; the unused passthrough and inbound rows left out); no proxy on --admin → a line, exit 0; a port named by --admin that is not a proxy's → exit 1 naming it")
     func statusReadsTheProxy() throws {
         try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
             let file = lab.stateDirectory + "/table.yaml"
@@ -250,7 +250,7 @@ struct ProxyCommandTests {
 
             let notAProxy = try lab.run(Repository.turnoutBinary, ["status", "--admin", "127.0.0.1:8081"])
             #expect(notAProxy.status == 1)
-            #expect(notAProxy.standardError.contains("cannot read the proxy's admin endpoint: GET http://127.0.0.1:8081/ready"),
+            #expect(notAProxy.standardError.contains("cannot read a turnout proxy's admin endpoint at 127.0.0.1:8081: GET http://127.0.0.1:8081/ready"),
                     "\(notAProxy.standardError)")
         }
     }

@@ -21,7 +21,9 @@ struct EtcdFailoverTests {
         try withEtcdCluster { members in
             let dead = try #require(SocketAddress("127.0.0.1:\(try EtcdLab.freePort())"))
             var client = try EtcdClient(url: "http://\(dead)," + Self.url(members))
-            client.requestTimeout = .seconds(1)
+            // Long enough to ride out an election (a paused member may be the leader; the
+            // others elect within 0.5–1 s here).
+            client.requestTimeout = .seconds(2)
 
             #expect(try client.range(prefix: "/turnout/").count == 0)
             #expect(client.preferredServer == Self.address(members[0]))
@@ -64,8 +66,9 @@ struct EtcdFailoverTests {
             let table = try EtcdTableSourceTests.canary()
             _ = try EtcdPublisher.publish(table, to: try EtcdClient(url: Self.url(members)))
             let checkInterval = Duration.seconds(3)
+            let requestTimeout = Duration.seconds(2)
             let (source, recorder) = try EtcdTableSourceTests.started(Self.url(members), checkInterval: checkInterval,
-                                                                      requestTimeout: .seconds(1))
+                                                                      requestTimeout: requestTimeout)
             defer { source.stop() }
             #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(table)))
 
@@ -92,7 +95,9 @@ struct EtcdFailoverTests {
             second.pause()
             defer { second.resume() }
             let paused = ContinuousClock.now
-            try #require(ProxyLab.eventually(within: checkInterval + .seconds(5)) { source.client.preferredServer != Self.address(second) },
+            try #require(ProxyLab.eventually(within: checkInterval + requestTimeout * 2 + .seconds(5)) {
+                source.client.preferredServer != Self.address(second)
+            },
                          "the source's checks never left the paused member")
             let movedOn = ContinuousClock.now
             let again = EtcdTableSourceTests.changing(table, endpoint: 0) { $0.weight = 70 }

@@ -61,17 +61,17 @@ struct InterruptedApplyTests {
                 : try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory + "/second")
 
             var phasesSeen: [TableDelta.Phase] = []
-            var foreignCommits = 0
+            var foreignCommits: [String] = []
             backend.beforePhase = { phase in
                 phasesSeen.append(phase)
-                guard phase == test.interrupted, foreignCommits == 0 else { return }
-                foreignCommits += 1
-                _ = try? ns.run("nft", ["add table inet other; add chain inet other c { type filter hook output priority 5; }"])
+                guard phase == test.interrupted, foreignCommits.isEmpty else { return }
+                let result = try? ns.run("nft", ["add table inet other; add chain inet other c { type filter hook output priority 5; }"])
+                foreignCommits.append(result.map { $0.status == 0 ? "committed" : "nft failed: \($0.standardError)" } ?? "nft did not run")
             }
             let desired = try Self.canary(2, 1)
             let report = try backend.apply(desired, options: ServiceCompilerOptions())
 
-            #expect(foreignCommits == 1)
+            #expect(foreignCommits == ["committed"])
             #expect(phasesSeen == test.phases)
             #expect(report.outcome == test.outcome, "\(report.changes) \(report.reason ?? "")")
             #expect(try backend.status(comparingWith: desired, options: ServiceCompilerOptions()).drift == [])

@@ -65,9 +65,7 @@ public final class EtcdLab: Sendable {
     public static func start(maximumTransactionOperations: Int = 128, in namespace: NetworkNamespace? = nil,
                              host: String = "127.0.0.1") throws -> EtcdLab {
         guard isInstalled else { throw ServiceLabError("\(executable) is not installed (scripts/bootstrap installs etcd-server)") }
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("turnout-etcdlab-\(getpid())-\(UUID().uuidString)").path
-        let lab = EtcdLab(clientPort: try freePort(), peerPort: try freePort(), dataDirectory: directory,
+        let lab = EtcdLab(clientPort: try freePort(), peerPort: try freePort(), dataDirectory: newDataDirectory(),
                           maximumTransactionOperations: maximumTransactionOperations, namespace: namespace, host: host)
         do {
             try lab.restart()
@@ -85,9 +83,7 @@ public final class EtcdLab: Sendable {
         let ports = try (0..<members).map { _ in (client: try freePort(), peer: try freePort()) }
         let cluster = ports.indices.map { "m\($0)=http://127.0.0.1:\(ports[$0].peer)" }.joined(separator: ",")
         let labs = ports.indices.map { index in
-            EtcdLab(clientPort: ports[index].client, peerPort: ports[index].peer,
-                    dataDirectory: FileManager.default.temporaryDirectory
-                        .appendingPathComponent("turnout-etcdlab-\(getpid())-\(UUID().uuidString)").path,
+            EtcdLab(clientPort: ports[index].client, peerPort: ports[index].peer, dataDirectory: newDataDirectory(),
                     maximumTransactionOperations: 128, namespace: nil, host: "127.0.0.1", name: "m\(index)", initialCluster: cluster)
         }
         do {
@@ -99,6 +95,11 @@ public final class EtcdLab: Sendable {
             throw error
         }
         return labs
+    }
+
+    /// A data directory of its own under the temporary directory (created by etcd).
+    private static func newDataDirectory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("turnout-etcdlab-\(getpid())-\(UUID().uuidString)").path
     }
 
     /// Starts the member again on the same ports and data (after ``stop()``); returns once it
