@@ -1,7 +1,8 @@
 import TurnoutModel
 
 /// The `--source` a user wrote, parsed: `file:PATH` (or a bare path) for a file or directory,
-/// `etcd:http://HOST:PORT` for etcd (`etcd:http://A:2379,http://B:2379` for several members). ``open()`` makes the ``TableSource`` that watches it.
+/// `etcd:http://HOST:PORT` for etcd (`etcd:http://A:2379,http://B:2379` for several members).
+/// ``open()`` makes the ``TableSource`` that watches it.
 public enum TableSourceURL: Sendable, Hashable {
     case file(path: String)
     /// The etcd endpoint, as written after `etcd:` (checked when the source is opened).

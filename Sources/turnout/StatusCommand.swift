@@ -96,5 +96,4 @@ struct StatusCommand: ParsableCommand {
         }
         for line in report.summary(at: address, now: WallClock.now()) { print(line) }
     }
-
 }
