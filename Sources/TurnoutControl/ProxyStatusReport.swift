@@ -96,12 +96,6 @@ public struct ProxyStatusReport: Sendable, Hashable {
         return (exchange.head.status, try exchange.readBody(until: deadline, limit: 16 << 20))
     }
 
-    public var upstreams: [Upstream] { statistics.upstreams }
-    public var generation: UInt64 { statistics.generation }
-    public var accepted: UInt64 { statistics.accepted }
-    /// Connections being relayed now.
-    public var open: Int64 { statistics.relays }
-
     /// Lines for people: the proxy's state and table, its connections, one row per endpoint,
     /// what services turned away, and the table source when it watches one. `now` is the wall
     /// clock in seconds since 1970, for the source's "installed … ago".

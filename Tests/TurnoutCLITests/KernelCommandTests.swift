@@ -47,6 +47,31 @@ struct KernelCommandTests {
         }
     }
 
+    @Test("status with no proxy on 127.0.0.1:15000 → 'none answering'; another program there that never answers (Envoy's admin port too) → a line naming the timeout, exit 0; the same address named by --admin → exit 1")
+    func statusBesideAnotherAdminPort() throws {
+        try withNetworkNamespace(prefix: "cli-admin") { ns in
+            let alone = try turnout(in: ns, ["status"])
+            #expect(alone.status == 0, "\(alone.standardError)")
+            #expect(alone.standardOutput.hasSuffix("proxy at 127.0.0.1:15000: none answering\n"), "\(alone.standardOutput)")
+
+            // A listener that accepts (the kernel completes the handshake) and never answers,
+            // holding the port while turnout runs as its child, in the same namespace.
+            let script = """
+                import socket, subprocess, sys
+                listener = socket.create_server(("127.0.0.1", 15000))
+                result = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=30)
+                sys.stdout.write(f"{result.returncode}\\n{result.stdout}{result.stderr}")
+                """
+            for (arguments, exit) in [(["status"], "0"), (["status", "--admin", "127.0.0.1:15000"], "1")] {
+                let run = try ns.run("/usr/bin/python3", ["-c", script, Repository.turnoutBinary] + arguments)
+                let lines = run.standardOutput.split(separator: "\n", omittingEmptySubsequences: false)
+                #expect(lines.first == Substring(exit), "\(arguments): \(run.standardOutput)\(run.standardError)")
+                #expect(run.standardOutput.contains("cannot read a turnout proxy's admin endpoint at 127.0.0.1:15000: GET http://127.0.0.1:15000/ready: timed out"),
+                        "\(arguments): \(run.standardOutput)")
+            }
+        }
+    }
+
     @Test("without CAP_NET_ADMIN → one line saying so, exit 1, nothing changed", arguments: [
         ["apply", "-f", "rules/canary.yaml"], ["flush"], ["status"], ["apply", "-f", "rules/canary.yaml", "--backend", "iptables"],
     ])
