@@ -23,10 +23,13 @@ let package = Package(
         .systemLibrary(name: "CNetfilter", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
         // Wrappers for Linux calls Glibc exports only under _GNU_SOURCE; every symbol prefixed CTurnoutLinux_.
         .target(name: "CTurnoutLinux", cSettings: [.define("_GNU_SOURCE")]),
+        // OpenSSL (Debian's libssl-dev) for the etcd client's https, with prefixed wrappers for
+        // the macros it needs; every symbol prefixed CTurnoutTLS_.
+        .target(name: "CTurnoutTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .target(name: "TurnoutNetlink", dependencies: ["CNetfilter", "CTurnoutLinux", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
         // The data plane: sockets, original destination, (with issue 5) the splice workers.
         .target(name: "TurnoutProxy", dependencies: ["CTurnoutLinux", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
-        .target(name: "TurnoutControl", dependencies: ["CTurnoutLinux", "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutProxy"], swiftSettings: strict),
+        .target(name: "TurnoutControl", dependencies: ["CTurnoutLinux", "CTurnoutTLS", "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutProxy"], swiftSettings: strict),
         .executableTarget(
             name: "turnout",
             dependencies: [

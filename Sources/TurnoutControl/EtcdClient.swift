@@ -10,9 +10,10 @@ import TurnoutModel
 /// Keys are text (Turnout's keys are); values are bytes. Every request runs on a connection of
 /// its own and must finish within ``requestTimeout`` (connecting at most
 /// ``HTTPExchange/connectTimeout`` of it), and is abandoned at once when the optional
-/// `interrupt` descriptor becomes readable. Calls block the calling thread. Only `http://`
-/// with an IP address or `localhost` is supported: no TLS, no name resolution. A value;
-/// `Sendable`, usable from any thread. Errors are ``EtcdError``.
+/// `interrupt` descriptor becomes readable. Calls block the calling thread. `http://` and
+/// `https://` (with a ``TLSClientConfiguration``: the CAs to trust, a client certificate) with
+/// an IP address or `localhost`: no name resolution. A value; `Sendable`, usable from any
+/// thread. Errors are ``EtcdError``.
 ///
 /// Given several members (`http://A:2379,http://B:2379,http://C:2379`, as `etcdctl
 /// --endpoints` takes them), a request goes to the member that last answered and moves on to
@@ -20,10 +21,12 @@ import TurnoutModel
 /// HTTP 503 (a member without a leader); a write only when its connection was never made, so
 /// no member can have applied it twice. Copies of a client share which member answered last.
 public struct EtcdClient: Sendable {
-    /// The members' client addresses, in the order given.
-    public let servers: [SocketAddress]
+    /// The members, in the order given.
+    public let members: [Member]
     /// The URL as given, for messages.
     public let url: String
+    /// The TLS files for `https://` members; nil for `http://`.
+    public let tls: TLSClientConfiguration?
     /// How long one request may take on one member, from connect to the last byte of its
     /// response.
     public var requestTimeout: Duration = .seconds(5)
@@ -39,43 +42,84 @@ public struct EtcdClient: Sendable {
         let value = Atomic<Int>(0)
     }
 
-    /// Parses `http://HOST:PORT`, or several separated by commas (one per etcd member); HOST an
-    /// IPv4 address, `[IPv6]` or `localhost`, PORT 2379 when absent, a trailing `/` allowed.
-    /// Throws a message naming what is wrong.
-    public init(url: String) throws(ValueError) {
-        var servers: [SocketAddress] = []
-        for member in url.split(separator: ",", omittingEmptySubsequences: false) {
-            guard !member.isEmpty else { throw ValueError("\(url): an empty member (a comma too many)") }
-            let server = try Self.member(String(member))
-            guard !servers.contains(server) else { throw ValueError("\(url): \(server) is listed twice") }
-            servers.append(server)
+    /// One etcd member: where to connect, and the name its certificate must carry.
+    public struct Member: Sendable, Hashable, CustomStringConvertible {
+        /// Its client address (`localhost` is 127.0.0.1).
+        public let address: SocketAddress
+        /// The host as the URL wrote it (an IP address or `localhost`): what an https member's
+        /// certificate is checked against.
+        public let host: String
+
+        public var description: String { "\(address)" }
+    }
+
+    /// The members' client addresses, in the order given.
+    public var servers: [SocketAddress] { members.map(\.address) }
+
+    /// `http` or `https`.
+    public var scheme: String { tls == nil ? "http" : "https" }
+
+    /// Parses `http://HOST:PORT` or `https://HOST:PORT`, or several separated by commas (one per
+    /// etcd member, all of one scheme); HOST an IPv4 address, `[IPv6]` or `localhost`, PORT 2379
+    /// when absent, a trailing `/` allowed. `https://` members are reached with `tls` (nil: the
+    /// system's CAs, no client certificate); `tls` naming files with `http://` members is an
+    /// error, as the files would be ignored. Throws a message naming what is wrong.
+    public init(url: String, tls: TLSClientConfiguration? = nil) throws(ValueError) {
+        var members: [Member] = []
+        var schemes: Set<String> = []
+        for text in url.split(separator: ",", omittingEmptySubsequences: false) {
+            guard !text.isEmpty else { throw ValueError("\(url): an empty member (a comma too many)") }
+            let (scheme, member) = try Self.member(String(text))
+            guard !members.contains(where: { $0.address == member.address }) else {
+                throw ValueError("\(url): \(member.address) is listed twice")
+            }
+            members.append(member)
+            schemes.insert(scheme)
         }
-        self.servers = servers
+        guard schemes.count == 1 else { throw ValueError("\(url): every member must be http:// or every member https://, not a mix") }
+        if schemes.contains("https") {
+            if let tls {
+                self.tls = tls
+            } else {
+                self.tls = try TLSClientConfiguration()
+            }
+        } else {
+            if let tls, tls.namesFiles {
+                throw ValueError("\(url): TLS certificates are given, but etcd's address is http:// (write https://)")
+            }
+            self.tls = nil
+        }
+        self.members = members
         self.url = url
     }
 
     /// The member requests try first: the one that answered last.
-    public var preferredServer: SocketAddress { servers[lastAnswered.value.load(ordering: .relaxed)] }
+    public var preferredServer: SocketAddress { members[lastAnswered.value.load(ordering: .relaxed)].address }
 
-    /// One member's `http://HOST:PORT`.
-    private static func member(_ url: String) throws(ValueError) -> SocketAddress {
-        guard url.hasPrefix("http://") else {
-            throw ValueError("\(url): etcd's address must be http://HOST:PORT (https is not supported)")
+    /// One member's `SCHEME://HOST:PORT`: the scheme and the member.
+    private static func member(_ url: String) throws(ValueError) -> (String, Member) {
+        guard let scheme = ["http", "https"].first(where: { url.hasPrefix("\($0)://") }) else {
+            throw ValueError("\(url): etcd's address must be http://HOST:PORT or https://HOST:PORT")
         }
-        var authority = url.dropFirst("http://".count)
+        var authority = url.dropFirst(scheme.count + 3)
         if authority.hasSuffix("/") { authority = authority.dropLast() }
         guard !authority.contains("/"), !authority.isEmpty else {
-            throw ValueError("\(url): etcd's address must be http://HOST:PORT, without a path")
+            throw ValueError("\(url): etcd's address must be \(scheme)://HOST:PORT, without a path")
         }
         var hostPort = String(authority)
-        if hostPort == "localhost" || hostPort.hasPrefix("localhost:") { hostPort = "127.0.0.1" + hostPort.dropFirst("localhost".count) }
+        var host = "localhost"
+        if hostPort == "localhost" || hostPort.hasPrefix("localhost:") {
+            hostPort = "127.0.0.1" + hostPort.dropFirst("localhost".count)
+        } else {
+            host = ""
+        }
         // An IPv6 address without brackets has colons of its own, so it reads as having a port
         // and fails to parse: the message asks for brackets.
         let hasPort = hostPort.hasPrefix("[") ? hostPort.contains("]:") : hostPort.contains(":")
-        guard let server = SocketAddress(hasPort ? hostPort : hostPort + ":2379") else {
-            throw ValueError("\(url): etcd's host must be an IP address ([IPv6]) or localhost, with an optional port (http://127.0.0.1:2379)")
+        guard let address = SocketAddress(hasPort ? hostPort : hostPort + ":2379") else {
+            throw ValueError("\(url): etcd's host must be an IP address ([IPv6]) or localhost, with an optional port (\(scheme)://127.0.0.1:2379)")
         }
-        return server
+        return (scheme, Member(address: address, host: host.isEmpty ? "\(address.address)" : host))
     }
 
     /// A key/value pair as etcd holds it.
@@ -199,8 +243,8 @@ public struct EtcdClient: Sendable {
                       "\"start_revision\":\"\(startRevision)\""]
         if progressNotify { fields.append("\"progress_notify\":true") }
         let body = Array("{\"create_request\":{\(fields.joined(separator: ","))}}".utf8)
-        return try onMembers("/v3/watch", .read) { server throws(EtcdError) in
-            let exchange = try open("/v3/watch", on: server, body: body, until: .now + requestTimeout)
+        return try onMembers("/v3/watch", .read) { member throws(EtcdError) in
+            let exchange = try open("/v3/watch", on: member, body: body, until: .now + requestTimeout)
             guard exchange.head.status == 200 else {
                 throw Self.refusal(exchange, body: (try? exchange.readBody(until: .now + requestTimeout)) ?? [])
             }
@@ -235,16 +279,16 @@ public struct EtcdClient: Sendable {
     /// With one member its failure is thrown as it is; with several and none answering, every
     /// member's. The interrupt is looked at before each next member: a connect does not watch
     /// it, and a stopping source must not wait out one connect timeout per member.
-    private func onMembers<Answer>(_ path: String, _ retry: Retry, _ attempt: (SocketAddress) throws(EtcdError) -> Answer) throws(EtcdError) -> Answer {
+    private func onMembers<Answer>(_ path: String, _ retry: Retry, _ attempt: (Member) throws(EtcdError) -> Answer) throws(EtcdError) -> Answer {
         let first = lastAnswered.value.load(ordering: .relaxed)
         var failures: [EtcdError] = []
-        for offset in servers.indices {
-            let index = (first + offset) % servers.count
+        for offset in members.indices {
+            let index = (first + offset) % members.count
             if offset > 0, let interrupt, Self.isReadable(interrupt) {
-                throw .unreachable(HTTPError(request: "POST http://\(servers[index])\(path)", kind: .interrupted))
+                throw .unreachable(HTTPError(request: "POST \(scheme)://\(members[index])\(path)", kind: .interrupted))
             }
             do {
-                let answer = try attempt(servers[index])
+                let answer = try attempt(members[index])
                 if offset > 0 { lastAnswered.value.store(index, ordering: .relaxed) }
                 return answer
             } catch {
@@ -265,9 +309,9 @@ public struct EtcdClient: Sendable {
     /// that gave it.
     private func post(_ path: String, _ fields: [String], _ retry: Retry) throws(EtcdError) -> (String, [UInt8], SocketAddress) {
         let payload = Array("{\(fields.joined(separator: ","))}".utf8)
-        return try onMembers(path, retry) { server throws(EtcdError) in
+        return try onMembers(path, retry) { member throws(EtcdError) in
             let deadline = ContinuousClock.now + requestTimeout
-            let exchange = try open(path, on: server, body: payload, until: deadline)
+            let exchange = try open(path, on: member, body: payload, until: deadline)
             let body: [UInt8]
             do throws(HTTPError) {
                 body = try exchange.readBody(until: deadline)
@@ -275,13 +319,14 @@ public struct EtcdClient: Sendable {
                 throw .unreachable(error)
             }
             guard exchange.head.status == 200 else { throw Self.refusal(exchange, body: body) }
-            return (exchange.request, body, server)
+            return (exchange.request, body, member.address)
         }
     }
 
-    private func open(_ path: String, on server: SocketAddress, body: [UInt8], until deadline: ContinuousClock.Instant) throws(EtcdError) -> HTTPExchange {
+    private func open(_ path: String, on member: Member, body: [UInt8], until deadline: ContinuousClock.Instant) throws(EtcdError) -> HTTPExchange {
         do {
-            return try HTTPExchange(server: server, method: "POST", path: path, body: body, until: deadline, interrupt: interrupt)
+            return try HTTPExchange(server: member.address, tls: tls, serverName: member.host, method: "POST", path: path,
+                                    body: body, until: deadline, interrupt: interrupt)
         } catch {
             throw .unreachable(error)
         }

@@ -23,9 +23,15 @@ public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
         case malformed(String)
         /// The caller's interrupt descriptor became readable (a source being stopped).
         case interrupted
+        /// The TLS handshake failed (the server's certificate refused, no shared protocol, a
+        /// client certificate file gone): the request was not sent.
+        case handshake(String)
+        /// TLS failed on the open connection (the server sent an alert, such as "certificate
+        /// required" when a TLS 1.3 server refuses the client's certificate after the handshake).
+        case tls(String)
     }
 
-    /// The request, as `METHOD http://host:port/path`.
+    /// The request, as `METHOD http://host:port/path` (`https://` over TLS).
     public var request: String
     public var kind: Kind
 
@@ -38,7 +44,7 @@ public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
     /// other failure may come after the server received it.
     public var requestNotSent: Bool {
         switch kind {
-        case .connect, .timedOut(phase: HTTPExchange.connectingPhase): true
+        case .connect, .handshake, .timedOut(phase: HTTPExchange.connectingPhase), .timedOut(phase: HTTPExchange.handshakePhase): true
         default: false
         }
     }
@@ -57,6 +63,8 @@ public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
         case .closedEarly: "\(request): the server closed the connection before the response was complete"
         case .malformed(let what): "\(request): not a valid HTTP response: \(what)"
         case .interrupted: "\(request): interrupted"
+        case .handshake(let why): "\(request): TLS: \(why)"
+        case .tls(let why): "\(request): TLS: \(why)"
         }
     }
 }

@@ -2,8 +2,9 @@ import Glibc
 import TurnoutModel
 import TurnoutProxy
 
-/// One HTTP/1.1 request on a TCP connection of its own, and its response: what the etcd client
-/// speaks to etcd's JSON gateway.
+/// One HTTP/1.1 request on a TCP connection of its own (over TLS when given a
+/// ``TLSClientConfiguration``), and its response: what the etcd client speaks to etcd's JSON
+/// gateway.
 ///
 /// `init` connects, sends the request (with `Connection: close`: one request per connection, so
 /// a response never has to be drained for the next) and reads the response head, all before
@@ -15,7 +16,8 @@ import TurnoutProxy
 /// to abandon the exchange at once: a source being stopped does not wait out a deadline. The
 /// connection is closed when the exchange goes away. Not thread-safe: one thread uses it.
 /// Errors are ``HTTPError``, naming the request. The corresponding C calls are `connect(2)`,
-/// `send(2)`, `recv(2)` and `poll(2)`.
+/// `send(2)`, `recv(2)` and `poll(2)`, and over TLS `SSL_connect`, `SSL_write` and `SSL_read`
+/// (``TLSSession``).
 final class HTTPExchange {
     /// How long a connect may take, at most, within the request's deadline: etcd is near, and
     /// a host that does not answer a SYN within this is as good as down.
@@ -24,11 +26,16 @@ final class HTTPExchange {
     /// The phase a timeout names when the connection was never made.
     static let connectingPhase = "connecting"
 
+    /// The phase a timeout names when the TLS handshake did not finish: the request was not sent.
+    static let handshakePhase = "in the TLS handshake"
+
     /// The request as errors name it: `POST http://127.0.0.1:2379/v3/kv/range`.
     let request: String
     let server: SocketAddress
     let head: HTTPResponseHead
     private let connection: TCPConnection
+    /// The TLS session on `connection`, for https.
+    private let session: TLSSession?
     private let interrupt: Int32?
     private var framing: HTTPResponseHead.Framing
     private var chunked = ChunkedDecoder()
@@ -40,10 +47,13 @@ final class HTTPExchange {
     /// Where reads land before they are decoded.
     private var scratch = [UInt8](repeating: 0, count: 65_536)
 
-    /// Connects to `server`, sends `method path` with `body` and reads the response head.
-    init(server: SocketAddress, method: String, path: String, body: [UInt8], contentType: String = "application/json",
-         until deadline: ContinuousClock.Instant, interrupt: Int32?) throws(HTTPError) {
-        let request = "\(method) http://\(server)\(path)"
+    /// Connects to `server`, sends `method path` with `body` and reads the response head. With
+    /// `tls`, the connection is TLS, and the server's certificate must name `serverName` (the
+    /// host the URL gave; the server's address when nil).
+    init(server: SocketAddress, tls: TLSClientConfiguration? = nil, serverName: String? = nil, method: String, path: String,
+         body: [UInt8], contentType: String = "application/json", until deadline: ContinuousClock.Instant,
+         interrupt: Int32?) throws(HTTPError) {
+        let request = "\(method) \(tls == nil ? "http" : "https")://\(server)\(path)"
         self.request = request
         self.server = server
         self.interrupt = interrupt
@@ -53,11 +63,27 @@ final class HTTPExchange {
         } catch {
             throw HTTPError(request: request, kind: error.errno == ETIMEDOUT ? .timedOut(phase: Self.connectingPhase) : .connect(error))
         }
-        let text = "\(method) \(path) HTTP/1.1\r\nHost: \(server)\r\nContent-Type: \(contentType)\r\n"
-            + "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        var session: TLSSession?
+        if let tls {
+            do throws(HTTPError.Kind) {
+                let started: TLSSession
+                do {
+                    started = try TLSSession(tls, socket: connection.fileDescriptor, serverName: serverName ?? "\(server.address)")
+                } catch {
+                    throw .handshake(error.reason)
+                }
+                try Self.handshake(started, on: connection.fileDescriptor, until: deadline, interrupt: interrupt)
+                session = started
+            } catch {
+                throw HTTPError(request: request, kind: error)
+            }
+        }
+        self.session = session
+        let text = "\(method) \(path) HTTP/1.1\r\nHost: \(serverName.map { "\($0):\(server.port)" } ?? "\(server)")\r\n"
+            + "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         do throws(HTTPError.Kind) {
-            try Self.send(Array(text.utf8) + body, on: connection, until: deadline, interrupt: interrupt)
-            let (head, rest) = try Self.readHead(from: connection, until: deadline, interrupt: interrupt)
+            try Self.send(Array(text.utf8) + body, on: connection, session, until: deadline, interrupt: interrupt)
+            let (head, rest) = try Self.readHead(from: connection, session, until: deadline, interrupt: interrupt)
             self.head = head
             pending = rest
             framing = try head.framing
@@ -99,14 +125,15 @@ final class HTTPExchange {
         do throws(HTTPError.Kind) {
             var body = try decode(pending)
             pending = []
-            while !ended && body.isEmpty {
-                guard let count = try Self.receive(from: connection, into: &scratch) else { break }
+            // Bytes OpenSSL decrypted and holds are taken now: poll(2) would not see them.
+            while !ended && (body.isEmpty || session?.hasPendingBytes == true) {
+                guard let count = try Self.receive(from: connection, session, into: &scratch, interrupt: interrupt) else { break }
                 if count == 0 {
                     guard case .untilClose = framing else { throw .closedEarly }
                     ended = true
                     break
                 }
-                body = try decode(scratch[0..<count])
+                body += try decode(scratch[0..<count])
             }
             return body.isEmpty && ended ? nil : body
         } catch {
@@ -134,35 +161,62 @@ final class HTTPExchange {
         }
     }
 
-    private static func send(_ bytes: [UInt8], on connection: borrowing TCPConnection, until deadline: ContinuousClock.Instant,
-                             interrupt: Int32?) throws(HTTPError.Kind) {
+    private static func send(_ bytes: [UInt8], on connection: borrowing TCPConnection, _ session: TLSSession?,
+                             until deadline: ContinuousClock.Instant, interrupt: Int32?) throws(HTTPError.Kind) {
         var offset = 0
         while offset < bytes.count {
             // withUnsafeBytes rethrows untyped: the error crosses it as a Result.
             let result = bytes[offset...].withUnsafeBytes { raw in
-                Result { () throws(SystemCallError) in try connection.write(raw) }
+                Result { () throws(HTTPError.Kind) -> TLSSession.Progress in
+                    guard let session else {
+                        let written: Int?
+                        do throws(SystemCallError) {
+                            written = try connection.write(raw)
+                        } catch {
+                            throw .transfer(error)
+                        }
+                        return written.map { .done($0) } ?? .wantWrite
+                    }
+                    do throws(TLSFailure) {
+                        return try session.write(raw)
+                    } catch {
+                        throw .tls(error.reason)
+                    }
+                }
             }
-            let written: Int?
+            switch try result.get() {
+            case .done(let written): offset += written
+            case .wantWrite: try wait(connection.fileDescriptor, for: Int16(POLLOUT), until: deadline, interrupt: interrupt, phase: "sending the request")
+            case .wantRead: try wait(connection.fileDescriptor, for: Int16(POLLIN), until: deadline, interrupt: interrupt, phase: "sending the request")
+            }
+        }
+    }
+
+    /// Runs the TLS handshake on `descriptor` to its end, before `deadline`.
+    private static func handshake(_ session: TLSSession, on descriptor: Int32, until deadline: ContinuousClock.Instant,
+                                  interrupt: Int32?) throws(HTTPError.Kind) {
+        while true {
+            let progress: TLSSession.Progress
             do {
-                written = try result.get()
+                progress = try session.handshake()
             } catch {
-                throw .transfer(error)
+                throw .handshake(error.reason)
             }
-            if let written {
-                offset += written
-            } else {
-                try wait(connection.fileDescriptor, for: Int16(POLLOUT), until: deadline, interrupt: interrupt, phase: "sending the request")
+            switch progress {
+            case .done: return
+            case .wantRead: try wait(descriptor, for: Int16(POLLIN), until: deadline, interrupt: interrupt, phase: handshakePhase)
+            case .wantWrite: try wait(descriptor, for: Int16(POLLOUT), until: deadline, interrupt: interrupt, phase: handshakePhase)
             }
         }
     }
 
     /// The response head and the bytes read past it.
-    private static func readHead(from connection: borrowing TCPConnection, until deadline: ContinuousClock.Instant,
+    private static func readHead(from connection: borrowing TCPConnection, _ session: TLSSession?, until deadline: ContinuousClock.Instant,
                                  interrupt: Int32?) throws(HTTPError.Kind) -> (HTTPResponseHead, [UInt8]) {
         var received: [UInt8] = []
         var scratch = [UInt8](repeating: 0, count: 16_384)
         while true {
-            guard let count = try receive(from: connection, into: &scratch) else {
+            guard let count = try receive(from: connection, session, into: &scratch, interrupt: interrupt) else {
                 try wait(connection.fileDescriptor, for: Int16(POLLIN), until: deadline, interrupt: interrupt, phase: "waiting for the response")
                 continue
             }
@@ -183,17 +237,39 @@ final class HTTPExchange {
         }
     }
 
-    /// What `recv(2)` put in `scratch`: the count, 0 at the end of the stream, nil when
-    /// nothing is waiting.
-    private static func receive(from connection: borrowing TCPConnection, into scratch: inout [UInt8]) throws(HTTPError.Kind) -> Int? {
-        // withUnsafeMutableBytes rethrows untyped: the error crosses it as a Result.
-        let result = scratch.withUnsafeMutableBytes { raw in
-            Result { () throws(SystemCallError) in try connection.read(into: raw) }
+    /// What `recv(2)` (or `SSL_read`) put in `scratch`: the count, 0 at the end of the stream,
+    /// nil when nothing is waiting. A TLS read that must first write (a TLS 1.3 key update's
+    /// answer into a full send buffer) waits for that here, up to ``connectTimeout``.
+    private static func receive(from connection: borrowing TCPConnection, _ session: TLSSession?, into scratch: inout [UInt8],
+                                interrupt: Int32?) throws(HTTPError.Kind) -> Int? {
+        guard let session else {
+            // withUnsafeMutableBytes rethrows untyped: the error crosses it as a Result.
+            let result = scratch.withUnsafeMutableBytes { raw in
+                Result { () throws(SystemCallError) in try connection.read(into: raw) }
+            }
+            do {
+                return try result.get()
+            } catch {
+                throw .transfer(error)
+            }
         }
-        do {
-            return try result.get()
-        } catch {
-            throw .transfer(error)
+        while true {
+            let result = scratch.withUnsafeMutableBytes { raw in
+                Result { () throws(TLSFailure) in try session.read(into: raw) }
+            }
+            let progress: TLSSession.Progress
+            do {
+                progress = try result.get()
+            } catch {
+                throw .tls(error.reason)
+            }
+            switch progress {
+            case .done(let count): return count
+            case .wantRead: return nil
+            case .wantWrite:
+                try wait(connection.fileDescriptor, for: Int16(POLLOUT), until: .now + connectTimeout, interrupt: interrupt,
+                         phase: "answering the server's TLS message")
+            }
         }
     }
 

@@ -1,8 +1,8 @@
 import TurnoutModel
 
 /// The `--source` a user wrote, parsed: `file:PATH` (or a bare path) for a file or directory,
-/// `etcd:http://HOST:PORT` for etcd (`etcd:http://A:2379,http://B:2379` for several members).
-/// ``open()`` makes the ``TableSource`` that watches it.
+/// `etcd:http://HOST:PORT` or `etcd:https://HOST:PORT` for etcd (`etcd:http://A:2379,http://B:2379`
+/// for several members). ``open(tls:)`` makes the ``TableSource`` that watches it.
 public enum TableSourceURL: Sendable, Hashable {
     case file(path: String)
     /// The etcd endpoint, as written after `etcd:` (checked when the source is opened).
@@ -19,17 +19,21 @@ public enum TableSourceURL: Sendable, Hashable {
         self = .file(path: path)
     }
 
-    /// The source that watches this location. Throws `ValueError` for an etcd endpoint that is
-    /// not `http://HOST:PORT`, or what starting a file watch throws.
-    public func open() throws -> any TableSource {
+    /// The source that watches this location; `tls` is for an `https://` etcd (nil: the
+    /// system's CAs). Throws `ValueError` for an etcd endpoint that is not `http(s)://HOST:PORT`,
+    /// for TLS files given with a file source or an `http://` etcd, or what starting a file
+    /// watch throws.
+    public func open(tls: TLSClientConfiguration? = nil) throws -> any TableSource {
         switch self {
-        case .file(let path): return try FileTableSource(path: path)
-        case .etcd(let endpoint): return try EtcdTableSource(client: EtcdClient(url: endpoint))
+        case .file(let path):
+            if let tls, tls.namesFiles { throw ValueError("file:\(path): TLS certificates are for an etcd source only") }
+            return try FileTableSource(path: path)
+        case .etcd(let endpoint): return try EtcdTableSource(client: EtcdClient(url: endpoint, tls: tls))
         }
     }
 
-    /// `TableSourceURL(text).open()`.
-    public static func open(_ text: String) throws -> any TableSource {
-        try TableSourceURL(text).open()
+    /// `TableSourceURL(text).open(tls:)`.
+    public static func open(_ text: String, tls: TLSClientConfiguration? = nil) throws -> any TableSource {
+        try TableSourceURL(text).open(tls: tls)
     }
 }

@@ -47,8 +47,10 @@ struct ApplyCommand: ParsableCommand {
     @Flag(help: "Keep running: apply every change of the source until SIGTERM.")
     var watch = false
 
-    @Option(help: ArgumentHelp("With --watch, where the table lives: file:PATH (the default with -f), or etcd:http://HOST:PORT (several members: etcd:http://A:2379,http://B:2379).", valueName: "url"))
+    @Option(help: ArgumentHelp("With --watch, where the table lives: file:PATH (the default with -f), or etcd:http://HOST:PORT or etcd:https://HOST:PORT (several members: etcd:http://A:2379,http://B:2379).", valueName: "url"))
     var source: String?
+
+    @OptionGroup var etcdTLS: EtcdTLSOptions
 
     @Option(name: .customLong("last-good"), help: ArgumentHelp("With --watch, the file that keeps the last table applied ('none': no file).", valueName: "path"))
     var lastGood = "/var/lib/turnout/last-good.json"
@@ -62,6 +64,7 @@ struct ApplyCommand: ParsableCommand {
         } else {
             guard file != nil else { throw ValidationError("apply needs -f FILE (or --watch --source URL)") }
             guard source == nil else { throw ValidationError("--source needs --watch") }
+            guard !etcdTLS.isGiven else { throw ValidationError("--etcd-cacert, --etcd-cert and --etcd-key need --watch --source etcd:https://…") }
         }
     }
 
@@ -83,9 +86,10 @@ struct ApplyCommand: ParsableCommand {
 
     private func runWatching() throws {
         let location = source ?? "file:\(file!)"
+        let tls = try etcdTLS.configuration()
         let tableSource: any TableSource
         do {
-            tableSource = try TableSourceURL.open(location)
+            tableSource = try TableSourceURL.open(location, tls: tls)
         } catch {
             throw BadInput(message: "apply: --source \(error)")
         }

@@ -51,8 +51,10 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The table: a YAML/JSON file or a directory of them (the same as --source file:PATH).")
     var file: String?
 
-    @Option(help: ArgumentHelp("Where the table lives and is watched: file:PATH, or etcd:http://HOST:PORT (several members: etcd:http://A:2379,http://B:2379).", valueName: "url"))
+    @Option(help: ArgumentHelp("Where the table lives and is watched: file:PATH, or etcd:http://HOST:PORT or etcd:https://HOST:PORT (several members: etcd:http://A:2379,http://B:2379).", valueName: "url"))
     var source: String?
+
+    @OptionGroup var etcdTLS: EtcdTLSOptions
 
     @Option(name: .customLong("last-good"), help: ArgumentHelp("A file that keeps the last table installed, read at start before the source answers (default: none).", valueName: "path"))
     var lastGood: String?
@@ -137,11 +139,12 @@ struct ProxyCommand: ParsableCommand {
         }
         guard (file == nil) != (source == nil) else { throw BadInput(message: "proxy: give the table with -f FILE or --source URL (one of them)") }
         let location = source ?? "file:\(file!)"
+        let tls = try etcdTLS.configuration()
         let url: TableSourceURL
         let tableSource: any TableSource
         do {
             url = try TableSourceURL(location)
-            tableSource = try url.open()
+            tableSource = try url.open(tls: tls)
         } catch {
             throw BadInput(message: "proxy: --source \(error)")
         }

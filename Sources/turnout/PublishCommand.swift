@@ -23,6 +23,8 @@ struct PublishCommand: ParsableCommand {
           turnout publish -f rules/canary.yaml --etcd http://127.0.0.1:2379
           turnout publish -f tables/ --etcd http://10.0.0.5:2379 --max-txn-ops 1024
           turnout publish -f rules/canary.yaml --etcd http://10.0.0.5:2379,http://10.0.0.6:2379,http://10.0.0.7:2379
+          turnout publish -f rules/canary.yaml --etcd https://10.0.0.5:2379 \\
+            --etcd-cacert /etc/etcd/ca.crt --etcd-cert /etc/etcd/client.crt --etcd-key /etc/etcd/client.key
 
         Exit status: 0 published (or already there), 1 etcd unreachable or refused, 2 bad table.
         """
@@ -31,20 +33,23 @@ struct PublishCommand: ParsableCommand {
     @Option(name: [.customShort("f"), .customLong("file")], help: "The table: a YAML/JSON file or a directory of them.")
     var file: String
 
-    @Option(help: "etcd's client URL: http://HOST:PORT (HOST an IP address or localhost), or several members' separated by commas (the next is tried when one cannot be reached).")
+    @Option(help: "etcd's client URL: http://HOST:PORT or https://HOST:PORT (HOST an IP address or localhost), or several members' separated by commas (the next is tried when one cannot be reached).")
     var etcd: String
 
     @Option(help: "The most operations one transaction may hold: etcd's --max-txn-ops (default 128).")
     var maxTxnOps: Int = 128
+
+    @OptionGroup var tls: EtcdTLSOptions
 
     func validate() throws {
         guard maxTxnOps > 0 else { throw ValidationError("--max-txn-ops must be at least 1") }
     }
 
     func run() throws {
+        let tlsFiles = try tls.configuration()
         let client: EtcdClient
         do {
-            client = try EtcdClient(url: etcd)
+            client = try EtcdClient(url: etcd, tls: tlsFiles)
         } catch {
             throw BadInput(message: "--etcd \(error)")
         }

@@ -79,8 +79,34 @@ struct EtcdPublishCommandTests {
             #expect(noneUp.status == 1)
             #expect(noneUp.standardError.contains("no etcd member answered: etcd POST \(lab.url)/v3/kv/range: cannot connect"), "\(noneUp.standardError)")
 
-            let badURL = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", "https://127.0.0.1:2379")
+            let badURL = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", "https://127.0.0.1:2379/v3")
             #expect(badURL.status == 2, "\(badURL.standardError)")
+        }
+    }
+
+    @Test("https: --etcd-cacert, --etcd-cert, --etcd-key → published; without the client certificate → exit 1 with the hint; a missing file → exit 2 naming it, nothing sent")
+    func publishOverTLS() throws {
+        let certificates = try TestCertificates()
+        let serving = try certificates.server("etcd", names: "IP:127.0.0.1")
+        try withEtcdLab(tls: EtcdLab.TLS(certificates: certificates, serving: serving)) { lab in
+            let files = ["--etcd-cacert", certificates.caFile, "--etcd-cert", certificates.clientCertificateFile,
+                         "--etcd-key", certificates.clientKeyFile]
+            let published = try turnout(["publish", "-f", "rules/canary.yaml", "--etcd", lab.url] + files)
+            #expect(published.status == 0, "\(published.standardError)")
+            #expect(try lab.contents().values == Self.canaryKeys)
+
+            let anonymous = try turnout("publish", "-f", "rules/dual-stack.yaml", "--etcd", lab.url, "--etcd-cacert", certificates.caFile)
+            #expect(anonymous.status == 1)
+            #expect(anonymous.standardError.contains("\(lab.url)/v3/kv/range: TLS: ")
+                    && anonymous.standardError.contains("(the server may want a client certificate, and none is configured)"),
+                    "\(anonymous.standardError)")
+
+            let missing = certificates.path("none.crt")
+            let bad = try turnout("publish", "-f", "rules/dual-stack.yaml", "--etcd", lab.url, "--etcd-cacert", missing)
+            #expect(bad.status == 2)
+            #expect(bad.standardError.contains("etcd TLS: \(missing): cannot read the trusted CA certificates: No such file or directory"),
+                    "\(bad.standardError)")
+            #expect(try lab.contents().values == Self.canaryKeys)
         }
     }
 

@@ -41,6 +41,22 @@ struct ExitStatusTests {
         #expect(!result.standardError.isEmpty)
     }
 
+    @Test("etcd TLS options that cannot apply → exit 2 naming them, before anything starts", arguments: [
+        (["apply", "-f", "rules/canary.yaml", "--etcd-cacert", "/etc/hostname"], "need --watch --source etcd:https://"),
+        (["apply", "--watch", "-f", "rules/canary.yaml", "--etcd-cacert", "CA"], "TLS certificates are for an etcd source only"),
+        (["proxy", "--source", "etcd:https://127.0.0.1:1", "--etcd-cacert", "/nonexistent/ca.crt"],
+         "etcd TLS: /nonexistent/ca.crt: cannot read the trusted CA certificates: No such file or directory"),
+        (["proxy", "--source", "etcd:http://127.0.0.1:1", "--etcd-cacert", "CA"],
+         "TLS certificates are given, but etcd's address is http://"),
+        (["proxy", "--source", "etcd:https://127.0.0.1:1", "--etcd-key", "/etc/hostname"], "--etcd-cert and --etcd-key go together"),
+    ] as [([String], String)])
+    func etcdTLSOptions(_ arguments: [String], _ message: String) throws {
+        let certificates = try TestCertificates()
+        let result = try turnout(arguments.map { $0 == "CA" ? certificates.caFile : $0 })
+        #expect(result.status == 2, "\(result.standardError)")
+        #expect(result.standardError.contains(message), "\(result.standardError)")
+    }
+
     @Test("--help on every command → exit 0 with an example", arguments: [["--help"], ["plan", "--help"], ["trace", "--help"]])
     func help(_ arguments: [String]) throws {
         let result = try turnout(arguments)

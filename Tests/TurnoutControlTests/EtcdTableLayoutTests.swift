@@ -133,11 +133,12 @@ struct EtcdTableLayoutTests {
         #expect(shrunk.unchanged == 1 && shrunk.puts.count == 1)
     }
 
-    @Test("etcd URLs: IPv4, [IPv6], localhost, the default port, several members by commas; https, a path, a host name, an empty member or one listed twice → refused", arguments: [
+    @Test("etcd URLs: IPv4, [IPv6], localhost, the default port, several members by commas, https; a path, a host name, an empty member, one listed twice or http mixed with https → refused", arguments: [
         ("http://127.0.0.1:2379", ["127.0.0.1:2379"]), ("http://10.0.0.5", ["10.0.0.5:2379"]), ("http://[::1]:2380/", ["[::1]:2380"]),
         ("http://localhost:2381", ["127.0.0.1:2381"]), ("http://localhost", ["127.0.0.1:2379"]),
         ("http://10.0.0.5,http://10.0.0.6:2380,http://[fd00::7]", ["10.0.0.5:2379", "10.0.0.6:2380", "[fd00::7]:2379"]),
-        ("https://127.0.0.1:2379", nil), ("http://127.0.0.1:2379/v3", nil), ("http://etcd.local:2379", nil), ("http://::1", nil), ("127.0.0.1:2379", nil),
+        ("https://127.0.0.1:2379", ["127.0.0.1:2379"]), ("https://localhost,https://10.0.0.6", ["127.0.0.1:2379", "10.0.0.6:2379"]),
+        ("ftp://127.0.0.1:2379", nil), ("http://127.0.0.1:2379/v3", nil), ("http://etcd.local:2379", nil), ("http://::1", nil), ("127.0.0.1:2379", nil),
         ("http://10.0.0.5,", nil), ("http://10.0.0.5,https://10.0.0.6", nil), ("http://10.0.0.5,http://10.0.0.5:2379", nil),
     ] as [(String, [String]?)])
     func urls(_ url: String, _ servers: [String]?) {
@@ -147,7 +148,8 @@ struct EtcdTableLayoutTests {
     @Test("--source etcd:URL → an etcd source named so; a bad etcd URL → refused before anything starts")
     func sourceURL() throws {
         #expect(try TableSourceURL.open("etcd:http://127.0.0.1:2379").location == "etcd:http://127.0.0.1:2379")
-        #expect(throws: ValueError.self) { try TableSourceURL.open("etcd:https://127.0.0.1:2379") }
+        #expect(try TableSourceURL.open("etcd:https://127.0.0.1:2379").location == "etcd:https://127.0.0.1:2379")
+        #expect(throws: ValueError.self) { try TableSourceURL.open("etcd:https://127.0.0.1:2379/v3") }
     }
 
     @Test("prefix range end: the last byte plus one")

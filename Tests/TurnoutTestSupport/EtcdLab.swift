@@ -36,6 +36,9 @@ public final class EtcdLab: Sendable {
     /// The namespace etcd runs in (nil: this process's own) and the address its clients use.
     public let namespace: NetworkNamespace?
     public let host: String
+    /// For an https etcd: the PKI, and the certificate and key the member serves clients with;
+    /// it then also asks clients for a certificate signed by the PKI's CA (`--client-cert-auth`).
+    public let tls: TLS?
     /// The member's name and every member's peer URL (`lab=http://127.0.0.1:PORT` alone).
     public let name: String
     let initialCluster: String
@@ -43,11 +46,23 @@ public final class EtcdLab: Sendable {
     /// Every run's stderr, for failure messages.
     private let logs = Locked<[String]>([])
 
-    /// The client URL, `http://127.0.0.1:PORT` (or the host given).
-    public var url: String { "http://\(host):\(clientPort)" }
+    /// What an https member serves: `serving` is a certificate and key from `certificates`.
+    public struct TLS: Sendable {
+        public var certificates: TestCertificates
+        public var serving: (certificate: String, key: String)
+
+        public init(certificates: TestCertificates, serving: (certificate: String, key: String)) {
+            self.certificates = certificates
+            self.serving = serving
+        }
+    }
+
+    /// The client URL, `http://127.0.0.1:PORT` (or the host given; `https://` with TLS).
+    public var url: String { "\(tls == nil ? "http" : "https")://\(host):\(clientPort)" }
 
     private init(clientPort: UInt16, peerPort: UInt16, dataDirectory: String, maximumTransactionOperations: Int,
-                 namespace: NetworkNamespace?, host: String, name: String = "lab", initialCluster: String? = nil) {
+                 namespace: NetworkNamespace?, host: String, tls: TLS? = nil, name: String = "lab", initialCluster: String? = nil) {
+        self.tls = tls
         self.name = name
         self.initialCluster = initialCluster ?? "\(name)=http://127.0.0.1:\(peerPort)"
         self.namespace = namespace
@@ -62,11 +77,12 @@ public final class EtcdLab: Sendable {
     /// default is 128). With a `namespace` (whose `lo` is up), etcd runs there and serves clients
     /// on `host` (an address of that namespace other namespaces can reach); its ports are taken
     /// from this process's namespace's free ones, which in a new namespace are free too.
+    /// With `tls`, it serves clients over https only and asks them for a certificate.
     public static func start(maximumTransactionOperations: Int = 128, in namespace: NetworkNamespace? = nil,
-                             host: String = "127.0.0.1") throws -> EtcdLab {
+                             host: String = "127.0.0.1", tls: TLS? = nil) throws -> EtcdLab {
         guard isInstalled else { throw ServiceLabError("\(executable) is not installed (scripts/bootstrap installs etcd-server)") }
         let lab = EtcdLab(clientPort: try freePort(), peerPort: try freePort(), dataDirectory: newDataDirectory(),
-                          maximumTransactionOperations: maximumTransactionOperations, namespace: namespace, host: host)
+                          maximumTransactionOperations: maximumTransactionOperations, namespace: namespace, host: host, tls: tls)
         do {
             try lab.restart()
         } catch {
@@ -120,7 +136,10 @@ public final class EtcdLab: Sendable {
             "--max-txn-ops", "\(maximumTransactionOperations)",
             // Loopback peers answer in microseconds: elect within half a second.
             "--heartbeat-interval", "50", "--election-timeout", "500",
-        ])
+        ] + (tls.map { tls in
+            ["--cert-file", tls.serving.certificate, "--key-file", tls.serving.key,
+             "--trusted-ca-file", tls.certificates.caFile, "--client-cert-auth"]
+        } ?? []))
         process.withLock { $0 = child }
     }
 
@@ -179,12 +198,18 @@ public final class EtcdLab: Sendable {
 
     /// POSTs `body` to etcd's JSON gateway at `path` with python3's urllib; the JSON answer.
     private func gateway(_ path: String, _ body: String) throws -> [String: Any] {
+        // Over https, python's ssl module checks etcd's certificate and presents the client's.
         let script = """
-            import sys, urllib.request
+            import ssl, sys, urllib.request
+            context = None
+            if len(sys.argv) > 3:
+                context = ssl.create_default_context(cafile=sys.argv[3])
+                context.load_cert_chain(sys.argv[4], sys.argv[5])
             request = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")
-            sys.stdout.write(urllib.request.urlopen(request, timeout=10).read().decode())
+            sys.stdout.write(urllib.request.urlopen(request, timeout=10, context=context).read().decode())
             """
-        let result = try Subprocess.run("/usr/bin/python3", ["-c", script, url + path, body], timeLimit: .seconds(20))
+        let files = tls.map { [$0.certificates.caFile, $0.certificates.clientCertificateFile, $0.certificates.clientKeyFile] } ?? []
+        let result = try Subprocess.run("/usr/bin/python3", ["-c", script, url + path, body] + files, timeLimit: .seconds(20))
         guard result.status == 0, let json = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any] else {
             throw ServiceLabError("etcd \(path) \(body): \(result.standardError)\(result.standardOutput)")
         }
@@ -231,8 +256,9 @@ public func withEtcdCluster<Result>(members: Int = 3, _ body: ([EtcdLab]) throws
                        stop: { labs in for lab in labs { lab.destroy() } }, body)
 }
 
-/// Runs `body` with a fresh etcd, always destroyed afterwards (also when `body` throws).
-public func withEtcdLab<Result>(maximumTransactionOperations: Int = 128, _ body: (EtcdLab) throws -> Result) throws -> Result {
-    try withStartedLab("etcd lab", start: { try EtcdLab.start(maximumTransactionOperations: maximumTransactionOperations) },
+/// Runs `body` with a fresh etcd (https with `tls`), always destroyed afterwards (also when
+/// `body` throws).
+public func withEtcdLab<Result>(maximumTransactionOperations: Int = 128, tls: EtcdLab.TLS? = nil, _ body: (EtcdLab) throws -> Result) throws -> Result {
+    try withStartedLab("etcd lab", start: { try EtcdLab.start(maximumTransactionOperations: maximumTransactionOperations, tls: tls) },
                        stop: { $0.destroy() }, body)
 }

@@ -1,0 +1,112 @@
+import CTurnoutTLS
+import Glibc
+import TurnoutModel
+
+/// The certificates a TLS client trusts and presents: etcdctl's `--cacert`, `--cert` and
+/// `--key` (kube-apiserver's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+///
+/// Paths to PEM files. They are read again for each connection, not once: a certificate rotated
+/// on disk (a kubeadm renewal, cert-manager) is used from the next request on, without a
+/// restart. `init` reads them once, so a missing or bad file is named before anything starts.
+/// The server's certificate must lead to a trusted CA and name the address (or host) the client
+/// dialled; TLS 1.2 is the oldest version offered (OpenSSL's default on Debian 12). A value.
+public struct TLSClientConfiguration: Sendable, Hashable {
+    /// CA certificates (PEM) a server's chain must lead to; nil: the system's (`/etc/ssl/certs`).
+    public let trustedCertificatesFile: String?
+    /// The client's certificate chain (PEM), for a server that asks for one (etcd's
+    /// `--client-cert-auth`); with ``keyFile``, or neither.
+    public let certificateFile: String?
+    /// The private key (PEM) of ``certificateFile``.
+    public let keyFile: String?
+
+    /// Checks the files by loading them once. Throws a message naming the file and what is
+    /// wrong with it (unreadable, not PEM, a key that does not match the certificate).
+    public init(trustedCertificatesFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) throws(ValueError) {
+        guard (certificateFile == nil) == (keyFile == nil) else {
+            throw ValueError("a client certificate needs its key and a key its certificate (give both, or neither)")
+        }
+        self.trustedCertificatesFile = trustedCertificatesFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        do {
+            _ = try TLSContext(self)
+        } catch {
+            throw ValueError(error.reason)
+        }
+    }
+
+    /// Whether any file is named (else the system's CAs and no client certificate).
+    public var namesFiles: Bool { trustedCertificatesFile != nil || certificateFile != nil }
+}
+
+/// An OpenSSL client context (`SSL_CTX`) made from a ``TLSClientConfiguration``: peer
+/// verification on, the trusted CAs and the client certificate loaded.
+///
+/// Made for each connection and freed with its last ``TLSSession`` (OpenSSL counts the
+/// references). Not shared between threads. Errors are ``TLSFailure``.
+final class TLSContext {
+    let pointer: OpaquePointer
+
+    init(_ configuration: TLSClientConfiguration) throws(TLSFailure) {
+        ERR_clear_error()
+        guard let pointer = SSL_CTX_new(TLS_client_method()) else {
+            throw TLSFailure("cannot make a TLS context: \(TLSFailure.openSSLReasons())")
+        }
+        self.pointer = pointer
+        SSL_CTX_set_verify(pointer, SSL_VERIFY_PEER, nil)
+        CTurnoutTLS_ignore_unexpected_eof(pointer)
+        if let file = configuration.trustedCertificatesFile {
+            try Self.requireReadable(file, "the trusted CA certificates")
+            guard SSL_CTX_load_verify_locations(pointer, file, nil) == 1 else {
+                throw TLSFailure("\(file): cannot load the trusted CA certificates: \(TLSFailure.openSSLReasons())")
+            }
+        } else {
+            guard SSL_CTX_set_default_verify_paths(pointer) == 1 else {
+                throw TLSFailure("cannot load the system's CA certificates: \(TLSFailure.openSSLReasons())")
+            }
+        }
+        if let certificate = configuration.certificateFile, let key = configuration.keyFile {
+            try Self.requireReadable(certificate, "the client certificate")
+            guard SSL_CTX_use_certificate_chain_file(pointer, certificate) == 1 else {
+                throw TLSFailure("\(certificate): cannot load the client certificate: \(TLSFailure.openSSLReasons())")
+            }
+            try Self.requireReadable(key, "the client key")
+            guard SSL_CTX_use_PrivateKey_file(pointer, key, SSL_FILETYPE_PEM) == 1 else {
+                throw TLSFailure("\(key): cannot load the client key: \(TLSFailure.openSSLReasons())")
+            }
+            guard SSL_CTX_check_private_key(pointer) == 1 else {
+                throw TLSFailure("\(key): the key does not match the certificate \(certificate)")
+            }
+        }
+    }
+
+    deinit { SSL_CTX_free(pointer) }
+
+    /// OpenSSL says "system library" for a file it cannot open; the errno names why.
+    private static func requireReadable(_ path: String, _ what: String) throws(TLSFailure) {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw TLSFailure("\(path): cannot read \(what): \(String(cString: strerror(errno)))")
+        }
+        close(descriptor)
+    }
+}
+
+/// Why TLS failed: OpenSSL's reasons, or the check that failed, as one line.
+struct TLSFailure: Error {
+    var reason: String
+
+    init(_ reason: String) { self.reason = reason }
+
+    /// The reasons on this thread's OpenSSL error queue, oldest first, and the queue emptied.
+    static func openSSLReasons() -> String {
+        var reasons: [String] = []
+        while true {
+            let code = ERR_get_error()
+            guard code != 0 else { break }
+            let reason = ERR_reason_error_string(code).map { String(cString: $0) } ?? "error \(code)"
+            if reasons.last != reason { reasons.append(reason) }
+        }
+        return reasons.isEmpty ? "no reason given" : reasons.joined(separator: ": ")
+    }
+}
