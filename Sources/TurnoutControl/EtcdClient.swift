@@ -12,8 +12,8 @@ import TurnoutModel
 /// ``HTTPExchange/connectTimeout`` of it), and is abandoned at once when the optional
 /// `interrupt` descriptor becomes readable. Calls block the calling thread. `http://` and
 /// `https://` (with a ``TLSClientConfiguration``: the CAs to trust, a client certificate) with
-/// an IP address or `localhost`: no name resolution. A value; `Sendable`, usable from any
-/// thread. Errors are ``EtcdError``.
+/// an IP address, `localhost` or a host name (resolved at each connection, see ``Member``). A
+/// value; `Sendable`, usable from any thread. Errors are ``EtcdError``.
 ///
 /// Given several members (`http://A:2379,http://B:2379,http://C:2379`, as `etcdctl
 /// --endpoints` takes them), a request goes to the member that last answered and moves on to
@@ -32,7 +32,7 @@ public struct EtcdClient: Sendable {
     public var requestTimeout: Duration = .seconds(5)
     /// Made readable to abandon a request in flight (a ``Wakeup``'s descriptor); nil for none.
     public var interrupt: Int32?
-    /// The index in ``servers`` of the member that answered last: where requests start.
+    /// The index in ``members`` of the member that answered last: where requests start.
     private let lastAnswered = MemberIndex()
 
     /// Which member a request tries first; a class so that every copy of the client (the
@@ -44,34 +44,35 @@ public struct EtcdClient: Sendable {
 
     /// One etcd member: where to connect, and the name its certificate must carry.
     public struct Member: Sendable, Hashable, CustomStringConvertible {
-        /// Its client address (`localhost` is 127.0.0.1).
-        public let address: SocketAddress
-        /// The host as the URL wrote it (an IP address or `localhost`): what an https member's
-        /// certificate is checked against.
+        /// The host as the URL wrote it: an IP address, `localhost`, or a host name. What an
+        /// https member's certificate is checked against.
         public let host: String
+        public let port: UInt16
+        /// The address, when the host is one (`localhost`: 127.0.0.1); nil for a host name,
+        /// which is resolved again at each connection (``HostResolver``), so a member that moves
+        /// to another address is followed.
+        public let address: SocketAddress?
 
-        public var description: String { "\(address)" }
+        /// `ADDRESS:PORT`, or `NAME:PORT` for a host name.
+        public var description: String { address?.description ?? "\(host):\(port)" }
     }
-
-    /// The members' client addresses, in the order given.
-    public var servers: [SocketAddress] { members.map(\.address) }
 
     /// `http` or `https`.
     public var scheme: String { tls == nil ? "http" : "https" }
 
     /// Parses `http://HOST:PORT` or `https://HOST:PORT`, or several separated by commas (one per
-    /// etcd member, all of one scheme); HOST an IPv4 address, `[IPv6]` or `localhost`, PORT 2379
-    /// when absent, a trailing `/` allowed. `https://` members are reached with `tls` (nil: the
-    /// system's CAs, no client certificate); `tls` naming files with `http://` members is an
-    /// error, as the files would be ignored. Throws a message naming what is wrong.
+    /// etcd member, all of one scheme); HOST an IPv4 address, `[IPv6]`, `localhost` or a host
+    /// name, PORT 2379 when absent, a trailing `/` allowed. `https://` members are reached with
+    /// `tls` (nil: the system's CAs, no client certificate); `tls` naming files with `http://`
+    /// members is an error, as the files would be ignored. Throws a message naming what is wrong.
     public init(url: String, tls: TLSClientConfiguration? = nil) throws(ValueError) {
         var members: [Member] = []
         var schemes: Set<String> = []
         for text in url.split(separator: ",", omittingEmptySubsequences: false) {
             guard !text.isEmpty else { throw ValueError("\(url): an empty member (a comma too many)") }
             let (scheme, member) = try Self.member(String(text))
-            guard !members.contains(where: { $0.address == member.address }) else {
-                throw ValueError("\(url): \(member.address) is listed twice")
+            guard !members.contains(where: { $0.description == member.description }) else {
+                throw ValueError("\(url): \(member) is listed twice")
             }
             members.append(member)
             schemes.insert(scheme)
@@ -94,7 +95,7 @@ public struct EtcdClient: Sendable {
     }
 
     /// The member requests try first: the one that answered last.
-    public var preferredServer: SocketAddress { members[lastAnswered.value.load(ordering: .relaxed)].address }
+    public var preferredMember: Member { members[lastAnswered.value.load(ordering: .relaxed)] }
 
     /// One member's `SCHEME://HOST:PORT`: the scheme and the member.
     private static func member(_ url: String) throws(ValueError) -> (String, Member) {
@@ -106,20 +107,48 @@ public struct EtcdClient: Sendable {
         guard !authority.contains("/"), !authority.isEmpty else {
             throw ValueError("\(url): etcd's address must be \(scheme)://HOST:PORT, without a path")
         }
-        var hostPort = String(authority)
-        var host = "localhost"
-        if hostPort == "localhost" || hostPort.hasPrefix("localhost:") {
-            hostPort = "127.0.0.1" + hostPort.dropFirst("localhost".count)
+        let host: Substring, portText: Substring?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw ValueError("\(url): an IPv6 address without its closing ]") }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let rest = authority[authority.index(after: close)...]
+            guard rest.isEmpty || rest.hasPrefix(":") else { throw ValueError("\(url): after [IPv6] comes :PORT or nothing") }
+            portText = rest.isEmpty ? nil : rest.dropFirst()
+        } else if let colon = authority.firstIndex(of: ":") {
+            host = authority[..<colon]
+            portText = authority[authority.index(after: colon)...]
         } else {
-            host = ""
+            host = authority
+            portText = nil
         }
-        // An IPv6 address without brackets has colons of its own, so it reads as having a port
-        // and fails to parse: the message asks for brackets.
-        let hasPort = hostPort.hasPrefix("[") ? hostPort.contains("]:") : hostPort.contains(":")
-        guard let address = SocketAddress(hasPort ? hostPort : hostPort + ":2379") else {
-            throw ValueError("\(url): etcd's host must be an IP address ([IPv6]) or localhost, with an optional port (\(scheme)://127.0.0.1:2379)")
+        guard let port = portText.map({ UInt16($0) }) ?? 2379, port != 0 else {
+            throw ValueError("\(url): the port must be a number from 1 to 65535 (an IPv6 address needs brackets: [::1]:2379)")
         }
-        return (scheme, Member(address: address, host: host.isEmpty ? "\(address.address)" : host))
+        if host == "localhost" {
+            return (scheme, Member(host: "localhost", port: port, address: SocketAddress(address: .v4(0x7F00_0001), port: port)))
+        }
+        if let address = IPAddress(host) {
+            guard authority.hasPrefix("[") == (address.family == .ipv6) else {
+                throw ValueError("\(url): an IPv6 address goes in brackets ([::1]:2379), an IPv4 address without")
+            }
+            return (scheme, Member(host: "\(address)", port: port, address: SocketAddress(address: address, port: port)))
+        }
+        guard Self.isHostName(host) else {
+            throw ValueError("\(url): etcd's host must be an IP address ([IPv6]), localhost or a host name (\(scheme)://etcd-0.example:2379)")
+        }
+        return (scheme, Member(host: String(host).lowercased(), port: port, address: nil))
+    }
+
+    /// Letters, digits and hyphens in dot-separated labels of 1 to 63 characters, at most 253
+    /// in all, and not all digits (that is a mistyped IPv4 address).
+    private static func isHostName(_ host: Substring) -> Bool {
+        let labels = host.split(separator: ".", omittingEmptySubsequences: false)
+        return host.utf8.count <= 253 && !labels.isEmpty
+            && labels.allSatisfy { label in
+                (1...63).contains(label.utf8.count) && !label.hasPrefix("-") && !label.hasSuffix("-")
+                    && label.unicodeScalars.allSatisfy { ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || $0 == "-" }
+            }
+            && !host.unicodeScalars.allSatisfy { ("0"..."9").contains($0) || $0 == "." }
     }
 
     /// A key/value pair as etcd holds it.
@@ -148,7 +177,7 @@ public struct EtcdClient: Sendable {
         /// How many keys are in the range (more than `keyValues.count` under a limit).
         public var count: Int64
         /// The member that answered.
-        public var answeredBy: SocketAddress
+        public var answeredBy: Member
     }
 
     /// One operation of a transaction.
@@ -248,7 +277,7 @@ public struct EtcdClient: Sendable {
             guard exchange.head.status == 200 else {
                 throw Self.refusal(exchange, body: (try? exchange.readBody(until: .now + requestTimeout)) ?? [])
             }
-            return EtcdWatch(exchange: exchange)
+            return EtcdWatch(exchange: exchange, member: member)
         }
     }
 
@@ -307,7 +336,7 @@ public struct EtcdClient: Sendable {
 
     /// Sends `{fields}` to `path`; the request's name, the body of a 200 answer and the member
     /// that gave it.
-    private func post(_ path: String, _ fields: [String], _ retry: Retry) throws(EtcdError) -> (String, [UInt8], SocketAddress) {
+    private func post(_ path: String, _ fields: [String], _ retry: Retry) throws(EtcdError) -> (String, [UInt8], Member) {
         let payload = Array("{\(fields.joined(separator: ","))}".utf8)
         return try onMembers(path, retry) { member throws(EtcdError) in
             let deadline = ContinuousClock.now + requestTimeout
@@ -319,16 +348,38 @@ public struct EtcdClient: Sendable {
                 throw .unreachable(error)
             }
             guard exchange.head.status == 200 else { throw Self.refusal(exchange, body: body) }
-            return (exchange.request, body, member.address)
+            return (exchange.request, body, member)
         }
     }
 
+    /// Opens the request on `member`: on each of its addresses in turn (a host name's, resolved
+    /// now) until one takes the connection.
     private func open(_ path: String, on member: Member, body: [UInt8], until deadline: ContinuousClock.Instant) throws(EtcdError) -> HTTPExchange {
-        do {
-            return try HTTPExchange(server: member.address, tls: tls, serverName: member.host, method: "POST", path: path,
-                                    body: body, until: deadline, interrupt: interrupt)
-        } catch {
-            throw .unreachable(error)
+        let addresses: [SocketAddress]
+        if let address = member.address {
+            addresses = [address]
+        } else {
+            do throws(HTTPError.Kind) {
+                addresses = try HostResolver.addresses(of: member.host, port: member.port, until: deadline, interrupt: interrupt)
+            } catch {
+                throw .unreachable(HTTPError(request: "POST \(scheme)://\(member)\(path)", kind: error))
+            }
+        }
+        var index = 0
+        while true {
+            do {
+                return try HTTPExchange(server: addresses[index], tls: tls, serverName: member.host, method: "POST", path: path,
+                                        body: body, until: deadline, interrupt: interrupt)
+            } catch {
+                // Another address of the same name, only when this one took no connection.
+                index += 1
+                let unconnected: Bool
+                switch error.kind {
+                case .connect, .timedOut(phase: HTTPExchange.connectingPhase): unconnected = true
+                default: unconnected = false
+                }
+                guard unconnected, index < addresses.count, ContinuousClock.now < deadline else { throw .unreachable(error) }
+            }
         }
     }
 

@@ -39,10 +39,11 @@ public final class EtcdWatch {
     private var splitter = JSONStreamSplitter()
 
     /// The member the watch streams from.
-    public var server: SocketAddress { exchange.server }
+    public let member: EtcdClient.Member
 
-    init(exchange: HTTPExchange) {
+    init(exchange: HTTPExchange, member: EtcdClient.Member) {
         self.exchange = exchange
+        self.member = member
     }
 
     /// The stream's socket, lent for `poll(2)`; never close it.

@@ -23,6 +23,8 @@ public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
         case malformed(String)
         /// The caller's interrupt descriptor became readable (a source being stopped).
         case interrupted
+        /// The host name could not be resolved (`getaddrinfo(3)`'s reason): nothing was sent.
+        case resolve(String)
         /// The TLS handshake failed (the server's certificate refused, no shared protocol, a
         /// client certificate file gone): the request was not sent.
         case handshake(String)
@@ -44,7 +46,8 @@ public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
     /// other failure may come after the server received it.
     public var requestNotSent: Bool {
         switch kind {
-        case .connect, .handshake, .timedOut(phase: HTTPExchange.connectingPhase), .timedOut(phase: HTTPExchange.handshakePhase): true
+        case .connect, .resolve, .handshake, .timedOut(phase: HTTPExchange.connectingPhase),
+             .timedOut(phase: HTTPExchange.handshakePhase), .timedOut(phase: HTTPExchange.resolvingPhase): true
         default: false
         }
     }
@@ -63,6 +66,7 @@ public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
         case .closedEarly: "\(request): the server closed the connection before the response was complete"
         case .malformed(let what): "\(request): not a valid HTTP response: \(what)"
         case .interrupted: "\(request): interrupted"
+        case .resolve(let why): "\(request): \(why)"
         case .handshake(let why): "\(request): TLS: \(why)"
         case .tls(let why): "\(request): TLS: \(why)"
         }

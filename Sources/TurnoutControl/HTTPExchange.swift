@@ -29,7 +29,11 @@ final class HTTPExchange {
     /// The phase a timeout names when the TLS handshake did not finish: the request was not sent.
     static let handshakePhase = "in the TLS handshake"
 
-    /// The request as errors name it: `POST http://127.0.0.1:2379/v3/kv/range`.
+    /// The phase a timeout names when a host name's lookup did not finish (``HostResolver``).
+    static let resolvingPhase = "resolving the host name"
+
+    /// The request as errors name it: `POST http://127.0.0.1:2379/v3/kv/range`, and for a host
+    /// name the address it went to: `POST https://etcd-0.example:2379/v3/kv/range (10.0.0.5)`.
     let request: String
     let server: SocketAddress
     let head: HTTPResponseHead
@@ -53,7 +57,7 @@ final class HTTPExchange {
     init(server: SocketAddress, tls: TLSClientConfiguration? = nil, serverName: String? = nil, method: String, path: String,
          body: [UInt8], contentType: String = "application/json", until deadline: ContinuousClock.Instant,
          interrupt: Int32?) throws(HTTPError) {
-        let request = "\(method) \(tls == nil ? "http" : "https")://\(server)\(path)"
+        let request = Self.requestName(method: method, scheme: tls == nil ? "http" : "https", server: server, serverName: serverName, path: path)
         self.request = request
         self.server = server
         self.interrupt = interrupt
@@ -96,6 +100,13 @@ final class HTTPExchange {
         case .none: ended = true
         case .chunked, .untilClose: break
         }
+    }
+
+    /// `METHOD SCHEME://AUTHORITY/PATH`, the authority as the URL wrote it, and the address it
+    /// went to after a host name.
+    static func requestName(method: String, scheme: String, server: SocketAddress, serverName: String?, path: String) -> String {
+        guard let serverName, IPAddress(serverName) == nil else { return "\(method) \(scheme)://\(server)\(path)" }
+        return "\(method) \(scheme)://\(serverName):\(server.port)\(path) (\(server.address))"
     }
 
     /// The socket, lent for `poll(2)` by a streaming caller; never close it.

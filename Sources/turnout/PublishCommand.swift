@@ -33,7 +33,7 @@ struct PublishCommand: ParsableCommand {
     @Option(name: [.customShort("f"), .customLong("file")], help: "The table: a YAML/JSON file or a directory of them.")
     var file: String
 
-    @Option(help: "etcd's client URL: http://HOST:PORT or https://HOST:PORT (HOST an IP address or localhost), or several members' separated by commas (the next is tried when one cannot be reached).")
+    @Option(help: "etcd's client URL: http://HOST:PORT or https://HOST:PORT (HOST an IP address, [IPv6], localhost or a host name), or several members' separated by commas (the next is tried when one cannot be reached).")
     var etcd: String
 
     @Option(help: "The most operations one transaction may hold: etcd's --max-txn-ops (default 128).")

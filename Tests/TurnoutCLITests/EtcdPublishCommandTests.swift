@@ -110,6 +110,58 @@ struct EtcdPublishCommandTests {
         }
     }
 
+    /// Runs `command` in a mount namespace of its own where `/etc/hosts` is `hosts` and
+    /// `/etc/resolv.conf` is empty (no DNS server: a name not in `hosts` fails at once), so a
+    /// host name resolves through the real `getaddrinfo` without touching the machine's files.
+    static func resolving(_ hosts: String, _ command: [String]) throws -> ProcessResult {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-hosts-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try hosts.write(to: directory.appendingPathComponent("hosts"), atomically: true, encoding: .utf8)
+        try "".write(to: directory.appendingPathComponent("resolv.conf"), atomically: true, encoding: .utf8)
+        let script = "mount --bind \"$1/hosts\" /etc/hosts && mount --bind \"$1/resolv.conf\" /etc/resolv.conf && shift && exec \"$@\""
+        return try Subprocess.run(try Subprocess.locate("unshare"), ["--mount", "sh", "-c", script, "sh", directory.path] + command,
+                                  workingDirectory: Repository.root.path)
+    }
+
+    static func turnoutResolving(_ hosts: String, _ arguments: [String]) throws -> ProcessResult {
+        try resolving(hosts, [Repository.turnoutBinary] + arguments)
+    }
+
+    @Test("host names (resolved by getaddrinfo from a private /etc/hosts): over https with the name checked → published; a name whose first address is dead (::1, etcd is on 127.0.0.1) → the next address; a name the certificate lacks → refused; an unknown name → exit 1 naming it",
+          .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
+    func hostNames() throws {
+        let certificates = try TestCertificates()
+        let serving = try certificates.server("etcd", names: "DNS:etcd.turnout.test,DNS:dual.turnout.test,IP:127.0.0.1")
+        let hosts = "127.0.0.1 etcd.turnout.test other.turnout.test\n::1 dual.turnout.test\n127.0.0.1 dual.turnout.test\n"
+        try withEtcdLab(tls: EtcdLab.TLS(certificates: certificates, serving: serving)) { lab in
+            let files = ["--etcd-cacert", certificates.caFile, "--etcd-cert", certificates.clientCertificateFile,
+                         "--etcd-key", certificates.clientKeyFile]
+            let port = lab.clientPort
+            let named = try Self.turnoutResolving(hosts, ["publish", "-f", "rules/canary.yaml", "--etcd", "https://etcd.turnout.test:\(port)"] + files)
+            #expect(named.status == 0, "\(named.standardError)")
+            #expect(named.standardOutput.contains("to etcd https://etcd.turnout.test:\(port): 3 put"), "\(named.standardOutput)")
+            #expect(try lab.contents().values == Self.canaryKeys)
+
+            // The dead address must come first for this to test moving on: getaddrinfo's order.
+            let order = try Self.resolving(hosts, ["getent", "ahosts", "dual.turnout.test"])
+            try #require(order.standardOutput.hasPrefix("::1 "), "\(order.standardOutput)")
+            let dual = try Self.turnoutResolving(hosts, ["publish", "-f", "rules/dual-stack.yaml", "--etcd", "https://dual.turnout.test:\(port)"] + files)
+            #expect(dual.status == 0, "\(dual.standardError)")
+            #expect(dual.standardOutput.contains("5 put, 3 deleted"), "\(dual.standardOutput)")
+
+            let other = try Self.turnoutResolving(hosts, ["publish", "-f", "rules/canary.yaml", "--etcd", "https://other.turnout.test:\(port)"] + files)
+            #expect(other.status == 1)
+            #expect(other.standardError.contains("POST https://other.turnout.test:\(port)/v3/kv/range (127.0.0.1): TLS: the server's certificate is refused: hostname mismatch (checked for other.turnout.test)"),
+                    "\(other.standardError)")
+
+            let unknown = try Self.turnoutResolving(hosts, ["publish", "-f", "rules/canary.yaml", "--etcd", "https://nothing.turnout.test:\(port)"] + files)
+            #expect(unknown.status == 1)
+            #expect(unknown.standardError.contains("POST https://nothing.turnout.test:\(port)/v3/kv/range: cannot resolve nothing.turnout.test: "),
+                    "\(unknown.standardError)")
+        }
+    }
+
     @Test("201 operations: over --max-txn-ops 128 → exit 1 before writing; etcd allowing 1000 and --max-txn-ops 1000 → one transaction; etcd refusing → exit 1 with etcd's words")
     func transactionLimit() throws {
         try Self.withLargeTable(endpoints: 200) { file in

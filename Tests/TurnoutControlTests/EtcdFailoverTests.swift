@@ -26,11 +26,11 @@ struct EtcdFailoverTests {
             client.requestTimeout = .seconds(2)
 
             #expect(try client.range(prefix: "/turnout/").count == 0)
-            #expect(client.preferredServer == Self.address(members[0]))
+            #expect(client.preferredMember.address == Self.address(members[0]))
 
             members[0].stop()
             try client.put("/turnout/a", Array("1".utf8))
-            #expect(client.preferredServer == Self.address(members[1]))
+            #expect(client.preferredMember.address == Self.address(members[1]))
 
             // Back, so that two of three answer while m1 is paused: a quorum, reads are served.
             try members[0].restart()
@@ -42,10 +42,10 @@ struct EtcdFailoverTests {
                 guard case .unreachable(let failure) = error as? EtcdError else { return false }
                 return failure.request.contains(":\(members[1].clientPort)/") && !failure.requestNotSent
             }
-            #expect(client.preferredServer == Self.address(members[1]), "a write that may have arrived is not sent elsewhere")
+            #expect(client.preferredMember.address == Self.address(members[1]), "a write that may have arrived is not sent elsewhere")
             let read = try client.range(prefix: "/turnout/")
             #expect(read.keyValues.map(\.key).contains("/turnout/a"))
-            #expect(client.preferredServer == Self.address(members[2]))
+            #expect(client.preferredMember.address == Self.address(members[2]))
 
             members[1].resume()
             for member in members { member.stop() }
@@ -74,7 +74,7 @@ struct EtcdFailoverTests {
 
             /// The member the source's watch is on, and a client of the other two.
             func watched() throws -> (EtcdLab, EtcdClient) {
-                let member = try #require(members.first { Self.address($0) == source.client.preferredServer })
+                let member = try #require(members.first { Self.address($0) == source.client.preferredMember.address })
                 return (member, try EtcdClient(url: Self.url(members.filter { $0 !== member })))
             }
 
@@ -85,7 +85,7 @@ struct EtcdFailoverTests {
             _ = try EtcdPublisher.publish(reweighted, to: others)
             #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(reweighted), within: .seconds(15)))
             print("etcd failover: watch member stopped → change delivered after \(ContinuousClock.now - start)")
-            #expect(source.client.preferredServer != Self.address(first))
+            #expect(source.client.preferredMember.address != Self.address(first))
 
             // Paused with nothing changing: the first check that has to move on to another
             // member drops the watch there and then, so the next change is delivered by a watch
@@ -96,7 +96,7 @@ struct EtcdFailoverTests {
             defer { second.resume() }
             let paused = ContinuousClock.now
             try #require(ProxyLab.eventually(within: checkInterval + requestTimeout * 2 + .seconds(5)) {
-                source.client.preferredServer != Self.address(second)
+                source.client.preferredMember.address != Self.address(second)
             },
                          "the source's checks never left the paused member")
             let movedOn = ContinuousClock.now

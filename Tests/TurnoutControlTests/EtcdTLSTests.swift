@@ -79,7 +79,8 @@ struct EtcdTLSTests {
                 _ = try client.range(prefix: "/turnout/")
             } throws: { error in
                 guard case .unreachable(let failure) = error as? EtcdError else { return false }
-                return "\(failure)".hasPrefix("POST https://127.0.0.1:\(port)/v3/kv/range: TLS: ") && "\(failure)".contains(expected)
+                let request = url.contains("localhost") ? "https://localhost:\(port)/v3/kv/range (127.0.0.1)" : "https://127.0.0.1:\(port)/v3/kv/range"
+                return "\(failure)".hasPrefix("POST \(request): TLS: ") && "\(failure)".contains(expected)
                     && failure.requestNotSent == notSent
             }
         }

@@ -133,16 +133,19 @@ struct EtcdTableLayoutTests {
         #expect(shrunk.unchanged == 1 && shrunk.puts.count == 1)
     }
 
-    @Test("etcd URLs: IPv4, [IPv6], localhost, the default port, several members by commas, https; a path, a host name, an empty member, one listed twice or http mixed with https → refused", arguments: [
+    @Test("etcd URLs: IPv4, [IPv6], localhost, host names, the default port, several members by commas, https; a path, a bad name or port, an empty member, one listed twice or http mixed with https → refused", arguments: [
         ("http://127.0.0.1:2379", ["127.0.0.1:2379"]), ("http://10.0.0.5", ["10.0.0.5:2379"]), ("http://[::1]:2380/", ["[::1]:2380"]),
         ("http://localhost:2381", ["127.0.0.1:2381"]), ("http://localhost", ["127.0.0.1:2379"]),
         ("http://10.0.0.5,http://10.0.0.6:2380,http://[fd00::7]", ["10.0.0.5:2379", "10.0.0.6:2380", "[fd00::7]:2379"]),
         ("https://127.0.0.1:2379", ["127.0.0.1:2379"]), ("https://localhost,https://10.0.0.6", ["127.0.0.1:2379", "10.0.0.6:2379"]),
-        ("ftp://127.0.0.1:2379", nil), ("http://127.0.0.1:2379/v3", nil), ("http://etcd.local:2379", nil), ("http://::1", nil), ("127.0.0.1:2379", nil),
+        ("http://etcd.local:2379", ["etcd.local:2379"]), ("https://ETCD-0.Example,https://etcd-1.example:2380", ["etcd-0.example:2379", "etcd-1.example:2380"]),
+        ("http://etcd_0:2379", nil), ("http://-etcd:2379", nil), ("http://10.0.0:2379", nil), ("http://[10.0.0.1]:2379", nil),
+        ("http://127.0.0.1:0", nil), ("http://127.0.0.1:65536", nil), ("http://[::1]x", nil), ("http://etcd.local,http://ETCD.local:2379", nil),
+        ("ftp://127.0.0.1:2379", nil), ("http://127.0.0.1:2379/v3", nil), ("http://::1", nil), ("127.0.0.1:2379", nil),
         ("http://10.0.0.5,", nil), ("http://10.0.0.5,https://10.0.0.6", nil), ("http://10.0.0.5,http://10.0.0.5:2379", nil),
     ] as [(String, [String]?)])
     func urls(_ url: String, _ servers: [String]?) {
-        #expect((try? EtcdClient(url: url))?.servers.map(\.description) == servers)
+        #expect((try? EtcdClient(url: url))?.members.map(\.description) == servers)
     }
 
     @Test("--source etcd:URL → an etcd source named so; a bad etcd URL → refused before anything starts")
