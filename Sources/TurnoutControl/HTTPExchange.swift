@@ -285,8 +285,8 @@ final class HTTPExchange {
     }
 
     /// Waits until `fd` is ready for `events`; throws when `deadline` passes first or
-    /// `interrupt` becomes readable.
-    private static func wait(_ fd: Int32, for events: Int16, until deadline: ContinuousClock.Instant, interrupt: Int32?,
+    /// `interrupt` becomes readable. Every wait of a request, the name lookup's included.
+    static func wait(_ fd: Int32, for events: Int16, until deadline: ContinuousClock.Instant, interrupt: Int32?,
                              phase: String) throws(HTTPError.Kind) {
         var entries = [pollfd(fd: fd, events: events, revents: 0), pollfd(fd: interrupt ?? -1, events: Int16(POLLIN), revents: 0)]
         while true {

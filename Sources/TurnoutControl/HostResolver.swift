@@ -20,18 +20,8 @@ enum HostResolver {
                           interrupt: Int32?) throws(HTTPError.Kind) -> [SocketAddress] {
         let lookup = try Lookup()
         Thread.detachNewThread { lookup.run(host: host, port: port) }
-        var entries = [pollfd(fd: lookup.done.descriptor, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: interrupt ?? -1, events: Int16(POLLIN), revents: 0)]
-        while true {
-            let ready = entries.withUnsafeMutableBufferPointer { poll($0.baseAddress, 2, deadline.pollMilliseconds) }
-            if ready < 0 {
-                if errno == EINTR { continue }
-                throw .transfer(SystemCallError(call: "poll", errno: errno))
-            }
-            if entries[1].revents != 0 { throw .interrupted }
-            if entries[0].revents != 0 { break }
-            if ready == 0 { throw .timedOut(phase: HTTPExchange.resolvingPhase) }
-        }
+        try HTTPExchange.wait(lookup.done.descriptor, for: Int16(POLLIN), until: deadline, interrupt: interrupt,
+                              phase: HTTPExchange.resolvingPhase)
         switch lookup.result.withLock({ $0 }) {
         case .success(let addresses): return addresses
         case .failure(let reason): throw .resolve("cannot resolve \(host): \(reason)")

@@ -1,13 +1,15 @@
 import CTurnoutTLS
 import Glibc
+import Synchronization
 import TurnoutModel
 
 /// The certificates a TLS client trusts and presents: etcdctl's `--cacert`, `--cert` and
 /// `--key` (kube-apiserver's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
 ///
-/// Paths to PEM files. They are read again for each connection, not once: a certificate rotated
-/// on disk (a kubeadm renewal, cert-manager) is used from the next request on, without a
-/// restart. `init` reads them once, so a missing or bad file is named before anything starts.
+/// Paths to PEM files. Each connection looks at them again (`stat(2)`) and reloads them when
+/// one changed: a certificate rotated on disk (a kubeadm renewal, cert-manager) is used from the
+/// next request on, without a restart. `init` reads them once, so a missing or bad file is named
+/// before anything starts.
 /// The server's certificate must lead to a trusted CA and name the address (or host) the client
 /// dialled; TLS 1.2 is the oldest version offered (OpenSSL's default on Debian 12). A value.
 public struct TLSClientConfiguration: Sendable, Hashable {
@@ -18,6 +20,8 @@ public struct TLSClientConfiguration: Sendable, Hashable {
     public let certificateFile: String?
     /// The private key (PEM) of ``certificateFile``.
     public let keyFile: String?
+    /// The context last made from the files, shared by every copy of this configuration.
+    private let contexts = ContextCache()
 
     /// Checks the files by loading them once. Throws a message naming the file and what is
     /// wrong with it (unreadable, not PEM, a key that does not match the certificate).
@@ -37,14 +41,48 @@ public struct TLSClientConfiguration: Sendable, Hashable {
 
     /// Whether any file is named (else the system's CAs and no client certificate).
     public var namesFiles: Bool { trustedCertificatesFile != nil || certificateFile != nil }
+
+    public static func == (left: Self, right: Self) -> Bool {
+        left.trustedCertificatesFile == right.trustedCertificatesFile && left.certificateFile == right.certificateFile
+            && left.keyFile == right.keyFile
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(trustedCertificatesFile)
+        hasher.combine(certificateFile)
+        hasher.combine(keyFile)
+    }
+
+    /// A context from the files as they are now: the last one made while no file changed, else
+    /// a new one. Made per request it would cost more than the request: OpenSSL 3 takes about
+    /// 1 ms to load three small PEM files and about 28 ms to load the system's CA bundle.
+    func context() throws(TLSFailure) -> TLSContext {
+        let files = [trustedCertificatesFile ?? String(cString: X509_get_default_cert_file()), certificateFile, keyFile]
+        let identities = files.compactMap { $0 }.map { FileIdentity($0) }
+        if let cached = contexts.current.withLock({ $0?.identities == identities ? $0?.context : nil }) { return cached }
+        let made = try TLSContext(self)
+        contexts.current.withLock { $0 = (identities, made) }
+        return made
+    }
+
+    /// Where a configuration keeps its context; a class so that copies share it.
+    private final class ContextCache: Sendable {
+        /// The files' identities when the context was made (nil for a file that was missing).
+        let current = Mutex<(identities: [FileIdentity?], context: TLSContext)?>(nil)
+    }
 }
 
 /// An OpenSSL client context (`SSL_CTX`) made from a ``TLSClientConfiguration``: peer
 /// verification on, the trusted CAs and the client certificate loaded.
 ///
-/// Made for each connection and freed with its last ``TLSSession`` (OpenSSL counts the
-/// references). Not shared between threads. Errors are ``TLSFailure``.
-final class TLSContext {
+/// Kept by its configuration until a file changes, and freed once no ``TLSSession`` holds it
+/// either. Errors are ``TLSFailure``.
+///
+/// `@unchecked Sendable`: the `SSL_CTX` is configured only in `init`, before any other thread
+/// can see it; afterwards it is only read, by `SSL_new`, which takes its reference under
+/// OpenSSL's own lock (openssl-threads(7): an `SSL_CTX` may be shared by threads once it is no
+/// longer modified); `SSL_CTX_free` runs once, in `deinit`, after the last reference is gone.
+final class TLSContext: @unchecked Sendable {
     let pointer: OpaquePointer
 
     init(_ configuration: TLSClientConfiguration) throws(TLSFailure) {

@@ -30,7 +30,7 @@ final class TLSSession {
     private let presentsCertificate: Bool
 
     init(_ configuration: TLSClientConfiguration, socket descriptor: Int32, serverName: String) throws(TLSFailure) {
-        context = try TLSContext(configuration)
+        context = try configuration.context()
         ERR_clear_error()
         guard let ssl = SSL_new(context.pointer) else { throw TLSFailure("cannot start TLS: \(TLSFailure.openSSLReasons())") }
         self.ssl = ssl
