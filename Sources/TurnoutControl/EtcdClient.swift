@@ -34,12 +34,21 @@ public struct EtcdClient: Sendable {
     public var interrupt: Int32?
     /// The index in ``members`` of the member that answered last: where requests start.
     private let lastAnswered = MemberIndex()
+    /// Each host name's addresses as last resolved: used when a lookup fails or times out.
+    private let lastResolved = ResolvedAddresses()
 
     /// Which member a request tries first; a class so that every copy of the client (the
     /// source's thread holds one) learns of a failover. An atomic, not a lock: a request only
     /// needs a recent value, and two requests failing over at once may both store theirs.
     private final class MemberIndex: Sendable {
         let value = Atomic<Int>(0)
+    }
+
+    /// What each host name resolved to last; a class so that every copy of the client shares
+    /// it. A DNS server that drops one packet (glibc waits 5 s for it, a whole request timeout)
+    /// then costs a stale address, not the request.
+    private final class ResolvedAddresses: Sendable {
+        let byHost = Mutex<[String: [SocketAddress]]>([:])
     }
 
     /// One etcd member: where to connect, and the name its certificate must carry.
@@ -107,7 +116,7 @@ public struct EtcdClient: Sendable {
         guard !authority.contains("/"), !authority.isEmpty else {
             throw ValueError("\(url): etcd's address must be \(scheme)://HOST:PORT, without a path")
         }
-        let host: Substring, portText: Substring?
+        var host: Substring, portText: Substring?
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { throw ValueError("\(url): an IPv6 address without its closing ]") }
             host = authority[authority.index(after: authority.startIndex)..<close]
@@ -121,15 +130,23 @@ public struct EtcdClient: Sendable {
             host = authority
             portText = nil
         }
-        guard let port = portText.map({ UInt16($0) }) ?? 2379, port != 0 else {
+        let digits = portText.map { !$0.isEmpty && $0.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } } ?? true
+        guard digits, let port = portText.map({ UInt16($0) }) ?? 2379, port != 0 else {
             throw ValueError("\(url): the port must be a number from 1 to 65535 (an IPv6 address needs brackets: [::1]:2379)")
         }
-        if host == "localhost" {
+        if authority.hasPrefix("[") {
+            guard let address = IPAddress(host), address.family == .ipv6 else {
+                throw ValueError("\(url): brackets hold an IPv6 address ([::1]:2379)")
+            }
+        }
+        // A fully qualified name may end with a dot; the certificate names it without.
+        if host.hasSuffix("."), host.count > 1 { host = host.dropLast() }
+        if host.lowercased() == "localhost" {
             return (scheme, Member(host: "localhost", port: port, address: SocketAddress(address: .v4(0x7F00_0001), port: port)))
         }
         if let address = IPAddress(host) {
             guard authority.hasPrefix("[") == (address.family == .ipv6) else {
-                throw ValueError("\(url): an IPv6 address goes in brackets ([::1]:2379), an IPv4 address without")
+                throw ValueError("\(url): an IPv6 address goes in brackets ([::1]:2379)")
             }
             return (scheme, Member(host: "\(address)", port: port, address: SocketAddress(address: address, port: port)))
         }
@@ -176,8 +193,8 @@ public struct EtcdClient: Sendable {
         public var keyValues: [KeyValue]
         /// How many keys are in the range (more than `keyValues.count` under a limit).
         public var count: Int64
-        /// The member that answered.
-        public var answeredBy: Member
+        /// The address that answered (a member's, or one of a host name's).
+        public var answeredBy: SocketAddress
     }
 
     /// One operation of a transaction.
@@ -277,7 +294,7 @@ public struct EtcdClient: Sendable {
             guard exchange.head.status == 200 else {
                 throw Self.refusal(exchange, body: (try? exchange.readBody(until: .now + requestTimeout)) ?? [])
             }
-            return EtcdWatch(exchange: exchange, member: member)
+            return EtcdWatch(exchange: exchange)
         }
     }
 
@@ -336,7 +353,7 @@ public struct EtcdClient: Sendable {
 
     /// Sends `{fields}` to `path`; the request's name, the body of a 200 answer and the member
     /// that gave it.
-    private func post(_ path: String, _ fields: [String], _ retry: Retry) throws(EtcdError) -> (String, [UInt8], Member) {
+    private func post(_ path: String, _ fields: [String], _ retry: Retry) throws(EtcdError) -> (String, [UInt8], SocketAddress) {
         let payload = Array("{\(fields.joined(separator: ","))}".utf8)
         return try onMembers(path, retry) { member throws(EtcdError) in
             let deadline = ContinuousClock.now + requestTimeout
@@ -348,25 +365,19 @@ public struct EtcdClient: Sendable {
                 throw .unreachable(error)
             }
             guard exchange.head.status == 200 else { throw Self.refusal(exchange, body: body) }
-            return (exchange.request, body, member)
+            return (exchange.request, body, exchange.server)
         }
     }
 
     /// Opens the request on `member`: on each of its addresses in turn (a host name's, resolved
     /// now) until one takes the connection.
     private func open(_ path: String, on member: Member, body: [UInt8], until deadline: ContinuousClock.Instant) throws(EtcdError) -> HTTPExchange {
-        let addresses: [SocketAddress]
-        if let address = member.address {
-            addresses = [address]
-        } else {
-            do throws(HTTPError.Kind) {
-                addresses = try HostResolver.addresses(of: member.host, port: member.port, until: deadline, interrupt: interrupt)
-            } catch {
-                throw .unreachable(HTTPError(request: "POST \(scheme)://\(member)\(path)", kind: error))
-            }
-        }
+        let addresses = try addresses(of: member, path, until: deadline)
         var index = 0
         while true {
+            if index > 0, let interrupt, Self.isReadable(interrupt) {
+                throw .unreachable(HTTPError(request: "POST \(scheme)://\(member)\(path)", kind: .interrupted))
+            }
             do {
                 return try HTTPExchange(server: addresses[index], tls: tls, serverName: member.host, method: "POST", path: path,
                                         body: body, until: deadline, interrupt: interrupt)
@@ -380,6 +391,20 @@ public struct EtcdClient: Sendable {
                 }
                 guard unconnected, index < addresses.count, ContinuousClock.now < deadline else { throw .unreachable(error) }
             }
+        }
+    }
+
+    /// The member's address, or its host name's addresses resolved now; the last ones resolved
+    /// when this lookup fails or times out (not when it is interrupted).
+    private func addresses(of member: Member, _ path: String, until deadline: ContinuousClock.Instant) throws(EtcdError) -> [SocketAddress] {
+        if let address = member.address { return [address] }
+        do throws(HTTPError.Kind) {
+            let addresses = try HostResolver.addresses(of: member.host, port: member.port, until: deadline, interrupt: interrupt)
+            lastResolved.byHost.withLock { $0[member.description] = addresses }
+            return addresses
+        } catch {
+            if error != .interrupted, let known = lastResolved.byHost.withLock({ $0[member.description] }) { return known }
+            throw .unreachable(HTTPError(request: "POST \(scheme)://\(member)\(path)", kind: error))
         }
     }
 

@@ -198,7 +198,7 @@ public final class EtcdTableSource: TableSource {
                 }
                 // The watch's member did not answer the probe (another did): it is down or
                 // cut off from its cluster, and its watch would only go quiet. Re-read now.
-                if let current = watch, current.member != probe.answeredBy {
+                if let current = watch, current.server != probe.answeredBy {
                     watch = nil
                     retryAt = nil
                 }

@@ -38,12 +38,11 @@ public final class EtcdWatch {
     private let exchange: HTTPExchange
     private var splitter = JSONStreamSplitter()
 
-    /// The member the watch streams from.
-    public let member: EtcdClient.Member
+    /// The address the watch streams from (a member's, or one of a host name's).
+    public var server: SocketAddress { exchange.server }
 
-    init(exchange: HTTPExchange, member: EtcdClient.Member) {
+    init(exchange: HTTPExchange) {
         self.exchange = exchange
-        self.member = member
     }
 
     /// The stream's socket, lent for `poll(2)`; never close it.

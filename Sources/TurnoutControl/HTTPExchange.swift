@@ -83,7 +83,8 @@ final class HTTPExchange {
             }
         }
         self.session = session
-        let text = "\(method) \(path) HTTP/1.1\r\nHost: \(serverName.map { "\($0):\(server.port)" } ?? "\(server)")\r\n"
+        let host = serverName.flatMap { IPAddress($0) == nil ? "\($0):\(server.port)" : nil } ?? "\(server)"
+        let text = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\n"
             + "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         do throws(HTTPError.Kind) {
             try Self.send(Array(text.utf8) + body, on: connection, session, until: deadline, interrupt: interrupt)
@@ -191,12 +192,15 @@ final class HTTPExchange {
                     do throws(TLSFailure) {
                         return try session.write(raw)
                     } catch {
-                        throw .tls(error.reason)
+                        throw error.systemCall.map { .transfer($0) } ?? .tls(error.reason)
                     }
                 }
             }
             switch try result.get() {
-            case .done(let written): offset += written
+            case .done(let written):
+                // A write that takes nothing and asks for no wait would loop here for ever.
+                guard written > 0 else { throw .tls("a write made no progress") }
+                offset += written
             case .wantWrite: try wait(connection.fileDescriptor, for: Int16(POLLOUT), until: deadline, interrupt: interrupt, phase: "sending the request")
             case .wantRead: try wait(connection.fileDescriptor, for: Int16(POLLIN), until: deadline, interrupt: interrupt, phase: "sending the request")
             }
@@ -227,7 +231,7 @@ final class HTTPExchange {
         var received: [UInt8] = []
         var scratch = [UInt8](repeating: 0, count: 16_384)
         while true {
-            guard let count = try receive(from: connection, session, into: &scratch, interrupt: interrupt) else {
+            guard let count = try receive(from: connection, session, into: &scratch, until: deadline, interrupt: interrupt) else {
                 try wait(connection.fileDescriptor, for: Int16(POLLIN), until: deadline, interrupt: interrupt, phase: "waiting for the response")
                 continue
             }
@@ -250,9 +254,10 @@ final class HTTPExchange {
 
     /// What `recv(2)` (or `SSL_read`) put in `scratch`: the count, 0 at the end of the stream,
     /// nil when nothing is waiting. A TLS read that must first write (a TLS 1.3 key update's
-    /// answer into a full send buffer) waits for that here, up to ``connectTimeout``.
+    /// answer into a full send buffer) waits for that here, up to ``connectTimeout`` (and not
+    /// past `deadline`).
     private static func receive(from connection: borrowing TCPConnection, _ session: TLSSession?, into scratch: inout [UInt8],
-                                interrupt: Int32?) throws(HTTPError.Kind) -> Int? {
+                                until deadline: ContinuousClock.Instant? = nil, interrupt: Int32?) throws(HTTPError.Kind) -> Int? {
         guard let session else {
             // withUnsafeMutableBytes rethrows untyped: the error crosses it as a Result.
             let result = scratch.withUnsafeMutableBytes { raw in
@@ -272,13 +277,13 @@ final class HTTPExchange {
             do {
                 progress = try result.get()
             } catch {
-                throw .tls(error.reason)
+                throw error.systemCall.map { .transfer($0) } ?? .tls(error.reason)
             }
             switch progress {
             case .done(let count): return count
             case .wantRead: return nil
             case .wantWrite:
-                try wait(connection.fileDescriptor, for: Int16(POLLOUT), until: .now + connectTimeout, interrupt: interrupt,
+                try wait(connection.fileDescriptor, for: Int16(POLLOUT), until: min(deadline ?? .now + connectTimeout, .now + connectTimeout), interrupt: interrupt,
                          phase: "answering the server's TLS message")
             }
         }

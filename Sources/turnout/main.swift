@@ -6,6 +6,11 @@ import TurnoutModel
 
 // Exit statuses are part of the CLI contract (DESIGN.md §4): 0 ok, 1 runtime failure, 2 bad input.
 // ArgumentParser's own usage errors (64) are folded into 2, since a bad flag is bad input too.
+// A peer that goes away mid-write must be an error (EPIPE), not the end of the process: OpenSSL
+// writes to etcd with write(2), which has no MSG_NOSIGNAL. Tools turnout starts get the
+// default back (SpawnedProcess resets signal dispositions in the child).
+signal(SIGPIPE, SIG_IGN)
+
 do {
     var command = try TurnoutCommand.parseAsRoot()
     try command.run()

@@ -71,6 +71,11 @@ struct EtcdPublishCommandTests {
             #expect(bad.standardOutput.isEmpty)
             #expect(try lab.contents() == before)
 
+            let httpsToHTTP = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", lab.url.replacingOccurrences(of: "http://", with: "https://"))
+            #expect(httpsToHTTP.status == 1)
+            #expect(httpsToHTTP.standardError.contains("TLS: the server closed the connection during the handshake (stopping, or not TLS on this port: http://?)"),
+                    "\(httpsToHTTP.standardError)")
+
             lab.stop()
             let down = try turnout("publish", "-f", "rules/canary.yaml", "--etcd", lab.url)
             #expect(down.status == 1)
@@ -84,7 +89,22 @@ struct EtcdPublishCommandTests {
         }
     }
 
-    @Test("https: --etcd-cacert, --etcd-cert, --etcd-key → published; without the client certificate → exit 1 with the hint; a missing file → exit 2 naming it, nothing sent")
+    /// A listener on a free loopback port that takes each connection, reads what comes (a TLS
+    /// ClientHello) and closes it: a member going away in the middle of a handshake.
+    static func withClosingListener(_ body: (UInt16) throws -> Void) throws {
+        let port = try EtcdLab.freePort()
+        // It exits when its stdin closes (LabProcess.stop), as the lab's other helpers do.
+        let script = "import socket, sys, threading\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            + "s.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen(16)\n"
+            + "def serve():\n    while True:\n        c, _ = s.accept()\n        c.recv(4096)\n        c.close()\n"
+            + "threading.Thread(target=serve, daemon=True).start()\nprint('listening', flush=True)\nsys.stdin.read()\n"
+        let child = try LabProcess("/usr/bin/python3", ["-c", script, "\(port)"])
+        defer { child.stop() }
+        guard child.waitForOutput("listening", within: .seconds(10)) else { throw ServiceLabError("the closing listener did not start: \(child.standardError)") }
+        try body(port)
+    }
+
+    @Test("https: --etcd-cacert, --etcd-cert, --etcd-key → published; without the client certificate → exit 1 with the hint; a member closing in the handshake → exit 1 naming it, or the next member; a missing file → exit 2 naming it, nothing sent")
     func publishOverTLS() throws {
         let certificates = try TestCertificates()
         let serving = try certificates.server("etcd", names: "IP:127.0.0.1")
@@ -101,26 +121,50 @@ struct EtcdPublishCommandTests {
                     && anonymous.standardError.contains("(the server may want a client certificate, and none is configured)"),
                     "\(anonymous.standardError)")
 
+            // A member that takes the connection and closes it in the handshake: named, exit 1;
+            // listed before a live member, the write moves on (nothing was sent).
+            try Self.withClosingListener { closing in
+                let alone = try turnout(["publish", "-f", "rules/dual-stack.yaml", "--etcd", "https://127.0.0.1:\(closing)"] + files)
+                #expect(alone.status == 1)
+                #expect(alone.standardError.contains("POST https://127.0.0.1:\(closing)/v3/kv/range: TLS: the server closed the connection during the handshake"),
+                        "\(alone.standardError)")
+                let before = try lab.contents().revision
+                let movedOn = try turnout(["publish", "-f", "rules/canary.yaml", "--etcd", "https://127.0.0.1:\(closing),\(lab.url)"] + files)
+                #expect(movedOn.status == 0, "\(movedOn.standardError)")
+                #expect(movedOn.standardOutput.contains("nothing written"), "\(movedOn.standardOutput)")
+                #expect(try lab.contents().revision == before)
+            }
+
             let missing = certificates.path("none.crt")
             let bad = try turnout("publish", "-f", "rules/dual-stack.yaml", "--etcd", lab.url, "--etcd-cacert", missing)
             #expect(bad.status == 2)
-            #expect(bad.standardError.contains("etcd TLS: \(missing): cannot read the trusted CA certificates: No such file or directory"),
+            #expect(bad.standardError.contains("etcd TLS: \(missing): cannot read the trusted CA certificates: open: No such file or directory (errno 2)"),
                     "\(bad.standardError)")
             #expect(try lab.contents().values == Self.canaryKeys)
         }
     }
 
     /// Runs `command` in a mount namespace of its own where `/etc/hosts` is `hosts` and
-    /// `/etc/resolv.conf` is empty (no DNS server: a name not in `hosts` fails at once), so a
-    /// host name resolves through the real `getaddrinfo` without touching the machine's files.
-    static func resolving(_ hosts: String, _ command: [String]) throws -> ProcessResult {
+    /// `/etc/resolv.conf` is empty, so a host name resolves through the real `getaddrinfo`
+    /// without touching the machine's files. An empty resolv.conf means a DNS server on
+    /// 127.0.0.1:53, where nothing listens: a name not in `hosts` fails at once. With
+    /// `silentDNS`, the command also gets a network namespace of its own whose 127.0.0.1:53 is,
+    /// for 8 s, a UDP socket that never answers, and glibc is told to wait 30 s for it (the
+    /// socket's process may hold the output pipes open, so it does not live longer).
+    static func resolving(_ hosts: String, silentDNS: Bool = false, _ command: [String]) throws -> ProcessResult {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-hosts-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         try hosts.write(to: directory.appendingPathComponent("hosts"), atomically: true, encoding: .utf8)
-        try "".write(to: directory.appendingPathComponent("resolv.conf"), atomically: true, encoding: .utf8)
-        let script = "mount --bind \"$1/hosts\" /etc/hosts && mount --bind \"$1/resolv.conf\" /etc/resolv.conf && shift && exec \"$@\""
-        return try Subprocess.run(try Subprocess.locate("unshare"), ["--mount", "sh", "-c", script, "sh", directory.path] + command,
+        try (silentDNS ? "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n" : "")
+            .write(to: directory.appendingPathComponent("resolv.conf"), atomically: true, encoding: .utf8)
+        var script = "mount --bind \"$1/hosts\" /etc/hosts && mount --bind \"$1/resolv.conf\" /etc/resolv.conf && "
+        if silentDNS {
+            let sink = "import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 53)); time.sleep(8)"
+            script += "ip link set lo up && { timeout 12 python3 -c \"\(sink)\" </dev/null >/dev/null 2>&1 & } && sleep 0.5 && "
+        }
+        script += "shift && exec \"$@\""
+        return try Subprocess.run(try Subprocess.locate("unshare"), ["--mount"] + (silentDNS ? ["--net"] : []) + ["sh", "-c", script, "sh", directory.path] + command,
                                   workingDirectory: Repository.root.path)
     }
 
@@ -128,7 +172,7 @@ struct EtcdPublishCommandTests {
         try resolving(hosts, [Repository.turnoutBinary] + arguments)
     }
 
-    @Test("host names (resolved by getaddrinfo from a private /etc/hosts): over https with the name checked → published; a name whose first address is dead (::1, etcd is on 127.0.0.1) → the next address; a name the certificate lacks → refused; an unknown name → exit 1 naming it",
+    @Test("host names (resolved by getaddrinfo from a private /etc/hosts): over https with the name checked → published; a name whose first address is dead (::1, etcd is on 127.0.0.1) → the next address; a name the certificate lacks → refused; an unknown name → exit 1 naming it; a DNS server that never answers → the request's deadline",
           .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
     func hostNames() throws {
         let certificates = try TestCertificates()
@@ -159,6 +203,14 @@ struct EtcdPublishCommandTests {
             #expect(unknown.status == 1)
             #expect(unknown.standardError.contains("POST https://nothing.turnout.test:\(port)/v3/kv/range: cannot resolve nothing.turnout.test: "),
                     "\(unknown.standardError)")
+
+            // A DNS server that never answers: the request's deadline (5 s) ends the wait, not
+            // glibc's 30 s.
+            let silent = try Self.resolving(hosts, silentDNS: true, [Repository.turnoutBinary, "publish", "-f", "rules/canary.yaml",
+                                                                      "--etcd", "https://nothing.turnout.test:\(port)"] + files)
+            #expect(silent.status == 1)
+            #expect(silent.standardError.contains("POST https://nothing.turnout.test:\(port)/v3/kv/range: timed out resolving the host name"),
+                    "\(silent.standardError)")
         }
     }
 

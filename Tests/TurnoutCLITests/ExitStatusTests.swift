@@ -45,7 +45,7 @@ struct ExitStatusTests {
         (["apply", "-f", "rules/canary.yaml", "--etcd-cacert", "/etc/hostname"], "need --watch --source etcd:https://"),
         (["apply", "--watch", "-f", "rules/canary.yaml", "--etcd-cacert", "CA"], "TLS certificates are for an etcd source only"),
         (["proxy", "--source", "etcd:https://127.0.0.1:1", "--etcd-cacert", "/nonexistent/ca.crt"],
-         "etcd TLS: /nonexistent/ca.crt: cannot read the trusted CA certificates: No such file or directory"),
+         "etcd TLS: /nonexistent/ca.crt: cannot read the trusted CA certificates: open: No such file or directory (errno 2)"),
         (["proxy", "--source", "etcd:http://127.0.0.1:1", "--etcd-cacert", "CA"],
          "TLS certificates are given, but etcd's address is http://"),
         (["proxy", "--source", "etcd:https://127.0.0.1:1", "--etcd-key", "/etc/hostname"], "--etcd-cert and --etcd-key go together"),

@@ -66,7 +66,7 @@ struct EtcdTLSTests {
                  "TLS: the server's certificate is refused: unable to get local issuer certificate (checked for 127.0.0.1)", true)
             case "the system's CAs":
                 (lab.url, try TLSClientConfiguration(),
-                 "TLS: the server's certificate is refused: unable to get local issuer certificate (checked for 127.0.0.1)", true)
+                 "TLS: the server's certificate is refused: unable to get local issuer certificate (checked for 127.0.0.1; the system's CAs are trusted, name the cluster's CA)", true)
             case "dialled as localhost":
                 ("https://localhost:\(port)", try Self.trusting(certificates),
                  "TLS: the server's certificate is refused: hostname mismatch (checked for localhost)", true)
@@ -134,7 +134,8 @@ struct EtcdTLSTests {
     }
 
     @Test("bad TLS files → refused before anything starts, naming the file and the reason", arguments: [
-        "missing CA", "a key as the CA", "the wrong key", "a certificate without its key", "certificates with http://", "http mixed with https",
+        "missing CA", "a key as the CA", "the wrong key", "an encrypted key", "a certificate without its key", "certificates with http://",
+        "http mixed with https",
     ])
     func badFiles(_ case: String) throws {
         let certificates = try TestCertificates()
@@ -142,13 +143,17 @@ struct EtcdTLSTests {
         let (make, expected): (() throws -> Void, String) = switch `case` {
         case "missing CA":
             ({ _ = try TLSClientConfiguration(trustedCertificatesFile: certificates.path("none.crt")) },
-             "\(certificates.path("none.crt")): cannot read the trusted CA certificates: No such file or directory")
+             "\(certificates.path("none.crt")): cannot read the trusted CA certificates: open: No such file or directory (errno 2)")
         case "a key as the CA":
             ({ _ = try TLSClientConfiguration(trustedCertificatesFile: certificates.clientKeyFile) },
              "\(certificates.clientKeyFile): cannot load the trusted CA certificates: no certificate or crl found")
         case "the wrong key":
             ({ _ = try TLSClientConfiguration(certificateFile: certificates.clientCertificateFile, keyFile: server.key) },
              "\(server.key): cannot load the client key: key values mismatch")
+        case "an encrypted key":
+            ({ _ = try TLSClientConfiguration(certificateFile: certificates.clientCertificateFile, keyFile: certificates.encryptedClientKeyFile) },
+             "\(certificates.encryptedClientKeyFile): the client key is encrypted, and passphrases are not supported "
+                + "(write it unencrypted: openssl pkey -in \(certificates.encryptedClientKeyFile) -out KEY)")
         case "a certificate without its key":
             ({ _ = try TLSClientConfiguration(certificateFile: certificates.clientCertificateFile) },
              "a client certificate needs its key and a key its certificate (give both, or neither)")

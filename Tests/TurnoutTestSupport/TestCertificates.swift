@@ -19,6 +19,9 @@ public final class TestCertificates: Sendable {
     public var clientCertificateFile: String { path("client.crt") }
     public var clientKeyFile: String { path("client.key") }
 
+    /// The client key encrypted with a passphrase (which a daemon cannot type).
+    public var encryptedClientKeyFile: String { path("client-encrypted.key") }
+
     /// Makes the CAs and the client certificate.
     public init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-certs-\(getpid())-\(UUID().uuidString)").path
@@ -27,6 +30,7 @@ public final class TestCertificates: Sendable {
             try makeCA("ca")
             try makeCA("other-ca")
             try sign("client", names: "DNS:turnout-client", usage: "clientAuth")
+            try openssl(["pkey", "-in", clientKeyFile, "-aes256", "-passout", "pass:turnout", "-out", encryptedClientKeyFile])
         } catch {
             remove()
             throw error

@@ -25,4 +25,13 @@ int CTurnoutTLS_set_server_name_indication(SSL *ssl, const char *name);
  * close does. HTTP framing (Content-Length, chunked) still tells a cut-off body. */
 void CTurnoutTLS_ignore_unexpected_eof(SSL_CTX *ctx);
 
+/* SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) (a macro): nothing older than TLS 1.2 is
+ * offered, whatever the system's openssl.cnf allows. Returns 1 on success. */
+int CTurnoutTLS_require_tls12(SSL_CTX *ctx);
+
+/* SSL_CTX_set_default_passwd_cb with a callback that gives no passphrase: OpenSSL's default
+ * callback would prompt on the terminal (or read stdin) for an encrypted key, on every
+ * connection, which a daemon must never do. Loading an encrypted key then fails. */
+void CTurnoutTLS_refuse_passphrases(SSL_CTX *ctx);
+
 #endif
