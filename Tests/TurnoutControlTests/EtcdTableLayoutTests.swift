@@ -141,6 +141,9 @@ struct EtcdTableLayoutTests {
         ("http://etcd.local:2379", ["etcd.local:2379"]), ("https://ETCD-0.Example,https://etcd-1.example:2380", ["etcd-0.example:2379", "etcd-1.example:2380"]),
         ("http://etcd_0:2379", nil), ("http://-etcd:2379", nil), ("http://10.0.0:2379", nil), ("http://[10.0.0.1]:2379", nil),
         ("http://127.0.0.1:0", nil), ("http://127.0.0.1:65536", nil), ("http://[::1]x", nil), ("http://etcd.local,http://ETCD.local:2379", nil),
+        ("http://LOCALHOST:2380", ["127.0.0.1:2380"]), ("https://etcd.example.:2379", ["etcd.example:2379"]),
+        ("http://[etcd-0]:2379", nil), ("http://[localhost]", nil), ("http://127.0.0.1:+2379", nil), ("http://127.0.0.1:", nil),
+        ("http://localhost,http://LOCALHOST", nil),
         ("ftp://127.0.0.1:2379", nil), ("http://127.0.0.1:2379/v3", nil), ("http://::1", nil), ("127.0.0.1:2379", nil),
         ("http://10.0.0.5,", nil), ("http://10.0.0.5,https://10.0.0.6", nil), ("http://10.0.0.5,http://10.0.0.5:2379", nil),
     ] as [(String, [String]?)])
