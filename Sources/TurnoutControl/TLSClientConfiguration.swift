@@ -9,9 +9,9 @@ import TurnoutModel
 /// Paths to PEM files. Each connection looks at them again (`stat(2)`) and reloads them when
 /// one changed: a certificate rotated on disk (a kubeadm renewal, cert-manager) is used from the
 /// next request on, without a restart. `init` reads them once, so a missing or bad file is named
-/// before anything starts.
-/// The server's certificate must lead to a trusted CA and name the address (or host) the client
-/// dialled; TLS 1.2 is the oldest version offered (OpenSSL's default on Debian 12). A value.
+/// before anything starts. The server's certificate must lead to a trusted CA and name the
+/// address (or host) the client dialled; TLS 1.2 is the oldest version offered. A value; copies
+/// share the loaded context.
 public struct TLSClientConfiguration: Sendable, Hashable {
     /// CA certificates (PEM) a server's chain must lead to; nil: the system's (`/etc/ssl/certs`).
     public let trustedCertificatesFile: String?
@@ -24,7 +24,8 @@ public struct TLSClientConfiguration: Sendable, Hashable {
     private let contexts = ContextCache()
 
     /// Checks the files by loading them once. Throws a message naming the file and what is
-    /// wrong with it (unreadable, not PEM, a key that does not match the certificate).
+    /// wrong with it (unreadable, not PEM, an encrypted key, a key that does not match the
+    /// certificate).
     public init(trustedCertificatesFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) throws(ValueError) {
         guard (certificateFile == nil) == (keyFile == nil) else {
             throw ValueError("a client certificate needs its key and a key its certificate (give both, or neither)")
