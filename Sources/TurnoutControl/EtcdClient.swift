@@ -330,9 +330,7 @@ public struct EtcdClient: Sendable {
         var failures: [EtcdError] = []
         for offset in members.indices {
             let index = (first + offset) % members.count
-            if offset > 0, let interrupt, Self.isReadable(interrupt) {
-                throw .unreachable(HTTPError(request: "POST \(scheme)://\(members[index])\(path)", kind: .interrupted))
-            }
+            if offset > 0 { try stopIfInterrupted(before: members[index], path) }
             do {
                 let answer = try attempt(members[index])
                 if offset > 0 { lastAnswered.value.store(index, ordering: .relaxed) }
@@ -375,21 +373,14 @@ public struct EtcdClient: Sendable {
         let addresses = try addresses(of: member, path, until: deadline)
         var index = 0
         while true {
-            if index > 0, let interrupt, Self.isReadable(interrupt) {
-                throw .unreachable(HTTPError(request: "POST \(scheme)://\(member)\(path)", kind: .interrupted))
-            }
+            if index > 0 { try stopIfInterrupted(before: member, path) }
             do {
                 return try HTTPExchange(server: addresses[index], tls: tls, serverName: member.host, method: "POST", path: path,
                                         body: body, until: deadline, interrupt: interrupt)
             } catch {
                 // Another address of the same name, only when this one took no connection.
                 index += 1
-                let unconnected: Bool
-                switch error.kind {
-                case .connect, .timedOut(phase: HTTPExchange.connectingPhase): unconnected = true
-                default: unconnected = false
-                }
-                guard unconnected, index < addresses.count, ContinuousClock.now < deadline else { throw .unreachable(error) }
+                guard error.connectionNotMade, index < addresses.count, ContinuousClock.now < deadline else { throw .unreachable(error) }
             }
         }
     }
@@ -404,9 +395,20 @@ public struct EtcdClient: Sendable {
             return addresses
         } catch {
             if error != .interrupted, let known = lastResolved.byHost.withLock({ $0[member.description] }) { return known }
-            throw .unreachable(HTTPError(request: "POST \(scheme)://\(member)\(path)", kind: error))
+            throw .unreachable(HTTPError(request: requestName(member, path), kind: error))
         }
     }
+
+    /// Throws `interrupted` when the interrupt is readable: looked at before each next member
+    /// or address, since a connect does not watch it.
+    private func stopIfInterrupted(before member: Member, _ path: String) throws(EtcdError) {
+        guard let interrupt, Self.isReadable(interrupt) else { return }
+        throw .unreachable(HTTPError(request: requestName(member, path), kind: .interrupted))
+    }
+
+    /// A request to `member` as errors name it before it has an address (`POST
+    /// https://etcd-0.example:2379/v3/kv/range`).
+    private func requestName(_ member: Member, _ path: String) -> String { "POST \(scheme)://\(member)\(path)" }
 
     /// An answer other than 200, with etcd's message when its body has one.
     static func refusal(_ exchange: HTTPExchange, body: [UInt8]) -> EtcdError {

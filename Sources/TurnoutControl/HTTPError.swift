@@ -42,12 +42,20 @@ public struct HTTPError: Error, Sendable, Hashable, CustomStringConvertible {
         self.kind = kind
     }
 
-    /// True when the request never left: the connection was refused or not made in time. Any
-    /// other failure may come after the server received it.
+    /// True when the request never left: no connection (below), no address for the host name,
+    /// or no finished TLS handshake. Any other failure may come after the server received it.
     public var requestNotSent: Bool {
         switch kind {
-        case .connect, .resolve, .handshake, .timedOut(phase: HTTPExchange.connectingPhase),
-             .timedOut(phase: HTTPExchange.handshakePhase), .timedOut(phase: HTTPExchange.resolvingPhase): true
+        case .resolve, .handshake, .timedOut(phase: HTTPExchange.handshakePhase), .timedOut(phase: HTTPExchange.resolvingPhase): true
+        default: connectionNotMade
+        }
+    }
+
+    /// True when the TCP connection was refused or not made in time: another address of the
+    /// same host may still take it.
+    public var connectionNotMade: Bool {
+        switch kind {
+        case .connect, .timedOut(phase: HTTPExchange.connectingPhase): true
         default: false
         }
     }

@@ -196,13 +196,13 @@ final class HTTPExchange {
                     }
                 }
             }
-            switch try result.get() {
-            case .done(let written):
+            let progress = try result.get()
+            if let events = progress.waitEvents {
+                try wait(connection.fileDescriptor, for: events, until: deadline, interrupt: interrupt, phase: "sending the request")
+            } else if case .done(let written) = progress {
                 // A write that takes nothing and asks for no wait would loop here for ever.
                 guard written > 0 else { throw .tls("a write made no progress") }
                 offset += written
-            case .wantWrite: try wait(connection.fileDescriptor, for: Int16(POLLOUT), until: deadline, interrupt: interrupt, phase: "sending the request")
-            case .wantRead: try wait(connection.fileDescriptor, for: Int16(POLLIN), until: deadline, interrupt: interrupt, phase: "sending the request")
             }
         }
     }
@@ -217,11 +217,8 @@ final class HTTPExchange {
             } catch {
                 throw .handshake(error.reason)
             }
-            switch progress {
-            case .done: return
-            case .wantRead: try wait(descriptor, for: Int16(POLLIN), until: deadline, interrupt: interrupt, phase: handshakePhase)
-            case .wantWrite: try wait(descriptor, for: Int16(POLLOUT), until: deadline, interrupt: interrupt, phase: handshakePhase)
-            }
+            guard let events = progress.waitEvents else { return }
+            try wait(descriptor, for: events, until: deadline, interrupt: interrupt, phase: handshakePhase)
         }
     }
 
@@ -283,7 +280,8 @@ final class HTTPExchange {
             case .done(let count): return count
             case .wantRead: return nil
             case .wantWrite:
-                try wait(connection.fileDescriptor, for: Int16(POLLOUT), until: min(deadline ?? .now + connectTimeout, .now + connectTimeout), interrupt: interrupt,
+                let limit = ContinuousClock.now + connectTimeout
+                try wait(connection.fileDescriptor, for: Int16(POLLOUT), until: min(deadline ?? limit, limit), interrupt: interrupt,
                          phase: "answering the server's TLS message")
             }
         }

@@ -34,7 +34,10 @@ public struct TLSClientConfiguration: Sendable, Hashable {
         self.certificateFile = certificateFile
         self.keyFile = keyFile
         do {
-            _ = try TLSContext(self)
+            // Kept: the first connection uses it rather than loading the files again.
+            let identities = fileIdentities
+            let made = try TLSContext(self)
+            contexts.current.withLock { $0 = (identities, made) }
         } catch {
             throw ValueError(error.reason)
         }
@@ -58,12 +61,18 @@ public struct TLSClientConfiguration: Sendable, Hashable {
     /// a new one. Made per request it would cost more than the request: OpenSSL 3 takes about
     /// 1 ms to load three small PEM files and about 28 ms to load the system's CA bundle.
     func context() throws(TLSFailure) -> TLSContext {
-        let files = [trustedCertificatesFile ?? String(cString: X509_get_default_cert_file()), certificateFile, keyFile]
-        let identities = files.compactMap { $0 }.map { FileIdentity($0) }
+        let identities = fileIdentities
         if let cached = contexts.current.withLock({ $0?.identities == identities ? $0?.context : nil }) { return cached }
         let made = try TLSContext(self)
         contexts.current.withLock { $0 = (identities, made) }
         return made
+    }
+
+    /// The files' identities now (nil for one that cannot be `stat`ed); the system's CA bundle
+    /// stands for the trusted CAs when none is named.
+    private var fileIdentities: [FileIdentity?] {
+        let files = [trustedCertificatesFile ?? String(cString: X509_get_default_cert_file()), certificateFile, keyFile]
+        return files.compactMap { $0 }.map { FileIdentity($0) }
     }
 
     /// Where a configuration keeps its context; a class so that copies share it.

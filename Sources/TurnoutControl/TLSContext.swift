@@ -44,7 +44,8 @@ final class TLSContext: @unchecked Sendable {
                 throw TLSFailure("\(certificate): cannot load the client certificate: \(TLSFailure.openSSLReasons())")
             }
             try Self.requireReadable(key, "the client key")
-            // OpenSSL's default asks a terminal for an encrypted key's passphrase, on every
+            // Loading the key also checks that it matches the certificate ("key values
+            // mismatch"). OpenSSL's default asks a terminal for an encrypted key's passphrase, on every
             // connection; a daemon has none, so an encrypted key is refused and named.
             CTurnoutTLS_refuse_passphrases(pointer)
             guard SSL_CTX_use_PrivateKey_file(pointer, key, SSL_FILETYPE_PEM) == 1 else {
@@ -54,9 +55,6 @@ final class TLSContext: @unchecked Sendable {
                                      + "(write it unencrypted: openssl pkey -in \(key) -out KEY)")
                 }
                 throw TLSFailure("\(key): cannot load the client key: \(reasons)")
-            }
-            guard SSL_CTX_check_private_key(pointer) == 1 else {
-                throw TLSFailure("\(key): the key does not match the certificate \(certificate)")
             }
         }
     }

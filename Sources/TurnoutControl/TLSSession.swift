@@ -21,6 +21,16 @@ final class TLSSession {
         case wantRead
         /// Call again once the socket is writable.
         case wantWrite
+
+        /// The `poll(2)` events a wait for this needs (`POLLIN` for `wantRead`, `POLLOUT` for
+        /// `wantWrite`); nil when done.
+        var waitEvents: Int16? {
+            switch self {
+            case .done: nil
+            case .wantRead: Int16(POLLIN)
+            case .wantWrite: Int16(POLLOUT)
+            }
+        }
     }
 
     /// A member going away, or one that speaks plain HTTP there (Go's server closes on a
