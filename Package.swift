@@ -26,9 +26,12 @@ let package = Package(
         // OpenSSL (Debian's libssl-dev) for the etcd client's https, with prefixed wrappers for
         // the macros it needs; every symbol prefixed CTurnoutTLS_.
         .target(name: "CTurnoutTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        // io_uring (Debian's liburing-dev) for the proxy's completion workers: one ring and its
+        // provided buffers behind a few request shapes; every symbol prefixed CTurnoutUring_.
+        .target(name: "CTurnoutUring", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary("uring")]),
         .target(name: "TurnoutNetlink", dependencies: ["CNetfilter", "CTurnoutLinux", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
         // The data plane: sockets, original destination, (with issue 5) the splice workers.
-        .target(name: "TurnoutProxy", dependencies: ["CTurnoutLinux", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
+        .target(name: "TurnoutProxy", dependencies: ["CTurnoutLinux", "CTurnoutUring", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
         .target(name: "TurnoutControl", dependencies: ["CTurnoutLinux", "CTurnoutTLS", "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutProxy"], swiftSettings: strict),
         .executableTarget(
             name: "turnout",

@@ -1,0 +1,218 @@
+import Glibc
+import Testing
+import TurnoutModel
+import TurnoutTestSupport
+@testable import TurnoutProxy
+
+/// The io_uring under the completion workers, on real loopback sockets: what each request
+/// shape reports, and when.
+@Suite("CompletionRing: io_uring requests on loopback sockets",
+       .enabled(if: CompletionRing.unavailability() == nil || KernelLab.isRequired,
+                "io_uring is not available to this process (seccomp, kernel.io_uring_disabled or a kernel before 6.1)"))
+struct CompletionRingTests {
+    @Test("three clients connect → one multishot accept reports three descriptors, each with more to come")
+    func multishotAccept() throws {
+        let ring = try CompletionRing(entries: 16, buffers: 4, bufferSize: 256)
+        let listener = try LoopbackListener()
+        defer { listener.close() }
+        try ring.accept(listener.descriptor, token: 7)
+        let clients = try (0..<3).map { _ in try listener.connectClient() }
+        defer { clients.forEach { Glibc.close($0) } }
+        let accepted = try reap(ring, count: 3)
+        defer { accepted.forEach { if $0.result >= 0 { Glibc.close($0.result) } } }
+        #expect(accepted.map(\.token) == [7, 7, 7])
+        #expect(accepted.allSatisfy { $0.result >= 0 && $0.more })
+    }
+
+    @Test("'ping' arrives → a receive names a buffer holding it; a send of 'pong' reaches the client; the client's close → 0, the receive ends")
+    func receiveSendAndEnd() throws {
+        let ring = try CompletionRing(entries: 16, buffers: 4, bufferSize: 256)
+        let (client, server) = try LoopbackListener.pair()
+        defer { Glibc.close(client); Glibc.close(server) }
+        try ring.receive(server, token: 1)
+        #expect(try ring.wait(timeout: .milliseconds(20)) { _ in } == 0)
+        try write(client, "ping")
+        let arrival = try #require(try reap(ring, count: 1).first)
+        #expect(arrival.token == 1 && arrival.result == 4 && arrival.more)
+        let buffer = try #require(arrival.buffer)
+        #expect(String(decoding: ring.bytes(of: buffer, count: 4), as: UTF8.self) == "ping")
+        ring.giveBack(buffer)
+
+        let pong = Array("pong".utf8)
+        try pong.withUnsafeBytes { bytes in
+            try ring.send(server, bytes, more: false, token: 2)
+            let sent = try #require(try reap(ring, count: 1).first)
+            #expect(sent.token == 2 && sent.result == 4 && sent.buffer == nil)
+        }
+        #expect(try read(client, count: 4) == "pong")
+
+        shutdown(client, Int32(SHUT_WR))
+        let end = try #require(try reap(ring, count: 1).first)
+        #expect(end.token == 1 && end.result == 0 && !end.more)
+    }
+
+    @Test("two buffers held, a third arrival → -ENOBUFS and the receive ends; one given back and the receive queued again → the bytes arrive")
+    func buffersRunOut() throws {
+        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let (client, server) = try LoopbackListener.pair()
+        defer { Glibc.close(client); Glibc.close(server) }
+        try ring.receive(server, token: 3)
+        var held: [Int32] = []
+        for text in ["one", "two"] {
+            try write(client, text)
+            let arrival = try #require(try reap(ring, count: 1).first)
+            #expect(arrival.result == 3 && arrival.more)
+            held.append(try #require(arrival.buffer))
+        }
+        try write(client, "six")
+        let refused = try #require(try reap(ring, count: 1).first)
+        #expect(refused.result == -ENOBUFS && !refused.more && refused.buffer == nil)
+
+        ring.giveBack(held[0])
+        try ring.receive(server, token: 4)
+        let late = try #require(try reap(ring, count: 1).first)
+        #expect(late.token == 4 && late.result == 3)
+        #expect(String(decoding: ring.bytes(of: try #require(late.buffer), count: 3), as: UTF8.self) == "six")
+    }
+
+    @Test("connect to a closed port → -ECONNREFUSED")
+    func connectRefused() throws {
+        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let port: UInt16
+        do {
+            let listener = try LoopbackListener()
+            port = listener.address.port
+            listener.close()
+        }
+        let fd = try Syscalls.socket(family: AF_INET, type: Int32(SOCK_STREAM.rawValue))
+        defer { Glibc.close(fd) }
+        try ring.connect(fd, to: SocketAddress(address: .v4(0x7F00_0001), port: port), timeout: .seconds(2), token: 5)
+        let result = try #require(try reap(ring, count: 1).first)
+        #expect(result.token == 5 && result.result == -ECONNREFUSED)
+    }
+
+    @Test("connect to a listener whose accept queue is full (SYN dropped) → -ECANCELED at its 200 ms timeout, not before")
+    func connectTimesOut() throws {
+        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let listener = try LoopbackListener(backlog: 0)
+        defer { listener.close() }
+        // The queue takes backlog + 1 connections; the next SYN is dropped until one is accepted.
+        let queued = (0..<2).compactMap { _ in try? listener.connectClient(timeout: .milliseconds(300)) }
+        defer { queued.forEach { Glibc.close($0) } }
+        let fd = try Syscalls.socket(family: AF_INET, type: Int32(SOCK_STREAM.rawValue))
+        defer { Glibc.close(fd) }
+        let started = ContinuousClock.now
+        try ring.connect(fd, to: listener.address, timeout: .milliseconds(200), token: 6)
+        let result = try #require(try reap(ring, count: 1).first)
+        let waited = ContinuousClock.now - started
+        #expect(result.token == 6 && result.result == -ECANCELED)
+        #expect(waited >= .milliseconds(190))
+    }
+
+    @Test("an armed receive, its socket's requests cancelled → -ECANCELED, the receive ends")
+    func cancelByDescriptor() throws {
+        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let (client, server) = try LoopbackListener.pair()
+        defer { Glibc.close(client); Glibc.close(server) }
+        try ring.receive(server, token: 8)
+        #expect(try ring.wait(timeout: .milliseconds(10)) { _ in } == 0)
+        try ring.cancel(server)
+        let result = try #require(try reap(ring, count: 1).first)
+        #expect(result.token == 8 && result.result == -ECANCELED && !result.more)
+    }
+
+    @Test("a receive cancelled by its token → -ECANCELED; a receive on another token goes on")
+    func cancelByToken() throws {
+        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let (client, server) = try LoopbackListener.pair()
+        defer { Glibc.close(client); Glibc.close(server) }
+        try ring.receive(server, token: 9)
+        try ring.receive(client, token: 10)
+        try ring.cancel(token: 9)
+        let cancelled = try #require(try reap(ring, count: 1).first)
+        #expect(cancelled.token == 9 && cancelled.result == -ECANCELED)
+        try write(server, "hi")
+        let arrival = try #require(try reap(ring, count: 1).first)
+        #expect(arrival.token == 10 && arrival.result == 2)
+    }
+
+    @Test("a 50 ms timeout → -ETIME after at least 50 ms; a wait with nothing queued returns 0 completions")
+    func timeouts() throws {
+        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        #expect(try ring.wait(timeout: .milliseconds(20)) { _ in } == 0)
+        let started = ContinuousClock.now
+        try ring.timeout(after: .milliseconds(50), token: 11)
+        let result = try #require(try reap(ring, count: 1).first)
+        #expect(result.token == 11 && result.result == -ETIME)
+        #expect(ContinuousClock.now - started >= .milliseconds(49))
+    }
+
+    /// Waits (2 s at most) until `count` completions came; fails the test otherwise.
+    private func reap(_ ring: CompletionRing, count: Int) throws -> [CompletionRing.Completion] {
+        var completions: [CompletionRing.Completion] = []
+        let deadline = ContinuousClock.now + .seconds(2)
+        while completions.count < count && ContinuousClock.now < deadline {
+            try ring.wait(timeout: .milliseconds(100)) { completions.append($0) }
+        }
+        try #require(completions.count == count, "\(completions.count) of \(count) completions in 2 s: \(completions)")
+        return completions
+    }
+
+    private func write(_ fd: Int32, _ text: String) throws {
+        let sent = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        try #require(sent == text.utf8.count)
+    }
+
+    private func read(_ fd: Int32, count: Int) throws -> String {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var pending = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
+        _ = try Syscalls.waitForAny(&pending, until: .now + .seconds(2))
+        let received = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, count, 0) }
+        return String(decoding: buffer[0..<max(0, received)], as: UTF8.self)
+    }
+}
+
+/// A non-blocking listening socket on 127.0.0.1 at a port the kernel picks, with clients for it.
+private struct LoopbackListener {
+    let descriptor: Int32
+    let address: SocketAddress
+
+    init(backlog: Int32 = 16) throws {
+        descriptor = try Syscalls.socket(family: AF_INET, type: Int32(SOCK_STREAM.rawValue))
+        try Syscalls.bind(descriptor, to: SocketAddress(address: .v4(0x7F00_0001), port: 0))
+        try Syscalls.listen(descriptor, backlog: backlog, SocketAddress(address: .v4(0x7F00_0001), port: 0))
+        address = try Syscalls.address(of: descriptor, peer: false)
+    }
+
+    /// A connected client socket (non-blocking), or an error when the handshake does not end in time.
+    func connectClient(timeout: Duration = .seconds(2)) throws -> Int32 {
+        let fd = try Syscalls.socket(family: AF_INET, type: Int32(SOCK_STREAM.rawValue))
+        do {
+            if try !Syscalls.connect(fd, to: address) {
+                guard try Syscalls.wait(fd, for: Int32(POLLOUT), until: .now + timeout), try Syscalls.pendingError(fd) == 0 else {
+                    throw SystemCallError(call: "connect(\(address))", errno: ETIMEDOUT)
+                }
+            }
+            return fd
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    /// Both ends of one loopback connection: (client, accepted server side).
+    static func pair() throws -> (Int32, Int32) {
+        let listener = try LoopbackListener()
+        defer { listener.close() }
+        let client = try listener.connectClient()
+        var pending = [pollfd(fd: listener.descriptor, events: Int16(POLLIN), revents: 0)]
+        _ = try Syscalls.waitForAny(&pending, until: .now + .seconds(2))
+        guard let server = try Syscalls.accept(listener.descriptor) else {
+            Glibc.close(client)
+            throw SystemCallError(call: "accept4", errno: EAGAIN)
+        }
+        return (client, server)
+    }
+
+    func close() { Glibc.close(descriptor) }
+}
