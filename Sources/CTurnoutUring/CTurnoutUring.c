@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <liburing.h>
 #include "CTurnoutUring.h"
 
@@ -47,7 +49,7 @@ CTurnoutUring_ring *CTurnoutUring_create(unsigned entries, unsigned buffers, uns
     memset(&params, 0, sizeof params);
     /* A completion queue well above the submission queue: multishot requests post many
      * completions for one submission, and an overflowing queue costs the kernel a slow path. */
-    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
     params.cq_entries = entries * 8;
     int result = io_uring_queue_init_params(entries, &ring->ring, &params);
     if (result < 0) {
@@ -110,6 +112,13 @@ void CTurnoutUring_destroy(CTurnoutUring_ring *ring) {
     munmap(ring->buffers, ring->buffers_bytes);
     free(ring->timeouts);
     free(ring);
+}
+
+int CTurnoutUring_enable(CTurnoutUring_ring *ring) {
+    /* liburing 2.3 declares io_uring_enable_rings but its shared library does not export it
+     * (missing from its symbol map), so the register call is made directly. */
+    long result = syscall(__NR_io_uring_register, ring->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    return result < 0 ? -errno : 0;
 }
 
 void *CTurnoutUring_buffer(CTurnoutUring_ring *ring, int id) {

@@ -6,8 +6,9 @@ import TurnoutModel
 /// socket requests (accept, connect, receive, send, poll, cancel, timeout) and reaps what
 /// finished, one `io_uring_enter` for a whole batch of both.
 ///
-/// Owned by the thread that made it: the ring is single-issuer with deferred task work
-/// (Linux 6.1), so every call must come from that thread; not Sendable. Queued requests reach
+/// One thread at a time: the ring is single-issuer with deferred task work (Linux 6.1). It is
+/// made disabled, so a control thread can make it (and report why it could not) and hand it
+/// over; the thread that calls ``enable()`` becomes its only user. Not Sendable. Queued requests reach
 /// the kernel at the next ``wait(timeout:into:)``. Errors are ``SystemCallError``s naming the
 /// io_uring call. Receives land in the ring's own buffers: a completion names the buffer, which
 /// stays the caller's until ``giveBack(_:)``; an idle connection holds none.
@@ -45,11 +46,18 @@ final class CompletionRing {
         reaped = .allocate(capacity: 256)
     }
 
+    /// Makes the calling thread the ring's only submitter; every later call must come from it.
+    /// The corresponding C call is `io_uring_register(2)` with `IORING_REGISTER_ENABLE_RINGS`.
+    func enable() throws(SystemCallError) {
+        let result = CTurnoutUring_enable(ring)
+        guard result == 0 else { throw SystemCallError(call: "io_uring_register(IORING_REGISTER_ENABLE_RINGS)", errno: -result) }
+    }
+
     /// Why this process cannot have a ring (no io_uring, refused, a kernel before 6.1), or nil
     /// when it can: a small ring is made and dropped.
     static func unavailability() -> SystemCallError? {
         do {
-            _ = try CompletionRing(entries: 2, buffers: 1, bufferSize: 64)
+            try CompletionRing(entries: 2, buffers: 1, bufferSize: 64).enable()
             return nil
         } catch {
             return error

@@ -10,15 +10,10 @@ import TurnoutModel
 /// anything runs); `run()` then owns everything on the worker thread. The only things shared
 /// with other threads are Sendable: the ``SnapshotCell`` it reads routes from (with each
 /// service's ``ServiceLoad`` and ``ServiceOutliers``), the ``EndpointHealthCell`` of the active
-/// checks, its ``WorkerCounters`` (atomics) and its ``WorkerSignal``.
+/// checks, its ``WorkerCounters`` (atomics) and its ``WorkerSignal``; ``WorkerRoutes`` holds
+/// what it knows for routing.
 final class ProxyWorker {
-    enum ListenerKind { case outbound, inbound }
-
-    struct Listener {
-        let descriptor: Int32
-        let kind: ListenerKind
-        let address: SocketAddress
-    }
+    typealias EpollRelay = Relay<RelayDirection>
 
     private static let wakeToken = UInt64.max
     private static let listenerTokenBase = UInt64.max - 1024
@@ -27,33 +22,18 @@ final class ProxyWorker {
     let index: Int
     let configuration: ProxyConfiguration
     let counters: WorkerCounters
-    private let cell: SnapshotCell
-    private let healthCell: EndpointHealthCell
     private let log: @Sendable (String) -> Void
     let signal: WorkerSignal
     private let epoll: Int32
-    private var listeners: [Listener] = []
-    /// Ports the proxy listens on (any worker, any listener): a destination on one of them at a
-    /// local address is the proxy itself.
-    private let ownPorts: Set<UInt16>
+    private let listeners: [WorkerListener]
+    private let routes: WorkerRoutes
 
-    private var relays = SlotTable<Relay>()
+    private var relays = SlotTable<EpollRelay>()
     private var pool: PipePool
-    private var snapshot: ProxySnapshot
-    private var pickers: [EndpointPicker] = []
-    private var endpointCounters: [[TrafficCounters]] = []
-    private var serviceCounters: [ServiceCounters] = []
-    /// The active checks' latest round as this worker last read it.
-    private var health = EndpointHealthSnapshot.empty
-    /// Per route: which endpoints health rules out, and when that must be worked out again.
-    private var availability: [CachedAvailability?] = []
-    private var passthroughCounters: TrafficCounters
-    private var inboundCounters: TrafficCounters
     private var acceptPausedUntil: ContinuousClock.Instant?
     private var loggedDescriptorShortage = false
     private var loggedUndersizedPipe = false
     private var loggedPipeFailure = false
-    private var seed: UInt64
     /// Where copy-mode reads land (see ``RelayDirection``); one per worker, used by one relay at
     /// a time. Its size is the bulk threshold: a read that fills it switches to splicing.
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: ProxyWorker.copyLimit, alignment: 16)
@@ -63,34 +43,28 @@ final class ProxyWorker {
          pipes: PipeAccount, log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
         self.index = index
         self.configuration = configuration
-        self.cell = cell
-        healthCell = health
         self.log = log
-        counters = WorkerCounters()
+        let counters = WorkerCounters()
+        self.counters = counters
+        routes = WorkerRoutes(index: index, configuration: configuration, counters: counters, cell: cell, health: health, log: log)
         pool = PipePool(limit: configuration.pipePoolLimit, account: pipes)
-        snapshot = cell.snapshot
-        seed = 0x9E37_79B9_7F4A_7C15 &* UInt64(index + 1)
-        ownPorts = Set((configuration.outbound + configuration.inbound).map(\.port))
-        passthroughCounters = counters.upstream(UpstreamKey(service: UpstreamKey.passthroughService, endpoint: ""))
-        inboundCounters = counters.upstream(UpstreamKey(service: UpstreamKey.inboundService, endpoint: ""))
         signal = try WorkerSignal()
-        epoll = try Syscalls.epollCreate()
+        let epoll = try Syscalls.epollCreate()
+        var listeners: [WorkerListener] = []
         do throws(SystemCallError) {
             try Syscalls.epollControl(epoll, .add, signal.wakeup.descriptor, events: CTurnoutLinux_EPOLLIN, token: Self.wakeToken)
-            for (kind, addresses) in [(ListenerKind.outbound, configuration.outbound), (.inbound, configuration.inbound)] {
-                for address in addresses {
-                    let fd = try Self.listen(on: address)
-                    listeners.append(Listener(descriptor: fd, kind: kind, address: address))
-                    try Syscalls.epollControl(epoll, .add, fd, events: CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLET,
-                                              token: Self.listenerTokenBase + UInt64(listeners.count - 1))
-                }
+            listeners = try WorkerListener.bindAll(configuration)
+            for (position, listener) in listeners.enumerated() {
+                try Syscalls.epollControl(epoll, .add, listener.descriptor, events: CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLET,
+                                          token: Self.listenerTokenBase + UInt64(position))
             }
         } catch {
             for listener in listeners { close(listener.descriptor) }
             close(epoll)
             throw error
         }
-        rebuildRouteState()
+        self.epoll = epoll
+        self.listeners = listeners
     }
 
     deinit {
@@ -98,28 +72,6 @@ final class ProxyWorker {
         for listener in listeners { close(listener.descriptor) }
         close(epoll)
         scratch.deallocate()
-    }
-
-    /// A listening socket with `SO_REUSEPORT`, so every worker binds the same address and the
-    /// kernel spreads connections over them.
-    private static func listen(on address: SocketAddress) throws(SystemCallError) -> Int32 {
-        let fd = try Syscalls.socket(family: address.socketFamily, type: Int32(SOCK_STREAM.rawValue))
-        do throws(SystemCallError) {
-            try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1, "SO_REUSEADDR")
-            try Syscalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT")
-            // Accepted sockets inherit it: the proxy must not hold back the small writes an app
-            // made (Nagle already ran at the app's own socket); Envoy, HAProxy and nginx do the same.
-            try Syscalls.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1, "TCP_NODELAY")
-            if address.address.family == .ipv6 {
-                try Syscalls.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1, "IPV6_V6ONLY")
-            }
-            try Syscalls.bind(fd, to: address)
-            try Syscalls.listen(fd, backlog: 4096, address)
-        } catch {
-            close(fd)
-            throw error
-        }
-        return fd
     }
 
     // MARK: - the loop
@@ -221,55 +173,11 @@ final class ProxyWorker {
     }
 
     /// Decides where an accepted connection goes, and starts its first connect.
-    private func admit(_ fd: Int32, from listener: Listener, now: ContinuousClock.Instant) {
-        let family = listener.address.address.family
-        guard let destination = try? Syscalls.originalDestination(fd, family: family),
-              !isProxyItself(destination, connection: fd) else {
-            // Not redirected (someone dialled the proxy port), or redirected to the proxy's own
-            // port: forwarding it would loop.
-            counters.loopRejections.wrappingAdd(1, ordering: .relaxed)
-            Syscalls.closeWithReset(fd)
-            return
-        }
-        if let newer = cell.newer(than: snapshot.generation) {
-            snapshot = newer
-            rebuildRouteState()
-        }
-        var route: ServiceRoute?
-        var load: ServiceLoad?
-        var source: SocketAddress?
-        var unavailable: Set<Int> = []
-        switch listener.kind {
-        case .inbound:
-            source = configuration.inboundSources[family].map { SocketAddress(address: $0, port: 0) }
-        case .outbound:
-            if let known = snapshot.routes.route(for: destination) {
-                guard !known.endpoints.isEmpty else {
-                    serviceCounters[known.id].unavailableRejections.wrappingAdd(1, ordering: .relaxed)
-                    Syscalls.closeWithReset(fd)
-                    return
-                }
-                guard snapshot.load[known.id].acquire(limit: configuration.maxConnectionsPerService) else {
-                    serviceCounters[known.id].circuitBreakerRejections.wrappingAdd(1, ordering: .relaxed)
-                    Syscalls.closeWithReset(fd)
-                    return
-                }
-                route = known
-                load = snapshot.load[known.id]
-                let available = availability(of: known, now: now)
-                if available.isPanic { serviceCounters[known.id].panicPicks.wrappingAdd(1, ordering: .relaxed) }
-                unavailable = available.healthExclusion
-            } else if configuration.unknown == .reject {
-                counters.unknownRejections.wrappingAdd(1, ordering: .relaxed)
-                Syscalls.closeWithReset(fd)
-                return
-            }
-        }
-        let relay = Relay(id: relays.reserveID(), client: fd, destination: destination, route: route, snapshot: snapshot,
-                          load: load, source: source, now: now)
-        relay.unavailable = unavailable
+    private func admit(_ fd: Int32, from listener: WorkerListener, now: ContinuousClock.Instant) {
+        guard let admission = routes.admit(fd, kind: listener.kind, family: listener.address.address.family, now: now) else { return }
+        let relay = EpollRelay(id: relays.reserveID(), client: fd, admission: admission, snapshot: routes.snapshot,
+                               direction: RelayDirection(), now: now)
         relays.insert(relay, id: relay.id)
-        counters.relays.wrappingAdd(1, ordering: .relaxed)
         do throws(SystemCallError) {
             try Syscalls.epollControl(epoll, .add, fd, events: Self.relayEvents, token: relay.token(upstream: false))
         } catch {
@@ -282,45 +190,16 @@ final class ProxyWorker {
 
     private static let relayEvents = CTurnoutLinux_EPOLLIN | CTurnoutLinux_EPOLLOUT | CTurnoutLinux_EPOLLRDHUP | CTurnoutLinux_EPOLLET
 
-    /// A destination that is the proxy itself: the address the client reached after NAT, or
-    /// one of the proxy's ports on a loopback address. Either has one of the proxy's ports, so
-    /// the connection's local address (`getsockname`) is read only for those: a system call
-    /// saved on every other connection.
-    private func isProxyItself(_ destination: SocketAddress, connection fd: Int32) -> Bool {
-        guard ownPorts.contains(destination.port) else { return false }
-        guard let local = try? Syscalls.address(of: fd, peer: false) else { return true }
-        if destination == local { return true }
-        return IPPrefix.loopback(destination.address.family).contains(destination.address) || destination.address == local.address
-    }
-
     // MARK: - connecting
 
     /// Starts the next connect attempt, or gives up on the relay when none is left.
-    private func connectNext(_ relay: Relay, now: ContinuousClock.Instant) {
-        let maximum = relay.route == nil ? 1 : max(1, min(configuration.connectAttempts, 7))
-        while relay.attempts < maximum {
-            if let route = relay.route {
-                let picker = relay.snapshot === snapshot ? pickers[route.id] : nil
-                let excluded = relay.unavailable.union(relay.tried)
-                // Every endpoint tried already or ruled out: nothing else to try.
-                guard let index = picker.map({ $0.pick(excluding: excluded, at: now) })
-                        ?? Self.firstUntried(route, excluded) else { break }
-                relay.endpoint = index
-                relay.tried.insert(index)
-                relay.target = route.endpoints[index].address
-                relay.counters = relay.snapshot === snapshot ? endpointCounters[route.id][index]
-                    : counters.upstream(UpstreamKey(service: route.label, endpoint: "\(route.endpoints[index].address)"))
-            } else {
-                relay.counters = relay.source == nil ? passthroughCounters : inboundCounters
-            }
-            relay.attempts += 1
+    private func connectNext(_ relay: EpollRelay, now: ContinuousClock.Instant) {
+        while routes.nextAttempt(relay, now: now) {
             // The upstream side starts afresh: its first event says what it has.
             relay.toClient.sourceReadable = false
             relay.toClient.sourceHungUp = false
             relay.toClient.sourceFinQueued = false
             relay.toUpstream.destinationWritable = true
-            relay.attemptStarted = now
-            relay.connectDeadline = now + configuration.connectTimeout
             do throws(SystemCallError) {
                 let fd = try Syscalls.socket(family: relay.target.socketFamily, type: Int32(SOCK_STREAM.rawValue))
                 relay.upstream = fd
@@ -336,20 +215,11 @@ final class ProxyWorker {
                 attemptFailed(relay, errno: error.errno, now: now)
             }
         }
-        if let route = relay.route {
-            (relay.snapshot === snapshot ? serviceCounters[route.id] : counters.service(route.label))
-                .unavailableRejections.wrappingAdd(1, ordering: .relaxed)
-        }
         finish(relay, reset: true)
     }
 
-    /// A relay whose snapshot is no longer the worker's has no balancer: it retries in table order.
-    private static func firstUntried(_ route: ServiceRoute, _ excluded: Set<Int>) -> Int? {
-        route.endpoints.indices.first { !excluded.contains($0) }
-    }
-
     /// The upstream socket of the current attempt became ready: connected, or failed.
-    private func finishConnect(_ relay: Relay, events: UInt32, now: ContinuousClock.Instant) {
+    private func finishConnect(_ relay: EpollRelay, events: UInt32, now: ContinuousClock.Instant) {
         // Writable without an error or hang-up is a finished handshake: SO_ERROR would say 0,
         // so it is read only when the event may carry a failure.
         if events & CTurnoutLinux_EPOLLOUT != 0 && events & (CTurnoutLinux_EPOLLERR | CTurnoutLinux_EPOLLHUP) == 0 {
@@ -368,77 +238,26 @@ final class ProxyWorker {
         }
     }
 
-    private func attemptFailed(_ relay: Relay, errno code: Int32, now: ContinuousClock.Instant) {
-        relay.counters?.failed(ConnectFailure(errno: code))
-        if let route = relay.route, let index = relay.endpoint {
-            if relay.snapshot === snapshot { pickers[route.id].failed(index, penalty: configuration.connectTimeout, at: now) }
-            if !Self.isLocalShortage(code) { outlierFailure(relay, route: route, endpoint: index, now: now) }
-        }
+    private func attemptFailed(_ relay: EpollRelay, errno code: Int32, now: ContinuousClock.Instant) {
+        routes.attemptFailed(relay, errno: code, now: now)
         if relay.upstream >= 0 {
             close(relay.upstream)
             relay.upstream = -1
         }
     }
 
-    private func established(_ relay: Relay, now: ContinuousClock.Instant) {
-        let latency = now - relay.attemptStarted
-        relay.counters?.connected(after: latency)
-        relay.counted = true
-        if let route = relay.route, let index = relay.endpoint {
-            if relay.snapshot === snapshot { pickers[route.id].connected(index, after: latency, at: now) }
-            relay.snapshot.outliers[route.id].connectSucceeded(route.endpoints[index].address, at: now)
-        }
+    private func established(_ relay: EpollRelay, now: ContinuousClock.Instant) {
+        routes.established(relay, now: now)
         relay.phase = .relaying
         relay.lastActivity = now
         pump(relay, now: now)
-    }
-
-    /// A connect that failed for want of a local resource (no descriptor, no ephemeral port,
-    /// no memory): says nothing of the endpoint, so outlier detection does not count it.
-    private static func isLocalShortage(_ code: Int32) -> Bool {
-        [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL].contains(code)
-    }
-
-    private func outlierFailure(_ relay: Relay, route: ServiceRoute, endpoint index: Int, now: ContinuousClock.Instant) {
-        let address = route.endpoints[index].address
-        guard case .ejected(let until) = relay.snapshot.outliers[route.id].connectFailed(address, at: now) else { return }
-        relay.counters?.ejections.wrappingAdd(1, ordering: .relaxed)
-        log("\(route.label): endpoint \(address) ejected for \(until - now) after \(configuration.outlier.consecutiveFailures) connect failures in a row")
-    }
-
-    // MARK: - health
-
-    /// What a worker knows of one route's availability, and the stamps that say when it expired.
-    struct CachedAvailability {
-        let availability: EndpointAvailability
-        let ejected: ServiceOutliers.Ejected
-        let healthRound: UInt64
-    }
-
-    /// Which endpoints of `route` health rules out now: unhealthy by the active checks or ejected,
-    /// and whether that many out means panic. Worked out again only when a new check round came,
-    /// an ejection happened or one ended; otherwise two atomic loads.
-    private func availability(of route: ServiceRoute, now: ContinuousClock.Instant) -> EndpointAvailability {
-        let outliers = snapshot.outliers[route.id]
-        let round = healthCell.round
-        if let cached = availability[route.id], cached.healthRound == round,
-           cached.ejected.holds(changes: outliers.changes, at: now) {
-            return cached.availability
-        }
-        if round != health.round { health = healthCell.snapshot }
-        let ejected = outliers.ejected(at: now)
-        let available = EndpointAvailability(route: route, panicThreshold: configuration.panicThreshold) { endpoint in
-            !health.isHealthy(endpoint.address) || ejected.endpoints.contains(endpoint.address)
-        }
-        availability[route.id] = CachedAvailability(availability: available, ejected: ejected, healthRound: health.round)
-        return available
     }
 
     // MARK: - relaying
 
     /// Moves whatever can move in both directions, passes ends of stream on, and finishes the
     /// relay when both directions are done or one broke.
-    private func pump(_ relay: Relay, now: ContinuousClock.Instant) {
+    private func pump(_ relay: EpollRelay, now: ContinuousClock.Instant) {
         let up = move(&relay.toUpstream, from: relay.client, to: relay.upstream, counters: relay.counters, toUpstream: true,
                       closesAfter: relay.toClient.isFinished)
         let down = move(&relay.toClient, from: relay.upstream, to: relay.client, counters: relay.counters, toUpstream: false,
@@ -679,16 +498,11 @@ final class ProxyWorker {
     /// Closes both sockets (the client's with a reset when the relay failed, so the client
     /// sees an error rather than a clean, empty answer), returns the pipes and releases the
     /// relay's counts.
-    private func finish(_ relay: Relay, reset: Bool) {
+    private func finish(_ relay: EpollRelay, reset: Bool) {
         guard relays.remove(relay.id) else { return }
         // Counts first, sockets last: whoever sees the connection end (a client, a test) then
         // sees counters and the circuit breaker that already account for it.
-        counters.relays.wrappingSubtract(1, ordering: .relaxed)
-        if relay.counted {
-            relay.counters?.closed()
-            if let route = relay.route, let index = relay.endpoint, relay.snapshot === snapshot { pickers[route.id].closed(index) }
-        }
-        relay.load?.release()
+        routes.released(relay)
         for direction in [relay.toUpstream, relay.toClient] {
             if let pipe = direction.pipe { pool.give(pipe, empty: direction.buffered == 0) }
         }
@@ -696,20 +510,6 @@ final class ProxyWorker {
             if reset { Syscalls.closeWithReset(relay.upstream) } else { close(relay.upstream) }
         }
         if reset { Syscalls.closeWithReset(relay.client) } else { close(relay.client) }
-    }
-
-    /// Balancers and counter references for the current snapshot's routes.
-    private func rebuildRouteState() {
-        let routes = snapshot.routes.routes
-        pickers = routes.map { route in
-            seed = seed &+ 0x9E37_79B9_7F4A_7C15
-            return EndpointPicker(route, balancer: configuration.balancer, seed: seed)
-        }
-        endpointCounters = routes.map { route in
-            route.endpoints.map { counters.upstream(UpstreamKey(service: route.label, endpoint: "\($0.address)")) }
-        }
-        serviceCounters = routes.map { counters.service($0.label) }
-        availability = Array(repeating: nil, count: routes.count)
     }
 }
 

@@ -1,11 +1,12 @@
 import TurnoutModel
 
 /// One proxied connection inside a worker: the client's socket, the upstream socket being
-/// connected or relayed to, and one ``RelayDirection`` each way.
+/// connected or relayed to, where it is routed, and one `Direction` each way (what the worker's
+/// way of waiting keeps per direction: ``RelayDirection`` for epoll).
 ///
 /// Owned by the worker that accepted it and touched only on its thread; never Sendable. A
 /// class because the worker finds it by token and mutates it in place.
-final class Relay {
+final class Relay<Direction> {
     enum Phase {
         /// Waiting for the upstream handshake (attempt ``attempts``).
         case connecting
@@ -48,26 +49,28 @@ final class Relay {
     var counters: TrafficCounters?
     /// Whether `counters.connected` was called (so `closed` must be too).
     var counted = false
-    var toUpstream = RelayDirection()
-    var toClient = RelayDirection()
+    var toUpstream: Direction
+    var toClient: Direction
 
-    init(id: UInt64, client: Int32, destination: SocketAddress, route: ServiceRoute?, snapshot: ProxySnapshot,
-         load: ServiceLoad?, source: SocketAddress?, now: ContinuousClock.Instant) {
+    /// A relay for `client` as `routes` admitted it, on the snapshot the worker routes by now;
+    /// both directions start as `direction`.
+    init(id: UInt64, client: Int32, admission: WorkerRoutes.Admission, snapshot: ProxySnapshot,
+         direction: Direction, now: ContinuousClock.Instant) {
         self.id = id
         self.client = client
-        self.destination = destination
-        self.route = route
+        destination = admission.destination
+        route = admission.route
         self.snapshot = snapshot
-        self.load = load
-        self.source = source
-        target = destination
+        load = admission.load
+        source = admission.source
+        unavailable = admission.unavailable
+        target = admission.destination
         attemptStarted = now
         connectDeadline = now
         lastActivity = now
+        toUpstream = direction
+        toClient = direction
     }
-
-    /// Both directions finished: every byte delivered and the end of stream passed on.
-    var isFinished: Bool { toUpstream.isFinished && toClient.isFinished }
 
     /// The epoll token for the client's socket or the upstream socket of the current attempt.
     /// The attempt is part of it so that a late event of an abandoned attempt's socket is
@@ -75,50 +78,4 @@ final class Relay {
     func token(upstream: Bool) -> UInt64 {
         upstream ? id << 4 | UInt64(attempts & 0x7) << 1 | 1 : id << 4
     }
-}
-
-/// One direction of a relay: where bytes wait between reading one socket and writing the other,
-/// and how far the end of stream got.
-///
-/// A direction starts by copying (`recv` into the worker's scratch buffer, then `send`): for
-/// the small messages of request/response traffic that is cheaper than moving pages through a
-/// pipe, and a short read says the socket is drained, which saves the read that would only
-/// say EAGAIN. The first read that fills the scratch buffer shows a bulk stream: from then on
-/// the direction splices (socket → pipe → socket, no copy).
-struct RelayDirection {
-    /// Set once the direction moved to splicing; it never goes back.
-    var splicing = false
-    /// Copy mode: bytes received that the destination did not take yet (a full send buffer).
-    var pending: [UInt8] = []
-    /// Splice mode: taken from the worker's pool while bytes are in flight; nil when idle.
-    var pipe: Pipe?
-    /// Splice mode: bytes read into the pipe and not yet written out.
-    var buffered = 0
-    /// The source sent its end of stream (FIN).
-    var sourceDone = false
-    /// `shutdown(SHUT_WR)` was sent to the destination after the last byte.
-    var shutdownSent = false
-    /// The source may have bytes (or its end of stream) to read: set by a readiness event,
-    /// cleared when a read would block. With edge-triggered epoll the next event comes only
-    /// with new bytes, so a read is worth a system call only while this is set. It starts
-    /// clear: a socket is registered with epoll as soon as it exists, and registering reports
-    /// what is already readable, so the first event says when there is something (no read
-    /// of a just-connected upstream only to hear EAGAIN).
-    var sourceReadable = false
-    /// The destination may take bytes: set by a writability event, cleared when a write would
-    /// block.
-    var destinationWritable = true
-    /// An event said the source hung up (EPOLLRDHUP, EPOLLHUP, EPOLLERR): its end of stream (or
-    /// error) may already be queued behind the data, where a short read does not show it and no
-    /// further event will come; the source is read until it says so.
-    var sourceHungUp = false
-    /// An event said the source's end of stream arrived (EPOLLRDHUP without an error): TCP
-    /// queues it behind all the data, so a read that drains the socket has reached it and
-    /// the read that would return 0 is not made.
-    var sourceFinQueued = false
-
-    /// Bytes read and not yet written, in either mode.
-    var isEmpty: Bool { buffered == 0 && pending.isEmpty }
-
-    var isFinished: Bool { sourceDone && isEmpty && shutdownSent }
 }

@@ -12,7 +12,7 @@ import TurnoutTestSupport
 struct CompletionRingTests {
     @Test("three clients connect → one multishot accept reports three descriptors, each with more to come")
     func multishotAccept() throws {
-        let ring = try CompletionRing(entries: 16, buffers: 4, bufferSize: 256)
+        let ring = try enabledRing(buffers: 4, bufferSize: 256)
         let listener = try LoopbackListener()
         defer { listener.close() }
         try ring.accept(listener.descriptor, token: 7)
@@ -26,7 +26,7 @@ struct CompletionRingTests {
 
     @Test("'ping' arrives → a receive names a buffer holding it; a send of 'pong' reaches the client; the client's close → 0, the receive ends")
     func receiveSendAndEnd() throws {
-        let ring = try CompletionRing(entries: 16, buffers: 4, bufferSize: 256)
+        let ring = try enabledRing(buffers: 4, bufferSize: 256)
         let (client, server) = try LoopbackListener.pair()
         defer { Glibc.close(client); Glibc.close(server) }
         try ring.receive(server, token: 1)
@@ -53,7 +53,7 @@ struct CompletionRingTests {
 
     @Test("two buffers held, a third arrival → -ENOBUFS and the receive ends; one given back and the receive queued again → the bytes arrive")
     func buffersRunOut() throws {
-        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let ring = try enabledRing(buffers: 2, bufferSize: 64)
         let (client, server) = try LoopbackListener.pair()
         defer { Glibc.close(client); Glibc.close(server) }
         try ring.receive(server, token: 3)
@@ -77,7 +77,7 @@ struct CompletionRingTests {
 
     @Test("connect to a closed port → -ECONNREFUSED")
     func connectRefused() throws {
-        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let ring = try enabledRing(buffers: 2, bufferSize: 64)
         let port: UInt16
         do {
             let listener = try LoopbackListener()
@@ -93,7 +93,7 @@ struct CompletionRingTests {
 
     @Test("connect to a listener whose accept queue is full (SYN dropped) → -ECANCELED at its 200 ms timeout, not before")
     func connectTimesOut() throws {
-        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let ring = try enabledRing(buffers: 2, bufferSize: 64)
         let listener = try LoopbackListener(backlog: 0)
         defer { listener.close() }
         // The queue takes backlog + 1 connections; the next SYN is dropped until one is accepted.
@@ -111,7 +111,7 @@ struct CompletionRingTests {
 
     @Test("an armed receive, its socket's requests cancelled → -ECANCELED, the receive ends")
     func cancelByDescriptor() throws {
-        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let ring = try enabledRing(buffers: 2, bufferSize: 64)
         let (client, server) = try LoopbackListener.pair()
         defer { Glibc.close(client); Glibc.close(server) }
         try ring.receive(server, token: 8)
@@ -123,7 +123,7 @@ struct CompletionRingTests {
 
     @Test("a receive cancelled by its token → -ECANCELED; a receive on another token goes on")
     func cancelByToken() throws {
-        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let ring = try enabledRing(buffers: 2, bufferSize: 64)
         let (client, server) = try LoopbackListener.pair()
         defer { Glibc.close(client); Glibc.close(server) }
         try ring.receive(server, token: 9)
@@ -138,13 +138,32 @@ struct CompletionRingTests {
 
     @Test("a 50 ms timeout → -ETIME after at least 50 ms; a wait with nothing queued returns 0 completions")
     func timeouts() throws {
-        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        let ring = try enabledRing(buffers: 2, bufferSize: 64)
         #expect(try ring.wait(timeout: .milliseconds(20)) { _ in } == 0)
         let started = ContinuousClock.now
         try ring.timeout(after: .milliseconds(50), token: 11)
         let result = try #require(try reap(ring, count: 1).first)
         #expect(result.token == 11 && result.result == -ETIME)
         #expect(ContinuousClock.now - started >= .milliseconds(49))
+    }
+
+    @Test("a ring made on one thread and enabled on another → that thread runs it; queued before enable → nothing happens until it is")
+    func enabledOnAnotherThread() async throws {
+        let ring = try CompletionRing(entries: 16, buffers: 2, bufferSize: 64)
+        #expect(throws: SystemCallError.self) { try ring.wait(timeout: .zero) { _ in } }
+        let handed = HandedOver(ring)
+        let token = try await Task.detached {
+            try handed.ring.enable()
+            try handed.ring.timeout(after: .milliseconds(1), token: 12)
+            return try reap(handed.ring, count: 1).first?.token
+        }.value
+        #expect(token == 12)
+    }
+
+    private func enabledRing(buffers: UInt32, bufferSize: Int) throws -> CompletionRing {
+        let ring = try CompletionRing(entries: 16, buffers: buffers, bufferSize: bufferSize)
+        try ring.enable()
+        return ring
     }
 
     /// Waits (2 s at most) until `count` completions came; fails the test otherwise.
@@ -170,6 +189,12 @@ struct CompletionRingTests {
         let received = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, count, 0) }
         return String(decoding: buffer[0..<max(0, received)], as: UTF8.self)
     }
+}
+
+/// Moves a ring to the task that enables it; the test never touches it again meanwhile.
+private struct HandedOver: @unchecked Sendable {
+    let ring: CompletionRing
+    init(_ ring: CompletionRing) { self.ring = ring }
 }
 
 /// A non-blocking listening socket on 127.0.0.1 at a port the kernel picks, with clients for it.

@@ -7,8 +7,10 @@
  * never touches the ring's memory or its barriers. Every symbol is prefixed CTurnoutUring_.
  *
  * Threads: a ring is set up with IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, so
- * only the thread that made it may queue, submit and reap; completions are worked out only when
- * that thread waits (no interrupt of the worker for each arriving segment).
+ * only one thread may submit and reap; completions are worked out only when that thread waits
+ * (no interrupt of the worker for each arriving segment). It is made disabled
+ * (IORING_SETUP_R_DISABLED), so one thread can make it and report failures, and the thread
+ * that calls CTurnoutUring_enable becomes its only submitter.
  *
  * Errors: functions that can fail return a negative errno (liburing's convention) and set
  * nothing else. */
@@ -37,6 +39,9 @@ typedef struct {
  * DEFER_TASKRUN), -ENOMEM. */
 CTurnoutUring_ring *CTurnoutUring_create(unsigned entries, unsigned buffers, unsigned buffer_size, int *error);
 void CTurnoutUring_destroy(CTurnoutUring_ring *ring);
+/* Enables the ring for the calling thread, which becomes its only submitter (every other call
+ * but destroy must then come from it). Returns 0 or a negative errno. */
+int CTurnoutUring_enable(CTurnoutUring_ring *ring);
 
 /* The bytes of provided buffer `id` (valid until it is given back) and its size. */
 void *CTurnoutUring_buffer(CTurnoutUring_ring *ring, int id);
