@@ -125,10 +125,6 @@ void *CTurnoutUring_buffer(CTurnoutUring_ring *ring, int id) {
     return ring->buffers + (size_t)id * ring->buffer_size;
 }
 
-unsigned CTurnoutUring_buffer_size(const CTurnoutUring_ring *ring) {
-    return ring->buffer_size;
-}
-
 void CTurnoutUring_give_back(CTurnoutUring_ring *ring, int id) {
     io_uring_buf_ring_add(ring->buffer_ring, CTurnoutUring_buffer(ring, id), ring->buffer_size, (unsigned short)id,
                           io_uring_buf_ring_mask(ring->buffer_count), 0);

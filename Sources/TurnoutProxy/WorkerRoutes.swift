@@ -29,7 +29,6 @@ final class WorkerRoutes {
         let healthRound: UInt64
     }
 
-    let index: Int
     let configuration: ProxyConfiguration
     let counters: WorkerCounters
     private let cell: SnapshotCell
@@ -50,9 +49,9 @@ final class WorkerRoutes {
     private let inboundCounters: TrafficCounters
     private var seed: UInt64
 
+    /// `index`: the worker's, which seeds its balancers apart from other workers'.
     init(index: Int, configuration: ProxyConfiguration, counters: WorkerCounters, cell: SnapshotCell,
          health: EndpointHealthCell, log: @escaping @Sendable (String) -> Void) {
-        self.index = index
         self.configuration = configuration
         self.counters = counters
         self.cell = cell

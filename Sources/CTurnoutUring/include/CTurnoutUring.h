@@ -43,15 +43,15 @@ void CTurnoutUring_destroy(CTurnoutUring_ring *ring);
  * but destroy must then come from it). Returns 0 or a negative errno. */
 int CTurnoutUring_enable(CTurnoutUring_ring *ring);
 
-/* The bytes of provided buffer `id` (valid until it is given back) and its size. */
+/* The bytes of provided buffer `id`, valid until it is given back. */
 void *CTurnoutUring_buffer(CTurnoutUring_ring *ring, int id);
-unsigned CTurnoutUring_buffer_size(const CTurnoutUring_ring *ring);
 /* Gives buffer `id` back to the kernel for later receives. */
 void CTurnoutUring_give_back(CTurnoutUring_ring *ring, int id);
 
 /* Queueing: each returns 0, or -EBUSY when the submission queue is full even after submitting
  * what was queued (the caller then waits for completions first). Nothing is sent to the kernel
- * until CTurnoutUring_wait (or a full queue) submits it. */
+ * until CTurnoutUring_wait (or a full queue) submits it. Token UINT64_MAX is the shim's own
+ * (its completions are never reported); callers use any other. */
 
 /* accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC, multishot (5.19): one completion per connection
  * (result = the new descriptor) until one comes without `more` (an error such as -EMFILE ends it). */
