@@ -1,5 +1,4 @@
 import CTurnoutUring
-import Glibc
 import TurnoutModel
 
 /// One io_uring and its ring of provided receive buffers: where a completion worker queues

@@ -175,8 +175,7 @@ final class ProxyWorker {
     /// Decides where an accepted connection goes, and starts its first connect.
     private func admit(_ fd: Int32, from listener: WorkerListener, now: ContinuousClock.Instant) {
         guard let admission = routes.admit(fd, kind: listener.kind, family: listener.address.address.family, now: now) else { return }
-        let relay = EpollRelay(id: relays.reserveID(), client: fd, admission: admission, snapshot: routes.snapshot,
-                               direction: RelayDirection(), now: now)
+        let relay = EpollRelay(id: relays.reserveID(), client: fd, admission: admission, direction: RelayDirection(), now: now)
         relays.insert(relay, id: relay.id)
         do throws(SystemCallError) {
             try Syscalls.epollControl(epoll, .add, fd, events: Self.relayEvents, token: relay.token(upstream: false))

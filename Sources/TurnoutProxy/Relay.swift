@@ -52,15 +52,13 @@ final class Relay<Direction> {
     var toUpstream: Direction
     var toClient: Direction
 
-    /// A relay for `client` as `routes` admitted it, on the snapshot the worker routes by now;
-    /// both directions start as `direction`.
-    init(id: UInt64, client: Int32, admission: WorkerRoutes.Admission, snapshot: ProxySnapshot,
-         direction: Direction, now: ContinuousClock.Instant) {
+    /// A relay for `client` as ``WorkerRoutes`` admitted it; both directions start as `direction`.
+    init(id: UInt64, client: Int32, admission: WorkerRoutes.Admission, direction: Direction, now: ContinuousClock.Instant) {
         self.id = id
         self.client = client
         destination = admission.destination
         route = admission.route
-        self.snapshot = snapshot
+        snapshot = admission.snapshot
         load = admission.load
         source = admission.source
         unavailable = admission.unavailable

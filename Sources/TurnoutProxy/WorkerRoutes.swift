@@ -11,11 +11,12 @@ import TurnoutModel
 /// ``ServiceLoad`` and ``ServiceOutliers``), the ``EndpointHealthCell`` of the active checks and
 /// the worker's ``WorkerCounters``.
 final class WorkerRoutes {
-    /// Where an admitted connection goes: its route (nil for passthrough and inbound delivery),
-    /// the circuit-breaker slot it holds, the source address its upstream connects bind to, and
-    /// the endpoints health ruled out when it came.
+    /// Where an admitted connection goes: its route (nil for passthrough and inbound delivery)
+    /// on the snapshot it was routed by, the circuit-breaker slot it holds, the source address
+    /// its upstream connects bind to, and the endpoints health ruled out when it came.
     struct Admission {
         var destination: SocketAddress
+        var snapshot: ProxySnapshot
         var route: ServiceRoute?
         var load: ServiceLoad?
         var source: SocketAddress?
@@ -85,7 +86,7 @@ final class WorkerRoutes {
             snapshot = newer
             rebuild()
         }
-        var admission = Admission(destination: destination, route: nil, load: nil, source: nil, unavailable: [])
+        var admission = Admission(destination: destination, snapshot: snapshot, route: nil, load: nil, source: nil, unavailable: [])
         switch kind {
         case .inbound:
             admission.source = configuration.inboundSources[family].map { SocketAddress(address: $0, port: 0) }

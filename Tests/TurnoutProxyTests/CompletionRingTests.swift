@@ -136,6 +136,18 @@ struct CompletionRingTests {
         #expect(arrival.token == 10 && arrival.result == 2)
     }
 
+    @Test("a poll for POLLIN on a quiet socket → nothing; 'x' arrives → one completion whose result has POLLIN")
+    func pollReportsReadiness() throws {
+        let ring = try enabledRing(buffers: 2, bufferSize: 64)
+        let (client, server) = try LoopbackListener.pair()
+        defer { Glibc.close(client); Glibc.close(server) }
+        try ring.poll(server, events: UInt32(POLLIN), token: 13)
+        #expect(try ring.wait(timeout: .milliseconds(20)) { _ in } == 0)
+        try write(client, "x")
+        let ready = try #require(try reap(ring, count: 1).first)
+        #expect(ready.token == 13 && ready.result & Int32(POLLIN) != 0 && !ready.more)
+    }
+
     @Test("a 50 ms timeout → -ETIME after at least 50 ms; a wait with nothing queued returns 0 completions")
     func timeouts() throws {
         let ring = try enabledRing(buffers: 2, bufferSize: 64)
