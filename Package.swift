@@ -64,6 +64,6 @@ let package = Package(
         // TurnoutControl only for TableFile, to load rules/ examples as the CLI does (as TurnoutRulesTests).
         .testTarget(name: "TurnoutProxyTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutProxy", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutControlTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutProxy", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
-        .testTarget(name: "TurnoutCLITests", dependencies: ["turnout", "TurnoutTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TurnoutCLITests", dependencies: ["turnout", "TurnoutProxy", "TurnoutTestSupport"], swiftSettings: strict),
     ]
 )

@@ -22,6 +22,9 @@ struct CTurnoutUring_ring {
     /* The timespec of each submission slot's timeout: the kernel reads it when the slot is
      * submitted, and a slot is not reused before that. */
     struct __kernel_timespec *timeouts;
+    /* The address of each submission slot's connect, copied there so the caller's may go away at
+     * once: the kernel reads it when the slot is submitted. */
+    struct sockaddr_storage *addresses;
 };
 
 static struct __kernel_timespec *timeout_for(CTurnoutUring_ring *ring, struct io_uring_sqe *sqe, uint64_t nanoseconds) {
@@ -58,7 +61,9 @@ CTurnoutUring_ring *CTurnoutUring_create(unsigned entries, unsigned buffers, uns
         return NULL;
     }
     ring->timeouts = calloc(ring->ring.sq.ring_entries, sizeof *ring->timeouts);
-    if (!ring->timeouts) {
+    ring->addresses = calloc(ring->ring.sq.ring_entries, sizeof *ring->addresses);
+    if (!ring->timeouts || !ring->addresses) {
+        free(ring->addresses);
         io_uring_queue_exit(&ring->ring);
         free(ring);
         *error = -ENOMEM;
@@ -78,6 +83,7 @@ CTurnoutUring_ring *CTurnoutUring_create(unsigned entries, unsigned buffers, uns
         if (buffer_memory != MAP_FAILED) munmap(buffer_memory, ring->buffers_bytes);
         io_uring_queue_exit(&ring->ring);
         free(ring->timeouts);
+        free(ring->addresses);
         free(ring);
         *error = result;
         return NULL;
@@ -111,6 +117,7 @@ void CTurnoutUring_destroy(CTurnoutUring_ring *ring) {
     munmap(ring->buffer_ring, ring->buffer_ring_bytes);
     munmap(ring->buffers, ring->buffers_bytes);
     free(ring->timeouts);
+    free(ring->addresses);
     free(ring);
 }
 
@@ -155,11 +162,14 @@ int CTurnoutUring_accept(CTurnoutUring_ring *ring, int fd, uint64_t token) {
     return 0;
 }
 
-int CTurnoutUring_connect(CTurnoutUring_ring *ring, int fd, const struct sockaddr *address, socklen_t length,
+int CTurnoutUring_connect(CTurnoutUring_ring *ring, int fd, const struct sockaddr *address, unsigned length,
                           uint64_t timeout_ns, uint64_t token) {
+    if (length > sizeof(struct sockaddr_storage)) return -EINVAL;
     if (two_slots(ring) < 0) return -EBUSY;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&ring->ring);
-    io_uring_prep_connect(sqe, fd, address, length);
+    struct sockaddr_storage *copy = &ring->addresses[sqe - ring->ring.sq.sqes];
+    memcpy(copy, address, length);
+    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)copy, length);
     io_uring_sqe_set_data64(sqe, token);
     sqe->flags |= IOSQE_IO_LINK;
     struct io_uring_sqe *limit = io_uring_get_sqe(&ring->ring);
@@ -216,6 +226,11 @@ int CTurnoutUring_timeout(CTurnoutUring_ring *ring, uint64_t timeout_ns, uint64_
     io_uring_prep_timeout(sqe, timeout_for(ring, sqe, timeout_ns), 0, 0);
     io_uring_sqe_set_data64(sqe, token);
     return 0;
+}
+
+int CTurnoutUring_submit(CTurnoutUring_ring *ring) {
+    int result = io_uring_submit(&ring->ring);
+    return result < 0 ? result : 0;
 }
 
 int CTurnoutUring_wait(CTurnoutUring_ring *ring, CTurnoutUring_completion *out, int capacity, uint64_t timeout_ns) {

@@ -85,7 +85,7 @@ public final class ProxyAdmin: Sendable {
                      "panicPicks": count.panicPicks] as [String: Any])
         })
         var result: [String: Any] = [
-            "source": source, "generation": statistics.generation, "workers": statistics.workers,
+            "source": source, "generation": statistics.generation, "workers": statistics.workers, "io": statistics.io,
             "accepted": statistics.accepted, "relays": statistics.relays, "loopRejections": statistics.loopRejections,
             "unknownRejections": statistics.unknownRejections, "acceptPauses": statistics.acceptPauses,
             "undersizedPipes": statistics.undersizedPipes, "copyFallbacks": statistics.copyFallbacks,

@@ -50,6 +50,8 @@ public struct ProxyStatusReport: Sendable, Hashable {
         var source: String
         var generation: UInt64
         var workers: Int
+        /// `uring` or `epoll`; absent from a proxy older than the io_uring workers.
+        var io: String?
         var accepted: UInt64
         var relays: Int64
         var loopRejections: UInt64
@@ -102,7 +104,7 @@ public struct ProxyStatusReport: Sendable, Hashable {
     public func summary(at address: SocketAddress, now: Double) -> [String] {
         let stats = statistics
         var lines = ["proxy at \(address): \(ready ? "ready" : "NOT READY (draining, or no table yet)"); "
-                     + "\(stats.workers) worker\(stats.workers == 1 ? "" : "s"); table generation \(stats.generation) from \(stats.source)"]
+                     + "\(stats.workers) worker\(stats.workers == 1 ? "" : "s")\(stats.io.map { $0.isEmpty ? "" : " (\($0))" } ?? ""); table generation \(stats.generation) from \(stats.source)"]
         lines.append("  connections: \(stats.accepted) accepted, \(stats.relays) open; refused: \(stats.loopRejections) loops, "
                      + "\(stats.unknownRejections) unknown destinations; accept pauses (fd limit): \(stats.acceptPauses)")
         // The passthrough and inbound rows are always there; they say something once used.

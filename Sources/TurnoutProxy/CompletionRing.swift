@@ -76,8 +76,8 @@ final class CompletionRing {
         try queued(CTurnoutUring_accept(ring, fd, token), "io_uring accept")
     }
 
-    /// `connect(2)`, ended with ECANCELED when it takes longer than `timeout`. `address` is
-    /// read when the request is submitted, at the next wait.
+    /// `connect(2)`, ended with ECANCELED when it takes longer than `timeout`. The ring keeps
+    /// its own copy of `address` until the kernel has read it.
     func connect(_ fd: Int32, to address: SocketAddress, timeout: Duration, token: UInt64) throws(SystemCallError) {
         let result = address.withSockaddr { CTurnoutUring_connect(ring, fd, $0, $1, Self.nanoseconds(timeout), token) }
         try queued(result, "io_uring connect(\(address))")
@@ -115,6 +115,13 @@ final class CompletionRing {
     /// A completion with `-ETIME` after `delay`.
     func timeout(after delay: Duration, token: UInt64) throws(SystemCallError) {
         try queued(CTurnoutUring_timeout(ring, Self.nanoseconds(delay), token), "io_uring timeout")
+    }
+
+    /// Hands what was queued to the kernel now, without reaping: a ``cancel(_:)`` must reach it
+    /// before the descriptor is closed, since a new socket may get the same number at once.
+    /// The corresponding C call is `io_uring_enter(2)` without `IORING_ENTER_GETEVENTS`.
+    func submit() throws(SystemCallError) {
+        try queued(CTurnoutUring_submit(ring), "io_uring_enter")
     }
 
     private func queued(_ result: Int32, _ call: @autoclosure () -> String) throws(SystemCallError) {

@@ -21,6 +21,18 @@ public struct ProxyConfiguration: Sendable, Hashable {
         case p2cEWMA = "p2c-ewma"
     }
 
+    /// How workers wait on their sockets.
+    public enum IOEngine: String, Sendable, Hashable, CaseIterable {
+        /// io_uring where this process may have it, else epoll; the log says which at start.
+        case auto
+        /// io_uring (Linux 6.1 or later): requests and completions of a whole loop in one
+        /// system call. Starting fails where it is refused: the default seccomp profiles of
+        /// Docker and containerd, `kernel.io_uring_disabled`, older kernels.
+        case uring
+        /// epoll: readiness, then one system call per read and per write.
+        case epoll
+    }
+
     /// Outbound listeners (captured app traffic; routed by original destination). One per
     /// family is typical: `0.0.0.0:15001` and `[::]:15001`.
     public var outbound: [SocketAddress]
@@ -30,6 +42,12 @@ public struct ProxyConfiguration: Sendable, Hashable {
     public var workers: Int
     public var unknown: UnknownDestination = .passthrough
     public var balancer: Balancer = .weighted
+    public var io: IOEngine = .auto
+    /// io_uring workers: receive buffers of 16 KiB per worker, a power of two (at most 32,768).
+    /// A received message holds one until it is sent on; a direction holds at most four before
+    /// its receive pauses, and bulk directions splice instead. When all are in use, receives
+    /// wait for some to come back. Only pages a receive wrote are resident (256: up to 4 MiB).
+    public var receiveBuffers = 256
     /// Connect timeout per attempt (Envoy's default is 5 s too).
     public var connectTimeout: Duration = .seconds(5)
     /// Attempts per connection, each to another endpoint while one is left (nothing was sent

@@ -29,11 +29,9 @@ final class ProxyWorker {
     private let routes: WorkerRoutes
 
     private var relays = SlotTable<EpollRelay>()
-    private var pool: PipePool
+    private var pipes: WorkerPipes
     private var acceptPausedUntil: ContinuousClock.Instant?
     private var loggedDescriptorShortage = false
-    private var loggedUndersizedPipe = false
-    private var loggedPipeFailure = false
     /// Where copy-mode reads land (see ``RelayDirection``); one per worker, used by one relay at
     /// a time. Its size is the bulk threshold: a read that fills it switches to splicing.
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: ProxyWorker.copyLimit, alignment: 16)
@@ -47,7 +45,7 @@ final class ProxyWorker {
         let counters = WorkerCounters()
         self.counters = counters
         routes = WorkerRoutes(index: index, configuration: configuration, counters: counters, cell: cell, health: health, log: log)
-        pool = PipePool(limit: configuration.pipePoolLimit, account: pipes)
+        self.pipes = WorkerPipes(worker: index, configuration: configuration, account: pipes, counters: counters, log: log)
         signal = try WorkerSignal()
         let epoll = try Syscalls.epollCreate()
         var listeners: [WorkerListener] = []
@@ -288,13 +286,13 @@ final class ProxyWorker {
         }
         if direction.splicing && !result.broken && direction.pending.isEmpty {
             if direction.pipe == nil && !direction.sourceDone && direction.sourceReadable && direction.destinationWritable {
-                direction.pipe = takePipe()
+                direction.pipe = pipes.take()
             }
             // No pipe to be had (budget spent, none left in the kernel's allowance, no
             // descriptor): this round copies, and the next one asks for a pipe again.
             let next = direction.pipe == nil
                 ? copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream, bulk: true)
-                : splice(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream)
+                : direction.splice(from: source, to: destination, counters: counters, toUpstream: toUpstream, pipes: &pipes)
             result = (result.moved || next.moved, next.broken)
         }
         if result.broken { return result }
@@ -386,93 +384,6 @@ final class ProxyWorker {
         return (moved, false)
     }
 
-    /// Splice mode: socket → pipe → socket, through the direction's pipe (``move`` got it).
-    private func splice(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
-                        counters: TrafficCounters?, toUpstream: Bool) -> (moved: Bool, broken: Bool) {
-        var moved = false
-        // Bytes the copy mode could not send yet go first, in order.
-        guard direction.pending.isEmpty else { return (false, false) }
-        var readable = !direction.sourceDone && direction.sourceReadable
-        while (readable || direction.buffered > 0) && direction.destinationWritable {
-            var progressed = false
-            if readable, direction.pipe != nil {
-                let room = direction.pipe!.capacity - direction.buffered
-                if room > 0 {
-                    switch Syscalls.splice(from: source, to: direction.pipe!.write, length: room) {
-                    case .moved(let count):
-                        direction.buffered += count
-                        progressed = true
-                    case .endOfStream:
-                        direction.sourceDone = true
-                        readable = false
-                        progressed = true
-                    case .wouldBlock:
-                        readable = false
-                        direction.sourceReadable = false
-                    case .failed:
-                        return (moved, true)
-                    }
-                }
-            }
-            if direction.buffered > 0 {
-                switch Syscalls.splice(from: direction.pipe!.read, to: destination, length: direction.buffered) {
-                case .moved(let count):
-                    direction.buffered -= count
-                    counters?.moved(count, toUpstream: toUpstream)
-                    moved = true
-                    progressed = true
-                case .wouldBlock:
-                    direction.destinationWritable = false
-                case .endOfStream, .failed:
-                    return (moved, true)
-                }
-            }
-            if !progressed { break }
-        }
-        if direction.buffered == 0, let pipe = direction.pipe {
-            pool.give(pipe, empty: true)
-            direction.pipe = nil
-        }
-        return (moved, false)
-    }
-
-    /// A pipe from the pool; nil when none can be had, and the direction copies instead: the
-    /// budget is spent, the kernel made an undersized pipe (the uid's allowance is spent, by
-    /// this proxy or another of its processes), or no descriptor is left. Counted; the last two
-    /// are logged once. A pipe the kernel made smaller than asked but at least its default size
-    /// is used (and counted, and logged once, as undersized).
-    private func takePipe() -> Pipe? {
-        do throws(PipePool.Shortage) {
-            let (pipe, undersized) = try pool.take()
-            if undersized { undersizedPipe(capacity: pipe.capacity, kept: true) }
-            return pipe
-        } catch {
-            counters.copyFallbacks.wrappingAdd(1, ordering: .relaxed)
-            switch error {
-            case .budget:
-                break
-            case .undersized(let capacity):
-                undersizedPipe(capacity: capacity, kept: false)
-            case .failed(let failure):
-                if !loggedPipeFailure {
-                    loggedPipeFailure = true
-                    log("worker \(index): \(failure): bulk relays copy instead of splicing while no pipe can be made (logged once)")
-                }
-            }
-            return nil
-        }
-    }
-
-    private func undersizedPipe(capacity: Int, kept: Bool) {
-        counters.undersizedPipes.wrappingAdd(1, ordering: .relaxed)
-        guard !loggedUndersizedPipe else { return }
-        loggedUndersizedPipe = true
-        log("worker \(index): the kernel made a \(capacity)-byte pipe: this uid's pipe allowance (fs.pipe-user-pages-soft) "
-            + "is spent, by this proxy or another process of the uid; "
-            + (kept ? "it is used, and no larger pipe is asked for" : "bulk relays copy instead of splicing")
-            + " until pipes are free (logged once)")
-    }
-
     // MARK: - timers and the end
 
     /// Connect timeouts, idle relays, half-closed relays past their bound.
@@ -503,7 +414,7 @@ final class ProxyWorker {
         // sees counters and the circuit breaker that already account for it.
         routes.released(relay)
         for direction in [relay.toUpstream, relay.toClient] {
-            if let pipe = direction.pipe { pool.give(pipe, empty: direction.buffered == 0) }
+            if let pipe = direction.pipe { pipes.give(pipe, empty: direction.buffered == 0) }
         }
         if relay.upstream >= 0 {
             if reset { Syscalls.closeWithReset(relay.upstream) } else { close(relay.upstream) }

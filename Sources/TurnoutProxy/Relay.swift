@@ -14,7 +14,7 @@ final class Relay<Direction> {
         case relaying
     }
 
-    /// Unique within its worker; part of every epoll token of this relay.
+    /// Unique within its worker; part of every token (epoll event or ring request) of this relay.
     let id: UInt64
     let client: Int32
     var upstream: Int32 = -1
@@ -51,6 +51,9 @@ final class Relay<Direction> {
     var counted = false
     var toUpstream: Direction
     var toClient: Direction
+    /// io_uring worker: the relay is on the list of those to pump after the current batch of
+    /// completions (so it is put there once).
+    var touched = false
 
     /// A relay for `client` as ``WorkerRoutes`` admitted it; both directions start as `direction`.
     init(id: UInt64, client: Int32, admission: WorkerRoutes.Admission, direction: Direction, now: ContinuousClock.Instant) {

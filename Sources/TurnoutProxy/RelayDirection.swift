@@ -42,6 +42,60 @@ struct RelayDirection {
     var isEmpty: Bool { buffered == 0 && pending.isEmpty }
 
     var isFinished: Bool { sourceDone && isEmpty && shutdownSent }
+
+    /// Splice mode: socket → pipe → socket, through the direction's pipe (the caller took it
+    /// from `pipes`), until the source has nothing more or the destination takes nothing more.
+    /// Clears ``sourceReadable`` or ``destinationWritable`` when a splice would block, sets
+    /// ``sourceDone`` at the end of stream, and gives the pipe back once it is empty. Returns
+    /// whether bytes moved and whether a side broke.
+    mutating func splice(from source: Int32, to destination: Int32, counters: TrafficCounters?, toUpstream: Bool,
+                         pipes: inout WorkerPipes) -> (moved: Bool, broken: Bool) {
+        var moved = false
+        // Bytes the copy mode could not send yet go first, in order.
+        guard pending.isEmpty else { return (false, false) }
+        var readable = !sourceDone && sourceReadable
+        while (readable || buffered > 0) && destinationWritable {
+            var progressed = false
+            if readable, pipe != nil {
+                let room = pipe!.capacity - buffered
+                if room > 0 {
+                    switch Syscalls.splice(from: source, to: pipe!.write, length: room) {
+                    case .moved(let count):
+                        buffered += count
+                        progressed = true
+                    case .endOfStream:
+                        sourceDone = true
+                        readable = false
+                        progressed = true
+                    case .wouldBlock:
+                        readable = false
+                        sourceReadable = false
+                    case .failed:
+                        return (moved, true)
+                    }
+                }
+            }
+            if buffered > 0 {
+                switch Syscalls.splice(from: pipe!.read, to: destination, length: buffered) {
+                case .moved(let count):
+                    buffered -= count
+                    counters?.moved(count, toUpstream: toUpstream)
+                    moved = true
+                    progressed = true
+                case .wouldBlock:
+                    destinationWritable = false
+                case .endOfStream, .failed:
+                    return (moved, true)
+                }
+            }
+            if !progressed { break }
+        }
+        if buffered == 0, let held = pipe {
+            pipes.give(held, empty: true)
+            pipe = nil
+        }
+        return (moved, false)
+    }
 }
 
 extension Relay where Direction == RelayDirection {

@@ -12,6 +12,9 @@ import TurnoutModel
 /// any thread.
 public final class TransparentProxy: Sendable {
     public let configuration: ProxyConfiguration
+    /// How the workers wait on their sockets: ``ProxyConfiguration/IOEngine/uring`` or
+    /// ``ProxyConfiguration/IOEngine/epoll`` (what `auto` came to).
+    public let io: ProxyConfiguration.IOEngine
     private let cell: SnapshotCell
     private let healthCell: EndpointHealthCell
     /// Nil when active checks are off.
@@ -23,7 +26,8 @@ public final class TransparentProxy: Sendable {
 
     /// Starts the proxy with `table`. `log` receives the workers' rare log lines (descriptor
     /// shortage, unexpected errors), from any thread. If a worker cannot bind its listeners,
-    /// those already started are stopped and the error is thrown.
+    /// those already started are stopped and the error is thrown; so is io_uring's refusal
+    /// when ``ProxyConfiguration/io`` asks for it (`auto` falls back to epoll, and logs why).
     ///
     /// Sets SIGPIPE to be ignored, process-wide: `splice(2)` into a socket whose peer reset it
     /// raises SIGPIPE (it has no `MSG_NOSIGNAL`), whose default action would kill the process
@@ -34,6 +38,8 @@ public final class TransparentProxy: Sendable {
                 log: @escaping @Sendable (String) -> Void) throws(SystemCallError) {
         signal(SIGPIPE, SIG_IGN)
         self.configuration = configuration
+        let io = try Self.engine(configuration.io, log: log)
+        self.io = io
         let first = ProxySnapshot(table: table, generation: 1, outlierPolicy: configuration.outlier)
         cell = SnapshotCell(first)
         let healthCell = EndpointHealthCell()
@@ -50,11 +56,18 @@ public final class TransparentProxy: Sendable {
         var started: [JoinableThread] = []
         do throws(SystemCallError) {
             for index in 0..<max(1, configuration.workers) {
-                let worker = try ProxyWorker(index: index, configuration: configuration, cell: cell, health: healthCell,
-                                             pipes: pipes, log: log)
-                workers.append((worker.counters, worker.signal))
-                // The worker moves to its thread, which is its only user from here on.
-                started.append(try JoinableThread(handingOver: worker) { $0.run() })
+                // A worker moves to its thread, which is its only user from here on.
+                if io == .uring {
+                    let worker = try RingWorker(index: index, configuration: configuration, cell: cell, health: healthCell,
+                                                pipes: pipes, log: log)
+                    workers.append((worker.counters, worker.signal))
+                    started.append(try JoinableThread(handingOver: worker) { $0.run() })
+                } else {
+                    let worker = try ProxyWorker(index: index, configuration: configuration, cell: cell, health: healthCell,
+                                                 pipes: pipes, log: log)
+                    workers.append((worker.counters, worker.signal))
+                    started.append(try JoinableThread(handingOver: worker) { $0.run() })
+                }
             }
         } catch {
             for worker in workers { worker.signal.stop() }
@@ -67,6 +80,29 @@ public final class TransparentProxy: Sendable {
     }
 
     deinit { stop() }
+
+    /// Why this process cannot have io_uring workers (no io_uring, refused, a kernel before
+    /// 6.1), or nil when it can: a small ring is made and dropped.
+    public static func uringUnavailability() -> SystemCallError? {
+        CompletionRing.unavailability()
+    }
+
+    /// What `requested` comes to here: io_uring when asked for or when `auto` finds it
+    /// available, epoll otherwise. Throws io_uring's refusal only when it was asked for.
+    private static func engine(_ requested: ProxyConfiguration.IOEngine,
+                               log: @Sendable (String) -> Void) throws(SystemCallError) -> ProxyConfiguration.IOEngine {
+        switch requested {
+        case .epoll:
+            return .epoll
+        case .uring:
+            if let refusal = CompletionRing.unavailability() { throw refusal }
+            return .uring
+        case .auto:
+            guard let refusal = CompletionRing.unavailability() else { return .uring }
+            log("io_uring is not available (\(refusal)): the workers use epoll")
+            return .epoll
+        }
+    }
 
     /// The snapshot in use.
     public var snapshot: ProxySnapshot { cell.snapshot }
@@ -90,6 +126,7 @@ public final class TransparentProxy: Sendable {
         var statistics = ProxyStatistics()
         for worker in workers { worker.counters.add(to: &statistics) }
         statistics.workers = workers.count
+        statistics.io = io.rawValue
         statistics.generation = cell.snapshot.generation
         statistics.pipeBytes = Int64(pipes.bytesHeld)
         statistics.pipeBytesPeak = Int64(pipes.bytesPeak)

@@ -141,6 +141,8 @@ public struct ProxyStatistics: Sendable, Hashable, Codable {
     /// Relays open now, in any phase.
     public var relays: Int64 = 0
     public var workers = 0
+    /// How the workers wait on their sockets: `uring` or `epoll`.
+    public var io = ""
     /// The table generation in use (1 for the first table, +1 per accepted reload).
     public var generation: UInt64 = 0
     /// The health of every endpoint of the table in use, read at the scrape.

@@ -81,6 +81,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(help: "weighted (smooth weighted round robin, the default) or p2c-ewma (power of two choices over connect latency × in-flight).")
     var balancer: String = ProxyConfiguration.Balancer.weighted.rawValue
 
+    @Option(help: "auto (default: io_uring where allowed, else epoll), uring or epoll: how workers wait on their sockets.")
+    var io: String = ProxyConfiguration.IOEngine.auto.rawValue
+
     @Option(name: .customLong("connect-timeout"), help: "Seconds per upstream connect attempt (default 5).")
     var connectTimeout: Double = 5
 
@@ -181,7 +184,7 @@ struct ProxyCommand: ParsableCommand {
             let listeners = configuration.outbound + configuration.inbound + (adminAddress.map { [$0] } ?? [])
             throw RuntimeFailure(message: "turnout proxy: cannot start: \(error)" + busyPortHint(error, listeners: listeners))
         }
-        print("turnout proxy: \(configuration.workers) workers; outbound \(configuration.outbound.map { "\($0)" }.joined(separator: ", "))"
+        print("turnout proxy: \(configuration.workers) worker\(configuration.workers == 1 ? "" : "s") (\(proxy.io.rawValue)); outbound \(configuration.outbound.map { "\($0)" }.joined(separator: ", "))"
               + "; inbound \(configuration.inbound.isEmpty ? "none" : configuration.inbound.map { "\($0)" }.joined(separator: ", "))"
               + "; admin \(adminServer.map { "\($0.address)" } ?? "none"); table \(location): \(proxy.snapshot.routes.routes.count) routes (generation 1)")
         fflush(nil)  // all streams: a supervisor reading the pipe sees the start line now
@@ -263,6 +266,10 @@ struct ProxyCommand: ParsableCommand {
         }
         configuration.unknown = unknownDestination
         configuration.balancer = balancerKind
+        guard let engine = ProxyConfiguration.IOEngine(rawValue: io) else {
+            throw BadInput(message: "proxy: --io \(io): auto, uring or epoll")
+        }
+        configuration.io = engine
         configuration.connectTimeout = try Self.seconds(connectTimeout, "--connect-timeout")
         configuration.idleTimeout = try Self.seconds(idleTimeout, "--idle-timeout")
         configuration.halfClosedTimeout = try Self.seconds(halfClosedTimeout, "--half-closed-timeout")

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import TurnoutProxy
 import TurnoutTestSupport
 
 /// `turnout proxy` as a process in a lab namespace (`ip netns exec NS turnout proxy …`), with the
@@ -11,6 +12,8 @@ import TurnoutTestSupport
        .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
 struct ProxyCommandTests {
     static let adminPort: UInt16 = 15000
+    /// What `--io auto` (the default) comes to on this machine.
+    static var autoEngine: String { TransparentProxy.uringUnavailability() == nil ? "uring" : "epoll" }
     static let vip = "10.96.0.10"
     static let label = "demo/web:http"
 
@@ -73,7 +76,7 @@ struct ProxyCommandTests {
 
             let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
             try #require(ready, "not ready; stderr: \(proxy.standardError)")
-            #expect(proxy.standardOutput.contains("2 workers"), "\(proxy.standardOutput)")
+            #expect(proxy.standardOutput.contains("2 workers (\(Self.autoEngine))"), "\(proxy.standardOutput)")
 
             // Traffic, then /metrics: exactly what the clients got, per endpoint.
             let sent = try lab.connections(40, to: Self.vip, port: 80)
@@ -234,7 +237,7 @@ struct ProxyCommandTests {
             let status = try lab.run(Repository.turnoutBinary, ["status", "--admin", "127.0.0.1:\(Self.adminPort)"])
             #expect(status.status == 0, "\(status.standardError)")
             let lines = status.standardOutput.split(separator: "\n").map(String.init)
-            #expect(lines.contains("proxy at 127.0.0.1:\(Self.adminPort): ready; 2 workers; table generation 1 from file:\(file)"),
+            #expect(lines.contains("proxy at 127.0.0.1:\(Self.adminPort): ready; 2 workers (\(Self.autoEngine)); table generation 1 from file:\(file)"),
                     "\(status.standardOutput)")
             #expect(lines.contains("  connections: 12 accepted, 0 open; refused: 0 loops, 0 unknown destinations; accept pauses (fd limit): 0"),
                     "\(status.standardOutput)")
@@ -272,11 +275,12 @@ struct ProxyCommandTests {
             let proxy = try LabProcess(try Subprocess.locate("ip"), [
                 "netns", "exec", lab.namespace.name, Repository.turnoutBinary, "proxy", "--source", "etcd:\(etcd.url)",
                 "--outbound", "0.0.0.0:\(ProxyLab.outboundPort)", "--inbound", "none", "--admin", "127.0.0.1:\(Self.adminPort)", "--workers", "1",
-                "--drain-time", "0",
+                "--drain-time", "0", "--io", "epoll",
             ])
             defer { proxy.stop() }
             #expect(ProxyLab.eventually(within: .seconds(15)) { (try? lab.connections(2, to: Self.vip, port: 80)) == ["port 8081": 2] },
                     "stderr: \(proxy.standardError)")
+            #expect(proxy.standardOutput.contains("1 worker (epoll)"), "\(proxy.standardOutput)")
 
             etcd.stop()
             #expect(ProxyLab.eventually(within: .seconds(15)) { (try? Self.metrics(lab).value("turnout_source_up", source)) == 0 },
@@ -425,6 +429,7 @@ struct ProxyCommandFlagTests {
         (["--workers", "two"], "--workers"),
         (["--unknown", "maybe"], "--unknown"),
         (["--balancer", "random"], "--balancer"),
+        (["--io", "kqueue"], "--io"),
         (["--outbound", "nonsense"], "--outbound"),
         (["--inbound", "10.0.0.1"], "--inbound"),
         (["--admin", "localhost"], "--admin"),

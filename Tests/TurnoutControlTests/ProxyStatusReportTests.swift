@@ -16,6 +16,7 @@ struct ProxyStatusReportTests {
     static func statistics() -> ProxyStatistics {
         var statistics = ProxyStatistics()
         statistics.workers = 2
+        statistics.io = "uring"
         statistics.generation = 3
         statistics.accepted = 130
         statistics.relays = 7
@@ -57,7 +58,7 @@ struct ProxyStatusReportTests {
         let body = try Self.body(ProxyAdmin.statistics(Self.statistics(), source: "rules/shop.yaml"))
         let report = try ProxyStatusReport(statsJSON: body, ready: true)
         #expect(report.summary(at: Self.admin, now: 0) == [
-            "proxy at 127.0.0.1:15000: ready; 2 workers; table generation 3 from rules/shop.yaml",
+            "proxy at 127.0.0.1:15000: ready; 2 workers (uring); table generation 3 from rules/shop.yaml",
             "  connections: 130 accepted, 7 open; refused: 1 loops, 0 unknown destinations; accept pauses (fd limit): 0",
             "  service        endpoint       connections  open  connect failures          state",
             "  passthrough                             9     0  0                         -",

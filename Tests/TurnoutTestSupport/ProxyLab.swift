@@ -99,10 +99,18 @@ public final class ProxyLab: Sendable {
     }
 
     /// The proxy configuration the lab's capture expects: outbound on `0.0.0.0:15001` and
-    /// `[::]:15001`, no inbound, `workers` workers; everything else at its default.
-    public static func configuration(workers: Int = 2) -> ProxyConfiguration {
-        ProxyConfiguration(outbound: [SocketAddress("0.0.0.0:\(outboundPort)")!, SocketAddress("[::]:\(outboundPort)")!],
-                           inbound: [], workers: workers)
+    /// `[::]:15001`, no inbound, `workers` workers on `io`; everything else at its default.
+    public static func configuration(workers: Int = 2, io: ProxyConfiguration.IOEngine = .auto) -> ProxyConfiguration {
+        var configuration = ProxyConfiguration(outbound: [SocketAddress("0.0.0.0:\(outboundPort)")!, SocketAddress("[::]:\(outboundPort)")!],
+                                               inbound: [], workers: workers)
+        configuration.io = io
+        return configuration
+    }
+
+    /// The worker engines a scenario runs on: both, or only epoll where io_uring is not
+    /// available (unless the kernel tests are required, where its absence must fail).
+    public static var engines: [ProxyConfiguration.IOEngine] {
+        TransparentProxy.uringUnavailability() == nil || KernelLab.isRequired ? [.uring, .epoll] : [.epoll]
     }
 
     /// A table from YAML in Turnout's own format (decoded and validated as the CLI does).
@@ -589,11 +597,24 @@ extension ProxyLab {
         /// Sends `line` and a newline, and returns the next line that comes back (an identity
         /// upstream answers its greeting), or how the connection ended instead.
         public func exchange(_ line: String = "ping", timeout: Duration = .seconds(2)) -> Reply {
+            if let failure = send(line, timeout: timeout) { return failure }
+            return receiveLine(timeout: timeout)
+        }
+
+        /// Sends `line` and a newline without waiting for an answer; nil once sent, else how it
+        /// failed.
+        public func send(_ line: String = "ping", timeout: Duration = .seconds(2)) -> Reply? {
             state.withLock { state in
                 guard state.fd >= 0 else { return .failed(errno: EBADF) }
-                let deadline = ContinuousClock.now + timeout
-                if let failure = LabClient.sendAll(state.fd, Array((line + "\n").utf8)[...], deadline: deadline) { return failure }
-                return ProxyLab.Reply.readLine(state.fd, buffer: &state.buffer, deadline: deadline)
+                return LabClient.sendAll(state.fd, Array((line + "\n").utf8)[...], deadline: ContinuousClock.now + timeout)
+            }
+        }
+
+        /// The next line that comes, or how the connection ended instead.
+        public func receiveLine(timeout: Duration = .seconds(2)) -> Reply {
+            state.withLock { state in
+                guard state.fd >= 0 else { return .failed(errno: EBADF) }
+                return ProxyLab.Reply.readLine(state.fd, buffer: &state.buffer, deadline: ContinuousClock.now + timeout)
             }
         }
 

@@ -18,7 +18,10 @@
 #define C_TURNOUT_URING_H
 
 #include <stdint.h>
-#include <sys/socket.h>
+
+/* Declared, not included: <sys/socket.h> pulled in here would make this module the owner of
+ * the socket constants (SOCK_STREAM, ...) for Swift files that also import Glibc. */
+struct sockaddr;
 
 typedef struct CTurnoutUring_ring CTurnoutUring_ring;
 
@@ -56,10 +59,10 @@ void CTurnoutUring_give_back(CTurnoutUring_ring *ring, int id);
 /* accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC, multishot (5.19): one completion per connection
  * (result = the new descriptor) until one comes without `more` (an error such as -EMFILE ends it). */
 int CTurnoutUring_accept(CTurnoutUring_ring *ring, int fd, uint64_t token);
-/* connect(2) of `fd` to `address` (copied by the kernel while the request is submitted, so it
- * must stay valid until the next wait), ended with -ECANCELED after `timeout_ns` (a linked
+/* connect(2) of `fd` to `address` (copied into the slot's own storage: the caller's may go
+ * away on return; -EINVAL when longer than a sockaddr_storage), ended with -ECANCELED after `timeout_ns` (a linked
  * timeout, whose own completion is not reported). */
-int CTurnoutUring_connect(CTurnoutUring_ring *ring, int fd, const struct sockaddr *address, socklen_t length,
+int CTurnoutUring_connect(CTurnoutUring_ring *ring, int fd, const struct sockaddr *address, unsigned length,
                           uint64_t timeout_ns, uint64_t token);
 /* recv(2), multishot, into provided buffers: one completion per arrival with the buffer that
  * holds it, result 0 at the end of stream. A completion without `more` ends it (end of stream,
@@ -78,6 +81,10 @@ int CTurnoutUring_cancel(CTurnoutUring_ring *ring, int fd);
 int CTurnoutUring_cancel_request(CTurnoutUring_ring *ring, uint64_t token);
 /* A wakeup after `timeout_ns` (one-shot, result -ETIME), for a worker's timers. */
 int CTurnoutUring_timeout(CTurnoutUring_ring *ring, uint64_t timeout_ns, uint64_t token);
+
+/* Submits what was queued without waiting: a cancel must reach the kernel before its
+ * descriptor is closed (the number could be reused at once). Returns 0 or a negative errno. */
+int CTurnoutUring_submit(CTurnoutUring_ring *ring);
 
 /* Submits what was queued and waits until at least one completion is ready or `timeout_ns`
  * passed (0: do not wait), then copies up to `capacity` completions into `out` and returns
