@@ -49,6 +49,9 @@ struct RingDirection {
     /// The end of stream was passed on (`shutdown(SHUT_WR)`, or the close that finishes the relay).
     var shutdownSent = false
 
+    /// A request of this direction is armed on the ring (a receive, a send or a poll).
+    var hasRequests: Bool { receiving || sending || pollingSource || pollingDestination }
+
     /// Bytes received and not yet written, in either mode.
     var isEmpty: Bool { queue.isEmpty && (splice?.buffered ?? 0) == 0 }
 

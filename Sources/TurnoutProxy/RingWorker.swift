@@ -512,12 +512,16 @@ final class RingWorker {
         // A request holds its socket open: without the cancel, an armed receive would keep a
         // closed socket alive. The cancel reaches the kernel before the close, since the
         // descriptor's number may go to a new socket at once. Late completions find no relay.
-        do throws(SystemCallError) {
-            try ring.cancel(relay.client)
-            if relay.upstream >= 0 { try ring.cancel(relay.upstream) }
-            try ring.submit()
-        } catch {
-            log("worker \(index): \(error): a closed relay's sockets stay open until its requests complete")
+        // A relay that ended cleanly has none left (its receives saw the end of stream), and
+        // closes without the cancels and the extra io_uring_enter.
+        if relay.phase == .connecting || relay.toUpstream.hasRequests || relay.toClient.hasRequests {
+            do throws(SystemCallError) {
+                try ring.cancel(relay.client)
+                if relay.upstream >= 0 { try ring.cancel(relay.upstream) }
+                try ring.submit()
+            } catch {
+                log("worker \(index): \(error): a closed relay's sockets stay open until its requests complete")
+            }
         }
         // Its received bytes will not be sent: a send still in flight was cancelled above.
         for segment in relay.toUpstream.queue + relay.toClient.queue { giveBack(segment.buffer) }
