@@ -7,9 +7,11 @@ import TurnoutModel
 ///
 /// Where the epoll worker (``ProxyWorker``) asks the kernel what is ready and then makes a
 /// `recv` and a `send` per message, this one keeps a multishot accept on each listener and a
-/// multishot receive on each relay's sockets, queues every send, connect and poll on the ring,
-/// and hands all of a loop's requests to the kernel and reaps all its completions in one
-/// `io_uring_enter`. Bulk directions splice as the epoll worker does (see ``RingDirection``).
+/// multishot receive on each relay's sockets, queues connects (with linked timeouts) and polls
+/// on the ring, and hands all of a loop's requests to the kernel and reaps all its completions
+/// in one `io_uring_enter`: no readiness wait and no read per message. What arrived goes on
+/// with a plain `send(2)` after each batch (see ``RingDirection`` for why not a ring send).
+/// Bulk directions splice as the epoll worker does.
 /// Routing, attempts and their books are ``WorkerRoutes``', as for the epoll worker.
 ///
 /// Created on the control thread with its listeners bound and its ring made disabled (so a
@@ -25,9 +27,8 @@ final class RingWorker {
     private enum Request: UInt64 {
         case connect = 0
         case receive = 1
-        case send = 2
-        case pollSource = 3
-        case pollDestination = 4
+        case pollSource = 2
+        case pollDestination = 3
     }
 
     /// Token UInt64.max is the ring's own; the wakeup and listeners sit just below it, relay
@@ -58,13 +59,13 @@ final class RingWorker {
     private var acceptPausedUntil: ContinuousClock.Instant?
     private var loggedDescriptorShortage = false
     private var loggedBufferShortage = false
-    /// Relays whose state changed in this batch of completions: pumped once after it, so
-    /// requests are queued knowing every completion of the batch (an end of stream that came
-    /// with the last bytes sends them with MSG_MORE, then the FIN).
+    /// Relays whose state changed in this batch of completions: pumped once after it, knowing
+    /// every completion of the batch (an end of stream that came with the last bytes sends them
+    /// with MSG_MORE, then the FIN).
     private var touched: [RingRelay] = []
     /// Relays with a direction whose receive ran out of buffers, waiting for some to return.
     private var starved: [RingRelay] = []
-    /// Provided buffers the worker holds (received, not yet sent and given back).
+    /// Provided buffers the worker holds: received in this batch, not yet sent and given back.
     private var heldBuffers = 0
     /// The time of the current batch of completions, read once per batch.
     private var now = ContinuousClock.now
@@ -164,8 +165,6 @@ final class RingWorker {
             connected(relay, result: completion.result)
         case .receive:
             received(relay, toClient: toClient, completion)
-        case .send:
-            sent(relay, toClient: toClient, result: completion.result)
         case .pollSource, .pollDestination:
             polled(relay, toClient: toClient, source: request == .pollSource, result: completion.result)
         case nil:
@@ -279,11 +278,11 @@ final class RingWorker {
             if !completion.more { direction.receiving = false }
             let result = completion.result
             if result > 0, let buffer = completion.buffer {
-                direction.queue.append(.init(buffer: buffer, offset: 0, count: Int(result)))
+                direction.queue.append(.init(buffer: buffer, count: Int(result)))
                 if full {
                     if direction.spliceBackoff > 0 { direction.spliceBackoff -= 1 } else { direction.bulk = true }
                 }
-                if (direction.bulk || direction.queue.count >= RingDirection.heldLimit) && !direction.pausing {
+                if direction.bulk && !direction.pausing {
                     direction.pausing = true
                     cancel = direction.receiving
                 }
@@ -311,39 +310,18 @@ final class RingWorker {
         touch(relay)
     }
 
-    private func sent(_ relay: RingRelay, toClient: Bool, result: Int32) {
-        guard result >= 0 else {
-            // The destination reset or went away (EPIPE, ECONNRESET); ECANCELED only when the
-            // relay is ending anyway.
-            finish(relay, reset: true)
-            return
-        }
-        var done: Int32?
-        update(relay, toClient: toClient) { direction in
-            direction.sending = false
-            guard var head = direction.queue.first else { return }
-            if Int(result) < head.count {
-                head.offset += Int(result)
-                head.count -= Int(result)
-                direction.queue[0] = head
-            } else {
-                direction.queue.removeFirst()
-                done = head.buffer
-            }
-        }
-        if let done { giveBack(done) }
-        relay.counters?.moved(Int(result), toUpstream: !toClient)
-        relay.lastActivity = now
-        touch(relay)
-    }
-
     private func polled(_ relay: RingRelay, toClient: Bool, source: Bool, result: Int32) {
         var broken = false
         update(relay, toClient: toClient) { direction in
             if source { direction.pollingSource = false } else { direction.pollingDestination = false }
             if result > 0 {
                 // Any readiness, an error or hang-up included: the splice that follows says which.
-                if source { direction.splice?.sourceReadable = true } else { direction.splice?.destinationWritable = true }
+                if source {
+                    direction.splice?.sourceReadable = true
+                } else {
+                    direction.destinationBlocked = false
+                    direction.splice?.destinationWritable = true
+                }
             } else if result < 0 && result != -ECANCELED {
                 broken = true
             }
@@ -385,18 +363,23 @@ final class RingWorker {
             guard splice(&direction, relay, source: source, destination: destination, toClient: toClient) else { return false }
         }
         if direction.splice == nil {
-            if !direction.sending, let head = direction.queue.first {
-                // The last bytes before an end of stream that already came: held back (MSG_MORE)
-                // for the shutdown or close that follows their send, so they and the FIN go in
-                // one segment (see the epoll worker's copy for why that matters).
-                let last = direction.sourceDone && direction.queue.count == 1
-                let bytes = UnsafeRawBufferPointer(rebasing: ring.bytes(of: head.buffer, count: head.offset + head.count)[head.offset...])
-                guard queue("send", { () throws(SystemCallError) in
-                    try ring.send(destination, bytes, more: last, token: token(relay, .send, toClient: toClient))
-                }) else { return false }
-                direction.sending = true
+            guard send(&direction, relay, to: destination, toClient: toClient) else { return false }
+            if !direction.pending.isEmpty {
+                // The destination is full: stop reading until it takes the rest.
+                if !direction.pausing {
+                    direction.pausing = true
+                    if direction.receiving {
+                        _ = queue("cancel") { () throws(SystemCallError) in try ring.cancel(token: token(relay, .receive, toClient: toClient)) }
+                    }
+                }
+                if !direction.pollingDestination {
+                    guard queue("poll", { () throws(SystemCallError) in
+                        try ring.poll(destination, events: CTurnoutUring_POLLOUT, token: token(relay, .pollDestination, toClient: toClient))
+                    }) else { return false }
+                    direction.pollingDestination = true
+                }
             }
-            if direction.pausing && !direction.receiving && direction.queue.isEmpty {
+            if direction.pausing && !direction.receiving && direction.pending.isEmpty {
                 direction.pausing = false
                 if direction.bulk && !direction.sourceDone {
                     // The receive ended and its bytes went on: splice from here, starting with
@@ -424,6 +407,55 @@ final class RingWorker {
             direction.shutdownSent = true
         }
         return true
+    }
+
+    /// Receive mode: sends what waits (``RingDirection/pending`` first, then the batch's
+    /// arrivals, in order) with non-blocking `send(2)` until the destination takes no more, and
+    /// gives every buffer back; what was not taken is copied to `pending`. False when the
+    /// destination broke.
+    private func send(_ direction: inout RingDirection, _ relay: RingRelay, to destination: Int32, toClient: Bool) -> Bool {
+        var broken = false
+        if !direction.pending.isEmpty && !direction.destinationBlocked {
+            // The last bytes before an end of stream that already came go with MSG_MORE: the
+            // shutdown or close that follows at once sends them and the FIN in one segment (see
+            // the epoll worker's copy for why that matters).
+            let more = direction.sourceDone && direction.queue.isEmpty
+            // Array's withUnsafeBytes rethrows untyped, hence the plain `do`.
+            do {
+                let taken = try direction.pending.withUnsafeBytes { bytes throws(SystemCallError) in
+                    try Syscalls.send(destination, bytes, more: more)
+                }
+                if let sent = taken {
+                    relay.counters?.moved(sent, toUpstream: !toClient)
+                    direction.pending.removeFirst(sent)
+                    relay.lastActivity = now
+                }
+                if !direction.pending.isEmpty { direction.destinationBlocked = true }
+            } catch {
+                broken = true
+            }
+        }
+        for (position, segment) in direction.queue.enumerated() {
+            let bytes = ring.bytes(of: segment.buffer, count: segment.count)
+            var sent = 0
+            if !broken && !direction.destinationBlocked && direction.pending.isEmpty {
+                let more = direction.sourceDone && position == direction.queue.count - 1
+                do throws(SystemCallError) {
+                    sent = try Syscalls.send(destination, bytes, more: more) ?? 0
+                } catch {
+                    broken = true
+                }
+                if sent > 0 {
+                    relay.counters?.moved(sent, toUpstream: !toClient)
+                    relay.lastActivity = now
+                }
+                if sent < segment.count { direction.destinationBlocked = true }
+            }
+            if !broken && sent < segment.count { direction.pending.append(contentsOf: bytes[sent...]) }
+            giveBack(segment.buffer)
+        }
+        direction.queue.removeAll(keepingCapacity: true)
+        return !broken
     }
 
     /// Splice mode: moves what can move, then polls the side that was not ready. With no pipe to
@@ -523,7 +555,7 @@ final class RingWorker {
                 log("worker \(index): \(error): a closed relay's sockets stay open until its requests complete")
             }
         }
-        // Its received bytes will not be sent: a send still in flight was cancelled above.
+        // Bytes of this batch that will not be sent now.
         for segment in relay.toUpstream.queue + relay.toClient.queue { giveBack(segment.buffer) }
         if relay.upstream >= 0 {
             if reset { Syscalls.closeWithReset(relay.upstream) } else { close(relay.upstream) }

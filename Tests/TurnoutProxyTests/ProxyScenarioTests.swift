@@ -488,6 +488,22 @@ struct ProxyScenarioTests {
         }
     }
 
+    @Test("echo, 8 MB, no pipes (every byte copied), a client that reads nothing for the first second → the proxy's sends block and resume; every byte comes back in order",
+          arguments: ProxyLab.engines)
+    func clientReadsLate(_ io: ProxyConfiguration.IOEngine) throws {
+        let upstream = Upstream(port: 8091, kind: .echo)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            var configuration = ProxyLab.configuration(workers: 1, io: io)
+            configuration.pipeBudget = .bytes(0)
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8091, 1)]))
+            let bytes = (0..<(8 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 13) }
+            let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(1))
+            #expect(end == .closed)
+            #expect(received == bytes, "\(received.count) bytes came back")
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+        }
+    }
+
     @Test("io_uring, 2 receive buffers, 64 open connections each sending a line at once → every one gets its answer: receives that found no buffer waited for one (logged)",
           .enabled(if: ProxyLab.engines.contains(.uring)))
     func receiveBufferShortage() throws {

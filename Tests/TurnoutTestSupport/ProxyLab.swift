@@ -417,17 +417,19 @@ public final class ProxyLab: Sendable {
         }
     }
 
-    /// Connects as `uid`, sends `bytes` while reading whatever comes back, shuts its write side
-    /// down after the last byte, and reads on until the stream ends: what came back and how it
-    /// ended (`.open` if it had not by `timeout`).
+    /// Connects as `uid`, sends `bytes` while reading whatever comes back (from `delay` on: a
+    /// client that reads nothing for a while makes the proxy's sends to it block), shuts its
+    /// write side down after the last byte, and reads on until the stream ends: what came back
+    /// and how it ended (`.open` if it had not by `timeout`).
     public func converse(_ bytes: [UInt8], to address: String, port: UInt16, uid: UInt32? = ProxyLab.appUID,
+                         readingAfter delay: Duration = .zero,
                          timeout: Duration = .seconds(30)) throws -> (received: [UInt8], end: LabClient.End) {
         try NamespaceThread.run(in: path, timeLimit: timeout + .seconds(10)) { () throws -> (received: [UInt8], end: LabClient.End) in
             let deadline = ContinuousClock.now + timeout
             let (reply, fd) = try LabClient.connect(address, port: port, uid: uid, deadline: deadline)
             guard let fd else { throw ServiceLabError("converse with \(address) port \(port): \(reply)") }
             defer { close(fd) }
-            return LabClient.converse(fd, bytes, deadline: deadline)
+            return LabClient.converse(fd, bytes, readingFrom: .now + delay, deadline: deadline)
         }
     }
 
@@ -744,7 +746,8 @@ public enum LabClient {
 
     /// Sends `bytes` and reads at the same time (so a peer that answers as it reads never
     /// blocks on us), shuts the write side after the last byte, then reads to the end.
-    static func converse(_ fd: Int32, _ bytes: [UInt8], deadline: ContinuousClock.Instant) -> ([UInt8], End) {
+    static func converse(_ fd: Int32, _ bytes: [UInt8], readingFrom start: ContinuousClock.Instant = .now,
+                         deadline: ContinuousClock.Instant) -> ([UInt8], End) {
         var rest = bytes[...]
         var received: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -756,8 +759,13 @@ public enum LabClient {
         while true {
             let remaining = deadline.pollMilliseconds
             if remaining <= 0 { return (received, .open) }
-            var entry = pollfd(fd: fd, events: Int16(POLLIN) | (writing ? Int16(POLLOUT) : 0), revents: 0)
-            let ready = poll(&entry, 1, remaining)
+            let reading = ContinuousClock.now >= start
+            if !reading && !writing {
+                Thread.sleep(forTimeInterval: 0.01)
+                continue
+            }
+            var entry = pollfd(fd: fd, events: (reading ? Int16(POLLIN) : 0) | (writing ? Int16(POLLOUT) : 0), revents: 0)
+            let ready = poll(&entry, 1, reading ? remaining : min(remaining, 10))
             if ready < 0 && errno != EINTR { return (received, .failed(errno: errno)) }
             if ready <= 0 { continue }
             if writing && entry.revents & Int16(POLLOUT) != 0 {
@@ -772,7 +780,7 @@ public enum LabClient {
                     return (received, errno == ECONNRESET || errno == EPIPE ? .reset : .failed(errno: errno))
                 }
             }
-            if entry.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+            if reading && entry.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                 let count = recv(fd, &chunk, chunk.count, Int32(MSG_DONTWAIT))
                 if count > 0 {
                     received += chunk[..<count]
