@@ -2,12 +2,15 @@
 /// requests are armed, and how far the end of stream got.
 ///
 /// A direction starts receiving: a multishot receive stays armed on its source, and each
-/// arrival lands in one of the ring's provided buffers. After the batch of completions, what
-/// arrived is sent on with a plain non-blocking `send(2)` and its buffer given back at once, so
-/// a buffer is never held past the batch it came in, and a destination that stops reading
-/// cannot take the worker's buffers from other relays. What the destination does not take is
-/// copied aside (``pending``), the receive is cancelled and the destination polled until it
-/// takes the rest; then the receive is armed again. A receive that fills a buffer shows a bulk
+/// arrival lands in one of the ring's provided buffers. After the batch of completions, an
+/// arrival with nothing ahead of it goes on with a send on the ring, straight from its buffer
+/// (the fast path: request/response traffic never copies); one send is in flight at a time.
+/// Arrivals behind it are copied aside (``pending``) and their buffers given back at once, so a
+/// direction holds at most one buffer however slow its destination: a few hundred stalled
+/// destinations cannot take the worker's buffers from the rest. ``pending`` goes on with plain
+/// non-blocking `send(2)` once the ring's send completed; what a full destination does not take
+/// waits there, the receive is cancelled (so does a ``pendingLimit`` of copied bytes), and a
+/// poll says when the destination takes more. A receive that fills a buffer shows a bulk
 /// stream: the receive is cancelled and the direction moves to splicing (readiness by one-shot
 /// polls, bytes by `splice(2)` through a pipe, as the epoll worker does). With no pipe to be
 /// had it receives again, and asks for a pipe again only after ``spliceBackoff`` more full
@@ -19,10 +22,15 @@ struct RingDirection {
         var count: Int
     }
 
+    /// Copied bytes past which the receive pauses until the destination took them.
+    static let pendingLimit = 65_536
+
     /// Arrivals of the current batch, in order; sent on (or copied to ``pending``) after it.
     var queue: [Segment] = []
-    /// Bytes the destination did not take yet (a full send buffer), copied out of the ring's
-    /// buffers; they go before anything received later.
+    /// The segment whose send is in flight on the ring; its buffer is held until the send completes.
+    var inFlight: Segment?
+    /// Bytes waiting behind ``inFlight``, or that the destination did not take yet (a full send
+    /// buffer), copied out of the ring's buffers; they go before anything received later.
     var pending: [UInt8] = []
     /// A send would block: the destination is polled for writability before the next.
     var destinationBlocked = false
@@ -49,11 +57,11 @@ struct RingDirection {
     /// The end of stream was passed on (`shutdown(SHUT_WR)`, or the close that finishes the relay).
     var shutdownSent = false
 
-    /// A request of this direction is armed on the ring (a receive or a poll).
-    var hasRequests: Bool { receiving || pollingSource || pollingDestination }
+    /// A request of this direction is armed on the ring (a receive, a send or a poll).
+    var hasRequests: Bool { receiving || inFlight != nil || pollingSource || pollingDestination }
 
     /// Bytes received and not yet written, in either mode.
-    var isEmpty: Bool { queue.isEmpty && pending.isEmpty && (splice?.buffered ?? 0) == 0 }
+    var isEmpty: Bool { queue.isEmpty && inFlight == nil && pending.isEmpty && (splice?.buffered ?? 0) == 0 }
 
     var isFinished: Bool { sourceDone && isEmpty && shutdownSent }
 }

@@ -10,8 +10,8 @@ import TurnoutModel
 /// multishot receive on each relay's sockets, queues connects (with linked timeouts) and polls
 /// on the ring, and hands all of a loop's requests to the kernel and reaps all its completions
 /// in one `io_uring_enter`: no readiness wait and no read per message. What arrived goes on
-/// with a plain `send(2)` after each batch (see ``RingDirection`` for why not a ring send).
-/// Bulk directions splice as the epoll worker does.
+/// with a send on the ring, straight from its buffer; only what waits behind a send is copied
+/// (see ``RingDirection``). Bulk directions splice as the epoll worker does.
 /// Routing, attempts and their books are ``WorkerRoutes``', as for the epoll worker.
 ///
 /// Created on the control thread with its listeners bound and its ring made disabled (so a
@@ -29,6 +29,7 @@ final class RingWorker {
         case receive = 1
         case pollSource = 2
         case pollDestination = 3
+        case send = 4
     }
 
     /// Token UInt64.max is the ring's own; the wakeup and listeners sit just below it, relay
@@ -165,6 +166,8 @@ final class RingWorker {
             connected(relay, result: completion.result)
         case .receive:
             received(relay, toClient: toClient, completion)
+        case .send:
+            sent(relay, toClient: toClient, result: completion.result)
         case .pollSource, .pollDestination:
             polled(relay, toClient: toClient, source: request == .pollSource, result: completion.result)
         case nil:
@@ -310,6 +313,29 @@ final class RingWorker {
         touch(relay)
     }
 
+    private func sent(_ relay: RingRelay, toClient: Bool, result: Int32) {
+        guard result >= 0 else {
+            // The destination reset or went away (EPIPE, ECONNRESET).
+            finish(relay, reset: true)
+            return
+        }
+        var done: Int32?
+        update(relay, toClient: toClient) { direction in
+            guard let segment = direction.inFlight else { return }
+            direction.inFlight = nil
+            if Int(result) < segment.count {
+                // Short (rare: the ring retries a stream send until it is whole): the rest goes
+                // first among what waits.
+                direction.pending.insert(contentsOf: ring.bytes(of: segment.buffer, count: segment.count)[Int(result)...], at: 0)
+            }
+            done = segment.buffer
+        }
+        if let done { giveBack(done) }
+        relay.counters?.moved(Int(result), toUpstream: !toClient)
+        relay.lastActivity = now
+        touch(relay)
+    }
+
     private func polled(_ relay: RingRelay, toClient: Bool, source: Bool, result: Int32) {
         var broken = false
         update(relay, toClient: toClient) { direction in
@@ -364,22 +390,23 @@ final class RingWorker {
         }
         if direction.splice == nil {
             guard send(&direction, relay, to: destination, toClient: toClient) else { return false }
-            if !direction.pending.isEmpty {
-                // The destination is full: stop reading until it takes the rest.
+            if direction.destinationBlocked || direction.pending.count >= RingDirection.pendingLimit {
+                // The destination is full, or slower than the source: stop reading until it
+                // took what waits.
                 if !direction.pausing {
                     direction.pausing = true
                     if direction.receiving {
                         _ = queue("cancel") { () throws(SystemCallError) in try ring.cancel(token: token(relay, .receive, toClient: toClient)) }
                     }
                 }
-                if !direction.pollingDestination {
-                    guard queue("poll", { () throws(SystemCallError) in
-                        try ring.poll(destination, events: CTurnoutUring_POLLOUT, token: token(relay, .pollDestination, toClient: toClient))
-                    }) else { return false }
-                    direction.pollingDestination = true
-                }
             }
-            if direction.pausing && !direction.receiving && direction.pending.isEmpty {
+            if direction.destinationBlocked && !direction.pollingDestination {
+                guard queue("poll", { () throws(SystemCallError) in
+                    try ring.poll(destination, events: CTurnoutUring_POLLOUT, token: token(relay, .pollDestination, toClient: toClient))
+                }) else { return false }
+                direction.pollingDestination = true
+            }
+            if direction.pausing && !direction.receiving && direction.pending.isEmpty && direction.inFlight == nil {
                 direction.pausing = false
                 if direction.bulk && !direction.sourceDone {
                     // The receive ended and its bytes went on: splice from here, starting with
@@ -409,17 +436,34 @@ final class RingWorker {
         return true
     }
 
-    /// Receive mode: sends what waits (``RingDirection/pending`` first, then the batch's
-    /// arrivals, in order) with non-blocking `send(2)` until the destination takes no more, and
-    /// gives every buffer back; what was not taken is copied to `pending`. False when the
-    /// destination broke.
+    /// Receive mode: the batch's first arrival goes on with a send on the ring when nothing is
+    /// ahead of it; the others are copied to ``RingDirection/pending`` and their buffers given
+    /// back. Once no ring send is in flight, `pending` goes on with non-blocking `send(2)` until
+    /// the destination takes no more. False when the destination broke or the ring refused.
     private func send(_ direction: inout RingDirection, _ relay: RingRelay, to destination: Int32, toClient: Bool) -> Bool {
         var broken = false
-        if !direction.pending.isEmpty && !direction.destinationBlocked {
-            // The last bytes before an end of stream that already came go with MSG_MORE: the
-            // shutdown or close that follows at once sends them and the FIN in one segment (see
-            // the epoll worker's copy for why that matters).
-            let more = direction.sourceDone && direction.queue.isEmpty
+        for (position, segment) in direction.queue.enumerated() {
+            let bytes = ring.bytes(of: segment.buffer, count: segment.count)
+            if direction.inFlight == nil && direction.pending.isEmpty && !broken {
+                // The last bytes before an end of stream that already came go with MSG_MORE: the
+                // shutdown or close that follows their send puts them and the FIN in one segment
+                // (see the epoll worker's copy for why that matters).
+                let more = direction.sourceDone && position == direction.queue.count - 1
+                if queue("send", { () throws(SystemCallError) in
+                    try ring.send(destination, bytes, more: more, token: token(relay, .send, toClient: toClient))
+                }) {
+                    direction.inFlight = segment
+                    continue
+                }
+                broken = true
+            } else if !broken {
+                direction.pending.append(contentsOf: bytes)
+            }
+            giveBack(segment.buffer)
+        }
+        direction.queue.removeAll(keepingCapacity: true)
+        if !broken && direction.inFlight == nil && !direction.pending.isEmpty && !direction.destinationBlocked {
+            let more = direction.sourceDone
             // Array's withUnsafeBytes rethrows untyped, hence the plain `do`.
             do {
                 let taken = try direction.pending.withUnsafeBytes { bytes throws(SystemCallError) in
@@ -435,26 +479,6 @@ final class RingWorker {
                 broken = true
             }
         }
-        for (position, segment) in direction.queue.enumerated() {
-            let bytes = ring.bytes(of: segment.buffer, count: segment.count)
-            var sent = 0
-            if !broken && !direction.destinationBlocked && direction.pending.isEmpty {
-                let more = direction.sourceDone && position == direction.queue.count - 1
-                do throws(SystemCallError) {
-                    sent = try Syscalls.send(destination, bytes, more: more) ?? 0
-                } catch {
-                    broken = true
-                }
-                if sent > 0 {
-                    relay.counters?.moved(sent, toUpstream: !toClient)
-                    relay.lastActivity = now
-                }
-                if sent < segment.count { direction.destinationBlocked = true }
-            }
-            if !broken && sent < segment.count { direction.pending.append(contentsOf: bytes[sent...]) }
-            giveBack(segment.buffer)
-        }
-        direction.queue.removeAll(keepingCapacity: true)
         return !broken
     }
 
@@ -555,8 +579,11 @@ final class RingWorker {
                 log("worker \(index): \(error): a closed relay's sockets stay open until its requests complete")
             }
         }
-        // Bytes of this batch that will not be sent now.
-        for segment in relay.toUpstream.queue + relay.toClient.queue { giveBack(segment.buffer) }
+        // Bytes that will not be sent now; a ring send in flight was cancelled above, before its
+        // buffer can go to a new receive.
+        for direction in [relay.toUpstream, relay.toClient] {
+            for segment in direction.queue + (direction.inFlight.map { [$0] } ?? []) { giveBack(segment.buffer) }
+        }
         if relay.upstream >= 0 {
             if reset { Syscalls.closeWithReset(relay.upstream) } else { close(relay.upstream) }
         }
