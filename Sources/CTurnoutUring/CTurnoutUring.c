@@ -238,6 +238,10 @@ int CTurnoutUring_wait(CTurnoutUring_ring *ring, CTurnoutUring_completion *out, 
     int result;
     if (timeout_ns == 0) {
         result = io_uring_submit_and_get_events(&ring->ring);
+    } else if (timeout_ns == UINT64_MAX) {
+        /* No timeout argument: the kernel arms no timer for the wait (a worker's own periodic
+         * wakeup is a timeout request on the ring, armed once per period). */
+        result = io_uring_submit_and_wait(&ring->ring, 1);
     } else {
         struct __kernel_timespec timeout = {.tv_sec = (long long)(timeout_ns / 1000000000u),
                                             .tv_nsec = (long long)(timeout_ns % 1000000000u)};

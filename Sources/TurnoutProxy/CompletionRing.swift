@@ -131,12 +131,13 @@ final class CompletionRing {
     // MARK: - reaping
 
     /// Submits what was queued, waits until something completes or `timeout` passes (zero:
-    /// no wait), and hands each completion to `body` in order. Returns how many there were.
-    /// The corresponding C call is `io_uring_enter(2)` with `IORING_ENTER_GETEVENTS`.
+    /// no wait; nil: no timeout, so the kernel arms no timer for the wait), and hands each
+    /// completion to `body` in order. Returns how many there were. The corresponding C call is
+    /// `io_uring_enter(2)` with `IORING_ENTER_GETEVENTS`.
     @discardableResult
-    func wait(timeout: Duration, _ body: (Completion) -> Void) throws(SystemCallError) -> Int {
+    func wait(timeout: Duration?, _ body: (Completion) -> Void) throws(SystemCallError) -> Int {
         var total = 0
-        var wait = Self.nanoseconds(timeout)
+        var wait = timeout.map(Self.nanoseconds) ?? UInt64.max
         while true {
             let count = CTurnoutUring_wait(ring, reaped.baseAddress, Int32(reaped.count), wait)
             guard count >= 0 else { throw SystemCallError(call: "io_uring_enter", errno: -count) }

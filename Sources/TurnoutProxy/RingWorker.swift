@@ -35,6 +35,7 @@ final class RingWorker {
     /// Token UInt64.max is the ring's own; the wakeup and listeners sit just below it, relay
     /// tokens (an id below 2^59, shifted by 4) far below.
     private static let wakeToken = UInt64.max - 1
+    private static let sweepToken = UInt64.max - 2
     private static let listenerTokenBase = UInt64.max - 1024
     private static let sweepInterval: Duration = .milliseconds(100)
     /// The size of a provided receive buffer (``ProxyConfiguration/receiveBuffers`` of them per
@@ -68,6 +69,8 @@ final class RingWorker {
     private var starved: [RingRelay] = []
     /// Provided buffers the worker holds: received in this batch, not yet sent and given back.
     private var heldBuffers = 0
+    /// The sweep's timeout request completed in this batch.
+    private var sweepDue = false
     /// The time of the current batch of completions, read once per batch.
     private var now = ContinuousClock.now
 
@@ -106,16 +109,19 @@ final class RingWorker {
         do throws(SystemCallError) {
             try ring.enable()
             try ring.poll(signal.wakeup.descriptor, events: CTurnoutUring_POLLIN, token: Self.wakeToken)
+            // The sweep's tick is a timeout request, armed once per period: a wait with a
+            // timeout would arm and cancel a kernel timer at every loop.
+            try ring.timeout(after: Self.sweepInterval, token: Self.sweepToken)
             for listener in listeners.indices { try armAccept(listener) }
         } catch {
             log("worker \(index): \(error); stopping")
             return
         }
-        var lastSweep = ContinuousClock.now
         while !signal.isStopping {
             var clockRead = false
+            sweepDue = false
             do throws(SystemCallError) {
-                try ring.wait(timeout: Self.sweepInterval) { completion in
+                try ring.wait(timeout: nil) { completion in
                     if !clockRead {
                         now = .now
                         clockRead = true
@@ -134,9 +140,14 @@ final class RingWorker {
                 acceptPausedUntil = nil
                 for listener in listeners.indices where !accepting[listener] { try? armAccept(listener) }
             }
-            if now - lastSweep >= Self.sweepInterval {
+            if sweepDue {
                 sweep()
-                lastSweep = now
+                do throws(SystemCallError) {
+                    try ring.timeout(after: Self.sweepInterval, token: Self.sweepToken)
+                } catch {
+                    log("worker \(index): \(error); stopping")
+                    return
+                }
             }
         }
     }
@@ -146,6 +157,10 @@ final class RingWorker {
         if token == Self.wakeToken {
             signal.wakeup.drain()
             if !signal.isStopping { try? ring.poll(signal.wakeup.descriptor, events: CTurnoutUring_POLLIN, token: Self.wakeToken) }
+            return
+        }
+        if token == Self.sweepToken {
+            sweepDue = true
             return
         }
         if token >= Self.listenerTokenBase {

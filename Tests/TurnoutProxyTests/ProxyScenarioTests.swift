@@ -442,7 +442,9 @@ struct ProxyScenarioTests {
             let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80)
             #expect(end == .closed)
             #expect(received.count == bytes.count)
-            #expect(received == bytes)
+            // Compared outside the macro: a failing #expect would render and diff megabytes.
+            let intact = received == bytes
+            #expect(intact, "\(received.count) of \(bytes.count) bytes came back")
             #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
             let traffic = Self.traffic(proxy, upstream)
             #expect(traffic.bytesToUpstream == UInt64(bytes.count) && traffic.bytesToClient == UInt64(bytes.count), "\(traffic)")
@@ -469,7 +471,9 @@ struct ProxyScenarioTests {
             for call in calls {
                 let (received, end) = try call.result(within: .seconds(60))
                 #expect(end == .closed)
-                #expect(received == bytes, "\(received.count) bytes came back")
+                // Compared outside the macro: a failing #expect would render and diff megabytes.
+                let intact = received == bytes
+                #expect(intact, "\(received.count) of \(bytes.count) bytes came back")
             }
             #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
             let statistics = proxy.statistics()
@@ -499,7 +503,9 @@ struct ProxyScenarioTests {
             let bytes = (0..<(32 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 13) }
             let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(1))
             #expect(end == .closed)
-            #expect(received == bytes, "\(received.count) bytes came back")
+            // Compared outside the macro: a failing #expect would render and diff megabytes.
+            let intact = received == bytes
+            #expect(intact, "\(received.count) of \(bytes.count) bytes came back")
             #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
         }
     }

@@ -87,7 +87,7 @@ int CTurnoutUring_timeout(CTurnoutUring_ring *ring, uint64_t timeout_ns, uint64_
 int CTurnoutUring_submit(CTurnoutUring_ring *ring);
 
 /* Submits what was queued and waits until at least one completion is ready or `timeout_ns`
- * passed (0: do not wait), then copies up to `capacity` completions into `out` and returns
+ * passed (0: do not wait; UINT64_MAX: no timeout, and no timer armed for the wait), then copies up to `capacity` completions into `out` and returns
  * how many (0 on timeout or a signal), or a negative errno. */
 int CTurnoutUring_wait(CTurnoutUring_ring *ring, CTurnoutUring_completion *out, int capacity, uint64_t timeout_ns);
 
