@@ -396,11 +396,7 @@ final class ProxyWorker {
                     connectNext(relay, now: now)
                 }
             case .relaying:
-                if now - relay.lastActivity >= configuration.idleTimeout {
-                    finish(relay, reset: false)
-                } else if let since = relay.halfClosedSince, now - since >= configuration.halfClosedTimeout {
-                    finish(relay, reset: false)
-                }
+                if relay.isPastTimeouts(at: now, configuration) { finish(relay, reset: false) }
             }
         }
     }
@@ -416,10 +412,7 @@ final class ProxyWorker {
         for direction in [relay.toUpstream, relay.toClient] {
             if let pipe = direction.pipe { pipes.give(pipe, empty: direction.buffered == 0) }
         }
-        if relay.upstream >= 0 {
-            if reset { Syscalls.closeWithReset(relay.upstream) } else { close(relay.upstream) }
-        }
-        if reset { Syscalls.closeWithReset(relay.client) } else { close(relay.client) }
+        relay.closeSockets(reset: reset)
     }
 }
 

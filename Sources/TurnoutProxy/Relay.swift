@@ -1,3 +1,4 @@
+import Glibc
 import TurnoutModel
 
 /// One proxied connection inside a worker: the client's socket, the upstream socket being
@@ -78,5 +79,25 @@ final class Relay<Direction> {
     /// recognised and dropped.
     func token(upstream: Bool) -> UInt64 {
         upstream ? id << 4 | UInt64(attempts & 0x7) << 1 | 1 : id << 4
+    }
+}
+
+extension Relay {
+    /// A relaying connection past one of its time bounds: no byte either way for the idle
+    /// timeout, or half closed for the half-closed timeout. Either is closed cleanly.
+    func isPastTimeouts(at now: ContinuousClock.Instant, _ configuration: ProxyConfiguration) -> Bool {
+        guard phase == .relaying else { return false }
+        if now - lastActivity >= configuration.idleTimeout { return true }
+        guard let since = halfClosedSince else { return false }
+        return now - since >= configuration.halfClosedTimeout
+    }
+
+    /// Closes both sockets, the client's with a reset when `reset` (a failed relay: the client
+    /// then sees an error rather than a clean, empty answer).
+    func closeSockets(reset: Bool) {
+        if upstream >= 0 {
+            if reset { Syscalls.closeWithReset(upstream) } else { close(upstream) }
+        }
+        if reset { Syscalls.closeWithReset(client) } else { close(client) }
     }
 }

@@ -96,8 +96,7 @@ final class RingWorker {
             relays.remove(relay.id)
             routes.released(relay)
             returnPipes(relay)
-            if relay.upstream >= 0 { close(relay.upstream) }
-            close(relay.client)
+            relay.closeSockets(reset: false)
         }
         for listener in listeners { close(listener.descriptor) }
     }
@@ -563,12 +562,8 @@ final class RingWorker {
     /// Idle relays and half-closed relays past their bound (connects have their own timeouts
     /// on the ring).
     private func sweep() {
-        for relay in relays.values where relay.phase == .relaying {
-            if now - relay.lastActivity >= configuration.idleTimeout {
-                finish(relay, reset: false)
-            } else if let since = relay.halfClosedSince, now - since >= configuration.halfClosedTimeout {
-                finish(relay, reset: false)
-            }
+        for relay in relays.values where relay.isPastTimeouts(at: now, configuration) {
+            finish(relay, reset: false)
         }
     }
 
@@ -599,10 +594,7 @@ final class RingWorker {
         for direction in [relay.toUpstream, relay.toClient] {
             for segment in direction.queue + (direction.inFlight.map { [$0] } ?? []) { giveBack(segment.buffer) }
         }
-        if relay.upstream >= 0 {
-            if reset { Syscalls.closeWithReset(relay.upstream) } else { close(relay.upstream) }
-        }
-        if reset { Syscalls.closeWithReset(relay.client) } else { close(relay.client) }
+        relay.closeSockets(reset: reset)
     }
 
     private func returnPipes(_ relay: RingRelay) {
