@@ -591,15 +591,20 @@ final class RingWorker {
         }
         // Bytes that will not be sent now; a ring send in flight was cancelled above, before its
         // buffer can go to a new receive.
-        for direction in [relay.toUpstream, relay.toClient] {
-            for segment in direction.queue + (direction.inFlight.map { [$0] } ?? []) { giveBack(segment.buffer) }
-        }
+        giveBackBuffers(of: relay.toUpstream)
+        giveBackBuffers(of: relay.toClient)
         relay.closeSockets(reset: reset)
     }
 
+    /// The relay's pipes back to the pool. Each direction on its own: an array of both would
+    /// cost an allocation on every connection's end.
     private func returnPipes(_ relay: RingRelay) {
-        for direction in [relay.toUpstream, relay.toClient] {
-            if let splice = direction.splice, let pipe = splice.pipe { pipes.give(pipe, empty: splice.buffered == 0) }
-        }
+        if let splice = relay.toUpstream.splice, let pipe = splice.pipe { pipes.give(pipe, empty: splice.buffered == 0) }
+        if let splice = relay.toClient.splice, let pipe = splice.pipe { pipes.give(pipe, empty: splice.buffered == 0) }
+    }
+
+    private func giveBackBuffers(of direction: RingDirection) {
+        for segment in direction.queue { giveBack(segment.buffer) }
+        if let segment = direction.inFlight { giveBack(segment.buffer) }
     }
 }

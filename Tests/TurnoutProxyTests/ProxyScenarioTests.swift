@@ -492,7 +492,7 @@ struct ProxyScenarioTests {
         }
     }
 
-    @Test("echo, 32 MB, no pipes (every byte copied), a client that reads nothing for the first second → the proxy's sends block and resume; every byte comes back in order",
+    @Test("echo, 32 MB, no pipes (every byte copied), a client with a 64 KiB receive buffer that reads nothing for the first second → the proxy's sends block and resume; every byte comes back in order",
           arguments: ProxyLab.engines)
     func clientReadsLate(_ io: ProxyConfiguration.IOEngine) throws {
         let upstream = Upstream(port: 8091, kind: .echo)
@@ -501,7 +501,7 @@ struct ProxyScenarioTests {
             configuration.pipeBudget = .bytes(0)
             let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8091, 1)]))
             let bytes = (0..<(32 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 13) }
-            let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(1))
+            let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(1), receiveBuffer: 65_536)
             #expect(end == .closed)
             // Compared outside the macro: a failing #expect would render and diff megabytes.
             let intact = received == bytes

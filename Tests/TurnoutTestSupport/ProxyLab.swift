@@ -422,13 +422,18 @@ public final class ProxyLab: Sendable {
     /// write side down after the last byte, and reads on until the stream ends: what came back
     /// and how it ended (`.open` if it had not by `timeout`).
     public func converse(_ bytes: [UInt8], to address: String, port: UInt16, uid: UInt32? = ProxyLab.appUID,
-                         readingAfter delay: Duration = .zero,
+                         readingAfter delay: Duration = .zero, receiveBuffer: Int32? = nil,
                          timeout: Duration = .seconds(30)) throws -> (received: [UInt8], end: LabClient.End) {
         try NamespaceThread.run(in: path, timeLimit: timeout + .seconds(10)) { () throws -> (received: [UInt8], end: LabClient.End) in
             let deadline = ContinuousClock.now + timeout
             let (reply, fd) = try LabClient.connect(address, port: port, uid: uid, deadline: deadline)
             guard let fd else { throw ServiceLabError("converse with \(address) port \(port): \(reply)") }
             defer { close(fd) }
+            if var size = receiveBuffer {
+                guard setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+                    throw ServiceLabError("converse: SO_RCVBUF \(size): \(String(cString: strerror(errno)))")
+                }
+            }
             return LabClient.converse(fd, bytes, readingFrom: .now + delay, deadline: deadline)
         }
     }
