@@ -13,10 +13,11 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
-        .target(name: "TurnoutModel", dependencies: [.product(name: "Yams", package: "Yams")], swiftSettings: strict),
+        // libyaml (Debian's libyaml-dev): the YAML parser under the table decoder.
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        .target(name: "TurnoutModel", dependencies: ["CYAML"], swiftSettings: strict),
         .target(name: "TurnoutRules", dependencies: ["TurnoutModel"], swiftSettings: strict),
         // libnftnl + libmnl (Debian's libnftnl-dev, libmnl-dev). libnftnl.pc names libmnl only as
         // Requires.private, so the module map links it itself.

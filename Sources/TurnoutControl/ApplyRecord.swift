@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// What Turnout last wrote to a namespace's nf_tables: the digest of the table and the ruleset
 /// generation right after the commit. Kept in `/run/turnout/`, which, like the rules themselves,
@@ -25,7 +25,7 @@ struct ApplyRecord: Equatable {
 
     /// Writes atomically (temporary file, then rename), so a crash never leaves half a record.
     func save(to path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
+        let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try "\(digest) \(generation)\n".write(toFile: path, atomically: true, encoding: .utf8)
     }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The connections capture redirected to the proxy that are still open, as conntrack lists them
 /// (`/proc/net/nf_conntrack`): what `init --cleanup` waits for before it deletes the last rules.

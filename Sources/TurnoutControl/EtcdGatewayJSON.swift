@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// etcd's v3 JSON gateway messages as they arrive: grpc-gateway's JSON mapping of etcd's
 /// protobufs, in which int64 fields are strings, bytes are base64 and zero values are left out

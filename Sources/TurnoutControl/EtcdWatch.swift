@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import TurnoutModel
 
 /// An open watch on etcd's gateway: one streaming `POST /v3/watch` whose chunked response

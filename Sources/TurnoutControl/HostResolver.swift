@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import Synchronization
 import TurnoutModel
@@ -19,7 +19,11 @@ enum HostResolver {
     static func addresses(of host: String, port: UInt16, until deadline: ContinuousClock.Instant,
                           interrupt: Int32?) throws(HTTPError.Kind) -> [SocketAddress] {
         let lookup = try Lookup()
-        Thread.detachNewThread { lookup.run(host: host, port: port) }
+        do {
+            try JoinableThread { lookup.run(host: host, port: port) }.detach()
+        } catch {
+            throw .resolve("cannot resolve \(host): \(error)")
+        }
         try HTTPExchange.wait(lookup.done.descriptor, for: Int16(POLLIN), until: deadline, interrupt: interrupt,
                               phase: HTTPExchange.resolvingPhase)
         switch lookup.result.withLock({ $0 }) {

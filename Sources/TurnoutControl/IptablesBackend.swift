@@ -230,7 +230,7 @@ public struct IptablesBackend: Sendable {
     static func failedLine(in standardError: String) -> Int? {
         for marker in ["Error occurred at line: ", "line "] {
             var rest = Substring(standardError)
-            while let range = rest.range(of: marker) {
+            while let range = rest.firstRange(of: marker) {
                 let digits = rest[range.upperBound...].prefix { $0.isNumber }
                 if let number = Int(digits) { return number }
                 rest = rest[range.upperBound...]

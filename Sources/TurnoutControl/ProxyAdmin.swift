@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 import TurnoutModel
 import TurnoutProxy
@@ -60,63 +60,67 @@ public final class ProxyAdmin: Sendable {
             }
         }
 
-        private func json(_ object: [String: Any]) -> AdminResponse {
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])) ?? Data("{}".utf8)
-            return AdminResponse(contentType: "application/json", body: Array(data) + [0x0A])
+        private func json(_ value: JSONValue) -> AdminResponse {
+            AdminResponse(contentType: "application/json", text: value.text(pretty: true) + "\n")
         }
     }
 
     /// `/stats`: the summed counters as JSON.
-    static func statistics(_ statistics: ProxyStatistics, source: String, sourceStatus: Reconciler.Status? = nil) -> [String: Any] {
-        let upstreams: [[String: Any]] = statistics.upstreams.sorted { $0.key < $1.key }.map { key, count in
-            var entry: [String: Any] = [
-                "service": key.service, "endpoint": key.endpoint, "connections": count.connections, "active": count.active,
-                "bytesToUpstream": count.bytesToUpstream, "bytesToClient": count.bytesToClient,
-                "connectFailures": Dictionary(uniqueKeysWithValues: ConnectFailure.allCases.map { ("\($0)", count.failures[$0.rawValue]) }),
-                "connectSecondsSum": Double(count.latencySumMicroseconds) / 1e6, "ejections": count.ejections]
+    static func statistics(_ statistics: ProxyStatistics, source: String, sourceStatus: Reconciler.Status? = nil) -> JSONValue {
+        let upstreams: [JSONValue] = statistics.upstreams.sorted { $0.key < $1.key }.map { key, count in
+            var entry: [String: JSONValue] = [
+                "service": .string(key.service), "endpoint": .string(key.endpoint), "connections": .init(count.connections),
+                "active": .init(count.active), "bytesToUpstream": .init(count.bytesToUpstream),
+                "bytesToClient": .init(count.bytesToClient),
+                "connectFailures": .object(Dictionary(uniqueKeysWithValues: ConnectFailure.allCases.map {
+                    ("\($0)", JSONValue(count.failures[$0.rawValue]))
+                })),
+                "connectSecondsSum": .number(Double(count.latencySumMicroseconds) / 1e6), "ejections": .init(count.ejections)]
             if let status = statistics.endpoints[key] {
-                entry["healthy"] = status.healthy
-                entry["ejected"] = status.ejected
+                entry["healthy"] = .bool(status.healthy)
+                entry["ejected"] = .bool(status.ejected)
             }
-            return entry
+            return .object(entry)
         }
-        let services: [String: Any] = Dictionary(uniqueKeysWithValues: statistics.services.map { label, count in
-            (label, ["circuitBreakerRejections": count.circuitBreakerRejections, "unavailableRejections": count.unavailableRejections,
-                     "panicPicks": count.panicPicks] as [String: Any])
+        let services = Dictionary(uniqueKeysWithValues: statistics.services.map { label, count in
+            (label, JSONValue.object(["circuitBreakerRejections": .init(count.circuitBreakerRejections),
+                                      "unavailableRejections": .init(count.unavailableRejections),
+                                      "panicPicks": .init(count.panicPicks)]))
         })
-        var result: [String: Any] = [
-            "source": source, "generation": statistics.generation, "workers": statistics.workers, "io": statistics.io,
-            "accepted": statistics.accepted, "relays": statistics.relays, "loopRejections": statistics.loopRejections,
-            "unknownRejections": statistics.unknownRejections, "acceptPauses": statistics.acceptPauses,
-            "undersizedPipes": statistics.undersizedPipes, "copyFallbacks": statistics.copyFallbacks,
-            "pipeBytes": statistics.pipeBytes, "pipeBytesPeak": statistics.pipeBytesPeak,
-            "upstreams": upstreams, "services": services]
-        if let budget = statistics.pipeBudget { result["pipeBudget"] = budget }
+        var result: [String: JSONValue] = [
+            "source": .string(source), "generation": .init(statistics.generation), "workers": .init(statistics.workers),
+            "io": .string(statistics.io), "accepted": .init(statistics.accepted), "relays": .init(statistics.relays),
+            "loopRejections": .init(statistics.loopRejections), "unknownRejections": .init(statistics.unknownRejections),
+            "acceptPauses": .init(statistics.acceptPauses), "undersizedPipes": .init(statistics.undersizedPipes),
+            "copyFallbacks": .init(statistics.copyFallbacks), "pipeBytes": .init(statistics.pipeBytes),
+            "pipeBytesPeak": .init(statistics.pipeBytesPeak), "upstreams": .array(upstreams), "services": .object(services)]
+        if let budget = statistics.pipeBudget { result["pipeBudget"] = .init(budget) }
         if let status = sourceStatus {
-            var reconciler: [String: Any] = [
-                "state": status.sourceState, "installs": status.installs, "unchanged": status.unchanged,
-                "installFailures": status.installFailures, "invalidTables": status.invalidTables, "outages": status.outages]
-            if let problem = status.sourceProblem { reconciler["problem"] = problem }
-            if let revision = status.sourceRevision { reconciler["sourceRevision"] = revision }
-            if let revision = status.installedRevision { reconciler["installedRevision"] = revision }
-            if let time = status.installedAt { reconciler["installedAt"] = time }
-            if let failure = status.lastFailure { reconciler["lastFailure"] = failure }
-            result["reconciler"] = reconciler
+            var reconciler: [String: JSONValue] = [
+                "state": .string(status.sourceState), "installs": .init(status.installs), "unchanged": .init(status.unchanged),
+                "installFailures": .init(status.installFailures), "invalidTables": .init(status.invalidTables),
+                "outages": .init(status.outages)]
+            if let problem = status.sourceProblem { reconciler["problem"] = .string(problem) }
+            if let revision = status.sourceRevision { reconciler["sourceRevision"] = .string(revision) }
+            if let revision = status.installedRevision { reconciler["installedRevision"] = .string(revision) }
+            if let time = status.installedAt { reconciler["installedAt"] = .number(time) }
+            if let failure = status.lastFailure { reconciler["lastFailure"] = .string(failure) }
+            result["reconciler"] = .object(reconciler)
         }
-        return result
+        return .object(result)
     }
 
     /// `/config`: the routes of the snapshot in use.
-    static func configuration(_ snapshot: ProxySnapshot, source: String) -> [String: Any] {
-        let routes: [[String: Any]] = snapshot.routes.routes.map { route in
-            ["service": route.label, "family": "\(route.family)", "addresses": route.addresses.map { "\($0)" },
-             "port": route.port.port,
-             "endpoints": route.endpoints.map { endpoint -> [String: Any] in
-                 var entry: [String: Any] = ["address": "\(endpoint.address)", "weight": endpoint.weight]
-                 if let zone = endpoint.zone { entry["zone"] = zone }
-                 return entry
-             }]
+    static func configuration(_ snapshot: ProxySnapshot, source: String) -> JSONValue {
+        let routes: [JSONValue] = snapshot.routes.routes.map { route in
+            ["service": .string(route.label), "family": .string("\(route.family)"),
+             "addresses": .array(route.addresses.map { .string("\($0)") }), "port": .init(route.port.port),
+             "endpoints": .array(route.endpoints.map { endpoint in
+                 var entry: [String: JSONValue] = ["address": .string("\(endpoint.address)"), "weight": .init(endpoint.weight)]
+                 if let zone = endpoint.zone { entry["zone"] = .string(zone) }
+                 return .object(entry)
+             })]
         }
-        return ["source": source, "generation": snapshot.generation, "routes": routes]
+        return ["source": .string(source), "generation": .init(snapshot.generation), "routes": .array(routes)]
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import TurnoutModel
 import TurnoutProxy
 
@@ -169,7 +169,7 @@ public struct ProxyStatusReport: Sendable, Hashable {
             cells.indices.map { column in
                 let pad = String(repeating: " ", count: widths[column] - cells[column].count)
                 return numeric.contains(column) ? pad + cells[column] : cells[column] + pad
-            }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+            }.joined(separator: "  ").droppingTrailingWhitespace
         }
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import TurnoutModel
 
@@ -42,7 +42,7 @@ public enum ReconcilerStatusFile {
 
     private static func age(_ seconds: Double) -> String {
         let seconds = max(0, seconds)
-        if seconds < 120 { return String(format: "%.1f s", seconds) }
+        if seconds < 120 { return "\(seconds.decimalText(fractionDigits: 1)) s" }
         if seconds < 7200 { return "\(Int(seconds / 60)) min" }
         return "\(Int(seconds / 3600)) h"
     }

@@ -1,5 +1,5 @@
 import CTurnoutLinux
-import Foundation
+import FoundationEssentials
 import Glibc
 import TurnoutModel
 

@@ -1,5 +1,5 @@
 import CTurnoutTLS
-import Foundation
+import FoundationEssentials
 import Glibc
 import TurnoutModel
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import TurnoutModel
 #if canImport(Glibc)
 import Glibc
@@ -170,7 +170,7 @@ public struct ToolError: Error, Sendable, Equatable, CustomStringConvertible {
         }
         // Usage hints ("Try `iptables-restore -h'…") say nothing about this failure.
         let message = standardError.split(whereSeparator: \.isNewline)
-            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .map(\.trimmedWhitespace)
             .filter { !$0.isEmpty && !$0.hasPrefix("Try `") }
             .joined(separator: " ")
         if !message.isEmpty { text += ": \(message)" }

@@ -21,7 +21,7 @@ public enum CaptureSetting: String, CaseIterable, Sendable {
     public var flag: String { "--\(rawValue)" }
 
     /// `TURNOUT_PROXY_PORT`.
-    public var environmentVariable: String { "TURNOUT_" + rawValue.uppercased().replacingOccurrences(of: "-", with: "_") }
+    public var environmentVariable: String { "TURNOUT_" + String(rawValue.uppercased().map { $0 == "-" ? "_" : $0 }) }
 
     /// istio-iptables' one-letter flag with the same meaning, so an injection template can
     /// call Turnout unchanged.
@@ -68,7 +68,7 @@ public enum CaptureSetting: String, CaseIterable, Sendable {
     }
 
     static func port(_ text: String) throws(ValueError) -> UInt16 {
-        guard let port = UInt16(text.trimmed), port >= 1 else { throw ValueError("'\(text)' is not a port (1–65535)") }
+        guard let port = UInt16(text.trimmedWhitespace), port >= 1 else { throw ValueError("'\(text)' is not a port (1–65535)") }
         return port
     }
 
@@ -91,9 +91,9 @@ public enum CaptureSetting: String, CaseIterable, Sendable {
     static func list<Element>(_ text: String, _ parse: (String) throws(ValueError) -> Element) throws(ValueError) -> [Element] {
         var items: [Element] = []
         for raw in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let item = String(raw).trimmed
+            let item = String(raw).trimmedWhitespace
             if item.isEmpty {
-                if text.trimmed.isEmpty { break }  // an empty value is an empty list
+                if text.trimmedWhitespace.isEmpty { break }  // an empty value is an empty list
                 throw ValueError("'\(text)' has an empty entry")
             }
             if item == "*" { throw ValueError("'*' is not allowed here (it is only for --capture-outbound and --capture-inbound-ports)") }
@@ -103,16 +103,10 @@ public enum CaptureSetting: String, CaseIterable, Sendable {
     }
 
     static func selection<Element>(_ text: String, _ parse: (String) throws(ValueError) -> Element) throws(ValueError) -> CaptureOptions.Selection<Element> {
-        if text.trimmed == "*" { return .all }
-        if text.split(separator: ",").contains(where: { String($0).trimmed == "*" }) {
+        if text.trimmedWhitespace == "*" { return .all }
+        if text.split(separator: ",").contains(where: { String($0).trimmedWhitespace == "*" }) {
             throw ValueError("'\(text)': '*' means everything and cannot be combined with other entries")
         }
         return .only(try list(text, parse))
-    }
-}
-
-extension String {
-    fileprivate var trimmed: String {
-        String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
     }
 }

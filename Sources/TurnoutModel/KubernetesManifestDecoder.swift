@@ -112,7 +112,7 @@ struct KubernetesManifestDecoder {
             // A named targetPort ("http") is resolved per endpoint from its slice's ports; an endpoint
             // whose slice lacks the port falls back to the port number itself.
             var target: UInt16? = nil
-            if let targetCursor = port["targetPort"], case .scalar(let scalar) = targetCursor.node, Int(scalar.string) != nil {
+            if let targetCursor = port["targetPort"], let targetText = targetCursor.node.scalarText, Int(targetText) != nil {
                 target = targetCursor.port(log: &log)
             }
             let portName = port["name"].flatMap { $0.string(log: &log) } ?? ""

@@ -1,5 +1,3 @@
-import Yams
-
 /// One service kept as separate texts, the way a key/value store holds a table: the service's
 /// own fields in one text, and each endpoint in a text of its own.
 ///
@@ -33,8 +31,8 @@ extension TableDecoder {
         for entry in services {
             let before = log.issues.count
             guard let root = splitRoot(entry.service, log: &log) else { continue }
-            if case .mapping(let mapping) = root.node,
-               let key = mapping.keys.first(where: { $0.string == "endpoints" }) {
+            if case .mapping(let pairs) = root.node.content,
+               let key = pairs.first(where: { $0.key.scalarText == "endpoints" })?.key {
                 log.report(at: YAMLCursor(node: key, file: root.file, path: "").location, field: "endpoints",
                            "a service's value holds no endpoints: each endpoint is a key of its own")
             }
@@ -73,13 +71,14 @@ extension TableDecoder {
     /// several documents).
     private static func splitRoot(_ text: TableText, log: inout IssueLog) -> YAMLCursor? {
         do {
-            guard let node = try Yams.compose(yaml: text.text) else {
+            guard let node = try YAMLComposer.document(in: text.text) else {
                 log.report(at: SourceLocation(file: text.name, line: 1, column: 1), field: "(value)", "empty; expected a mapping")
                 return nil
             }
             return YAMLCursor(node: node, file: text.name, path: "")
         } catch {
-            log.report(at: location(of: error, in: text.name), field: "(value)", "not valid YAML or JSON: \(summary(of: error))")
+            log.report(at: SourceLocation(file: text.name, line: error.line, column: error.column), field: "(value)",
+                       "not valid YAML or JSON: \(error.message)")
             return nil
         }
     }

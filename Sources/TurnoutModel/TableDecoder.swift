@@ -1,5 +1,3 @@
-import Yams
-
 /// One text of a table: where it came from, as errors should name it (a file, an etcd key), and
 /// its contents.
 public struct TableText: Sendable {
@@ -26,21 +24,19 @@ public enum TableDecoder {
         var kubernetes = KubernetesManifestDecoder()
 
         for source in sources {
-            var documents: [Node] = []
+            let documents: [YAMLNode]
             do {
-                // compose_all ends quietly on a parse error and keeps it in `error`.
-                var parsed = try Yams.compose_all(yaml: source.text)
-                while let document = parsed.next() { documents.append(document) }
-                if let error = parsed.error { throw error }
+                documents = try YAMLComposer.documents(in: source.text)
             } catch {
-                log.report(at: location(of: error, in: source.name), field: "(document)", "not valid YAML: \(summary(of: error))")
+                log.report(at: SourceLocation(file: source.name, line: error.line, column: error.column), field: "(document)",
+                           "not valid YAML: \(error.message)")
                 continue
             }
             for document in documents {
                 let root = YAMLCursor(node: document, file: source.name, path: "")
-                if case .mapping(let mapping) = document, mapping["kind"] != nil || mapping["apiVersion"] != nil {
+                if document.hasKey("kind") || document.hasKey("apiVersion") {
                     kubernetes.add(root, log: &log)
-                } else if case .scalar(let scalar) = document, scalar.string.isEmpty {
+                } else if document.scalarText?.isEmpty == true {
                     continue // an empty document, e.g. a trailing `---`
                 } else {
                     native += NativeTableDecoder.decode(root, log: &log)
@@ -57,31 +53,5 @@ public enum TableDecoder {
     /// Decodes one text; a convenience for tests and for callers holding a single file.
     public static func decode(_ text: String, name: String) throws(TableError) -> ServiceTable {
         try decode([TableText(name: name, text: text)])
-    }
-
-    static func location(of error: any Error, in file: String) -> SourceLocation {
-        if let yaml = error as? YamlError {
-            switch yaml {
-            case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
-                return SourceLocation(file: file, line: mark.line, column: mark.column)
-            default:
-                break
-            }
-        }
-        return SourceLocation(file: file, line: 1, column: 1)
-    }
-
-    static func summary(of error: any Error) -> String {
-        if let yaml = error as? YamlError {
-            switch yaml {
-            case .scanner(let context, let problem, _, _), .parser(let context, let problem, _, _), .composer(let context, let problem, _, _):
-                return [context?.text, problem].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ": ")
-            case .duplicatedKeysInMapping(let duplicates, _):
-                return "duplicate keys \(duplicates.joined(separator: ", "))"
-            default:
-                break
-            }
-        }
-        return "\(error)"
     }
 }

@@ -1,5 +1,3 @@
-import Yams
-
 /// Collects issues while decoding, so one run reports every problem instead of the first.
 struct IssueLog {
     private(set) var issues: [TableIssue] = []
@@ -16,55 +14,55 @@ struct IssueLog {
 /// A YAML node with the file and field path that lead to it.
 ///
 /// Every accessor reports what is wrong to an ``IssueLog`` and returns `nil`, so decoders read as
-/// plain field lists. Not Sendable (Yams nodes are not); lives only inside one decode call.
+/// plain field lists. Lives only inside one decode call.
 struct YAMLCursor {
-    let node: Node
+    let node: YAMLNode
     let file: String
     let path: String
 
     var location: SourceLocation {
-        SourceLocation(file: file, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
+        SourceLocation(file: file, line: node.line, column: node.column)
     }
 
-    func child(_ node: Node, key: String) -> YAMLCursor {
+    func child(_ node: YAMLNode, key: String) -> YAMLCursor {
         YAMLCursor(node: node, file: file, path: path.isEmpty ? key : "\(path).\(key)")
     }
 
-    func element(_ node: Node, index: Int) -> YAMLCursor {
+    func element(_ node: YAMLNode, index: Int) -> YAMLCursor {
         YAMLCursor(node: node, file: file, path: "\(path)[\(index)]")
     }
 
     /// The mapping's fields. Keys outside `allowed` are reported as unknown unless `allowed` is nil
     /// (foreign formats such as Kubernetes manifests carry many fields Turnout ignores).
     func fields(allowed: Set<String>?, log: inout IssueLog) -> [String: YAMLCursor]? {
-        guard case .mapping(let mapping) = node else {
+        guard case .mapping(let mapping) = node.content else {
             log.report(self, "expected a mapping, found \(kind)")
             return nil
         }
         var result: [String: YAMLCursor] = [:]
         for (keyNode, valueNode) in mapping {
             let keyCursor = YAMLCursor(node: keyNode, file: file, path: path)
-            guard case .scalar(let key) = keyNode else {
+            guard let key = keyNode.scalarText else {
                 log.report(keyCursor, "mapping keys must be plain strings")
                 continue
             }
-            let field = child(valueNode, key: key.string)
-            if let allowed, !allowed.contains(key.string) {
+            let field = child(valueNode, key: key)
+            if let allowed, !allowed.contains(key) {
                 let known = allowed.sorted().joined(separator: ", ")
-                log.report(at: keyCursor.location, field: field.path, "unknown key '\(key.string)' (known: \(known))")
+                log.report(at: keyCursor.location, field: field.path, "unknown key '\(key)' (known: \(known))")
                 continue
             }
-            if result[key.string] != nil {
-                log.report(at: keyCursor.location, field: field.path, "duplicate key '\(key.string)'")
+            if result[key] != nil {
+                log.report(at: keyCursor.location, field: field.path, "duplicate key '\(key)'")
                 continue
             }
-            result[key.string] = field
+            result[key] = field
         }
         return result
     }
 
     func sequence(log: inout IssueLog) -> [YAMLCursor]? {
-        guard case .sequence(let sequence) = node else {
+        guard case .sequence(let sequence) = node.content else {
             log.report(self, "expected a list, found \(kind)")
             return nil
         }
@@ -72,11 +70,11 @@ struct YAMLCursor {
     }
 
     func string(log: inout IssueLog) -> String? {
-        guard case .scalar(let scalar) = node else {
+        guard let text = node.scalarText else {
             log.report(self, "expected a string, found \(kind)")
             return nil
         }
-        return scalar.string
+        return text
     }
 
     func nonEmptyString(log: inout IssueLog) -> String? {
@@ -90,11 +88,10 @@ struct YAMLCursor {
 
     /// An integer within `range`; `what` names it in the message ("port", "weight").
     func integer(in range: ClosedRange<Int>, what: String, log: inout IssueLog) -> Int? {
-        guard case .scalar(let scalar) = node else {
+        guard let text = node.scalarText else {
             log.report(self, "expected an integer \(what), found \(kind)")
             return nil
         }
-        let text = scalar.string
         guard let value = Int(text) else {
             log.report(self, "\(what) must be an integer, got '\(text)'")
             return nil
@@ -125,16 +122,15 @@ struct YAMLCursor {
 
     /// YAML's null: a plain (unquoted) `~`, `null` or nothing at all; a quoted "null" is a string.
     var isNull: Bool {
-        guard case .scalar(let scalar) = node, scalar.style == .plain || scalar.style == .any else { return false }
-        return ["", "~", "null", "Null", "NULL"].contains(scalar.string)
+        guard case .scalar(let scalar) = node.content, scalar.isPlain else { return false }
+        return ["", "~", "null", "Null", "NULL"].contains(scalar.text)
     }
 
     private var kind: String {
-        switch node {
-        case .scalar(let scalar): "'\(scalar.string)'"
+        switch node.content {
+        case .scalar(let scalar): "'\(scalar.text)'"
         case .mapping: "a mapping"
         case .sequence: "a list"
-        case .alias: "an alias"
         }
     }
 }

@@ -40,6 +40,16 @@ public final class JoinableThread: Sendable {
         self.thread = thread
     }
 
+    /// Lets the thread finish alone: nothing waits for it, and it is gone once its closure
+    /// returns. A later `join()` returns at once.
+    public func detach() {
+        let first = joined.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        if first { pthread_detach(thread) }
+    }
+
     /// Waits for the closure to return.
     public func join() {
         let first = joined.withLock { done in

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import TurnoutControl
 import TurnoutModel
 import TurnoutNetlink
@@ -29,7 +29,7 @@ enum KernelAccess {
     static func require(for command: String) throws {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
-              let bits = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return }
+              let bits = UInt64(line.dropFirst("CapEff:".count).trimmedWhitespace, radix: 16) else { return }
         if bits & netAdminBit == 0 { throw KernelAccessDenied(command: command) }
     }
 }
@@ -65,28 +65,34 @@ extension ApplyReport {
         let milliseconds = elapsed.milliseconds
         switch format {
         case .json:
-            var object: [String: Any] = ["backend": backend, "outcome": outcome.rawValue, "messages": messages,
-                                         "changes": changes, "milliseconds": (milliseconds * 1000).rounded() / 1000]
-            if let reason { object["reason"] = reason }
-            if let source { object["table"] = source }
+            var object: [String: JSONValue] = [
+                "backend": .string(backend), "outcome": .string(outcome.rawValue), "messages": .init(messages),
+                "changes": .array(changes.map { .string($0) }), "milliseconds": .number((milliseconds * 1000).rounded() / 1000)]
+            if let reason { object["reason"] = .string(reason) }
+            if let source { object["table"] = .string(source) }
             if let validation {
-                object["validation"] = validation.map { ["passed": $0.passed, "family": "\($0.family)", "target": $0.target.map { "\($0)" } ?? NSNull(), "explanation": $0.explanation] }
-                if let validationElapsed { object["validationMilliseconds"] = (validationElapsed.milliseconds * 1000).rounded() / 1000 }
+                object["validation"] = .array(validation.map {
+                    ["passed": .bool($0.passed), "family": .string("\($0.family)"),
+                     "target": JSONValue($0.target.map { .string("\($0)") }), "explanation": .string($0.explanation)]
+                })
+                if let validationElapsed {
+                    object["validationMilliseconds"] = .number((validationElapsed.milliseconds * 1000).rounded() / 1000)
+                }
             }
             if let drain {
-                object["drain"] = ["openAtStart": drain.openAtStart ?? NSNull(), "stillOpen": drain.stillOpen ?? NSNull(),
-                                   "milliseconds": (drain.waited.milliseconds * 1000).rounded() / 1000] as [String: Any]
+                object["drain"] = ["openAtStart": JSONValue(drain.openAtStart.map { JSONValue($0) }),
+                                   "stillOpen": JSONValue(drain.stillOpen.map { JSONValue($0) }),
+                                   "milliseconds": .number((drain.waited.milliseconds * 1000).rounded() / 1000)]
             }
-            let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-            return String(decoding: data, as: UTF8.self) + "\n"
+            return JSONValue.object(object).text() + "\n"
         case .text:
             let what = source.map { " \($0)" } ?? ""
-            var out = "turnout:\(what) \(outcome.rawValue) via \(backend): \(messages) messages, \(String(format: "%.1f", milliseconds)) ms\n"
+            var out = "turnout:\(what) \(outcome.rawValue) via \(backend): \(messages) messages, \(milliseconds.decimalText(fractionDigits: 1)) ms\n"
             if let reason { out += "  because \(reason)\n" }
             for change in changes { out += "  \(change)\n" }
             if let drain { out += "  \(Self.describe(drain))\n" }
             if let validation {
-                let time = validationElapsed.map { ", \(String(format: "%.1f", $0.milliseconds)) ms" } ?? ""
+                let time = validationElapsed.map { ", \($0.milliseconds.decimalText(fractionDigits: 1)) ms" } ?? ""
                 out += "turnout: validation \(validation.allSatisfy(\.passed) ? "passed" : "FAILED")\(time)\n"
                 for result in validation { out += "  \(result)\n" }
             }
@@ -98,7 +104,7 @@ extension ApplyReport {
 extension ApplyReport {
     /// One line on what `init --cleanup` waited for.
     static func describe(_ drain: CaptureDrain.Outcome) -> String {
-        let waited = String(format: "%.1f", drain.waited.milliseconds)
+        let waited = drain.waited.milliseconds.decimalText(fractionDigits: 1)
         guard let start = drain.openAtStart, let left = drain.stillOpen else {
             return "drain: conntrack not readable (\(CapturedConnections.conntrackPath)); did not wait for captured connections"
         }

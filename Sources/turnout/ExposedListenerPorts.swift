@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import TurnoutModel
 
 /// The ports of `ports` that an outgoing connection in this network namespace may take as its

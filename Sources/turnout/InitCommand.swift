@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import TurnoutControl
 import TurnoutModel
 import TurnoutNetlink
@@ -269,7 +269,7 @@ struct InitCommand: ParsableCommand {
     static func namespaceHasIPv6() -> Bool {
         guard FileManager.default.fileExists(atPath: "/proc/net/if_inet6") else { return false }
         let disabled = (try? String(contentsOfFile: "/proc/sys/net/ipv6/conf/all/disable_ipv6", encoding: .utf8))?
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+            .trimmedWhitespace
         return disabled != "1"
     }
 }

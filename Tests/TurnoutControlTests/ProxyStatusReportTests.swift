@@ -49,13 +49,13 @@ struct ProxyStatusReportTests {
         return statistics
     }
 
-    static func body(_ object: [String: Any]) throws -> [UInt8] {
-        Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
+    static func body(_ value: JSONValue) -> [UInt8] {
+        Array(value.text().utf8)
     }
 
     @Test("counters of two workers → header, connections, an aligned row per endpoint, the breaker's refusals; quiet services and the unused inbound row left out")
     func summary() throws {
-        let body = try Self.body(ProxyAdmin.statistics(Self.statistics(), source: "rules/shop.yaml"))
+        let body = Self.body(ProxyAdmin.statistics(Self.statistics(), source: "rules/shop.yaml"))
         let report = try ProxyStatusReport(statsJSON: body, ready: true)
         #expect(report.summary(at: Self.admin, now: 0) == [
             "proxy at 127.0.0.1:15000: ready; 2 workers (uring); table generation 3 from rules/shop.yaml",
@@ -74,7 +74,7 @@ struct ProxyStatusReportTests {
         var statistics = ProxyStatistics()
         statistics.workers = 1
         statistics.generation = 1
-        let report = try ProxyStatusReport(statsJSON: try Self.body(ProxyAdmin.statistics(statistics, source: "t.yaml")), ready: false)
+        let report = try ProxyStatusReport(statsJSON: Self.body(ProxyAdmin.statistics(statistics, source: "t.yaml")), ready: false)
         #expect(report.summary(at: Self.admin, now: 0) == [
             "proxy at 127.0.0.1:15000: NOT READY (draining, or no table yet); 1 worker; table generation 1 from t.yaml",
             "  connections: 0 accepted, 0 open; refused: 0 loops, 0 unknown destinations; accept pauses (fd limit): 0",
@@ -94,7 +94,7 @@ struct ProxyStatusReportTests {
         var statistics = ProxyStatistics()
         statistics.workers = 1
         let object = ProxyAdmin.statistics(statistics, source: status.source, sourceStatus: status)
-        let report = try ProxyStatusReport(statsJSON: try Self.body(object), ready: true)
+        let report = try ProxyStatusReport(statsJSON: Self.body(object), ready: true)
         #expect(Array(report.summary(at: Self.admin, now: 1_030).suffix(3)) == [
             "  proxy's source etcd:http://10.0.0.2:2379: unavailable (cannot connect)",
             "  proxy's installed revision 41, 30.0 s ago (2 installs, 0 unchanged)",
