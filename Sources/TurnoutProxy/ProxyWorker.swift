@@ -30,8 +30,7 @@ final class ProxyWorker {
 
     private var relays = SlotTable<EpollRelay>()
     private var pipes: WorkerPipes
-    private var acceptPausedUntil: ContinuousClock.Instant?
-    private var loggedDescriptorShortage = false
+    private var acceptPause = AcceptPause()
     /// Where copy-mode reads land (see ``RelayDirection``); one per worker, used by one relay at
     /// a time. Its size is the bulk threshold: a read that fills it switches to splicing.
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: ProxyWorker.copyLimit, alignment: 16)
@@ -92,8 +91,7 @@ final class ProxyWorker {
             for event in events[0..<count] {
                 handle(token: event.token, events: event.events, now: now)
             }
-            if let until = acceptPausedUntil, now >= until {
-                acceptPausedUntil = nil
+            if acceptPause.endIfDue(now) {
                 for listener in listeners.indices { acceptAll(listener, now: now) }
             }
             if now - lastSweep >= Self.sweepInterval {
@@ -143,7 +141,7 @@ final class ProxyWorker {
     // MARK: - accepting
 
     private func acceptAll(_ index: Int, now: ContinuousClock.Instant) {
-        guard acceptPausedUntil == nil else { return }
+        guard !acceptPause.isPaused else { return }
         let listener = listeners[index]
         while true {
             let fd: Int32
@@ -151,15 +149,8 @@ final class ProxyWorker {
                 guard let accepted = try Syscalls.accept(listener.descriptor) else { return }
                 fd = accepted
             } catch {
-                if error.errno == EMFILE || error.errno == ENFILE || error.errno == ENOBUFS || error.errno == ENOMEM {
-                    // Out of descriptors: the queued connections wait in the backlog until some
-                    // close. Retrying at once would spin; pause, then try again.
-                    counters.acceptPauses.wrappingAdd(1, ordering: .relaxed)
-                    acceptPausedUntil = now + configuration.acceptPause
-                    if !loggedDescriptorShortage {
-                        loggedDescriptorShortage = true
-                        log("worker \(self.index): \(error): pausing accepts for \(configuration.acceptPause) at a time until descriptors are free (logged once)")
-                    }
+                if AcceptPause.isDescriptorShortage(error.errno) {
+                    pauseAccepting(after: error, now: now)
                 } else {
                     log("worker \(self.index): \(error)")
                 }
@@ -167,6 +158,12 @@ final class ProxyWorker {
             }
             counters.accepted.wrappingAdd(1, ordering: .relaxed)
             admit(fd, from: listener, now: now)
+        }
+    }
+
+    private func pauseAccepting(after error: SystemCallError, now: ContinuousClock.Instant) {
+        if let line = acceptPause.start(after: error, now: now, pause: configuration.acceptPause, counters: counters) {
+            log("worker \(index): \(line)")
         }
     }
 
@@ -210,6 +207,12 @@ final class ProxyWorker {
                 return
             } catch {
                 attemptFailed(relay, errno: error.errno, now: now)
+                if AcceptPause.isDescriptorShortage(error.errno) {
+                    // No descriptor (or memory) for the upstream: this client is reset, and the ones behind
+                    // it wait in the backlog rather than meet the same end.
+                    pauseAccepting(after: error, now: now)
+                    break
+                }
             }
         }
         finish(relay, reset: true)

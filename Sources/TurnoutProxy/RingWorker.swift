@@ -58,8 +58,7 @@ final class RingWorker {
     private var pipes: WorkerPipes
     /// Whether each listener's multishot accept is armed (one ends on an error such as EMFILE).
     private var accepting: [Bool]
-    private var acceptPausedUntil: ContinuousClock.Instant?
-    private var loggedDescriptorShortage = false
+    private var acceptPause = AcceptPause()
     private var loggedBufferShortage = false
     /// Relays whose state changed in this batch of completions: pumped once after it, knowing
     /// every completion of the batch (an end of stream that came with the last bytes sends them
@@ -135,8 +134,7 @@ final class RingWorker {
             for relay in touched { pump(relay) }
             touched.removeAll(keepingCapacity: true)
             if !starved.isEmpty && heldBuffers < configuration.receiveBuffers { feedStarved() }
-            if let until = acceptPausedUntil, now >= until {
-                acceptPausedUntil = nil
+            if acceptPause.endIfDue(now) {
                 for listener in listeners.indices where !accepting[listener] { try? armAccept(listener) }
             }
             if sweepDue {
@@ -213,22 +211,29 @@ final class RingWorker {
         if result >= 0 {
             counters.accepted.wrappingAdd(1, ordering: .relaxed)
             admit(result, from: listeners[listener])
-        } else if [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(-result) {
-            // Out of descriptors: the queued connections wait in the backlog until some close.
-            // The multishot accept ended; it is armed again after a pause.
-            counters.acceptPauses.wrappingAdd(1, ordering: .relaxed)
-            acceptPausedUntil = now + configuration.acceptPause
-            if !loggedDescriptorShortage {
-                loggedDescriptorShortage = true
-                log("worker \(index): \(SystemCallError(call: "accept4", errno: -result)): pausing accepts for \(configuration.acceptPause) at a time until descriptors are free (logged once)")
-            }
+        } else if AcceptPause.isDescriptorShortage(-result) {
+            // The multishot accept ended; it is armed again after the pause.
+            pauseAccepting(after: SystemCallError(call: "accept4", errno: -result))
         } else if result != -ECANCELED {
             log("worker \(index): \(SystemCallError(call: "accept4", errno: -result))")
             // Armed again after a pause, not at once: an error that repeats would spin.
-            acceptPausedUntil = now + configuration.acceptPause
+            acceptPause.back(off: configuration.acceptPause, now: now)
         }
-        if !accepting[listener] && acceptPausedUntil == nil {
+        if !accepting[listener] && !acceptPause.isPaused {
             do throws(SystemCallError) { try armAccept(listener) } catch { log("worker \(index): \(error)") }
+        }
+    }
+
+    /// Stops accepting for a while: armed multishot accepts are cancelled (an accept that
+    /// failed has ended already) and armed again once the pause is over.
+    private func pauseAccepting(after error: SystemCallError) {
+        let wasPaused = acceptPause.isPaused
+        if let line = acceptPause.start(after: error, now: now, pause: configuration.acceptPause, counters: counters) {
+            log("worker \(index): \(line)")
+        }
+        guard !wasPaused else { return }
+        for listener in listeners.indices where accepting[listener] {
+            do throws(SystemCallError) { try ring.cancel(listeners[listener].descriptor) } catch { log("worker \(index): \(error)") }
         }
     }
 
@@ -257,6 +262,12 @@ final class RingWorker {
                 return
             } catch {
                 attemptFailed(relay, errno: error.errno)
+                if AcceptPause.isDescriptorShortage(error.errno) {
+                    // No descriptor (or memory) for the upstream: this client is reset, and the ones behind
+                    // it wait in the backlog rather than meet the same end.
+                    pauseAccepting(after: error)
+                    break
+                }
             }
         }
         finish(relay, reset: true)

@@ -418,6 +418,40 @@ struct ProxyCommandTests {
             #expect((freed["pipeBytesPeak"] as? Int ?? 0) >= 1 << 20, "\(freed)")
         }
     }
+
+    /// The engines `--io` can ask for here (io_uring where it is available or required).
+    static var engines: [String] {
+        TransparentProxy.uringUnavailability() == nil || KernelLab.isRequired ? ["uring", "epoll"] : ["epoll"]
+    }
+
+    /// A connection takes two descriptors, so with an even or an odd number free the last one
+    /// goes to `accept4` or to the upstream's `socket(2)`: both limits are run, and either way
+    /// accepting must pause (before, the `socket(2)` case reset every new client, unpaused).
+    @Test("descriptor limit 48 or 49 (prlimit), 40 connections held → those past the limit are not answered (accepting paused, counted, logged once); once the held ones close, new connections are answered again",
+          arguments: engines, [48, 49])
+    func descriptorLimitPause(_ io: String, _ limit: Int) throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
+            let file = lab.stateDirectory + "/table.yaml"
+            try Self.write(Self.table([8081]), to: file)
+            let proxy = try LabProcess(try Subprocess.locate("ip"), [
+                "netns", "exec", lab.namespace.name, try Subprocess.locate("prlimit"), "--nofile=\(limit):\(limit)",
+                Repository.turnoutBinary, "proxy", "-f", file, "--outbound", "0.0.0.0:\(ProxyLab.outboundPort)",
+                "--inbound", "none", "--admin", "127.0.0.1:\(Self.adminPort)", "--workers", "1", "--drain-time", "0",
+                "--health-interval", "0", "--io", io,
+            ])
+            defer { proxy.stop() }
+            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
+            try #require(ready, "not ready; stderr: \(proxy.standardError)")
+            let (held, failures) = try lab.hold(40, to: Self.vip, port: 80, timeout: .milliseconds(500))
+            #expect(!held.isEmpty && failures.values.reduce(0, +) > 0, "\(held.count) held, \(failures)")
+            // /stats needs a descriptor too: asked once the held connections are gone.
+            for connection in held { connection.close() }
+            #expect(ProxyLab.eventually(within: .seconds(10)) { (try? lab.connections(5, to: Self.vip, port: 80)) == ["port 8081": 5] },
+                    "stderr: \(proxy.standardError)")
+            #expect((try Self.stats(lab)["acceptPauses"] as? Int ?? 0) > 0)
+            #expect(proxy.standardError.components(separatedBy: "pausing accepts").count == 2, "\(proxy.standardError)")
+        }
+    }
 }
 
 /// Bad flags are refused before anything binds: no namespace needed.
