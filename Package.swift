@@ -24,9 +24,10 @@ let package = Package(
         .systemLibrary(name: "CNetfilter", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
         // Wrappers for Linux calls Glibc exports only under _GNU_SOURCE; every symbol prefixed CTurnoutLinux_.
         .target(name: "CTurnoutLinux", cSettings: [.define("_GNU_SOURCE")]),
-        // OpenSSL (Debian's libssl-dev) for the etcd client's https, with prefixed wrappers for
-        // the macros it needs; every symbol prefixed CTurnoutTLS_.
-        .target(name: "CTurnoutTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        // OpenSSL 3 for the etcd client's https, loaded with dlopen on first use (so a proxy never
+        // maps it): Debian's libssl-dev for the headers, libssl3 at run time; every symbol
+        // prefixed CTurnoutTLS_.
+        .target(name: "CTurnoutTLS"),
         // io_uring (Debian's liburing-dev) for the proxy's completion workers: one ring and its
         // provided buffers behind a few request shapes; every symbol prefixed CTurnoutUring_.
         .target(name: "CTurnoutUring", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary("uring")]),

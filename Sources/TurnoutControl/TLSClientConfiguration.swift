@@ -34,6 +34,7 @@ public struct TLSClientConfiguration: Sendable, Hashable {
         self.certificateFile = certificateFile
         self.keyFile = keyFile
         do {
+            try OpenSSLLibrary.load()
             // Kept: the first connection uses it rather than loading the files again.
             let identities = fileIdentities
             let made = try TLSContext(self)
@@ -61,6 +62,7 @@ public struct TLSClientConfiguration: Sendable, Hashable {
     /// a new one. Made per request it would cost more than the request: OpenSSL 3 takes about
     /// 1 ms to load three small PEM files and about 28 ms to load the system's CA bundle.
     func context() throws(TLSFailure) -> TLSContext {
+        try OpenSSLLibrary.load()
         let identities = fileIdentities
         if let cached = contexts.current.withLock({ $0?.identities == identities ? $0?.context : nil }) { return cached }
         let made = try TLSContext(self)
@@ -71,7 +73,7 @@ public struct TLSClientConfiguration: Sendable, Hashable {
     /// The files' identities now (nil for one that cannot be `stat`ed); the system's CA bundle
     /// stands for the trusted CAs when none is named.
     private var fileIdentities: [FileIdentity?] {
-        let files = [trustedCertificatesFile ?? String(cString: X509_get_default_cert_file()), certificateFile, keyFile]
+        let files = [trustedCertificatesFile ?? String(cString: CTurnoutTLS_X509_get_default_cert_file()), certificateFile, keyFile]
         return files.compactMap { $0 }.map { FileIdentity($0) }
     }
 

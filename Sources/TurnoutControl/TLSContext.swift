@@ -17,12 +17,12 @@ final class TLSContext: @unchecked Sendable {
     let pointer: OpaquePointer
 
     init(_ configuration: TLSClientConfiguration) throws(TLSFailure) {
-        ERR_clear_error()
-        guard let pointer = SSL_CTX_new(TLS_client_method()) else {
+        CTurnoutTLS_ERR_clear_error()
+        guard let pointer = CTurnoutTLS_SSL_CTX_new(CTurnoutTLS_TLS_client_method()) else {
             throw TLSFailure("cannot make a TLS context: \(TLSFailure.openSSLReasons())")
         }
         self.pointer = pointer
-        SSL_CTX_set_verify(pointer, SSL_VERIFY_PEER, nil)
+        CTurnoutTLS_SSL_CTX_set_verify(pointer, SSL_VERIFY_PEER, nil)
         CTurnoutTLS_ignore_unexpected_eof(pointer)
         // Debian's openssl.cnf says so too; a build or a config file that allows less must not.
         guard CTurnoutTLS_require_tls12(pointer) == 1 else {
@@ -30,17 +30,17 @@ final class TLSContext: @unchecked Sendable {
         }
         if let file = configuration.trustedCertificatesFile {
             try Self.requireReadable(file, "the trusted CA certificates")
-            guard SSL_CTX_load_verify_locations(pointer, file, nil) == 1 else {
+            guard CTurnoutTLS_SSL_CTX_load_verify_locations(pointer, file, nil) == 1 else {
                 throw TLSFailure("\(file): cannot load the trusted CA certificates: \(TLSFailure.openSSLReasons())")
             }
         } else {
-            guard SSL_CTX_set_default_verify_paths(pointer) == 1 else {
+            guard CTurnoutTLS_SSL_CTX_set_default_verify_paths(pointer) == 1 else {
                 throw TLSFailure("cannot load the system's CA certificates: \(TLSFailure.openSSLReasons())")
             }
         }
         if let certificate = configuration.certificateFile, let key = configuration.keyFile {
             try Self.requireReadable(certificate, "the client certificate")
-            guard SSL_CTX_use_certificate_chain_file(pointer, certificate) == 1 else {
+            guard CTurnoutTLS_SSL_CTX_use_certificate_chain_file(pointer, certificate) == 1 else {
                 throw TLSFailure("\(certificate): cannot load the client certificate: \(TLSFailure.openSSLReasons())")
             }
             try Self.requireReadable(key, "the client key")
@@ -48,7 +48,7 @@ final class TLSContext: @unchecked Sendable {
             // mismatch"). OpenSSL's default asks a terminal for an encrypted key's passphrase, on every
             // connection; a daemon has none, so an encrypted key is refused and named.
             CTurnoutTLS_refuse_passphrases(pointer)
-            guard SSL_CTX_use_PrivateKey_file(pointer, key, SSL_FILETYPE_PEM) == 1 else {
+            guard CTurnoutTLS_SSL_CTX_use_PrivateKey_file(pointer, key, SSL_FILETYPE_PEM) == 1 else {
                 let reasons = TLSFailure.openSSLReasons()
                 if Self.isEncrypted(key) {
                     throw TLSFailure("\(key): the client key is encrypted, and passphrases are not supported "
@@ -59,7 +59,7 @@ final class TLSContext: @unchecked Sendable {
         }
     }
 
-    deinit { SSL_CTX_free(pointer) }
+    deinit { CTurnoutTLS_SSL_CTX_free(pointer) }
 
     /// OpenSSL says "system library" for a file it cannot open; the errno names why.
     private static func requireReadable(_ path: String, _ what: String) throws(TLSFailure) {

@@ -18,9 +18,9 @@ struct TLSFailure: Error {
     static func openSSLReasons() -> String {
         var reasons: [String] = []
         while true {
-            let code = ERR_get_error()
+            let code = CTurnoutTLS_ERR_get_error()
             guard code != 0 else { break }
-            let reason = ERR_reason_error_string(code).map { String(cString: $0) } ?? "error \(code)"
+            let reason = CTurnoutTLS_ERR_reason_error_string(code).map { String(cString: $0) } ?? "error \(code)"
             if reasons.last != reason { reasons.append(reason) }
         }
         return reasons.isEmpty ? "no reason given" : reasons.joined(separator: ": ")

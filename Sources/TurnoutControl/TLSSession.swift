@@ -47,44 +47,44 @@ final class TLSSession {
 
     init(_ configuration: TLSClientConfiguration, socket descriptor: Int32, serverName: String) throws(TLSFailure) {
         context = try configuration.context()
-        ERR_clear_error()
-        guard let ssl = SSL_new(context.pointer) else { throw TLSFailure("cannot start TLS: \(TLSFailure.openSSLReasons())") }
+        CTurnoutTLS_ERR_clear_error()
+        guard let ssl = CTurnoutTLS_SSL_new(context.pointer) else { throw TLSFailure("cannot start TLS: \(TLSFailure.openSSLReasons())") }
         self.ssl = ssl
         self.serverName = serverName
         presentsCertificate = configuration.certificateFile != nil
         trustsSystemCAs = configuration.trustedCertificatesFile == nil
         CTurnoutTLS_set_partial_moving_writes(ssl)
-        guard SSL_set_fd(ssl, descriptor) == 1 else { throw TLSFailure("cannot start TLS: \(TLSFailure.openSSLReasons())") }
+        guard CTurnoutTLS_SSL_set_fd(ssl, descriptor) == 1 else { throw TLSFailure("cannot start TLS: \(TLSFailure.openSSLReasons())") }
         let named: Int32
         if IPAddress(serverName) != nil {
-            named = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName)
+            named = CTurnoutTLS_X509_VERIFY_PARAM_set1_ip_asc(CTurnoutTLS_SSL_get0_param(ssl), serverName)
         } else {
             // As Go's and etcdctl's checks: a name must be among the DNS names (never the
             // subject's CN), and a wildcard stands for one whole label.
-            SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
-            named = SSL_set1_host(ssl, serverName) & CTurnoutTLS_set_server_name_indication(ssl, serverName)
+            CTurnoutTLS_SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
+            named = CTurnoutTLS_SSL_set1_host(ssl, serverName) & CTurnoutTLS_set_server_name_indication(ssl, serverName)
         }
         guard named == 1 else { throw TLSFailure("cannot check the certificate for \(serverName): \(TLSFailure.openSSLReasons())") }
     }
 
-    deinit { SSL_free(ssl) }
+    deinit { CTurnoutTLS_SSL_free(ssl) }
 
     /// One step of the handshake; `.done(0)` once it is complete. A refused certificate
     /// throws the verifier's reason (for example "IP address mismatch", "unable to get local
     /// issuer certificate"); a server that closes the connection meanwhile, that it did.
     func handshake() throws(TLSFailure) -> Progress {
-        ERR_clear_error()
+        CTurnoutTLS_ERR_clear_error()
         errno = 0
-        let result = SSL_connect(ssl)
+        let result = CTurnoutTLS_SSL_connect(ssl)
         if result == 1 { return .done(0) }
         return try progress(of: result, call: "SSL_connect")
     }
 
     /// `SSL_read`: decrypted bytes into `buffer`; `.done(0)` at the end of the stream.
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(TLSFailure) -> Progress {
-        ERR_clear_error()
+        CTurnoutTLS_ERR_clear_error()
         errno = 0
-        let result = SSL_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count))
+        let result = CTurnoutTLS_SSL_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count))
         if result > 0 { return .done(Int(result)) }
         return try progress(of: result, call: "SSL_read")
     }
@@ -92,22 +92,22 @@ final class TLSSession {
     /// `SSL_write`: some or all of `bytes` (partial writes are on); never `.done(0)` for bytes.
     func write(_ bytes: UnsafeRawBufferPointer) throws(TLSFailure) -> Progress {
         guard !bytes.isEmpty else { return .done(0) }
-        ERR_clear_error()
+        CTurnoutTLS_ERR_clear_error()
         errno = 0
-        let result = SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count))
+        let result = CTurnoutTLS_SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count))
         if result > 0 { return .done(Int(result)) }
         return try progress(of: result, call: "SSL_write")
     }
 
     /// Whether decrypted bytes wait inside OpenSSL, where `poll(2)` cannot see them: the rest
     /// of a record a read did not take.
-    var hasPendingBytes: Bool { SSL_pending(ssl) > 0 }
+    var hasPendingBytes: Bool { CTurnoutTLS_SSL_pending(ssl) > 0 }
 
     /// What a call's result means: a wait, the end of the stream (for a read only), or a
     /// failure. Only a read may end at the stream's end: a handshake or a write that meets it
     /// would otherwise report progress that never comes.
     private func progress(of result: Int32, call: String) throws(TLSFailure) -> Progress {
-        let code = SSL_get_error(ssl, result)
+        let code = CTurnoutTLS_SSL_get_error(ssl, result)
         let error = errno
         switch code {
         case SSL_ERROR_WANT_READ: return .wantRead
@@ -123,10 +123,10 @@ final class TLSSession {
             let reasons = TLSFailure.openSSLReasons()
             throw TLSFailure(call == "SSL_connect" ? Self.closedInHandshake : "\(call): \(reasons)")
         default:
-            let verification = SSL_get_verify_result(ssl)
+            let verification = CTurnoutTLS_SSL_get_verify_result(ssl)
             let reasons = TLSFailure.openSSLReasons()
             if verification != Int(X509_V_OK) {
-                let why = String(cString: X509_verify_cert_error_string(verification))
+                let why = String(cString: CTurnoutTLS_X509_verify_cert_error_string(verification))
                 let trusted = trustsSystemCAs ? "; the system's CAs are trusted, name the cluster's CA" : ""
                 throw TLSFailure("the server's certificate is refused: \(why) (checked for \(serverName)\(trusted))")
             }

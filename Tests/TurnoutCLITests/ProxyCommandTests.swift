@@ -222,6 +222,26 @@ struct ProxyCommandTests {
         }
     }
 
+    @Test("a proxy with a table file → its memory maps hold no OpenSSL (loaded only for an https source) and no full Foundation or ICU")
+    func mapsNoOpenSSL() throws {
+        try withProxyLab { lab in
+            let file = lab.stateDirectory + "/table.yaml"
+            try Self.write(Self.table([8081]), to: file)
+            let proxy = try Self.start(in: lab, table: file)
+            defer { proxy.stop() }
+            try #require(ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 },
+                         "not ready; stderr: \(proxy.standardError)")
+            // `ip netns exec` execs turnout in its own process: the pid is the proxy's.
+            let maps = try String(contentsOfFile: "/proc/\(proxy.pid)/maps", encoding: .utf8)
+            try #require(maps.contains("turnout"), "not the proxy's maps: \(maps.prefix(500))")
+            let libraries = Set(maps.split(separator: "\n").compactMap { $0.split(separator: " ").last.map(String.init) }
+                .filter { $0.hasPrefix("/") }.map { $0.split(separator: "/").last.map(String.init) ?? $0 })
+            #expect(!libraries.contains { $0.hasPrefix("libssl") || $0.hasPrefix("libcrypto") }, "\(libraries.sorted())")
+            #expect(!libraries.contains { $0.hasPrefix("libFoundation.") || $0.hasPrefix("libicu") || $0.hasPrefix("lib_FoundationICU") },
+                    "\(libraries.sorted())")
+        }
+    }
+
     @Test("status → the proxy's readiness, generation and one row per endpoint (12 connections to 8081, 0 to the dead 8089 with its refusals; the unused passthrough and inbound rows left out); no proxy on --admin → a line, exit 0; a port named by --admin that is not a proxy's → exit 1 naming it")
     func statusReadsTheProxy() throws {
         try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
