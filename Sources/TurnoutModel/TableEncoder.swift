@@ -15,8 +15,8 @@ public enum TableEncoder {
     /// each endpoint under a key of its own).
     public static func json(_ service: Service, endpoints: Bool = true) -> String {
         var fields = [
-            "\"name\":\(jsonString("\(service.name)"))",
-            "\"addresses\":[\(service.addresses.map { jsonString("\($0)") }.joined(separator: ","))]",
+            "\"name\":\(JSONValue.quoted("\(service.name)"))",
+            "\"addresses\":[\(service.addresses.map { JSONValue.quoted("\($0)") }.joined(separator: ","))]",
             "\"ports\":[\(service.ports.map(json).joined(separator: ","))]",
         ]
         if endpoints { fields.append("\"endpoints\":[\(service.endpoints.map(json).joined(separator: ","))]") }
@@ -26,39 +26,20 @@ public enum TableEncoder {
 
     /// One endpoint as a JSON object.
     public static func json(_ endpoint: Endpoint) -> String {
-        var fields = ["\"address\":\(jsonString("\(endpoint.address)"))", "\"weight\":\(endpoint.weight)"]
+        var fields = ["\"address\":\(JSONValue.quoted("\(endpoint.address)"))", "\"weight\":\(endpoint.weight)"]
         if let port = endpoint.port { fields.append("\"port\":\(port)") }
         if !endpoint.namedPorts.isEmpty {
-            let ports = endpoint.namedPorts.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\($0.value)" }
+            let ports = endpoint.namedPorts.sorted { $0.key < $1.key }.map { "\(JSONValue.quoted($0.key)):\($0.value)" }
             fields.append("\"ports\":{\(ports.joined(separator: ","))}")
         }
-        if let zone = endpoint.zone { fields.append("\"zone\":\(jsonString(zone))") }
+        if let zone = endpoint.zone { fields.append("\"zone\":\(JSONValue.quoted(zone))") }
         return "{" + fields.joined(separator: ",") + "}"
     }
 
     private static func json(_ port: ServicePort) -> String {
         var fields: [String] = []
-        if !port.name.isEmpty { fields.append("\"name\":\(jsonString(port.name))") }
-        fields += ["\"port\":\(port.port)", "\"targetPort\":\(port.targetPort)", "\"protocol\":\(jsonString(port.transport.rawValue))"]
+        if !port.name.isEmpty { fields.append("\"name\":\(JSONValue.quoted(port.name))") }
+        fields += ["\"port\":\(port.port)", "\"targetPort\":\(port.targetPort)", "\"protocol\":\(JSONValue.quoted(port.transport.rawValue))"]
         return "{" + fields.joined(separator: ",") + "}"
-    }
-
-    /// A JSON string literal: quotes, backslashes and control characters escaped.
-    public static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

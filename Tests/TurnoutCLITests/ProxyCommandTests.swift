@@ -39,16 +39,24 @@ struct ProxyCommandTests {
         ] + drain + flags)
     }
 
+    /// A proxy (`flags` added) on a table of `ports` written to the lab's state directory,
+    /// started and answering /ready. The caller stops it.
+    static func startReady(in lab: ProxyLab, ports: [UInt16], _ flags: [String] = []) throws -> LabProcess {
+        let file = lab.stateDirectory + "/table.yaml"
+        try write(table(ports), to: file)
+        let proxy = try start(in: lab, table: file, flags)
+        let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: adminPort, path: "/ready"))?.status == 200 }
+        if !ready { proxy.stop() }
+        try #require(ready, "not ready; stderr: \(proxy.standardError)")
+        return proxy
+    }
+
     /// The drain tests' start: a ready proxy (`flags` added) on a one-endpoint table
     /// (127.0.0.1:8081) and one connection held through it, both ended after `body`.
     static func withHeldConnection(_ flags: [String], _ body: (ProxyLab, LabProcess, ProxyLab.Connection) throws -> Void) throws {
         try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
-            let file = lab.stateDirectory + "/table.yaml"
-            try write(table([8081]), to: file)
-            let proxy = try start(in: lab, table: file, flags)
+            let proxy = try startReady(in: lab, ports: [8081], flags)
             defer { proxy.stop() }
-            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: adminPort, path: "/ready"))?.status == 200 }
-            try #require(ready, "not ready; stderr: \(proxy.standardError)")
             let held = try lab.hold(to: vip, port: 80)
             defer { held.close() }
             try body(lab, proxy, held)
@@ -197,12 +205,8 @@ struct ProxyCommandTests {
     @Test("/stats and /config → JSON of the counters and the routes in use; an unknown path → 404")
     func adminEndpoints() throws {
         try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
-            let file = lab.stateDirectory + "/table.yaml"
-            try Self.write(Self.table([8081]), to: file)
-            let proxy = try Self.start(in: lab, table: file)
+            let proxy = try Self.startReady(in: lab, ports: [8081])
             defer { proxy.stop() }
-            try #require(ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 },
-                         "not ready; stderr: \(proxy.standardError)")
             #expect(try lab.connections(3, to: Self.vip, port: 80) == ["port 8081": 3])
 
             let stats = try lab.httpGet(port: Self.adminPort, path: "/stats")
@@ -225,12 +229,8 @@ struct ProxyCommandTests {
     @Test("a proxy with a table file → its memory maps hold no OpenSSL (loaded only for an https source) and no full Foundation or ICU")
     func mapsNoOpenSSL() throws {
         try withProxyLab { lab in
-            let file = lab.stateDirectory + "/table.yaml"
-            try Self.write(Self.table([8081]), to: file)
-            let proxy = try Self.start(in: lab, table: file)
+            let proxy = try Self.startReady(in: lab, ports: [8081])
             defer { proxy.stop() }
-            try #require(ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 },
-                         "not ready; stderr: \(proxy.standardError)")
             // `ip netns exec` execs turnout in its own process: the pid is the proxy's.
             let maps = try String(contentsOfFile: "/proc/\(proxy.pid)/maps", encoding: .utf8)
             try #require(maps.contains("turnout"), "not the proxy's maps: \(maps.prefix(500))")

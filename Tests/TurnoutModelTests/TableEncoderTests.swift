@@ -31,6 +31,6 @@ struct TableEncoderTests {
         ("a\"b", #""a\"b""#), ("a\\b", #""a\\b""#), ("a\nb", #""a\nb""#), ("a\u{1}b", #""a\u0001b""#),
     ])
     func escaping(_ text: String, _ literal: String) {
-        #expect(TableEncoder.jsonString(text) == literal)
+        #expect(JSONValue.quoted(text) == literal)
     }
 }

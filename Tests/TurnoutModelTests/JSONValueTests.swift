@@ -1,5 +1,5 @@
 import Testing
-import TurnoutControl
+import TurnoutModel
 
 @Suite("JSON written by turnout (/stats, /config, --format json)")
 struct JSONValueTests {

@@ -1,5 +1,5 @@
 /// A JSON value built in code, written with its object keys sorted: what `/stats`, `/config`
-/// and `--format json` print.
+/// and `--format json` print; ``quoted(_:)`` also serves the table's JSON encoding.
 ///
 /// Sorted keys make the output stable from run to run, for diffs and for tests. Integers are
 /// written exactly; a number that is not finite (which JSON cannot say) is written as null.
@@ -65,7 +65,14 @@ public enum JSONValue: Sendable, Equatable {
         output += close
     }
 
-    /// A JSON string: quotes, backslashes and control characters escaped (RFC 8259 §7).
+    /// `text` as a JSON string literal: in quotes, with quotes, backslashes and control
+    /// characters escaped (RFC 8259 §7).
+    public static func quoted(_ text: String) -> String {
+        var output = ""
+        quote(text, to: &output)
+        return output
+    }
+
     private static func quote(_ text: String, to output: inout String) {
         output += "\""
         for scalar in text.unicodeScalars {
