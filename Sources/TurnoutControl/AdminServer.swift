@@ -63,7 +63,10 @@ public struct AdminResponse: Sendable, Hashable {
 /// `start()` and `stop()` may be called from any thread; `start()` at most once.
 ///
 /// The serving thread polls the listener and every open client (at most `maximumClients`; more
-/// are accepted and closed at once), so a slow or silent client never holds up another. Each
+/// are accepted and closed at once), so a slow or silent client never holds up another. It keeps
+/// one descriptor in reserve: when the process is out of them (the proxy's workers took the
+/// last), the reserve is closed to accept one client, so `/metrics` still answers while the
+/// proxy pauses its accepts. Each
 /// client has `requestTimeout` to send a request head of at most `maximumRequestBytes` (408 or
 /// 431 otherwise; 400 for one that is not HTTP/1.x, 405 for a method other than GET/HEAD), then
 /// as long again to take the answer. The handler runs on the serving thread, one request at a
@@ -172,6 +175,9 @@ private final class ServeLoop {
     /// Set when `accept4` failed (EMFILE, ENFILE, ENOBUFS): the listener stays readable while
     /// the connection stays queued, so it is left out of the poll set until then, not spun on.
     var acceptPausedUntil: ContinuousClock.Instant?
+    /// A descriptor held in reserve (`/dev/null`), given up to accept a client when the process
+    /// has none left; -1 while given up, opened again once that client is gone.
+    var reserve: Int32 = -1
     /// Scratch for reads: the rest of a request head, or input discarded after the answer.
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16_384, alignment: 1)
 
@@ -188,9 +194,18 @@ private final class ServeLoop {
         self.maximumClients = maximumClients
         self.requestTimeout = requestTimeout
         self.handler = handler
+        openReserve()
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        scratch.deallocate()
+        if reserve >= 0 { close(reserve) }
+    }
+
+    /// Takes the reserve descriptor back, when there is one to take.
+    private func openReserve() {
+        if reserve < 0 { reserve = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+    }
 
     /// Serves until woken, then closes every client.
     func run() {
@@ -221,6 +236,7 @@ private final class ServeLoop {
             let now = ContinuousClock.now
             for client in clients where client.deadline <= now { expire(client) }
             clients.removeAll { $0.stage == .finished }
+            if clients.isEmpty { openReserve() }
             if descriptors[1].revents != 0 { acceptQueued() }
         }
     }
@@ -233,6 +249,13 @@ private final class ServeLoop {
                 guard clients.count < maximumClients else { continue }
                 clients.append(AdminClient(connection: connection, deadline: .now + requestTimeout))
             } catch {
+                if (error.errno == EMFILE || error.errno == ENFILE) && reserve >= 0 {
+                    // Out of descriptors: the reserve makes room for one client (another thread
+                    // may take the freed number first; then this waits like any other).
+                    close(reserve)
+                    reserve = -1
+                    continue
+                }
                 acceptPausedUntil = .now + Self.acceptPause
                 return
             }
