@@ -191,7 +191,9 @@ int CTurnoutUring_receive(CTurnoutUring_ring *ring, int fd, uint64_t token) {
 int CTurnoutUring_send(CTurnoutUring_ring *ring, int fd, const void *bytes, unsigned length, int more, uint64_t token) {
     struct io_uring_sqe *sqe = slot(ring);
     if (!sqe) return -EBUSY;
-    io_uring_prep_send(sqe, fd, bytes, length, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+    /* MSG_DONTWAIT: a full socket completes the send with -EAGAIN instead of leaving it armed,
+     * so no send ever holds its buffer while a destination is stalled. */
+    io_uring_prep_send(sqe, fd, bytes, length, MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0));
     io_uring_sqe_set_data64(sqe, token);
     return 0;
 }

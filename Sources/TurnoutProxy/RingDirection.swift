@@ -5,9 +5,11 @@
 /// arrival lands in one of the ring's provided buffers. After the batch of completions, an
 /// arrival with nothing ahead of it goes on with a send on the ring, straight from its buffer
 /// (the fast path: request/response traffic never copies); one send is in flight at a time.
-/// Arrivals behind it are copied aside (``pending``) and their buffers given back at once, so a
-/// direction holds at most one buffer however slow its destination: a few hundred stalled
-/// destinations cannot take the worker's buffers from the rest. ``pending`` goes on with plain
+/// Arrivals behind it are copied aside (``pending``) and their buffers given back at once. A
+/// send never waits on the ring (MSG_DONTWAIT): a full destination completes it at once with
+/// what it took, the rest is copied aside too and its buffer given back, so a buffer is held
+/// only within a batch, and stalled destinations, however many, take none of the worker's
+/// buffers from the rest. ``pending`` goes on with plain
 /// non-blocking `send(2)` once the ring's send completed; what a full destination does not take
 /// waits there, the receive is cancelled (so does a ``pendingLimit`` of copied bytes), and a
 /// poll says when the destination takes more. A receive that fills a buffer shows a bulk

@@ -339,25 +339,30 @@ final class RingWorker {
     }
 
     private func sent(_ relay: RingRelay, toClient: Bool, result: Int32) {
-        guard result >= 0 else {
+        guard result >= 0 || result == -EAGAIN else {
             // The destination reset or went away (EPIPE, ECONNRESET).
             finish(relay, reset: true)
             return
         }
+        // -EAGAIN: the destination was full and took nothing (sends never wait on the ring).
+        let taken = max(Int(result), 0)
         var done: Int32?
         update(relay, toClient: toClient) { direction in
             guard let segment = direction.inFlight else { return }
             direction.inFlight = nil
-            if Int(result) < segment.count {
-                // Short (rare: the ring retries a stream send until it is whole): the rest goes
-                // first among what waits.
-                direction.pending.insert(contentsOf: ring.bytes(of: segment.buffer, count: segment.count)[Int(result)...], at: 0)
+            if taken < segment.count {
+                // A full or nearly full destination: the rest goes first among what waits, copied
+                // out so the buffer goes back now, and the destination is polled.
+                direction.pending.insert(contentsOf: ring.bytes(of: segment.buffer, count: segment.count)[taken...], at: 0)
+                direction.destinationBlocked = true
             }
             done = segment.buffer
         }
         if let done { giveBack(done) }
-        relay.counters?.moved(Int(result), toUpstream: !toClient)
-        relay.lastActivity = now
+        if taken > 0 {
+            relay.counters?.moved(taken, toUpstream: !toClient)
+            relay.lastActivity = now
+        }
         touch(relay)
     }
 

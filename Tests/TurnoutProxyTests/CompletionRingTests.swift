@@ -51,6 +51,44 @@ struct CompletionRingTests {
         #expect(end.token == 1 && end.result == 0 && !end.more)
     }
 
+    @Test("a send to a socket whose buffers are full (the client reads nothing) → completes at once with -EAGAIN, holding nothing; once the client read, a send goes through")
+    func sendToFullSocketDoesNotWait() throws {
+        let ring = try enabledRing(buffers: 4, bufferSize: 256)
+        let (client, server) = try LoopbackListener.pair()
+        defer { Glibc.close(client); Glibc.close(server) }
+        let chunk = [UInt8](repeating: 0x78, count: 65_536)
+        var filled = 0
+        while true {
+            let sent = chunk.withUnsafeBytes { Glibc.send(server, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent <= 0 { break }
+            filled += sent
+        }
+        try #require(filled > 0 && errno == EAGAIN)
+        let bytes = Array("late".utf8)
+        try bytes.withUnsafeBytes { raw in
+            try ring.send(server, raw, more: false, token: 3)
+            // Without MSG_DONTWAIT the send would stay armed (and hold its buffer) until the
+            // client reads: no completion within reap's 2 s.
+            let full = try #require(try reap(ring, count: 1).first)
+            #expect(full.token == 3 && full.result == -EAGAIN)
+        }
+        var sink = [UInt8](repeating: 0, count: 65_536)
+        var drained = 0
+        while drained < filled {
+            var pending = [pollfd(fd: client, events: Int16(POLLIN), revents: 0)]
+            _ = try Syscalls.waitForAny(&pending, until: .now + .seconds(2))
+            let received = sink.withUnsafeMutableBytes { Glibc.recv(client, $0.baseAddress, $0.count, 0) }
+            try #require(received > 0)
+            drained += received
+        }
+        try bytes.withUnsafeBytes { raw in
+            try ring.send(server, raw, more: false, token: 4)
+            let sent = try #require(try reap(ring, count: 1).first)
+            #expect(sent.token == 4 && sent.result == 4)
+        }
+        #expect(try read(client, count: 4) == "late")
+    }
+
     @Test("two buffers held, a third arrival → -ENOBUFS and the receive ends; one given back and the receive queued again → the bytes arrive")
     func buffersRunOut() throws {
         let ring = try enabledRing(buffers: 2, bufferSize: 64)

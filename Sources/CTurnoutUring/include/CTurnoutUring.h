@@ -68,7 +68,9 @@ int CTurnoutUring_connect(CTurnoutUring_ring *ring, int fd, const struct sockadd
  * holds it, result 0 at the end of stream. A completion without `more` ends it (end of stream,
  * an error, or -ENOBUFS when every buffer was in use: queue it again once some are given back). */
 int CTurnoutUring_receive(CTurnoutUring_ring *ring, int fd, uint64_t token);
-/* send(2) with MSG_NOSIGNAL (| MSG_MORE when `more`): `bytes` must stay valid until its completion. */
+/* send(2) with MSG_NOSIGNAL and MSG_DONTWAIT (| MSG_MORE when `more`): never waits for room; a
+ * full socket completes it with -EAGAIN, a nearly full one with the bytes it took. `bytes` must
+ * stay valid until its completion. */
 int CTurnoutUring_send(CTurnoutUring_ring *ring, int fd, const void *bytes, unsigned length, int more, uint64_t token);
 /* Readiness of `fd` (POLLIN / POLLOUT / POLLRDHUP bits of `events`), one-shot: for the bulk
  * path, which splices with plain calls once the ring says the socket is ready. */
