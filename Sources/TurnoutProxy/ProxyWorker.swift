@@ -208,8 +208,8 @@ final class ProxyWorker {
             } catch {
                 attemptFailed(relay, errno: error.errno, now: now)
                 if AcceptPause.isDescriptorShortage(error.errno) {
-                    // No descriptor (or memory) for the upstream: this client is reset, and the ones behind
-                    // it wait in the backlog rather than meet the same end.
+                    // No descriptor (or memory) for the upstream: this client is reset, and
+                    // the ones behind it wait in the backlog rather than meet the same end.
                     pauseAccepting(after: error, now: now)
                     break
                 }
