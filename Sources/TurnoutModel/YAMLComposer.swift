@@ -6,12 +6,16 @@ import CYAML
 ///
 /// A text composes whole or throws a ``YAMLSyntaxError`` with libyaml's message and position: no
 /// documents before the error are returned. Aliases are replaced by the node of their anchor
-/// (anchors are per document); lists and mappings nest at most ``maximumDepth`` deep, so a
-/// pathological text is an error, not a stack overflow. Pure and thread-safe: each call owns its
-/// parser.
+/// (anchors are per document); lists and mappings nest at most ``maximumDepth`` deep, and
+/// aliases may stand for at most ``maximumAliasedNodes`` nodes in all, so a pathological text
+/// (deep nesting, or aliases of aliases that grow exponentially) is an error, not a stack
+/// overflow or a decode that never ends. Pure and thread-safe: each call owns its parser.
 enum YAMLComposer {
     /// How deep lists and mappings may nest; a table needs six levels.
     static let maximumDepth = 256
+    /// How many nodes the aliases of one text may stand for, counted as their anchors' nodes
+    /// expanded: far above any table's use of anchors, far below what would hang a decoder.
+    static let maximumAliasedNodes = 1_000_000
 
     /// Every document of `text`, in order; none for an empty text.
     static func documents(in text: String) throws(YAMLSyntaxError) -> [YAMLNode] {
@@ -124,7 +128,10 @@ enum YAMLComposer {
     private struct Composition {
         let events: [Event]
         var next = 0
-        var anchors: [String: YAMLNode] = [:]
+        /// Anchored nodes, with how many nodes each stands for (aliases inside it expanded).
+        var anchors: [String: (node: YAMLNode, size: Int)] = [:]
+        /// Nodes the aliases so far stood for, over the whole text.
+        var aliased = 0
 
         mutating func documents() throws(YAMLSyntaxError) -> [YAMLNode] {
             var documents: [YAMLNode] = []
@@ -133,38 +140,52 @@ enum YAMLComposer {
                 guard case .documentStart = events[next] else { continue } // the end of a document or the stream
                 next += 1
                 anchors = [:]
-                documents.append(try node(depth: 0))
+                documents.append(try node(depth: 0).node)
             }
             return documents
         }
 
-        /// The node starting at the next event, which is consumed with its children.
-        private mutating func node(depth: Int) throws(YAMLSyntaxError) -> YAMLNode {
+        /// The node starting at the next event, which is consumed with its children, and how many
+        /// nodes it stands for (aliases inside it expanded).
+        private mutating func node(depth: Int) throws(YAMLSyntaxError) -> (node: YAMLNode, size: Int) {
             let event = events[next]
             next += 1
             switch event {
             case .scalar(let scalar, let anchor, let mark):
-                return remember(YAMLNode(content: .scalar(scalar), line: mark.line, column: mark.column), as: anchor)
+                return remember(YAMLNode(content: .scalar(scalar), line: mark.line, column: mark.column), size: 1, as: anchor)
             case .alias(let name, let mark):
-                guard let node = anchors[name] else {
+                guard let anchored = anchors[name] else {
                     throw YAMLSyntaxError(line: mark.line, column: mark.column, message: "found undefined alias '\(name)'")
                 }
-                return node
+                aliased += anchored.size
+                guard aliased <= YAMLComposer.maximumAliasedNodes else {
+                    throw YAMLSyntaxError(line: mark.line, column: mark.column,
+                                          message: "aliases stand for more than \(YAMLComposer.maximumAliasedNodes) nodes")
+                }
+                return anchored
             case .sequenceStart(let anchor, let mark):
                 try checkDepth(depth, mark)
                 var items: [YAMLNode] = []
-                while !events[next].endsCollection { items.append(try node(depth: depth + 1)) }
+                var size = 1
+                while !events[next].endsCollection {
+                    let item = try node(depth: depth + 1)
+                    items.append(item.node)
+                    size += item.size
+                }
                 next += 1
-                return remember(YAMLNode(content: .sequence(items), line: mark.line, column: mark.column), as: anchor)
+                return remember(YAMLNode(content: .sequence(items), line: mark.line, column: mark.column), size: size, as: anchor)
             case .mappingStart(let anchor, let mark):
                 try checkDepth(depth, mark)
                 var pairs: [(key: YAMLNode, value: YAMLNode)] = []
+                var size = 1
                 while !events[next].endsCollection {
                     let key = try node(depth: depth + 1)
-                    pairs.append((key, try node(depth: depth + 1)))
+                    let value = try node(depth: depth + 1)
+                    pairs.append((key.node, value.node))
+                    size += key.size + value.size
                 }
                 next += 1
-                return remember(YAMLNode(content: .mapping(pairs), line: mark.line, column: mark.column), as: anchor)
+                return remember(YAMLNode(content: .mapping(pairs), line: mark.line, column: mark.column), size: size, as: anchor)
             case .streamEnd, .documentStart, .documentEnd, .sequenceEnd, .mappingEnd:
                 preconditionFailure("libyaml returned \(event) where a node starts")
             }
@@ -177,9 +198,9 @@ enum YAMLComposer {
             }
         }
 
-        private mutating func remember(_ node: YAMLNode, as anchor: String?) -> YAMLNode {
-            if let anchor { anchors[anchor] = node }
-            return node
+        private mutating func remember(_ node: YAMLNode, size: Int, as anchor: String?) -> (node: YAMLNode, size: Int) {
+            if let anchor { anchors[anchor] = (node, size) }
+            return (node, size)
         }
     }
 }

@@ -62,6 +62,12 @@ struct YAMLComposerTests {
         Invalid(yaml: "a: b: c\n", line: 1, column: 5, message: "mapping values are not allowed in this context"),
         Invalid(yaml: "a: *missing\n", line: 1, column: 4, message: "found undefined alias 'missing'"),
         Invalid(yaml: "a: 1\nb: \u{1}\n", line: 2, column: 4, message: "control characters are not allowed (byte 0x1)"),
+        // Each level lists the one below ten times: 10^7 nodes from 366 bytes; the 8th alias of
+        // line 6 passes a million.
+        Invalid(yaml: "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                    + (1...7).map { "\(Character(UnicodeScalar(UInt8(97 + $0)))): &\(Character(UnicodeScalar(UInt8(97 + $0)))) "
+                        + "[" + Array(repeating: "*\(Character(UnicodeScalar(UInt8(96 + $0))))", count: 10).joined(separator: ", ") + "]\n" }.joined(),
+                line: 6, column: 36, message: "aliases stand for more than 1000000 nodes"),
         Invalid(yaml: String(repeating: "[", count: YAMLComposer.maximumDepth + 1)
                     + String(repeating: "]", count: YAMLComposer.maximumDepth + 1),
                 line: 1, column: YAMLComposer.maximumDepth + 1, message: "lists and mappings nest deeper than 256 levels"),
