@@ -118,7 +118,10 @@ final class TLSSession {
         case SSL_ERROR_SYSCALL where error != 0:
             _ = TLSFailure.openSSLReasons()
             let failure = SystemCallError(call: call, errno: error)
-            throw TLSFailure("\(failure)", systemCall: failure)
+            // A server that is not speaking TLS may close with a reset rather than a FIN (Go's
+            // closes with the ClientHello unread): the same hint as for a plain close.
+            let reason = call == "SSL_connect" && error == ECONNRESET ? "\(Self.closedInHandshake): \(failure)" : "\(failure)"
+            throw TLSFailure(reason, systemCall: failure)
         case SSL_ERROR_SYSCALL:
             let reasons = TLSFailure.openSSLReasons()
             throw TLSFailure(call == "SSL_connect" ? Self.closedInHandshake : "\(call): \(reasons)")
