@@ -31,8 +31,7 @@ extension TableDecoder {
         for entry in services {
             let before = log.issues.count
             guard let root = splitRoot(entry.service, log: &log) else { continue }
-            if case .mapping(let pairs) = root.node.content,
-               let key = pairs.first(where: { $0.key.scalarText == "endpoints" })?.key {
+            if let key = root.node.key(named: "endpoints") {
                 log.report(at: YAMLCursor(node: key, file: root.file, path: "").location, field: "endpoints",
                            "a service's value holds no endpoints: each endpoint is a key of its own")
             }

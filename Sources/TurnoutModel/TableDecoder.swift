@@ -34,7 +34,7 @@ public enum TableDecoder {
             }
             for document in documents {
                 let root = YAMLCursor(node: document, file: source.name, path: "")
-                if document.hasKey("kind") || document.hasKey("apiVersion") {
+                if document.key(named: "kind") != nil || document.key(named: "apiVersion") != nil {
                     kubernetes.add(root, log: &log)
                 } else if document.scalarText?.isEmpty == true {
                     continue // an empty document, e.g. a trailing `---`

@@ -24,10 +24,11 @@ struct YAMLNode: Sendable {
         return scalar.text
     }
 
-    /// Whether this is a mapping with a scalar key `key`.
-    func hasKey(_ key: String) -> Bool {
-        guard case .mapping(let pairs) = content else { return false }
-        return pairs.contains { $0.key.scalarText == key }
+    /// The key node written as `name` when this is a mapping that has one (the first, if
+    /// written twice); nil otherwise.
+    func key(named name: String) -> YAMLNode? {
+        guard case .mapping(let pairs) = content else { return nil }
+        return pairs.first { $0.key.scalarText == name }?.key
     }
 }
 

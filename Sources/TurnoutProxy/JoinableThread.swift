@@ -43,24 +43,25 @@ public final class JoinableThread: Sendable {
     /// Lets the thread finish alone: nothing waits for it, and it is gone once its closure
     /// returns. A later `join()` returns at once.
     public func detach() {
-        let first = joined.withLock { done in
-            defer { done = true }
-            return !done
-        }
-        if first { pthread_detach(thread) }
+        if claim() { pthread_detach(thread) }
     }
 
     /// Waits for the closure to return.
     public func join() {
-        let first = joined.withLock { done in
-            defer { done = true }
-            return !done
-        }
-        guard first else { return }
+        guard claim() else { return }
         if pthread_equal(pthread_self(), thread) != 0 {
             pthread_detach(thread)
         } else {
             pthread_join(thread, nil)
+        }
+    }
+
+    /// True for the first of `join()` and `detach()` to be called: only it may end the thread's
+    /// handle (joining or detaching twice is undefined).
+    private func claim() -> Bool {
+        joined.withLock { done in
+            defer { done = true }
+            return !done
         }
     }
 }

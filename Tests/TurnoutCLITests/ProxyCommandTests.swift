@@ -439,17 +439,12 @@ struct ProxyCommandTests {
         }
     }
 
-    /// The engines `--io` can ask for here (io_uring where it is available or required).
-    static var engines: [String] {
-        TransparentProxy.uringUnavailability() == nil || KernelLab.isRequired ? ["uring", "epoll"] : ["epoll"]
-    }
-
     /// A connection takes two descriptors, so with an even or an odd number free the last one
     /// goes to `accept4` or to the upstream's `socket(2)`: both limits are run, and either way
     /// accepting must pause (before, the `socket(2)` case reset every new client, unpaused).
     @Test("descriptor limit 48 or 49 (prlimit), 40 connections held → those past the limit are not answered (accepting paused, counted, logged once) while /stats still answers; once the held ones close, new connections are answered again",
-          arguments: engines, [48, 49])
-    func descriptorLimitPause(_ io: String, _ limit: Int) throws {
+          arguments: ProxyLab.engines, [48, 49])
+    func descriptorLimitPause(_ io: ProxyConfiguration.IOEngine, _ limit: Int) throws {
         try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
             let file = lab.stateDirectory + "/table.yaml"
             try Self.write(Self.table([8081]), to: file)
@@ -457,7 +452,7 @@ struct ProxyCommandTests {
                 "netns", "exec", lab.namespace.name, try Subprocess.locate("prlimit"), "--nofile=\(limit):\(limit)",
                 Repository.turnoutBinary, "proxy", "-f", file, "--outbound", "0.0.0.0:\(ProxyLab.outboundPort)",
                 "--inbound", "none", "--admin", "127.0.0.1:\(Self.adminPort)", "--workers", "1", "--drain-time", "0",
-                "--health-interval", "0", "--io", io,
+                "--health-interval", "0", "--io", io.rawValue,
             ])
             defer { proxy.stop() }
             let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
