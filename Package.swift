@@ -15,13 +15,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // libyaml (Debian's libyaml-dev): the YAML parser under the table decoder.
-        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        // libyaml (Debian's libyaml-dev): the YAML parser under the table decoder. Linked from its
+        // static archive (see the module map), so no pkg-config: its -lyaml would add the shared one.
+        .systemLibrary(name: "CYAML", providers: [.apt(["libyaml-dev"])]),
         .target(name: "TurnoutModel", dependencies: ["CYAML"], swiftSettings: strict),
         .target(name: "TurnoutRules", dependencies: ["TurnoutModel"], swiftSettings: strict),
-        // libnftnl + libmnl (Debian's libnftnl-dev, libmnl-dev). libnftnl.pc names libmnl only as
-        // Requires.private, so the module map links it itself.
-        .systemLibrary(name: "CNetfilter", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
+        // libnftnl + libmnl (Debian's libnftnl-dev, libmnl-dev), linked by the module map: libnftnl
+        // from its static archive, libmnl shared (Debian ships no libmnl.a). No pkg-config: its
+        // -lnftnl would add the shared libnftnl.
+        .systemLibrary(name: "CNetfilter", providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
         // Wrappers for Linux calls Glibc exports only under _GNU_SOURCE; every symbol prefixed CTurnoutLinux_.
         .target(name: "CTurnoutLinux", cSettings: [.define("_GNU_SOURCE")]),
         // OpenSSL 3 for the etcd client's https, loaded with dlopen on first use (so a proxy never
@@ -30,7 +32,8 @@ let package = Package(
         .target(name: "CTurnoutTLS"),
         // io_uring (Debian's liburing-dev) for the proxy's completion workers: one ring and its
         // provided buffers behind a few request shapes; every symbol prefixed CTurnoutUring_.
-        .target(name: "CTurnoutUring", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary("uring")]),
+        // Linked from liburing's static archive (`-l:liburing.a`), so a host needs no liburing2.
+        .target(name: "CTurnoutUring", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary(":liburing.a")]),
         .target(name: "TurnoutNetlink", dependencies: ["CNetfilter", "CTurnoutLinux", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
         // The data plane: sockets, original destination, (with issue 5) the splice workers.
         .target(name: "TurnoutProxy", dependencies: ["CTurnoutLinux", "CTurnoutUring", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
