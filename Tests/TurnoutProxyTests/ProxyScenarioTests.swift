@@ -546,6 +546,26 @@ struct ProxyScenarioTests {
         }
     }
 
+    @Test("a client that sends at once while its first connect times out (black hole, 0.3 s) → the next endpoint gets every byte, in order, and echoes it", arguments: ProxyLab.engines)
+    func bytesSentDuringAFailedAttemptReachTheNextEndpoint(_ io: ProxyConfiguration.IOEngine) throws {
+        let echo = Upstream(port: 8081, kind: .echo)
+        try withProxyLab(upstreams: [echo]) { lab in
+            try lab.nft("add rule inet \(ProxyLab.tableName) gate ip daddr 127.0.0.1 tcp dport 8089 drop")
+            var configuration = ProxyLab.configuration(io: io)
+            configuration.connectTimeout = .milliseconds(300)
+            // Listed first with the same weight: each worker's first pick is the black hole.
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8089, 1), ("127.0.0.1", 8081, 1)]))
+            let bytes = (0..<3_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+            let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80)
+            #expect(end == .closed)
+            // Compared outside the macro: a failing #expect would render both arrays.
+            let intact = received == bytes
+            #expect(intact, "\(received.count) of \(bytes.count) bytes came back")
+            #expect(Self.traffic(proxy, Upstream(port: 8089)).failures[ConnectFailure.timeout.rawValue] == 1)
+            #expect(Self.traffic(proxy, echo).bytesToUpstream == UInt64(bytes.count))
+        }
+    }
+
     struct Unavailable: Sendable, CustomTestStringConvertible {
         let name: String
         let endpoints: [(String, UInt16, UInt32)]
