@@ -45,10 +45,20 @@ struct ProxyCommandTests {
         let file = lab.stateDirectory + "/table.yaml"
         try write(table(ports), to: file)
         let proxy = try start(in: lab, table: file, flags)
-        let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: adminPort, path: "/ready"))?.status == 200 }
-        if !ready { proxy.stop() }
-        try #require(ready, "not ready; stderr: \(proxy.standardError)")
+        do {
+            try requireReady(proxy, in: lab)
+        } catch {
+            proxy.stop()
+            throw error
+        }
         return proxy
+    }
+
+    /// Waits (15 s at most) for the proxy's /ready to answer 200; a failed requirement, with
+    /// its stderr, otherwise.
+    static func requireReady(_ proxy: LabProcess, in lab: ProxyLab) throws {
+        let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: adminPort, path: "/ready"))?.status == 200 }
+        try #require(ready, "not ready; stderr: \(proxy.standardError)")
     }
 
     /// The drain tests' start: a ready proxy (`flags` added) on a one-endpoint table
@@ -82,8 +92,7 @@ struct ProxyCommandTests {
             defer { proxy.stop() }
             let source = ["source": "file:\(file)"]
 
-            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
-            try #require(ready, "not ready; stderr: \(proxy.standardError)")
+            try Self.requireReady(proxy, in: lab)
             #expect(proxy.standardOutput.contains("2 workers (\(Self.autoEngine))"), "\(proxy.standardOutput)")
 
             // Traffic, then /metrics: exactly what the clients got, per endpoint.
@@ -249,8 +258,7 @@ struct ProxyCommandTests {
             try Self.write(Self.table([8081, 8089]), to: file)
             let proxy = try Self.start(in: lab, table: file, ["--health-interval", "0"])
             defer { proxy.stop() }
-            try #require(ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 },
-                         "not ready; stderr: \(proxy.standardError)")
+            try Self.requireReady(proxy, in: lab)
             let answers = try lab.connections(12, to: Self.vip, port: 80)
             #expect(answers == ["port 8081": 12], "a refused connect is retried on the live endpoint")
 
@@ -323,8 +331,7 @@ struct ProxyCommandTests {
             try Self.write(Self.table([8081]), to: file)
             let proxy = try Self.start(in: lab, table: file)
             defer { proxy.stop() }
-            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
-            try #require(ready, "not ready; stderr: \(proxy.standardError)")
+            try Self.requireReady(proxy, in: lab)
 
             // Newlines: the upstream resets at the first one, while megabytes are still coming.
             for _ in 0..<3 {
@@ -406,8 +413,7 @@ struct ProxyCommandTests {
                 "--drain-time", "0",
             ])
             defer { proxy.stop() }
-            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
-            try #require(ready, "not ready; stderr: \(proxy.standardError)")
+            try Self.requireReady(proxy, in: lab)
             #expect(try Self.stats(lab)["pipeBudget"] as? Int == softPages * Int(sysconf(Int32(_SC_PAGESIZE))) / 4 * 3)
 
             let bytes = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 13) }
@@ -455,8 +461,7 @@ struct ProxyCommandTests {
                 "--health-interval", "0", "--io", io.rawValue,
             ])
             defer { proxy.stop() }
-            let ready = ProxyLab.eventually(within: .seconds(15)) { (try? lab.httpGet(port: Self.adminPort, path: "/ready"))?.status == 200 }
-            try #require(ready, "not ready; stderr: \(proxy.standardError)")
+            try Self.requireReady(proxy, in: lab)
             let (held, failures) = try lab.hold(40, to: Self.vip, port: 80, timeout: .milliseconds(500))
             #expect(!held.isEmpty && failures.values.reduce(0, +) > 0, "\(held.count) held, \(failures)")
             // The admin server's reserve descriptor lets /stats answer at the limit.

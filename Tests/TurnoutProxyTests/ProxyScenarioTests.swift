@@ -529,17 +529,29 @@ struct ProxyScenarioTests {
         }
     }
 
+    /// A proxy on `io` whose one service lists a black hole (127.0.0.1:8089, its SYNs dropped)
+    /// before `live` (127.0.0.1:8081), with the same weight, so each worker's first pick is the
+    /// black hole; connects time out after 0.3 s.
+    static func withBlackHoleFirst(_ io: ProxyConfiguration.IOEngine, live: Upstream,
+                                   _ body: (ProxyLab, TransparentProxy) throws -> Void) throws {
+        try withProxyLab(upstreams: [live]) { lab in
+            try lab.nft("add rule inet \(ProxyLab.tableName) gate ip daddr 127.0.0.1 tcp dport \(blackHole.port) drop")
+            var configuration = ProxyLab.configuration(io: io)
+            configuration.connectTimeout = .milliseconds(300)
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", blackHole.port, 1), ("127.0.0.1", live.port, 1)]))
+            try body(lab, proxy)
+        }
+    }
+
+    /// The endpoint ``withBlackHoleFirst(_:live:_:)`` drops SYNs to (nothing listens there).
+    static let blackHole = Upstream(port: 8089)
+
     @Test("an endpoint that drops SYNs (black hole), connect timeout 0.3 s → the attempt times out and the next endpoint answers; counted as a timeout", arguments: ProxyLab.engines)
     func connectTimeoutMovesOn(_ io: ProxyConfiguration.IOEngine) throws {
         let live = Upstream(port: 8081)
-        try withProxyLab(upstreams: [live]) { lab in
-            try lab.nft("add rule inet \(ProxyLab.tableName) gate ip daddr 127.0.0.1 tcp dport 8089 drop")
-            var configuration = ProxyLab.configuration(io: io)
-            configuration.connectTimeout = .milliseconds(300)
-            // Listed first with the same weight: each worker's first pick is the black hole.
-            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8089, 1), ("127.0.0.1", 8081, 1)]))
+        try Self.withBlackHoleFirst(io, live: live) { (lab: ProxyLab, proxy: TransparentProxy) throws in
             #expect(try lab.connections(6, to: Self.vip, port: 80, timeout: .seconds(5)) == [live.greeting: 6])
-            let hole = Self.traffic(proxy, Upstream(port: 8089))
+            let hole = Self.traffic(proxy, Self.blackHole)
             #expect(hole.connections == 0)
             #expect(hole.failures[ConnectFailure.timeout.rawValue] >= 1, "\(hole)")
             #expect(Self.traffic(proxy, live).connections == 6)
@@ -549,19 +561,14 @@ struct ProxyScenarioTests {
     @Test("a client that sends at once while its first connect times out (black hole, 0.3 s) → the next endpoint gets every byte, in order, and echoes it", arguments: ProxyLab.engines)
     func bytesSentDuringAFailedAttemptReachTheNextEndpoint(_ io: ProxyConfiguration.IOEngine) throws {
         let echo = Upstream(port: 8081, kind: .echo)
-        try withProxyLab(upstreams: [echo]) { lab in
-            try lab.nft("add rule inet \(ProxyLab.tableName) gate ip daddr 127.0.0.1 tcp dport 8089 drop")
-            var configuration = ProxyLab.configuration(io: io)
-            configuration.connectTimeout = .milliseconds(300)
-            // Listed first with the same weight: each worker's first pick is the black hole.
-            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8089, 1), ("127.0.0.1", 8081, 1)]))
+        try Self.withBlackHoleFirst(io, live: echo) { (lab: ProxyLab, proxy: TransparentProxy) throws in
             let bytes = (0..<3_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
             let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80)
             #expect(end == .closed)
             // Compared outside the macro: a failing #expect would render both arrays.
             let intact = received == bytes
             #expect(intact, "\(received.count) of \(bytes.count) bytes came back")
-            #expect(Self.traffic(proxy, Upstream(port: 8089)).failures[ConnectFailure.timeout.rawValue] == 1)
+            #expect(Self.traffic(proxy, Self.blackHole).failures[ConnectFailure.timeout.rawValue] == 1)
             #expect(Self.traffic(proxy, echo).bytesToUpstream == UInt64(bytes.count))
         }
     }
