@@ -156,7 +156,10 @@ struct ThreeNodeConvergenceTests {
                 "after the burst (etcd holds weight \(finalWeight)): \(nodes.map { Self.stableSlots($0) as Any })")
         Thread.sleep(forTimeInterval: 0.5)
         let burstInstalls = zip(installs(), installsBefore).map { $0 - $1 }
-        #expect(burstInstalls.allSatisfy { (1...5).contains($0) }, "installs per node for 500 changes in \(burst): \(burstInstalls)")
+        // 5 for a burst of about a second; one more per extra second a loaded machine (the suites
+        // run in parallel) stretches it, since the debounce installs at least once a second.
+        let most = UInt64(4 + Int(burst / Debounce.standard.maxDelay))
+        #expect(burstInstalls.allSatisfy { (1...most).contains($0) }, "installs per node for 500 changes in \(burst): \(burstInstalls), at most \(most)")
 
         // etcd stopped: every node keeps its rules and says the source is down;
         // restarted and changed: every node converges again.
