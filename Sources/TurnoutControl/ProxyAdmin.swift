@@ -75,7 +75,8 @@ public final class ProxyAdmin: Sendable {
                 "connectFailures": .object(Dictionary(uniqueKeysWithValues: ConnectFailure.allCases.map {
                     ("\($0)", JSONValue(count.failures[$0.rawValue]))
                 })),
-                "connectSecondsSum": .number(Double(count.latencySumMicroseconds) / 1e6), "ejections": .init(count.ejections)]
+                "connectSecondsSum": .number(Double(count.latencySumMicroseconds) / 1e6), "ejections": .init(count.ejections),
+                "upstreamFullWaits": .init(count.upstreamFullWaits), "clientFullWaits": .init(count.clientFullWaits)]
             if let status = statistics.endpoints[key] {
                 entry["healthy"] = .bool(status.healthy)
                 entry["ejected"] = .bool(status.ejected)

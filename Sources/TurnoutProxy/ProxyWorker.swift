@@ -327,14 +327,14 @@ final class ProxyWorker {
                 return (false, true)
             }
             guard let sent = taken else {
-                direction.destinationWritable = false
+                direction.destinationFilled(counters, toUpstream: toUpstream)
                 return (false, false)
             }
             counters?.moved(sent, toUpstream: toUpstream)
             direction.pending.removeFirst(sent)
             moved = sent > 0
             guard direction.pending.isEmpty else {
-                direction.destinationWritable = false
+                direction.destinationFilled(counters, toUpstream: toUpstream)
                 return (moved, false)
             }
         }
@@ -371,7 +371,7 @@ final class ProxyWorker {
             }
             if sent < received {
                 direction.pending = Array(scratch[sent..<received])
-                direction.destinationWritable = false
+                direction.destinationFilled(counters, toUpstream: toUpstream)
             }
             if received == scratch.count {
                 direction.splicing = true

@@ -83,7 +83,7 @@ struct RelayDirection {
                     moved = true
                     progressed = true
                 case .wouldBlock:
-                    destinationWritable = false
+                    destinationFilled(counters, toUpstream: toUpstream)
                 case .endOfStream, .failed:
                     return (moved, true)
                 }
@@ -95,6 +95,13 @@ struct RelayDirection {
             pipe = nil
         }
         return (moved, false)
+    }
+
+    /// The destination took less than was ready for it: no write until a writability event,
+    /// and the wait counted (flow control, see ``TrafficCount/upstreamFullWaits``).
+    mutating func destinationFilled(_ counters: TrafficCounters?, toUpstream: Bool) {
+        destinationWritable = false
+        counters?.destinationFull(toUpstream: toUpstream)
     }
 }
 

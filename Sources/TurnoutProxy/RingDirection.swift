@@ -66,6 +66,13 @@ struct RingDirection {
     var isEmpty: Bool { queue.isEmpty && inFlight == nil && pending.isEmpty && (splice?.buffered ?? 0) == 0 }
 
     var isFinished: Bool { sourceDone && isEmpty && shutdownSent }
+
+    /// The destination took less than was ready for it: it is polled for writability before
+    /// the next send, and the wait counted (flow control, see ``TrafficCount/upstreamFullWaits``).
+    mutating func destinationFilled(_ counters: TrafficCounters?, toUpstream: Bool) {
+        destinationBlocked = true
+        counters?.destinationFull(toUpstream: toUpstream)
+    }
 }
 
 extension Relay where Direction == RingDirection {

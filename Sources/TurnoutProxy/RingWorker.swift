@@ -354,7 +354,7 @@ final class RingWorker {
                 // A full or nearly full destination: the rest goes first among what waits, copied
                 // out so the buffer goes back now, and the destination is polled.
                 direction.pending.insert(contentsOf: ring.bytes(of: segment.buffer, count: segment.count)[taken...], at: 0)
-                direction.destinationBlocked = true
+                direction.destinationFilled(relay.counters, toUpstream: !toClient)
             }
             done = segment.buffer
         }
@@ -504,7 +504,7 @@ final class RingWorker {
                     direction.pending.removeFirst(sent)
                     relay.lastActivity = now
                 }
-                if !direction.pending.isEmpty { direction.destinationBlocked = true }
+                if !direction.pending.isEmpty { direction.destinationFilled(relay.counters, toUpstream: !toClient) }
             } catch {
                 broken = true
             }

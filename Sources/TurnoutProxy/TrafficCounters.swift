@@ -45,6 +45,10 @@ public final class TrafficCounters: Sendable {
     let latencySumMicroseconds = Atomic<UInt64>(0)
     /// Times this endpoint was ejected by outlier detection after a connect of this worker.
     let ejections = Atomic<UInt64>(0)
+    /// Times a relay found the upstream's socket full and waited for room; see ``TrafficCount``.
+    let upstreamFullWaits = Atomic<UInt64>(0)
+    /// Times a relay found the client's socket full and waited for room.
+    let clientFullWaits = Atomic<UInt64>(0)
 
     init() {}
 
@@ -69,6 +73,16 @@ public final class TrafficCounters: Sendable {
         }
     }
 
+    /// A relay's destination took less than was ready for it (a full socket), and the relay
+    /// waits for room: counted once per wait, when it starts.
+    func destinationFull(toUpstream: Bool) {
+        if toUpstream {
+            upstreamFullWaits.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            clientFullWaits.wrappingAdd(1, ordering: .relaxed)
+        }
+    }
+
     /// The current values, as a plain value.
     public func read() -> TrafficCount {
         var count = TrafficCount()
@@ -80,6 +94,8 @@ public final class TrafficCounters: Sendable {
         for index in 0..<14 { count.latencyBuckets[index] = latencyBuckets[index].load(ordering: .relaxed) }
         count.latencySumMicroseconds = latencySumMicroseconds.load(ordering: .relaxed)
         count.ejections = ejections.load(ordering: .relaxed)
+        count.upstreamFullWaits = upstreamFullWaits.load(ordering: .relaxed)
+        count.clientFullWaits = clientFullWaits.load(ordering: .relaxed)
         return count
     }
 }
@@ -98,6 +114,14 @@ public struct TrafficCount: Sendable, Hashable, Codable {
     public var latencySumMicroseconds: UInt64 = 0
     /// Outlier ejections of this endpoint.
     public var ejections: UInt64 = 0
+    /// Flow control: times a relay found the upstream's socket full (it took less than the
+    /// client had sent) and stopped reading the client until the upstream took it. A slow
+    /// reader upstream, or a client that sends faster than the upstream reads.
+    public var upstreamFullWaits: UInt64 = 0
+    /// Flow control: times a relay found the client's socket full and stopped reading the
+    /// upstream until the client took what waited: a client that reads slower than the
+    /// upstream answers.
+    public var clientFullWaits: UInt64 = 0
 
     public init() {}
 
@@ -111,6 +135,8 @@ public struct TrafficCount: Sendable, Hashable, Codable {
         for index in sum.latencyBuckets.indices { sum.latencyBuckets[index] += rhs.latencyBuckets[index] }
         sum.latencySumMicroseconds += rhs.latencySumMicroseconds
         sum.ejections += rhs.ejections
+        sum.upstreamFullWaits += rhs.upstreamFullWaits
+        sum.clientFullWaits += rhs.clientFullWaits
         return sum
     }
 }

@@ -69,6 +69,20 @@ struct ProxyStatusReportTests {
         ])
     }
 
+    @Test("an endpoint whose relays waited 3 times for the upstream and 5 times for clients → its /stats entry has upstreamFullWaits 3 and clientFullWaits 5")
+    func flowControlWaits() throws {
+        var statistics = ProxyStatistics()
+        var count = TrafficCount()
+        count.upstreamFullWaits = 3
+        count.clientFullWaits = 5
+        statistics.upstreams = [UpstreamKey(service: "shop/api:http", endpoint: "10.1.0.5:8080"): count]
+        let body = Self.body(ProxyAdmin.statistics(statistics, source: "t.yaml"))
+        let object = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
+        let entry = try #require((object?["upstreams"] as? [[String: Any]])?.first)
+        #expect(entry["upstreamFullWaits"] as? Int == 3)
+        #expect(entry["clientFullWaits"] as? Int == 5)
+    }
+
     @Test("not ready, no upstream yet → NOT READY and a line saying nothing was routed")
     func notReady() throws {
         var statistics = ProxyStatistics()

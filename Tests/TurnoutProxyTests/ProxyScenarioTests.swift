@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TurnoutControl
 import TurnoutModel
 import TurnoutProxy
 import TurnoutTestSupport
@@ -492,13 +493,13 @@ struct ProxyScenarioTests {
         }
     }
 
-    @Test("echo, 32 MB, no pipes (every byte copied), a client with a 64 KiB receive buffer that reads nothing for the first second → the proxy's sends block and resume; every byte comes back in order",
-          arguments: ProxyLab.engines)
-    func clientReadsLate(_ io: ProxyConfiguration.IOEngine) throws {
+    @Test("echo, 32 MB, a client with a 64 KiB receive buffer that reads nothing for the first second, copying (no pipes) or splicing → the proxy's sends find the client full and wait (counted: flow control toward the client), then resume; every byte comes back in order",
+          arguments: ProxyLab.engines, [false, true])
+    func clientReadsLate(_ io: ProxyConfiguration.IOEngine, splicing: Bool) throws {
         let upstream = Upstream(port: 8091, kind: .echo)
         try withProxyLab(upstreams: [upstream]) { lab in
             var configuration = ProxyLab.configuration(workers: 1, io: io)
-            configuration.pipeBudget = .bytes(0)
+            if !splicing { configuration.pipeBudget = .bytes(0) }
             let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8091, 1)]))
             let bytes = (0..<(32 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 13) }
             let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(1), receiveBuffer: 65_536)
@@ -507,6 +508,16 @@ struct ProxyScenarioTests {
             let intact = received == bytes
             #expect(intact, "\(received.count) of \(bytes.count) bytes came back")
             #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+            let traffic = Self.traffic(proxy, upstream)
+            #expect(traffic.clientFullWaits >= 1, "\(traffic)")
+            // /metrics has them per destination.
+            let metrics = try PrometheusDocument(parsing: ProxyMetrics.render(proxy.statistics()))
+            for (destination, waits) in [("client", traffic.clientFullWaits), ("upstream", traffic.upstreamFullWaits)] {
+                let labels = ["service": Self.label, "endpoint": upstream.endpoint, "destination": destination]
+                #expect(metrics.value("turnout_flow_control_waits_total", labels) == Double(waits), "\(destination)")
+            }
+            let statistics = proxy.statistics()
+            #expect(splicing ? statistics.pipeBytesPeak > 0 : statistics.copyFallbacks > 0, "\(statistics)")
         }
     }
 
@@ -514,7 +525,7 @@ struct ProxyScenarioTests {
     /// limit until the peer acknowledges, so the next send often takes nothing (-EAGAIN, 9–25
     /// times per run here). With the default buffers that path is almost never reached: treating
     /// -EAGAIN as a broken destination failed this test and left every other one green.
-    @Test("echo, 8 MB, no pipes, socket send buffers of 4 KiB (tcp_wmem in the lab) → sends that find the destination full take nothing (io_uring: -EAGAIN) and go on once it drains; every byte comes back in order",
+    @Test("echo, 8 MB, no pipes, socket send buffers of 4 KiB (tcp_wmem in the lab) → sends that find the destination full take nothing (io_uring: -EAGAIN), are counted as flow-control waits and go on once it drains; every byte comes back in order",
           arguments: ProxyLab.engines)
     func sendFindsDestinationFull(_ io: ProxyConfiguration.IOEngine) throws {
         let upstream = Upstream(port: 8091, kind: .echo)
@@ -529,6 +540,8 @@ struct ProxyScenarioTests {
             let intact = received == bytes
             #expect(intact, "\(received.count) of \(bytes.count) bytes came back")
             #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+            let traffic = Self.traffic(proxy, upstream)
+            #expect(traffic.upstreamFullWaits + traffic.clientFullWaits >= 1, "\(traffic)")
         }
     }
 
