@@ -160,8 +160,12 @@ struct EtcdPublishCommandTests {
             .write(to: directory.appendingPathComponent("resolv.conf"), atomically: true, encoding: .utf8)
         var script = "mount --bind \"$1/hosts\" /etc/hosts && mount --bind \"$1/resolv.conf\" /etc/resolv.conf && "
         if silentDNS {
-            let sink = "import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 53)); time.sleep(8)"
-            script += "ip link set lo up && { timeout 12 python3 -c \"\(sink)\" </dev/null >/dev/null 2>&1 & } && sleep 0.5 && "
+            // The sink says when it is bound (a file), so the command never meets a closed port
+            // (an ICMP unreachable: "cannot resolve") because python started late.
+            let sink = "import socket, sys, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 53)); "
+                + "open(sys.argv[1] + '/sink-ready', 'w').close(); time.sleep(8)"
+            script += "ip link set lo up && { timeout 12 python3 -c \"\(sink)\" \"$1\" </dev/null >/dev/null 2>&1 & } && i=0 && "
+                + "while [ ! -e \"$1/sink-ready\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done && "
         }
         script += "shift && exec \"$@\""
         return try Subprocess.run(try Subprocess.locate("unshare"), ["--mount"] + (silentDNS ? ["--net"] : []) + ["sh", "-c", script, "sh", directory.path] + command,

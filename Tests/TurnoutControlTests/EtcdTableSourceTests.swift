@@ -238,7 +238,9 @@ struct EtcdTableSourceTests {
             second.stop()
             let took = ContinuousClock.now - stopping
             lab.resume()
-            #expect(took < .milliseconds(500), "stop() took \(took)")
+            // Well under the 5 s request timeout that waiting it out would take; not tighter, since
+            // a loaded machine can delay the source's thread's wakeup by hundreds of milliseconds.
+            #expect(took < .seconds(2), "stop() took \(took)")
         }
     }
 

@@ -113,20 +113,25 @@ struct ReconcilerTests {
     @Test("an invalid table → nothing installed, the last good one stays, status says invalid and counts it; a valid one after it is installed")
     func invalidKeepsLastGood() throws {
         let source = ScriptedSource(), target = RecordingTarget()
-        let (reconciler, lines) = try Self.started(source, target)
+        // A quiet time of 1 s: revisions 2 and 3 must fall in one quiet window even when a
+        // loaded machine stalls this thread between the two sends.
+        let (reconciler, lines) = try Self.started(source, target, debounce: Debounce(quiet: .seconds(1), maxDelay: .seconds(5)))
         defer { reconciler.stop() }
         source.send(.table(try Self.table(weight: 1), revision: "1"))
-        #expect(ProxyLab.eventually(within: .seconds(3)) { target.tables.count == 1 })
+        #expect(ProxyLab.eventually(within: .seconds(5)) { target.tables.count == 1 })
         source.send(.table(try Self.table(weight: 2), revision: "2"))
         source.send(.invalid(Self.invalid(), revision: "3"))
-        Thread.sleep(forTimeInterval: 0.4)
+        #expect(ProxyLab.eventually(within: .seconds(5)) { reconciler.status.invalidTables == 1 })
+        // Past the quiet time that would have installed revision 2, had it stayed pending.
+        Thread.sleep(forTimeInterval: 1.3)
         #expect(target.tables.count == 1, "the valid table the source moved past is not installed")
         let status = reconciler.status
         #expect(status.sourceState == "invalid" && status.invalidTables == 1 && status.installedRevision == "1", "\(status)")
-        #expect(lines.value.contains { $0.contains("revision 3 is not a valid table; keeping 1") }, "\(lines.value)")
+        #expect(ProxyLab.eventually(within: .seconds(2)) { lines.value.contains { $0.contains("revision 3 is not a valid table; keeping 1") } },
+                "\(lines.value)")
         source.send(.table(try Self.table(weight: 4), revision: "4"))
-        #expect(ProxyLab.eventually(within: .seconds(3)) { target.tables.last == (try? Self.table(weight: 4)) })
-        #expect(ProxyLab.eventually(within: .seconds(1)) { reconciler.status.sourceState == "up" })
+        #expect(ProxyLab.eventually(within: .seconds(5)) { target.tables.last == (try? Self.table(weight: 4)) })
+        #expect(ProxyLab.eventually(within: .seconds(2)) { reconciler.status.sourceState == "up" })
     }
 
     @Test("the source unavailable (5 times) → nothing changes, one log line, one outage; back with the same table → nothing installed again")

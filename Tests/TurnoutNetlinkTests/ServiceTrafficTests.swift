@@ -118,22 +118,28 @@ struct ServiceTrafficTests {
 
     // MARK: No endpoints
 
-    @Test("rules/no-endpoints.yaml → connects to both unserved VIPs are refused (reset) in < 100 ms; the served one works")
+    @Test("rules/no-endpoints.yaml → connects to both unserved VIPs are refused (reset), the fastest of five in < 100 ms and none after a SYN retransmit; the served one works")
     func noEndpointsRefusesAtOnce() throws {
         let endpoints = [ServiceLab.Endpoint("api", addresses: ["10.1.0.5"], ports: [8080])]
         try withServiceLab(endpoints: endpoints, prefix: "traffic-empty") { lab in
             let backend = try Self.backend(lab)
             #expect(try backend.apply(try TableFile.load(Repository.path("rules/no-endpoints.yaml")), options: ServiceCompilerOptions()).outcome == .created)
 
+            // A dropped SYN would be sent again only after 1 s, so every attempt must beat that;
+            // the < 100 ms bound is on the fastest of five, because a loaded machine can stall
+            // any single attempt's thread for longer than the kernel takes to reset it.
             for vip in ["10.96.0.30", "10.96.0.31"] {
                 var slowest = 0.0
+                var fastest = Double.infinity
                 for _ in 0..<5 {
                     let attempt = try lab.connectTime(to: vip, port: 80, timeout: .seconds(2))
                     #expect(attempt.outcome == .refused, "\(vip):80: \(attempt)")
-                    #expect(attempt.milliseconds < 100, "\(vip):80: \(attempt)")
+                    #expect(attempt.milliseconds < 1_000, "\(vip):80: \(attempt)")
                     slowest = max(slowest, attempt.milliseconds)
+                    fastest = min(fastest, attempt.milliseconds)
                 }
-                print("no-endpoints \(vip):80 refused, slowest of 5: \(String(format: "%.3f", slowest)) ms")
+                #expect(fastest < 100, "\(vip):80: the fastest of 5 refusals took \(fastest) ms")
+                print("no-endpoints \(vip):80 refused, fastest of 5: \(String(format: "%.3f", fastest)) ms, slowest: \(String(format: "%.3f", slowest)) ms")
             }
             let served = try lab.connectTime(to: "10.96.0.10", port: 80)
             #expect(served.outcome == .connected(answer: "api"), "\(served)")

@@ -640,8 +640,11 @@ final class LineServer: Sendable {
         var answer: Answer
     }
 
-    /// How long an accepted connection is kept open when the client does not close it.
-    static let lingerLimit: Duration = .seconds(5)
+    /// How long an accepted connection is kept open when the client does not close it: only a
+    /// backstop (tests release what they hold, and `stop()` closes the rest). Long, because a
+    /// held connection must outlive a whole test step on a loaded machine: at 5 s the drain
+    /// tests' held connection could be closed by the server under them.
+    static let lingerLimit: Duration = .seconds(60)
 
     private let sockets: [Socket]
     private let thread = ServerThread(label: "the capture lab's servers")
