@@ -22,6 +22,10 @@ public struct ProxyStatusReport: Sendable, Hashable {
         /// Absent for an endpoint no longer in the table (its counters stay).
         public var healthy: Bool?
         public var ejected: Bool?
+        /// Flow-control waits for a full upstream and for full clients (absent from a proxy
+        /// older than the counters, read as 0).
+        public var upstreamFullWaits: UInt64?
+        public var clientFullWaits: UInt64?
     }
 
     /// Connections a service turned away or sent to an endpoint only because all looked down.
@@ -99,7 +103,7 @@ public struct ProxyStatusReport: Sendable, Hashable {
     }
 
     /// Lines for people: the proxy's state and table, its connections, one row per endpoint,
-    /// what services turned away, and the table source when it watches one. `now` is the wall
+    /// the endpoints whose relays waited for a slow reader, what services turned away, and the table source when it watches one. `now` is the wall
     /// clock in seconds since 1970, for the source's "installed … ago".
     public func summary(at address: SocketAddress, now: Double) -> [String] {
         let stats = statistics
@@ -115,6 +119,13 @@ public struct ProxyStatusReport: Sendable, Hashable {
             lines.append("  no connection routed to an endpoint yet")
         } else {
             lines += Self.upstreamRows(upstreams).map { "  " + $0 }
+        }
+        // Slow readers, where there were any: the table stays as wide as it was.
+        for upstream in upstreams.sorted(by: { ($0.service, $0.endpoint) < ($1.service, $1.endpoint) }) {
+            let (toUpstream, toClients) = (upstream.upstreamFullWaits ?? 0, upstream.clientFullWaits ?? 0)
+            guard toUpstream + toClients > 0 else { continue }
+            lines.append("  \(upstream.service) \(upstream.endpoint): flow control waited \(toUpstream)× for the upstream to read, "
+                         + "\(toClients)× for clients to read")
         }
         for (service, count) in stats.services.sorted(by: { $0.key < $1.key })
         where count.circuitBreakerRejections + count.unavailableRejections + count.panicPicks > 0 {

@@ -12,7 +12,8 @@ struct ProxyStatusReportTests {
 
     /// Two endpoints of `shop/api:http`: one that served, one refused twice and was ejected once;
     /// an endpoint of a service no longer in the table; 9 connections passed through, none
-    /// inbound; the circuit breaker refused 4.
+    /// inbound; the circuit breaker refused 4; clients read slower than the first endpoint
+    /// answered 12 times.
     static func statistics() -> ProxyStatistics {
         var statistics = ProxyStatistics()
         statistics.workers = 2
@@ -24,6 +25,7 @@ struct ProxyStatusReportTests {
         var served = TrafficCount()
         served.connections = 120
         served.active = 7
+        served.clientFullWaits = 12
         var refusing = TrafficCount()
         refusing.failures[ConnectFailure.refused.rawValue] = 2
         refusing.failures[ConnectFailure.timeout.rawValue] = 1
@@ -53,7 +55,7 @@ struct ProxyStatusReportTests {
         Array(value.text().utf8)
     }
 
-    @Test("counters of two workers → header, connections, an aligned row per endpoint, the breaker's refusals; quiet services and the unused inbound row left out")
+    @Test("counters of two workers → header, connections, an aligned row per endpoint, the slow readers' waits, the breaker's refusals; quiet services and the unused inbound row left out")
     func summary() throws {
         let body = Self.body(ProxyAdmin.statistics(Self.statistics(), source: "rules/shop.yaml"))
         let report = try ProxyStatusReport(statsJSON: body, ready: true)
@@ -65,6 +67,7 @@ struct ProxyStatusReportTests {
             "  shop/api:http  10.1.0.5:8080          120     7  0                         healthy",
             "  shop/api:http  10.1.0.6:8080            0     0  3 (2 refused, 1 timeout)  unhealthy, ejected (ejected 1×)",
             "  shop/old:http  10.1.0.9:80              5     0  0                         not in the table",
+            "  shop/api:http 10.1.0.5:8080: flow control waited 0× for the upstream to read, 12× for clients to read",
             "  shop/api:http: 4 refused by the circuit breaker, 0 refused with no endpoint available, 0 sent in panic",
         ])
     }
