@@ -86,6 +86,19 @@ struct ProxyStatusReportTests {
         #expect(entry["clientFullWaits"] as? Int == 5)
     }
 
+    @Test("a /stats body from a proxy older than the flow-control counters → read as no waits: no such line, the rest as before")
+    func olderProxyWithoutWaits() throws {
+        let body = Self.body(ProxyAdmin.statistics(Self.statistics(), source: "rules/shop.yaml"))
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        let upstreams = try #require(object["upstreams"] as? [[String: Any]])
+        object["upstreams"] = upstreams.map { $0.filter { $0.key != "upstreamFullWaits" && $0.key != "clientFullWaits" } }
+        let older = try JSONSerialization.data(withJSONObject: object)
+        #expect(!String(decoding: older, as: UTF8.self).contains("FullWaits"))
+        let report = try ProxyStatusReport(statsJSON: Array(older), ready: true)
+        let current = try ProxyStatusReport(statsJSON: body, ready: true)
+        #expect(report.summary(at: Self.admin, now: 0) == current.summary(at: Self.admin, now: 0).filter { !$0.contains("flow control") })
+    }
+
     @Test("not ready, no upstream yet → NOT READY and a line saying nothing was routed")
     func notReady() throws {
         var statistics = ProxyStatistics()
