@@ -103,8 +103,9 @@ public struct ProxyStatusReport: Sendable, Hashable {
     }
 
     /// Lines for people: the proxy's state and table, its connections, one row per endpoint,
-    /// the endpoints whose relays waited for a slow reader, what services turned away, and the table source when it watches one. `now` is the wall
-    /// clock in seconds since 1970, for the source's "installed … ago".
+    /// the endpoints whose relays waited for a slow reader, what services turned away, and the
+    /// table source when it watches one. `now` is the wall clock in seconds since 1970, for the
+    /// source's "installed … ago".
     public func summary(at address: SocketAddress, now: Double) -> [String] {
         let stats = statistics
         var lines = ["proxy at \(address): \(ready ? "ready" : "NOT READY (draining, or no table yet)"); "
