@@ -115,14 +115,14 @@ public struct ProxyStatusReport: Sendable, Hashable {
         // The passthrough and inbound rows are always there; they say something once used.
         let upstreams = stats.upstreams.filter { upstream in
             !Self.unroutedServices.contains(upstream.service) || upstream.connections > 0 || upstream.connectFailures.values.contains { $0 > 0 }
-        }
+        }.sorted { ($0.service, $0.endpoint) < ($1.service, $1.endpoint) }
         if upstreams.isEmpty {
             lines.append("  no connection routed to an endpoint yet")
         } else {
             lines += Self.upstreamRows(upstreams).map { "  " + $0 }
         }
         // Slow readers, where there were any: the table stays as wide as it was.
-        for upstream in upstreams.sorted(by: { ($0.service, $0.endpoint) < ($1.service, $1.endpoint) }) {
+        for upstream in upstreams {
             let (toUpstream, toClients) = (upstream.upstreamFullWaits ?? 0, upstream.clientFullWaits ?? 0)
             guard toUpstream + toClients > 0 else { continue }
             lines.append("  \(upstream.service) \(upstream.endpoint): flow control waited \(toUpstream)× for the upstream to read, "
@@ -155,11 +155,11 @@ public struct ProxyStatusReport: Sendable, Hashable {
     /// their original destination): no health, and one row for all of them.
     private static let unroutedServices: Set<String> = [UpstreamKey.passthroughService, UpstreamKey.inboundService]
 
-    /// The endpoint table, columns padded to their widest cell; failures are summed over
-    /// reasons and the reasons named when there are any.
+    /// The endpoint table, in the order given, columns padded to their widest cell; failures
+    /// are summed over reasons and the reasons named when there are any.
     private static func upstreamRows(_ upstreams: [Upstream]) -> [String] {
         let header = ["service", "endpoint", "connections", "open", "connect failures", "state"]
-        let rows: [[String]] = upstreams.sorted { ($0.service, $0.endpoint) < ($1.service, $1.endpoint) }.map { upstream in
+        let rows: [[String]] = upstreams.map { upstream in
             let failures = upstream.connectFailures.filter { $0.value > 0 }.sorted { $0.key < $1.key }
             let total = failures.reduce(0) { $0 + $1.value }
             let failureText = total == 0 ? "0" : "\(total) (" + failures.map { "\($0.value) \($0.key)" }.joined(separator: ", ") + ")"
