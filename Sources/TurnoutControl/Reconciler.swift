@@ -18,6 +18,8 @@ import TurnoutProxy
 ///   say so. Rules are never flushed because a source failed.
 /// * Every table installed is also written to `lastGoodFile`; ``start()`` installs that file
 ///   first, so a restarted node serves its last table before the source answers.
+/// * Every install after the first logs what it changed, service by service
+///   (`revision 7 changes shop/api: +10.1.0.7, 10.1.0.6 weight 9→1`; ``TableDiff/summary(services:endpoints:)``).
 ///
 /// Runs on a thread of its own from ``start()`` to ``stop()``; the source's events are queued
 /// (any thread) and handled there, so targets are called from that one thread only. `status`
@@ -238,6 +240,12 @@ public final class Reconciler: Sendable {
                 log("revision \(revision) → \(target.name) failed, keeping what was installed: \(error)")
                 return false
             }
+        }
+        // What changed, for people: the targets' lines say how it was installed, not what it
+        // was. The first install has nothing to compare with (its targets' lines count it).
+        // Tables that differ only in their services' order have an empty diff: nothing to say.
+        if let previous = state.installed, case let diff = TableDiff(from: previous, to: table), !diff.isEmpty {
+            log("revision \(revision) changes \(diff.summary())")
         }
         state.installed = table
         let now = WallClock.now()

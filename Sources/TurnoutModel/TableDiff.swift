@@ -5,8 +5,11 @@ public struct TableDiff: Hashable, Sendable {
     /// How one service present in both tables changed.
     public struct ServiceChange: Hashable, Sendable {
         public var name: ServiceName
+        /// Which of the service's own settings differ, in this order: `addresses`, `ports`,
+        /// `affinity`. Any of them changes the service's rules, not only its endpoints.
+        public var frontendChanges: [String]
         /// Addresses, ports or affinity differ: the service's rules change, not only its endpoints.
-        public var frontendChanged: Bool
+        public var frontendChanged: Bool { !frontendChanges.isEmpty }
         public var endpointsAdded: [Endpoint]
         public var endpointsRemoved: [Endpoint]
         /// Same address and ports, different weight or zone: (old, new).
@@ -45,7 +48,11 @@ public struct TableDiff: Hashable, Sendable {
         let newByID = Dictionary(new.endpoints.map { (identity($0, new), $0) }, uniquingKeysWith: { first, _ in first })
         return ServiceChange(
             name: new.name,
-            frontendChanged: old.addresses != new.addresses || old.ports != new.ports || old.affinity != new.affinity,
+            frontendChanges: [
+                old.addresses != new.addresses ? "addresses" : nil,
+                old.ports != new.ports ? "ports" : nil,
+                old.affinity != new.affinity ? "affinity" : nil,
+            ].compactMap { $0 },
             endpointsAdded: new.endpoints.filter { oldByID[identity($0, new)] == nil },
             endpointsRemoved: old.endpoints.filter { newByID[identity($0, old)] == nil },
             endpointsChanged: new.endpoints.compactMap { endpoint in

@@ -83,7 +83,7 @@ struct ProxyCommandTests {
         document.value("turnout_upstream_connections_total", ["service": label, "endpoint": "127.0.0.1:\(port)"])
     }
 
-    @Test("ready → traffic counted per endpoint in /metrics; an invalid edit keeps the old table (counted); a valid one (atomic rename) moves traffic; an in-place rewrite too; SIGHUP re-reads; SIGTERM exits 0")
+    @Test("ready → traffic counted per endpoint in /metrics; an invalid edit keeps the old table (counted); a valid one (atomic rename) moves traffic and logs what changed; an in-place rewrite too; SIGHUP re-reads; SIGTERM exits 0")
     func lifecycle() throws {
         try withProxyLab(upstreams: [8081, 8082, 8083].map { ProxyLab.Upstream(port: $0) }) { lab in
             let file = lab.stateDirectory + "/table.yaml"
@@ -123,6 +123,8 @@ struct ProxyCommandTests {
             // A valid new table (written by rename, as editors do): generation 2, new connections go to its endpoint.
             try Self.write(Self.table([8083]), to: file)
             #expect(proxy.waitForOutput("generation 2", inStandardError: true, within: .seconds(10)), "stderr: \(proxy.standardError)")
+            #expect(proxy.waitForOutput("changes demo/web: +127.0.0.1:8083, -127.0.0.1:8081, -127.0.0.1:8082", inStandardError: true,
+                                        within: .seconds(10)), "stderr: \(proxy.standardError)")
             #expect(try lab.connections(10, to: Self.vip, port: 80) == ["port 8083": 10])
             metrics = try Self.metrics(lab)
             #expect(metrics.value("turnout_table_generation") == 2)
@@ -342,6 +344,8 @@ struct ProxyCommandTests {
 
             try Self.write(Self.table([8082]), to: file)
             #expect(proxy.waitForOutput("generation 2", inStandardError: true, within: .seconds(10)), "stderr: \(proxy.standardError)")
+            #expect(proxy.waitForOutput("changes demo/web: +127.0.0.1:8083, -127.0.0.1:8081, -127.0.0.1:8082", inStandardError: true,
+                                        within: .seconds(10)), "stderr: \(proxy.standardError)")
             #expect(try lab.connections(3, to: Self.vip, port: 80) == ["port 8082": 3])
         }
     }

@@ -110,6 +110,19 @@ struct ReconcilerTests {
         #expect(ProxyLab.eventually(within: .seconds(1)) { reconciler.status.sourceState == "up" && reconciler.status.installs == 1 })
     }
 
+    @Test("a second table → its install logs what changed (weight 1→2); the first install logs no change line")
+    func changesLogged() throws {
+        let source = ScriptedSource(), target = RecordingTarget()
+        let (reconciler, lines) = try Self.started(source, target)
+        defer { reconciler.stop() }
+        source.send(.table(try Self.table(weight: 1), revision: "1"))
+        #expect(ProxyLab.eventually(within: .seconds(5)) { target.tables.count == 1 })
+        source.send(.table(try Self.table(weight: 2), revision: "2"))
+        #expect(ProxyLab.eventually(within: .seconds(5)) { lines.value.contains("revision 2 changes shop/api: 10.1.0.5 weight 1→2") },
+                "\(lines.value)")
+        #expect(!lines.value.contains { $0.hasPrefix("revision 1 changes") }, "\(lines.value)")
+    }
+
     @Test("an invalid table → nothing installed, the last good one stays, status says invalid and counts it; a valid one after it is installed")
     func invalidKeepsLastGood() throws {
         let source = ScriptedSource(), target = RecordingTarget()
