@@ -37,6 +37,8 @@ static struct __kernel_timespec *timeout_for(CTurnoutUring_ring *ring, struct io
 const unsigned CTurnoutUring_POLLIN = POLLIN;
 const unsigned CTurnoutUring_POLLOUT = POLLOUT;
 const unsigned CTurnoutUring_POLLRDHUP = POLLRDHUP;
+const unsigned CTurnoutUring_POLLERR = POLLERR;
+const unsigned CTurnoutUring_POLLHUP = POLLHUP;
 
 CTurnoutUring_ring *CTurnoutUring_create(unsigned entries, unsigned buffers, unsigned buffer_size, int *error) {
     if (buffers == 0 || buffers > 32768 || (buffers & (buffers - 1)) != 0 || buffer_size == 0) {
@@ -202,6 +204,14 @@ int CTurnoutUring_poll(CTurnoutUring_ring *ring, int fd, unsigned events, uint64
     struct io_uring_sqe *sqe = slot(ring);
     if (!sqe) return -EBUSY;
     io_uring_prep_poll_add(sqe, fd, events);
+    io_uring_sqe_set_data64(sqe, token);
+    return 0;
+}
+
+int CTurnoutUring_poll_multishot(CTurnoutUring_ring *ring, int fd, unsigned events, uint64_t token) {
+    struct io_uring_sqe *sqe = slot(ring);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_poll_multishot(sqe, fd, events);
     io_uring_sqe_set_data64(sqe, token);
     return 0;
 }

@@ -76,7 +76,9 @@ public final class ProxyAdmin: Sendable {
                     ("\($0)", JSONValue(count.failures[$0.rawValue]))
                 })),
                 "connectSecondsSum": .number(Double(count.latencySumMicroseconds) / 1e6), "ejections": .init(count.ejections),
-                "upstreamFullWaits": .init(count.upstreamFullWaits), "clientFullWaits": .init(count.clientFullWaits)]
+                "upstreamFullWaits": .init(count.upstreamFullWaits), "clientFullWaits": .init(count.clientFullWaits),
+                "upstreamPausedSeconds": .number(Double(count.upstreamPausedNanoseconds) / 1e9),
+                "clientPausedSeconds": .number(Double(count.clientPausedNanoseconds) / 1e9)]
             if let status = statistics.endpoints[key] {
                 entry["healthy"] = .bool(status.healthy)
                 entry["ejected"] = .bool(status.ejected)

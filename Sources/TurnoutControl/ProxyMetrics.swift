@@ -28,15 +28,20 @@ public enum ProxyMetrics {
         text.counter("turnout_upstream_received_bytes_total", help: "Bytes relayed from the upstream back to clients.",
                      samples: upstreams.map { (labels($0.key), Double($0.value.bytesToClient)) })
         var fullWaits: [PrometheusText.Sample] = []
+        var pausedSeconds: [PrometheusText.Sample] = []
         for (key, count) in upstreams {
-            for (destination, waits) in [("upstream", count.upstreamFullWaits), ("client", count.clientFullWaits)] {
+            for (destination, waits, nanoseconds) in [("upstream", count.upstreamFullWaits, count.upstreamPausedNanoseconds),
+                                                      ("client", count.clientFullWaits, count.clientPausedNanoseconds)] {
                 var waitLabels = labels(key)
                 waitLabels.append("destination", destination)
                 fullWaits.append((waitLabels, Double(waits)))
+                pausedSeconds.append((waitLabels, Double(nanoseconds) / 1e9))
             }
         }
         text.counter("turnout_flow_control_waits_total", help: "Times a relay found its destination's socket full (it took less than was ready for it) and read no more from the other side until it had room: destination=upstream when the endpoint reads slower than clients send, client when clients read slower than the endpoint answers.",
                      samples: fullWaits)
+        text.counter("turnout_flow_control_paused_seconds_total", help: "How long the waits of turnout_flow_control_waits_total lasted, added as each ended (when the destination had room again, or the connection closed).",
+                     samples: pausedSeconds)
         text.histogram("turnout_upstream_connect_seconds", help: "Time from the start of a connect attempt to the established connection.",
                        samples: upstreams.map { key, count in
                            var cumulative: UInt64 = 0

@@ -26,6 +26,9 @@ public struct ProxyStatusReport: Sendable, Hashable {
         /// older than the counters, read as 0).
         public var upstreamFullWaits: UInt64?
         public var clientFullWaits: UInt64?
+        /// How long those waits lasted, in seconds (absent from older proxies, read as unknown).
+        public var upstreamPausedSeconds: Double?
+        public var clientPausedSeconds: Double?
     }
 
     /// Connections a service turned away or sent to an endpoint only because all looked down.
@@ -125,8 +128,8 @@ public struct ProxyStatusReport: Sendable, Hashable {
         for upstream in upstreams {
             let (toUpstream, toClients) = (upstream.upstreamFullWaits ?? 0, upstream.clientFullWaits ?? 0)
             guard toUpstream + toClients > 0 else { continue }
-            lines.append("  \(upstream.service) \(upstream.endpoint): flow control waited \(toUpstream)× for the upstream to read, "
-                         + "\(toClients)× for clients to read")
+            lines.append("  \(upstream.service) \(upstream.endpoint): flow control waited \(toUpstream)×\(Self.paused(toUpstream, upstream.upstreamPausedSeconds)) "
+                         + "for the upstream to read, \(toClients)×\(Self.paused(toClients, upstream.clientPausedSeconds)) for clients to read")
         }
         for (service, count) in stats.services.sorted(by: { $0.key < $1.key })
         where count.circuitBreakerRejections + count.unavailableRejections + count.panicPicks > 0 {
@@ -183,6 +186,13 @@ public struct ProxyStatusReport: Sendable, Hashable {
                 return numeric.contains(column) ? pad + cells[column] : cells[column] + pad
             }.joined(separator: "  ").droppingTrailingWhitespace
         }
+    }
+
+    /// ` (1.2 s in all)` after a count of waits; nothing for no waits, or when the proxy did
+    /// not say (older than the paused time).
+    private static func paused(_ waits: UInt64, _ seconds: Double?) -> String {
+        guard waits > 0, let seconds else { return "" }
+        return " (\(seconds.decimalText(fractionDigits: seconds < 10 ? 3 : 1)) s in all)"
     }
 
     private static func describe(_ error: DecodingError) -> String {

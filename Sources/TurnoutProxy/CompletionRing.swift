@@ -100,6 +100,14 @@ final class CompletionRing {
         try queued(CTurnoutUring_poll(ring, fd, events, token), "io_uring poll")
     }
 
+    /// Readiness of `fd` for `events`, reported now if it is ready and then at each wakeup that
+    /// concerns them (``Completion/more`` set) until cancelled. io_uring adds `POLLRDHUP` to
+    /// every poll, so a one-shot poll for room on a socket whose peer shut its writes down
+    /// reports at once, full or not; this one, once it reported that, waits for a wakeup.
+    func pollMultishot(_ fd: Int32, events: UInt32, token: UInt64) throws(SystemCallError) {
+        try queued(CTurnoutUring_poll_multishot(ring, fd, events, token), "io_uring poll (multishot)")
+    }
+
     /// Cancels every request on `fd`; each still reports its completion. Needed before
     /// `close(2)`: a request holds the socket open, so a multishot receive would otherwise keep
     /// a closed socket alive.

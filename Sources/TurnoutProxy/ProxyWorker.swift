@@ -124,12 +124,12 @@ final class ProxyWorker {
             if readable { relay.toClient.sourceReadable = true }
             if hungUp { relay.toClient.sourceHungUp = true }
             if finQueued { relay.toClient.sourceFinQueued = true }
-            if writable { relay.toUpstream.destinationWritable = true }
+            if writable { relay.toUpstream.destinationReady(at: now, counters: relay.counters, toUpstream: true) }
         } else {
             if readable { relay.toUpstream.sourceReadable = true }
             if hungUp { relay.toUpstream.sourceHungUp = true }
             if finQueued { relay.toUpstream.sourceFinQueued = true }
-            if writable { relay.toClient.destinationWritable = true }
+            if writable { relay.toClient.destinationReady(at: now, counters: relay.counters, toUpstream: false) }
         }
         if upstream, relay.phase == .connecting {
             finishConnect(relay, events: events, now: now)
@@ -193,7 +193,7 @@ final class ProxyWorker {
             relay.toClient.sourceReadable = false
             relay.toClient.sourceHungUp = false
             relay.toClient.sourceFinQueued = false
-            relay.toUpstream.destinationWritable = true
+            relay.toUpstream.destinationReady(at: now, counters: relay.counters, toUpstream: true)
             do throws(SystemCallError) {
                 let fd = try Syscalls.socket(family: relay.target.socketFamily, type: Int32(SOCK_STREAM.rawValue))
                 relay.upstream = fd
@@ -259,9 +259,9 @@ final class ProxyWorker {
     /// relay when both directions are done or one broke.
     private func pump(_ relay: EpollRelay, now: ContinuousClock.Instant) {
         let up = move(&relay.toUpstream, from: relay.client, to: relay.upstream, counters: relay.counters, toUpstream: true,
-                      closesAfter: relay.toClient.isFinished)
+                      closesAfter: relay.toClient.isFinished, now: now)
         let down = move(&relay.toClient, from: relay.upstream, to: relay.client, counters: relay.counters, toUpstream: false,
-                        closesAfter: relay.toUpstream.isFinished)
+                        closesAfter: relay.toUpstream.isFinished, now: now)
         if up.broken || down.broken {
             finish(relay, reset: true)
             return
@@ -282,10 +282,10 @@ final class ProxyWorker {
     /// the FIN a `shutdown(SHUT_WR)` would (every byte of both sockets was read, so the close
     /// is a clean one, not a reset).
     private func move(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
-                      counters: TrafficCounters?, toUpstream: Bool, closesAfter: Bool) -> (moved: Bool, broken: Bool) {
+                      counters: TrafficCounters?, toUpstream: Bool, closesAfter: Bool, now: ContinuousClock.Instant) -> (moved: Bool, broken: Bool) {
         var result = (moved: false, broken: false)
         if !direction.splicing || !direction.pending.isEmpty {
-            result = copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream, bulk: false)
+            result = copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream, bulk: false, now: now)
         }
         if direction.splicing && !result.broken && direction.pending.isEmpty {
             if direction.pipe == nil && !direction.sourceDone && direction.sourceReadable && direction.destinationWritable {
@@ -294,8 +294,8 @@ final class ProxyWorker {
             // No pipe to be had (budget spent, none left in the kernel's allowance, no
             // descriptor): this round copies, and the next one asks for a pipe again.
             let next = direction.pipe == nil
-                ? copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream, bulk: true)
-                : direction.splice(from: source, to: destination, counters: counters, toUpstream: toUpstream, pipes: &pipes)
+                ? copy(&direction, from: source, to: destination, counters: counters, toUpstream: toUpstream, bulk: true, now: now)
+                : direction.splice(from: source, to: destination, counters: counters, toUpstream: toUpstream, pipes: &pipes, now: now)
             result = (result.moved || next.moved, next.broken)
         }
         if result.broken { return result }
@@ -316,7 +316,7 @@ final class ProxyWorker {
     /// `bulk`: the direction splices already but has no pipe, so the copying goes on until the
     /// source is drained or the destination full.
     private func copy(_ direction: inout RelayDirection, from source: Int32, to destination: Int32,
-                      counters: TrafficCounters?, toUpstream: Bool, bulk: Bool) -> (moved: Bool, broken: Bool) {
+                      counters: TrafficCounters?, toUpstream: Bool, bulk: Bool, now: ContinuousClock.Instant) -> (moved: Bool, broken: Bool) {
         var moved = false
         if !direction.pending.isEmpty {
             guard direction.destinationWritable else { return (false, false) }
@@ -327,14 +327,14 @@ final class ProxyWorker {
                 return (false, true)
             }
             guard let sent = taken else {
-                direction.destinationFilled(counters, toUpstream: toUpstream)
+                direction.destinationFilled(at: now, counters: counters, toUpstream: toUpstream)
                 return (false, false)
             }
             counters?.moved(sent, toUpstream: toUpstream)
             direction.pending.removeFirst(sent)
             moved = sent > 0
             guard direction.pending.isEmpty else {
-                direction.destinationFilled(counters, toUpstream: toUpstream)
+                direction.destinationFilled(at: now, counters: counters, toUpstream: toUpstream)
                 return (moved, false)
             }
         }
@@ -371,7 +371,7 @@ final class ProxyWorker {
             }
             if sent < received {
                 direction.pending = Array(scratch[sent..<received])
-                direction.destinationFilled(counters, toUpstream: toUpstream)
+                direction.destinationFilled(at: now, counters: counters, toUpstream: toUpstream)
             }
             if received == scratch.count {
                 direction.splicing = true
@@ -411,6 +411,13 @@ final class ProxyWorker {
         guard relays.remove(relay.id) else { return }
         // Counts first, sockets last: whoever sees the connection end (a client, a test) then
         // sees counters and the circuit breaker that already account for it.
+        if relay.toUpstream.wait.isWaiting || relay.toClient.wait.isWaiting {
+            // A wait the end cut short (a client that never read, timed out) counts up to now;
+            // the clock is read only then.
+            let now = ContinuousClock.now
+            relay.toUpstream.wait.end(at: now, counters: relay.counters, toUpstream: true)
+            relay.toClient.wait.end(at: now, counters: relay.counters, toUpstream: false)
+        }
         routes.released(relay)
         for direction in [relay.toUpstream, relay.toClient] {
             if let pipe = direction.pipe { pipes.give(pipe, empty: direction.buffered == 0) }

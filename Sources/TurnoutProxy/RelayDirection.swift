@@ -26,9 +26,11 @@ struct RelayDirection {
     /// what is already readable, so the first event says when there is something (no read
     /// of a just-connected upstream only to hear EAGAIN).
     var sourceReadable = false
-    /// The destination may take bytes: set by a writability event, cleared when a write would
-    /// block.
-    var destinationWritable = true
+    /// The destination may take bytes: set by a writability event (``destinationReady(at:counters:toUpstream:)``),
+    /// cleared when a write would block (``destinationFilled(at:counters:toUpstream:)``).
+    private(set) var destinationWritable = true
+    /// Flow control: since when the destination has been full, while it is.
+    var wait = FlowControlWait()
     /// An event said the source hung up (EPOLLRDHUP, EPOLLHUP, EPOLLERR): its end of stream (or
     /// error) may already be queued behind the data, where a short read does not show it and no
     /// further event will come; the source is read until it says so.
@@ -49,7 +51,7 @@ struct RelayDirection {
     /// ``sourceDone`` at the end of stream, and gives the pipe back once it is empty. Returns
     /// whether bytes moved and whether a side broke.
     mutating func splice(from source: Int32, to destination: Int32, counters: TrafficCounters?, toUpstream: Bool,
-                         pipes: inout WorkerPipes) -> (moved: Bool, broken: Bool) {
+                         pipes: inout WorkerPipes, now: ContinuousClock.Instant) -> (moved: Bool, broken: Bool) {
         var moved = false
         // Bytes the copy mode could not send yet go first, in order.
         guard pending.isEmpty else { return (false, false) }
@@ -83,7 +85,7 @@ struct RelayDirection {
                     moved = true
                     progressed = true
                 case .wouldBlock:
-                    destinationFilled(counters, toUpstream: toUpstream)
+                    destinationFilled(at: now, counters: counters, toUpstream: toUpstream)
                 case .endOfStream, .failed:
                     return (moved, true)
                 }
@@ -99,9 +101,16 @@ struct RelayDirection {
 
     /// The destination took less than was ready for it: no write until a writability event,
     /// and the wait counted (flow control, see ``TrafficCount/upstreamFullWaits``).
-    mutating func destinationFilled(_ counters: TrafficCounters?, toUpstream: Bool) {
+    mutating func destinationFilled(at now: ContinuousClock.Instant, counters: TrafficCounters?, toUpstream: Bool) {
         destinationWritable = false
-        counters?.destinationFull(toUpstream: toUpstream)
+        wait.begin(at: now, counters: counters, toUpstream: toUpstream)
+    }
+
+    /// The destination has room (a writability event, or a connect that completed): writes go
+    /// on, and a wait that was going on is over (its length counted).
+    mutating func destinationReady(at now: ContinuousClock.Instant, counters: TrafficCounters?, toUpstream: Bool) {
+        destinationWritable = true
+        wait.end(at: now, counters: counters, toUpstream: toUpstream)
     }
 }
 

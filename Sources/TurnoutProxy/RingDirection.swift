@@ -35,7 +35,10 @@ struct RingDirection {
     /// buffer), copied out of the ring's buffers; they go before anything received later.
     var pending: [UInt8] = []
     /// A send would block: the destination is polled for writability before the next.
-    var destinationBlocked = false
+    private(set) var destinationBlocked = false
+    /// Flow control: since when the destination has been full, while it is (copy mode; splice
+    /// mode keeps its own in ``splice``).
+    private var wait = FlowControlWait()
     /// A multishot receive is armed: until a completion without `more` says it ended.
     var receiving = false
     /// The receive ended with -ENOBUFS (every ring buffer in use); armed again once buffers return.
@@ -52,8 +55,15 @@ struct RingDirection {
     var splice: RelayDirection?
     /// A one-shot poll for the source's readability (splice mode) is armed.
     var pollingSource = false
-    /// A one-shot poll for the destination's writability is armed.
+    /// A poll for the destination's writability is armed: one-shot, or multishot (below).
     var pollingDestination = false
+    /// The armed destination poll is multishot: a one-shot one reported no room, only the
+    /// peer's end of its writes (`POLLRDHUP`, which io_uring reports whatever was asked for, and
+    /// would report again at once), so this one waits for a wakeup. Cancelled once it said
+    /// there is room; ``pollingDestination`` stays set until its last completion.
+    var destinationPollIsMultishot = false
+    /// That multishot poll's cancel is queued.
+    var destinationPollCancelled = false
     /// The source sent its end of stream (FIN).
     var sourceDone = false
     /// The end of stream was passed on (`shutdown(SHUT_WR)`, or the close that finishes the relay).
@@ -69,9 +79,23 @@ struct RingDirection {
 
     /// The destination took less than was ready for it: it is polled for writability before
     /// the next send, and the wait counted (flow control, see ``TrafficCount/upstreamFullWaits``).
-    mutating func destinationFilled(_ counters: TrafficCounters?, toUpstream: Bool) {
+    mutating func destinationFilled(at now: ContinuousClock.Instant, counters: TrafficCounters?, toUpstream: Bool) {
         destinationBlocked = true
-        counters?.destinationFull(toUpstream: toUpstream)
+        wait.begin(at: now, counters: counters, toUpstream: toUpstream)
+    }
+
+    /// A poll said the destination has room: sends (or splices) go on, and the wait, in
+    /// either mode, is over (its length counted).
+    mutating func destinationReady(at now: ContinuousClock.Instant, counters: TrafficCounters?, toUpstream: Bool) {
+        destinationBlocked = false
+        wait.end(at: now, counters: counters, toUpstream: toUpstream)
+        splice?.destinationReady(at: now, counters: counters, toUpstream: toUpstream)
+    }
+
+    /// The relay ends: a wait it cut short counts up to `now`.
+    mutating func endWait(at now: ContinuousClock.Instant, counters: TrafficCounters?, toUpstream: Bool) {
+        wait.end(at: now, counters: counters, toUpstream: toUpstream)
+        splice?.wait.end(at: now, counters: counters, toUpstream: toUpstream)
     }
 }
 

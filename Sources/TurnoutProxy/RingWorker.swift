@@ -180,8 +180,10 @@ final class RingWorker {
             received(relay, toClient: toClient, completion)
         case .send:
             sent(relay, toClient: toClient, result: completion.result)
-        case .pollSource, .pollDestination:
-            polled(relay, toClient: toClient, source: request == .pollSource, result: completion.result)
+        case .pollSource:
+            polledSource(relay, toClient: toClient, result: completion.result)
+        case .pollDestination:
+            polledDestination(relay, toClient: toClient, result: completion.result, more: completion.more)
         case nil:
             break
         }
@@ -354,7 +356,7 @@ final class RingWorker {
                 // A full or nearly full destination: the rest goes first among what waits, copied
                 // out so the buffer goes back now, and the destination is polled.
                 direction.pending.insert(contentsOf: ring.bytes(of: segment.buffer, count: segment.count)[taken...], at: 0)
-                direction.destinationFilled(relay.counters, toUpstream: !toClient)
+                direction.destinationFilled(at: now, counters: relay.counters, toUpstream: !toClient)
             }
             done = segment.buffer
         }
@@ -366,21 +368,57 @@ final class RingWorker {
         touch(relay)
     }
 
-    private func polled(_ relay: RingRelay, toClient: Bool, source: Bool, result: Int32) {
+    private func polledSource(_ relay: RingRelay, toClient: Bool, result: Int32) {
         var broken = false
         update(relay, toClient: toClient) { direction in
-            if source { direction.pollingSource = false } else { direction.pollingDestination = false }
+            direction.pollingSource = false
             if result > 0 {
                 // Any readiness, an error or hang-up included: the splice that follows says which.
-                if source {
-                    direction.splice?.sourceReadable = true
-                } else {
-                    direction.destinationBlocked = false
-                    direction.splice?.destinationWritable = true
+                direction.splice?.sourceReadable = true
+            } else if result < 0 && result != -ECANCELED {
+                broken = true
+            }
+        }
+        if broken { finish(relay, reset: true) } else { touch(relay) }
+    }
+
+    /// The destination's poll reported. Room (`POLLOUT`), or an error or hang-up that the next
+    /// send or splice will say, ends the wait. `POLLRDHUP` alone says only that the peer shut
+    /// its writes down (io_uring adds it to every poll): the socket may still be full, and a
+    /// one-shot poll armed again would report it again at once, for as long as the peer does
+    /// not read — a worker spinning at full CPU on one stalled, half-closed client. So that
+    /// wait goes on with a multishot poll, which reports it once more and then only wakeups.
+    private func polledDestination(_ relay: RingRelay, toClient: Bool, result: Int32, more: Bool) {
+        var broken = false, waitForWakeup = false, cancelMultishot = false
+        update(relay, toClient: toClient) { direction in
+            if !more {
+                direction.pollingDestination = false
+                direction.destinationPollIsMultishot = false
+                direction.destinationPollCancelled = false
+            }
+            if result > 0 && UInt32(result) & (CTurnoutUring_POLLOUT | CTurnoutUring_POLLERR | CTurnoutUring_POLLHUP) != 0 {
+                direction.destinationReady(at: now, counters: relay.counters, toUpstream: !toClient)
+                cancelMultishot = more && !direction.destinationPollCancelled
+                if cancelMultishot { direction.destinationPollCancelled = true }
+            } else if result > 0 {
+                // POLLRDHUP alone. A multishot poll's own first report is that too: it stays armed.
+                waitForWakeup = !direction.pollingDestination
+                if waitForWakeup {
+                    direction.pollingDestination = true
+                    direction.destinationPollIsMultishot = true
                 }
             } else if result < 0 && result != -ECANCELED {
                 broken = true
             }
+        }
+        if cancelMultishot {
+            broken = !queue("cancel") { () throws(SystemCallError) in try ring.cancel(token: token(relay, .pollDestination, toClient: toClient)) }
+        }
+        if waitForWakeup {
+            let destination = toClient ? relay.client : relay.upstream
+            broken = broken || !queue("poll", { () throws(SystemCallError) in
+                try ring.pollMultishot(destination, events: CTurnoutUring_POLLOUT, token: token(relay, .pollDestination, toClient: toClient))
+            })
         }
         if broken { finish(relay, reset: true) } else { touch(relay) }
     }
@@ -504,7 +542,7 @@ final class RingWorker {
                     direction.pending.removeFirst(sent)
                     relay.lastActivity = now
                 }
-                if !direction.pending.isEmpty { direction.destinationFilled(relay.counters, toUpstream: !toClient) }
+                if !direction.pending.isEmpty { direction.destinationFilled(at: now, counters: relay.counters, toUpstream: !toClient) }
             } catch {
                 broken = true
             }
@@ -525,7 +563,7 @@ final class RingWorker {
                 return true
             }
         }
-        let result = state.splice(from: source, to: destination, counters: relay.counters, toUpstream: !toClient, pipes: &pipes)
+        let result = state.splice(from: source, to: destination, counters: relay.counters, toUpstream: !toClient, pipes: &pipes, now: now)
         direction.splice = state
         if result.broken { return false }
         if result.moved { relay.lastActivity = now }
@@ -589,6 +627,8 @@ final class RingWorker {
         guard relays.remove(relay.id) else { return }
         // Counts first, sockets last: whoever sees the connection end (a client, a test) then
         // sees counters and the circuit breaker that already account for it.
+        relay.toUpstream.endWait(at: now, counters: relay.counters, toUpstream: true)
+        relay.toClient.endWait(at: now, counters: relay.counters, toUpstream: false)
         routes.released(relay)
         returnPipes(relay)
         // A request holds its socket open: without the cancel, an armed receive would keep a

@@ -49,6 +49,9 @@ public final class TrafficCounters: Sendable {
     let upstreamFullWaits = Atomic<UInt64>(0)
     /// Times a relay found the client's socket full and waited for room.
     let clientFullWaits = Atomic<UInt64>(0)
+    /// How long those waits lasted, added when each ended.
+    let upstreamPausedNanoseconds = Atomic<UInt64>(0)
+    let clientPausedNanoseconds = Atomic<UInt64>(0)
 
     init() {}
 
@@ -83,6 +86,16 @@ public final class TrafficCounters: Sendable {
         }
     }
 
+    /// A wait counted by ``destinationFull(toUpstream:)`` ended after `length`.
+    func paused(_ length: Duration, toUpstream: Bool) {
+        let nanoseconds = UInt64(max(0, length / .nanoseconds(1)))
+        if toUpstream {
+            upstreamPausedNanoseconds.wrappingAdd(nanoseconds, ordering: .relaxed)
+        } else {
+            clientPausedNanoseconds.wrappingAdd(nanoseconds, ordering: .relaxed)
+        }
+    }
+
     /// The current values, as a plain value.
     public func read() -> TrafficCount {
         var count = TrafficCount()
@@ -96,6 +109,8 @@ public final class TrafficCounters: Sendable {
         count.ejections = ejections.load(ordering: .relaxed)
         count.upstreamFullWaits = upstreamFullWaits.load(ordering: .relaxed)
         count.clientFullWaits = clientFullWaits.load(ordering: .relaxed)
+        count.upstreamPausedNanoseconds = upstreamPausedNanoseconds.load(ordering: .relaxed)
+        count.clientPausedNanoseconds = clientPausedNanoseconds.load(ordering: .relaxed)
         return count
     }
 }
@@ -122,6 +137,11 @@ public struct TrafficCount: Sendable, Hashable, Codable {
     /// upstream until the client took what waited: a client that reads slower than the
     /// upstream answers.
     public var clientFullWaits: UInt64 = 0
+    /// How long the waits of ``upstreamFullWaits`` lasted in all, counted as each ended (a
+    /// wait still going on is not in it yet).
+    public var upstreamPausedNanoseconds: UInt64 = 0
+    /// How long the waits of ``clientFullWaits`` lasted in all, counted as each ended.
+    public var clientPausedNanoseconds: UInt64 = 0
 
     public init() {}
 
@@ -137,6 +157,8 @@ public struct TrafficCount: Sendable, Hashable, Codable {
         sum.ejections += rhs.ejections
         sum.upstreamFullWaits += rhs.upstreamFullWaits
         sum.clientFullWaits += rhs.clientFullWaits
+        sum.upstreamPausedNanoseconds += rhs.upstreamPausedNanoseconds
+        sum.clientPausedNanoseconds += rhs.clientPausedNanoseconds
         return sum
     }
 }

@@ -13,7 +13,7 @@ struct ProxyStatusReportTests {
     /// Two endpoints of `shop/api:http`: one that served, one refused twice and was ejected once;
     /// an endpoint of a service no longer in the table; 9 connections passed through, none
     /// inbound; the circuit breaker refused 4; clients read slower than the first endpoint
-    /// answered 12 times.
+    /// answered 12 times, for 41.24 s in all.
     static func statistics() -> ProxyStatistics {
         var statistics = ProxyStatistics()
         statistics.workers = 2
@@ -26,6 +26,7 @@ struct ProxyStatusReportTests {
         served.connections = 120
         served.active = 7
         served.clientFullWaits = 12
+        served.clientPausedNanoseconds = 41_240_000_000
         var refusing = TrafficCount()
         refusing.failures[ConnectFailure.refused.rawValue] = 2
         refusing.failures[ConnectFailure.timeout.rawValue] = 1
@@ -67,26 +68,30 @@ struct ProxyStatusReportTests {
             "  shop/api:http  10.1.0.5:8080          120     7  0                         healthy",
             "  shop/api:http  10.1.0.6:8080            0     0  3 (2 refused, 1 timeout)  unhealthy, ejected (ejected 1×)",
             "  shop/old:http  10.1.0.9:80              5     0  0                         not in the table",
-            "  shop/api:http 10.1.0.5:8080: flow control waited 0× for the upstream to read, 12× for clients to read",
+            "  shop/api:http 10.1.0.5:8080: flow control waited 0× for the upstream to read, 12× (41.2 s in all) for clients to read",
             "  shop/api:http: 4 refused by the circuit breaker, 0 refused with no endpoint available, 0 sent in panic",
         ])
     }
 
-    @Test("an endpoint whose relays waited 3 times for the upstream and 5 times for clients → its /stats entry has upstreamFullWaits 3 and clientFullWaits 5")
+    @Test("an endpoint whose relays waited 3 times (1.5 s) for the upstream and 5 times (0.25 s) for clients → its /stats entry has upstreamFullWaits 3, clientFullWaits 5 and the seconds")
     func flowControlWaits() throws {
         var statistics = ProxyStatistics()
         var count = TrafficCount()
         count.upstreamFullWaits = 3
         count.clientFullWaits = 5
+        count.upstreamPausedNanoseconds = 1_500_000_000
+        count.clientPausedNanoseconds = 250_000_000
         statistics.upstreams = [UpstreamKey(service: "shop/api:http", endpoint: "10.1.0.5:8080"): count]
         let body = Self.body(ProxyAdmin.statistics(statistics, source: "t.yaml"))
         let object = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
         let entry = try #require((object?["upstreams"] as? [[String: Any]])?.first)
         #expect(entry["upstreamFullWaits"] as? Int == 3)
         #expect(entry["clientFullWaits"] as? Int == 5)
+        #expect(entry["upstreamPausedSeconds"] as? Double == 1.5)
+        #expect(entry["clientPausedSeconds"] as? Double == 0.25)
     }
 
-    @Test("a /stats body from a proxy older than the flow-control counters → read as no waits: no such line, the rest as before")
+    @Test("a /stats body from a proxy older than the flow-control counters → read as no waits: no such line, the rest as before; one without the paused seconds → the waits without them")
     func olderProxyWithoutWaits() throws {
         let body = Self.body(ProxyAdmin.statistics(Self.statistics(), source: "rules/shop.yaml"))
         var object = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
@@ -97,6 +102,11 @@ struct ProxyStatusReportTests {
         let report = try ProxyStatusReport(statsJSON: Array(older), ready: true)
         let current = try ProxyStatusReport(statsJSON: body, ready: true)
         #expect(report.summary(at: Self.admin, now: 0) == current.summary(at: Self.admin, now: 0).filter { !$0.contains("flow control") })
+
+        object["upstreams"] = upstreams.map { $0.filter { !$0.key.hasSuffix("PausedSeconds") } }
+        let withoutSeconds = try ProxyStatusReport(statsJSON: Array(try JSONSerialization.data(withJSONObject: object)), ready: true)
+        #expect(withoutSeconds.summary(at: Self.admin, now: 0).filter { $0.contains("flow control") }
+                == ["  shop/api:http 10.1.0.5:8080: flow control waited 0× for the upstream to read, 12× for clients to read"])
     }
 
     @Test("not ready, no upstream yet → NOT READY and a line saying nothing was routed")

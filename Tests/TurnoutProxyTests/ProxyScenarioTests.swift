@@ -549,7 +549,7 @@ struct ProxyScenarioTests {
         }
     }
 
-    @Test("echo, 32 MB, a client with a 64 KiB receive buffer that reads nothing for the first second, copying (no pipes) or splicing → the proxy's sends find the client full and wait (counted: flow control toward the client), then resume; every byte comes back in order",
+    @Test("echo, 32 MB, a client with a 64 KiB receive buffer that reads nothing for the first second, copying (no pipes) or splicing → the proxy's sends find the client full and wait (counted: flow control toward the client, paused ≥ 0.5 s), then resume; every byte comes back in order",
           arguments: ProxyLab.engines, [false, true])
     func clientReadsLate(_ io: ProxyConfiguration.IOEngine, splicing: Bool) throws {
         let upstream = Upstream(port: 8091, kind: .echo)
@@ -558,7 +558,9 @@ struct ProxyScenarioTests {
             if !splicing { configuration.pipeBudget = .bytes(0) }
             let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8091, 1)]))
             let bytes = (0..<(32 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 13) }
+            let started = ContinuousClock.now
             let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(1), receiveBuffer: 65_536)
+            let elapsed = ContinuousClock.now - started
             #expect(end == .closed)
             // Compared outside the macro: a failing #expect would render and diff megabytes.
             let intact = received == bytes
@@ -566,14 +568,80 @@ struct ProxyScenarioTests {
             #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
             let traffic = Self.traffic(proxy, upstream)
             #expect(traffic.clientFullWaits >= 1, "\(traffic)")
+            // The relay waited for the client through most of the second it read nothing (its
+            // buffers fill in milliseconds), and one relay's waits never add up to more than the
+            // exchange lasted.
+            let clientPaused = Duration.nanoseconds(Int64(traffic.clientPausedNanoseconds))
+            #expect(clientPaused >= .milliseconds(500) && clientPaused <= elapsed, "paused \(clientPaused) of \(elapsed): \(traffic)")
+            #expect(traffic.clientFullWaits <= Self.waitBound(traffic.bytesToClient), "a wait per wakeup, not a spin: \(traffic)")
             // /metrics has them per destination.
             let metrics = try PrometheusDocument(parsing: ProxyMetrics.render(proxy.statistics()))
-            for (destination, waits) in [("client", traffic.clientFullWaits), ("upstream", traffic.upstreamFullWaits)] {
+            for (destination, waits, nanoseconds) in [("client", traffic.clientFullWaits, traffic.clientPausedNanoseconds),
+                                                      ("upstream", traffic.upstreamFullWaits, traffic.upstreamPausedNanoseconds)] {
                 let labels = ["service": Self.label, "endpoint": upstream.endpoint, "destination": destination]
                 #expect(metrics.value("turnout_flow_control_waits_total", labels) == Double(waits), "\(destination)")
+                #expect(metrics.value("turnout_flow_control_paused_seconds_total", labels) == Double(nanoseconds) / 1e9, "\(destination)")
             }
             let statistics = proxy.statistics()
             #expect(splicing ? statistics.pipeBytesPeak > 0 : statistics.copyFallbacks > 0, "\(statistics)")
+        }
+    }
+
+    /// The most waits toward a client that relaying `bytes` to it can take when each wait ends
+    /// with a wakeup that says there is room: the kernel says so only once a third of the send
+    /// buffer is free, far more than 16 KiB. A worker that polls again and again while the
+    /// client is full (a spin) counts tens of thousands in a second.
+    static func waitBound(_ bytes: UInt64) -> UInt64 { max(64, bytes / 16_384) }
+
+    /// io_uring adds POLLRDHUP to every poll: once the client shut its side down, a poll for
+    /// room reported at once, full or not, and the worker polled again and again for as long
+    /// as the client did not read (a full core, ~120,000 waits a second, found by the paused
+    /// time below). Copying and splicing wait for room the same way.
+    @Test("echo, 8 MB, a client that sends it all, shuts its side down (POLLRDHUP), then reads nothing for a second, copying or splicing → every byte comes back; the proxy waited for room, once per wakeup (no spin)",
+          arguments: ProxyLab.engines, [false, true])
+    func halfClosedClientReadsLate(_ io: ProxyConfiguration.IOEngine, splicing: Bool) throws {
+        let upstream = Upstream(port: 8091, kind: .echo)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            var configuration = ProxyLab.configuration(workers: 1, io: io)
+            if !splicing { configuration.pipeBudget = .bytes(0) }
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8091, 1)]))
+            let bytes = (0..<(8 * 1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 9) }
+            let (received, end) = try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(1), receiveBuffer: 65_536)
+            #expect(end == .closed)
+            let intact = received == bytes
+            #expect(intact, "\(received.count) of \(bytes.count) bytes came back")
+            #expect(ProxyLab.eventually(within: .seconds(5)) { proxy.statistics().relays == 0 })
+            let traffic = Self.traffic(proxy, upstream)
+            #expect(traffic.clientFullWaits >= 1 && traffic.clientFullWaits <= Self.waitBound(traffic.bytesToClient), "\(traffic)")
+        }
+    }
+
+    /// A wait usually ends with an event (room, or the client's reset, which reads as
+    /// readiness); one the relay's end cuts short must be counted at that end, or a client
+    /// that stalls until a timeout would show no paused time at all.
+    @Test("echo, 32 MB, a client that never reads, idle timeout 1 s, copying or splicing → the proxy closes the relay while it waits for the client; that cut-short wait is counted (paused ≥ 0.5 s)",
+          arguments: ProxyLab.engines, [false, true])
+    func idleTimeoutWhileWaiting(_ io: ProxyConfiguration.IOEngine, splicing: Bool) throws {
+        let upstream = Upstream(port: 8091, kind: .echo)
+        try withProxyLab(upstreams: [upstream]) { lab in
+            var configuration = ProxyLab.configuration(workers: 1, io: io)
+            configuration.idleTimeout = .seconds(1)
+            if !splicing { configuration.pipeBudget = .bytes(0) }
+            let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8091, 1)]))
+            let bytes = [UInt8](repeating: 0x5a, count: 32 * 1024 * 1024)
+            // Reading would start after 60 s; the client gives up at 8 s. The proxy's idle
+            // timeout ends the relay well before: the client is still there when it does, so no
+            // reset of its ends the wait. (Splicing, all 32 MB fit in the sockets and pipes on
+            // the way, and the client, done writing, sees nothing until it gives up.)
+            let client = BackgroundCall {
+                try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(60), receiveBuffer: 65_536, timeout: .seconds(8))
+            }
+            #expect(ProxyLab.eventually(within: .seconds(6)) { proxy.statistics().accepted == 1 && proxy.statistics().relays == 0 })
+            let (received, _) = try client.result(within: .seconds(30))
+            #expect(received.isEmpty)
+            let traffic = Self.traffic(proxy, upstream)
+            #expect(traffic.clientFullWaits >= 1, "\(traffic)")
+            #expect(traffic.clientPausedNanoseconds >= 500_000_000, "\(traffic)")
         }
     }
 

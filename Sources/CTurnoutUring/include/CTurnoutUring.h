@@ -75,6 +75,12 @@ int CTurnoutUring_send(CTurnoutUring_ring *ring, int fd, const void *bytes, unsi
 /* Readiness of `fd` (POLLIN / POLLOUT / POLLRDHUP bits of `events`), one-shot: for the bulk
  * path, which splices with plain calls once the ring says the socket is ready. */
 int CTurnoutUring_poll(CTurnoutUring_ring *ring, int fd, unsigned events, uint64_t token);
+/* The same, multishot (IORING_POLL_ADD_MULTI): a completion now if `fd` is ready, then one per
+ * wakeup of its wait queue that concerns `events`, each with IORING_CQE_F_MORE, until cancelled.
+ * Why it exists: io_uring adds POLLRDHUP (and POLLERR, POLLHUP) to every poll, so a one-shot poll
+ * for POLLOUT on a socket whose peer shut its writes down completes at once, full or not; only
+ * a poll that stays armed waits for the wakeup that says there is room. */
+int CTurnoutUring_poll_multishot(CTurnoutUring_ring *ring, int fd, unsigned events, uint64_t token);
 /* Cancels every request still queued or armed on `fd` (each completes with -ECANCELED or what it
  * had); its own completion is not reported. A descriptor's socket is released only once no
  * request holds it, so this comes before close(2). */
@@ -97,5 +103,7 @@ int CTurnoutUring_wait(CTurnoutUring_ring *ring, CTurnoutUring_completion *out, 
 extern const unsigned CTurnoutUring_POLLIN;
 extern const unsigned CTurnoutUring_POLLOUT;
 extern const unsigned CTurnoutUring_POLLRDHUP;
+extern const unsigned CTurnoutUring_POLLERR;
+extern const unsigned CTurnoutUring_POLLHUP;
 
 #endif
