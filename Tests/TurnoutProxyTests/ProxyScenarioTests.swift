@@ -629,14 +629,14 @@ struct ProxyScenarioTests {
             if !splicing { configuration.pipeBudget = .bytes(0) }
             let proxy = try lab.startProxy(configuration, table: try Self.webTable([("127.0.0.1", 8091, 1)]))
             let bytes = [UInt8](repeating: 0x5a, count: 32 * 1024 * 1024)
-            // Reading would start after 60 s; the client gives up at 8 s. The proxy's idle
+            // Reading would start after 60 s; the client gives up at 4 s. The proxy's idle
             // timeout ends the relay well before: the client is still there when it does, so no
             // reset of its ends the wait. (Splicing, all 32 MB fit in the sockets and pipes on
             // the way, and the client, done writing, sees nothing until it gives up.)
             let client = BackgroundCall {
-                try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(60), receiveBuffer: 65_536, timeout: .seconds(8))
+                try lab.converse(bytes, to: Self.vip, port: 80, readingAfter: .seconds(60), receiveBuffer: 65_536, timeout: .seconds(4))
             }
-            #expect(ProxyLab.eventually(within: .seconds(6)) { proxy.statistics().accepted == 1 && proxy.statistics().relays == 0 })
+            #expect(ProxyLab.eventually(within: .seconds(3)) { proxy.statistics().accepted == 1 && proxy.statistics().relays == 0 })
             let (received, _) = try client.result(within: .seconds(30))
             #expect(received.isEmpty)
             let traffic = Self.traffic(proxy, upstream)
