@@ -411,12 +411,12 @@ final class ProxyWorker {
         guard relays.remove(relay.id) else { return }
         // Counts first, sockets last: whoever sees the connection end (a client, a test) then
         // sees counters and the circuit breaker that already account for it.
-        if relay.toUpstream.wait.isWaiting || relay.toClient.wait.isWaiting {
+        if relay.toUpstream.isWaiting || relay.toClient.isWaiting {
             // A wait the end cut short (a client that never read, timed out) counts up to now;
             // the clock is read only then.
             let now = ContinuousClock.now
-            relay.toUpstream.wait.end(at: now, counters: relay.counters, toUpstream: true)
-            relay.toClient.wait.end(at: now, counters: relay.counters, toUpstream: false)
+            relay.toUpstream.endWait(at: now, counters: relay.counters, toUpstream: true)
+            relay.toClient.endWait(at: now, counters: relay.counters, toUpstream: false)
         }
         routes.released(relay)
         for direction in [relay.toUpstream, relay.toClient] {

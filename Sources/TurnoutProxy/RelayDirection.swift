@@ -30,7 +30,7 @@ struct RelayDirection {
     /// cleared when a write would block (``destinationFilled(at:counters:toUpstream:)``).
     private(set) var destinationWritable = true
     /// Flow control: since when the destination has been full, while it is.
-    var wait = FlowControlWait()
+    private var wait = FlowControlWait()
     /// An event said the source hung up (EPOLLRDHUP, EPOLLHUP, EPOLLERR): its end of stream (or
     /// error) may already be queued behind the data, where a short read does not show it and no
     /// further event will come; the source is read until it says so.
@@ -110,6 +110,14 @@ struct RelayDirection {
     /// on, and a wait that was going on is over (its length counted).
     mutating func destinationReady(at now: ContinuousClock.Instant, counters: TrafficCounters?, toUpstream: Bool) {
         destinationWritable = true
+        wait.end(at: now, counters: counters, toUpstream: toUpstream)
+    }
+
+    /// A wait for room is going on (the relay's end must count it, ``endWait(at:counters:toUpstream:)``).
+    var isWaiting: Bool { wait.isWaiting }
+
+    /// The relay ends: a wait it cut short counts up to `now`.
+    mutating func endWait(at now: ContinuousClock.Instant, counters: TrafficCounters?, toUpstream: Bool) {
         wait.end(at: now, counters: counters, toUpstream: toUpstream)
     }
 }

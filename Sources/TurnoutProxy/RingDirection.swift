@@ -55,14 +55,12 @@ struct RingDirection {
     var splice: RelayDirection?
     /// A one-shot poll for the source's readability (splice mode) is armed.
     var pollingSource = false
-    /// A poll for the destination's writability is armed: one-shot, or multishot (below).
+    /// A poll for the destination's writability is armed: one-shot, or, after a one-shot one
+    /// reported only the peer's end of its writes (`POLLRDHUP`, which io_uring adds to every
+    /// poll and would report again at once), multishot, to wait for a wakeup. That one is
+    /// cancelled once it reported room; this stays set until its last completion.
     var pollingDestination = false
-    /// The armed destination poll is multishot: a one-shot one reported no room, only the
-    /// peer's end of its writes (`POLLRDHUP`, which io_uring reports whatever was asked for, and
-    /// would report again at once), so this one waits for a wakeup. Cancelled once it said
-    /// there is room; ``pollingDestination`` stays set until its last completion.
-    var destinationPollIsMultishot = false
-    /// That multishot poll's cancel is queued.
+    /// The multishot destination poll's cancel is queued.
     var destinationPollCancelled = false
     /// The source sent its end of stream (FIN).
     var sourceDone = false
@@ -95,7 +93,7 @@ struct RingDirection {
     /// The relay ends: a wait it cut short counts up to `now`.
     mutating func endWait(at now: ContinuousClock.Instant, counters: TrafficCounters?, toUpstream: Bool) {
         wait.end(at: now, counters: counters, toUpstream: toUpstream)
-        splice?.wait.end(at: now, counters: counters, toUpstream: toUpstream)
+        splice?.endWait(at: now, counters: counters, toUpstream: toUpstream)
     }
 }
 

@@ -393,7 +393,6 @@ final class RingWorker {
         update(relay, toClient: toClient) { direction in
             if !more {
                 direction.pollingDestination = false
-                direction.destinationPollIsMultishot = false
                 direction.destinationPollCancelled = false
             }
             if result > 0 && UInt32(result) & (CTurnoutUring_POLLOUT | CTurnoutUring_POLLERR | CTurnoutUring_POLLHUP) != 0 {
@@ -403,10 +402,7 @@ final class RingWorker {
             } else if result > 0 {
                 // POLLRDHUP alone. A multishot poll's own first report is that too: it stays armed.
                 waitForWakeup = !direction.pollingDestination
-                if waitForWakeup {
-                    direction.pollingDestination = true
-                    direction.destinationPollIsMultishot = true
-                }
+                if waitForWakeup { direction.pollingDestination = true }
             } else if result < 0 && result != -ECANCELED {
                 broken = true
             }
