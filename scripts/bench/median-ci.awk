@@ -1,4 +1,5 @@
-# A confidence interval of the median, shared by scripts/bench/proxy and scripts/bench/ab.
+# A confidence interval of the median, shared by scripts/bench/proxy, scripts/bench/ab and
+# scripts/bench/sockmap (the last two through scripts/bench/http-lab.bash).
 #
 #   sort -g NUMBERS | awk -f scripts/bench/median-ci.awk   →   "LOW HIGH CONFIDENCE"
 #
