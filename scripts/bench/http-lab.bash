@@ -1,8 +1,10 @@
-# The pieces scripts/bench/ab and scripts/bench/sockmap share: installing what they need, the
-# release build they measure by default, a bounded stop of what they started, and the upstream
-# they put behind the proxies (nginx, 1 worker, a 100-byte file) with a one-service table in
-# front of it. Sourced (`source scripts/bench/http-lab.bash`) from the checkout's top directory;
-# each function says what it writes or prints. `me` (the script's name) prefixes messages.
+# The pieces scripts/bench/ab, scripts/bench/sockmap and scripts/bench/capture share: installing
+# what they need, the release build they measure by default, a bounded stop of what they started,
+# the upstream they put behind the proxies (nginx, 1 worker, a 100-byte file) with a one-service
+# table and an HAProxy in front of it, one wrk measurement as a row and the table of such rows,
+# and the BPF lab (a cgroup, the compiler, their removal). Sourced (`source
+# scripts/bench/http-lab.bash`) from the checkout's top directory; each function says what it
+# writes or prints. `me` (the script's name) prefixes messages.
 
 # http_lab_install PACKAGE…: the Debian packages not yet installed, with apt-get (an update only
 # when the first attempt fails, as on a fresh machine whose package lists are stale).
@@ -99,4 +101,161 @@ http_lab_median() {
 http_lab_interval() {
   awk -f scripts/bench/median-ci.awk "$1" |
     awk '$1 == "NA" { print "—"; next } { printf "%.3f–%.3f (%.1f%%)\n", $1, $2, 100 * $3 }'
+}
+
+# http_lab_haproxy_config THREADS LISTEN_PORT UPSTREAM_PORT: prints an HAProxy 2.6 `mode tcp`
+# configuration without splice, 127.0.0.1:LISTEN_PORT to 127.0.0.1:UPSTREAM_PORT.
+http_lab_haproxy_config() {
+  cat <<CONFIG
+global
+    nbthread $1
+    maxconn 4000
+    nosplice
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+listen bench
+    bind 127.0.0.1:$2
+    server upstream 127.0.0.1:$3
+CONFIG
+}
+
+# http_lab_measure ROUND SIDE PROXY_PID COUNTERS -- COMMAND…: runs COMMAND (a `wrk --latency`,
+# under `timeout 20` and /usr/bin/time) and prints one row: "ROUND SIDE requests/s proxy_µs
+# clients_µs machine_µs errors p99_ms" (CPU per request: the proxy PID's, wrk's, the whole
+# machine's from /proc/stat), then by how much each number the shell function COUNTERS prints
+# (space-separated) changed. Prints nothing, and names the side, when wrk gave no result.
+http_lab_measure() {
+  local round=$1 side=$2 pid=$3 counters=$4 c0 c1 m0 m1 s0 s1 out
+  shift 5
+  c0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+  m0=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
+  s0=$("$counters")
+  out=$({ /usr/bin/time -f 'cpu %U %S' timeout 20 "$@"; } 2>&1) || true
+  c1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+  m1=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
+  s1=$("$counters")
+  awk -v me="$me" -v round="$round" -v side="$side" -v ticks=$((c1 - c0)) -v machine=$((m1 - m0)) -v hz="$(getconf CLK_TCK)" \
+      -v s0="$s0" -v s1="$s1" '
+    /^Requests\/sec:/ { rps = $2 }
+    / requests in / { n = $1 }
+    /^cpu / { wrk = $2 + $3 }
+    $1 == "99%" { p99 = $2 + 0; if ($2 ~ /us$/) p99 /= 1000; else if ($2 ~ /[0-9]s$/) p99 *= 1000 }
+    /Socket errors:|Non-2xx/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) errors += $i + 0 }
+    END {
+      if (!(n > 0 && rps > 0 && wrk != "")) { printf "%s: round %d, %s: wrk gave no result\n", me, round, side > "/dev/stderr"; exit }
+      printf "%d %s %s %.4f %.4f %.4f %d %.3f", round, side, rps, ticks / hz * 1e6 / n, wrk * 1e6 / n, machine / hz * 1e6 / n, errors, p99
+      k = split(s0, a, " "); split(s1, b, " ")
+      for (i = 1; i <= k; i++) printf " %.0f", b[i] - a[i]
+      printf "\n" }' <<<"$out"
+}
+
+# http_lab_report ROWS REFERENCE SECOND SIDE… -- COUNTER_NAME…: the Markdown table of
+# http_lab_measure's rows in the file ROWS, a line per SIDE: medians over the rounds it measured,
+# and ratios to the sides REFERENCE and SECOND (the median of the per-round ratios of the rounds
+# that measured both, with a 95% interval of the median); the counters summed, one column each.
+http_lab_report() {
+  local rows=$1 reference=$2 second=$3 sides=() names=() side name measured scratch
+  shift 3
+  while (($#)) && [[ $1 != -- ]]; do sides+=("$1"); shift; done
+  (($#)) && shift
+  names=("$@")
+  scratch=$(mktemp)
+  ratio_cell() {  # ratio_cell COLUMN SIDE REF: "1.234×, 1.200–1.300 (95.9%)", or "—"
+    [[ $2 == "$3" ]] && { printf '—'; return 0; }
+    awk -v c="$1" -v s="$2" -v r="$3" '{ v[$1, $2] = $c; seen[$1] = 1 }
+      END { for (k in seen) if ((k, s) in v && (k, r) in v && v[k, r] > 0) print v[k, s] / v[k, r] }' "$rows" | sort -g >"$scratch"
+    [[ -s $scratch ]] || { printf '—'; return 0; }
+    printf '%s×, %s' "$(http_lab_median "$scratch")" "$(http_lab_interval "$scratch")"
+  }
+  column_median() {  # column_median COLUMN SIDE
+    awk -v s="$2" -v c="$1" '$2 == s { print $c }' "$rows" | sort -g >"$scratch"
+    http_lab_median "$scratch"
+  }
+  printf '| side | rounds | requests/s | ÷ %s | ÷ %s | p99 ms | p99 ÷ %s | proxy µs/request | clients µs/request | machine µs/request | machine ÷ %s | client errors |' \
+    "$reference" "$second" "$reference" "$reference"
+  for name in "${names[@]}"; do printf ' %s |' "$name"; done
+  printf '\n|---|---:|---:|---|---|---:|---|---:|---:|---:|---|---:|'
+  for name in "${names[@]}"; do printf -- '---:|'; done
+  printf '\n'
+  for side in "${sides[@]}"; do
+    measured=$(awk -v s="$side" '$2 == s' "$rows" | wc -l)
+    if ((measured == 0)); then
+      printf '| %s | 0 | — | — | — | — | — | — | — | — | — | — |' "$side"
+      for name in "${names[@]}"; do printf ' — |'; done
+      printf '\n'
+      continue
+    fi
+    printf '| %s | %d | %.0f | %s | %s | %.2f | %s | %.2f | %.2f | %.2f | %s |' "$side" "$measured" \
+      "$(column_median 3 "$side")" "$(ratio_cell 3 "$side" "$reference")" "$(ratio_cell 3 "$side" "$second")" \
+      "$(column_median 8 "$side")" "$(ratio_cell 8 "$side" "$reference")" \
+      "$(column_median 4 "$side")" "$(column_median 5 "$side")" "$(column_median 6 "$side")" "$(ratio_cell 6 "$side" "$reference")"
+    # Sums with %.0f, not %d: mawk prints integers from 2^31 on in exponent form.
+    awk -v s="$side" -v k="$((${#names[@]} + 1))" '$2 == s { for (i = 7; i <= 7 + k; i++) if (i != 8) t[i] += $i }
+      END { for (i = 7; i <= 7 + k; i++) if (i != 8) printf " %.0f |", t[i]; printf "\n" }' "$rows"
+  done
+  rm -f "$scratch"
+}
+
+# The BPF lab (scripts/bench/sockmap and scripts/bench/capture): a cgroup (v2) of the script's own
+# for the clients and proxies a program is attached to, a compiler for the programs, and their
+# removal. http_lab_bpf_setup sets these; http_lab_bpf_teardown undoes what it did.
+http_lab_cgroup="" http_lab_in_cgroup="" http_lab_clang="" http_lab_own_cgroup_mount="" http_lab_own_bpf_mount=0
+
+# http_lab_bpf_setup NAME WORKDIR: installs bpftool, libbpf-dev, gcc and a clang with the BPF
+# target when missing (the Swift toolchain's clang has it); finds cgroup v2 (/sys/fs/cgroup,
+# /sys/fs/cgroup/unified, or mounts one) and bpffs (mounts it when absent); creates the cgroup
+# NAME; writes WORKDIR/in-cgroup, which runs a program inside it as the same PID (exec), so that
+# $! of `"$http_lab_in_cgroup" PROGRAM … &` is PROGRAM's (its CPU is read, it is stopped by PID).
+http_lab_bpf_setup() {
+  local name=$1 work=$2 candidate root=""
+  http_lab_install bpftool libbpf-dev gcc
+  http_lab_clang=/opt/swift/usr/bin/clang
+  [[ -x $http_lab_clang ]] || http_lab_clang=$(command -v clang || true)
+  if ! { [[ -n $http_lab_clang ]] && "$http_lab_clang" --print-targets 2>/dev/null | grep -qw bpf; }; then
+    http_lab_install clang
+    http_lab_clang=$(command -v clang)
+  fi
+  for candidate in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+    [[ $(stat -f -c %T "$candidate" 2>/dev/null) == cgroup2fs ]] && { root=$candidate; break; }
+  done
+  if [[ -z $root ]]; then
+    http_lab_own_cgroup_mount=$(mktemp -d /tmp/turnout-cgroup2.XXXXXX)
+    mount -t cgroup2 none "$http_lab_own_cgroup_mount" || { echo "$me: cannot mount cgroup v2" >&2; exit 1; }
+    root=$http_lab_own_cgroup_mount
+  fi
+  if [[ $(stat -f -c %T /sys/fs/bpf 2>/dev/null) != bpf_fs ]]; then
+    mount -t bpf bpf /sys/fs/bpf
+    http_lab_own_bpf_mount=1
+  fi
+  http_lab_cgroup="$root/$name"
+  mkdir "$http_lab_cgroup"
+  cat >"$work/in-cgroup" <<WRAPPER
+#!/bin/sh
+echo \$\$ >"$http_lab_cgroup/cgroup.procs" || { echo "in-cgroup: cannot join $http_lab_cgroup" >&2; exit 1; }
+exec "\$@"
+WRAPPER
+  chmod +x "$work/in-cgroup"
+  http_lab_in_cgroup="$work/in-cgroup"
+}
+
+# http_lab_bpf_compile SOURCE OBJECT: a BPF object from a C source, with the setup's clang.
+http_lab_bpf_compile() {
+  "$http_lab_clang" -O2 -g -target bpf -Wall -I"/usr/include/$(gcc -dumpmachine)" -c "$1" -o "$2"
+}
+
+# http_lab_bpf_teardown: removes the cgroup (its programs detached first by the caller) and
+# unmounts what http_lab_bpf_setup mounted. Says so when the cgroup cannot go.
+http_lab_bpf_teardown() {
+  if [[ -n $http_lab_cgroup && -d $http_lab_cgroup ]]; then
+    rmdir "$http_lab_cgroup" 2>/dev/null || echo "$me: the cgroup $http_lab_cgroup is left behind (a process still in it?)" >&2
+  fi
+  ((http_lab_own_bpf_mount)) && { umount /sys/fs/bpf 2>/dev/null || true; }
+  if [[ -n $http_lab_own_cgroup_mount ]]; then
+    umount "$http_lab_own_cgroup_mount" 2>/dev/null || true
+    rmdir "$http_lab_own_cgroup_mount" 2>/dev/null || true
+  fi
+  return 0
 }

@@ -1,5 +1,6 @@
-# A confidence interval of the median, shared by scripts/bench/proxy, scripts/bench/ab and
-# scripts/bench/sockmap (the last two through scripts/bench/http-lab.bash).
+# A confidence interval of the median, shared by scripts/bench/proxy, scripts/bench/ab,
+# scripts/bench/sockmap and scripts/bench/capture (the last three through
+# scripts/bench/http-lab.bash).
 #
 #   sort -g NUMBERS | awk -f scripts/bench/median-ci.awk   →   "LOW HIGH CONFIDENCE"
 #
