@@ -103,8 +103,9 @@ http_lab_interval() {
     awk '$1 == "NA" { print "—"; next } { printf "%.3f–%.3f (%.1f%%)\n", $1, $2, 100 * $3 }'
 }
 
-# http_lab_haproxy_config THREADS LISTEN_PORT UPSTREAM_PORT: prints an HAProxy 2.6 `mode tcp`
-# configuration without splice, 127.0.0.1:LISTEN_PORT to 127.0.0.1:UPSTREAM_PORT.
+# http_lab_haproxy_config THREADS LISTEN_PORT UPSTREAM_PORT [LISTEN_ADDRESS]: prints an HAProxy
+# 2.6 `mode tcp` configuration without splice, LISTEN_ADDRESS (default 127.0.0.1):LISTEN_PORT to
+# 127.0.0.1:UPSTREAM_PORT.
 http_lab_haproxy_config() {
   cat <<CONFIG
 global
@@ -117,7 +118,7 @@ defaults
     timeout client 120s
     timeout server 120s
 listen bench
-    bind 127.0.0.1:$2
+    bind ${4:-127.0.0.1}:$2
     server upstream 127.0.0.1:$3
 CONFIG
 }

@@ -19,6 +19,14 @@
 // connected to the proxy's own address), so no translation table is needed: capture at connect
 // is what makes pairing exact.
 //
+// Inbound (--inbound), where connect4 cannot help (the connection comes from another host): an
+// `sk_lookup` program, attached to the application's namespace, steers a new connection to the
+// captured port straight to the proxy's inbound listener (`bpf_sk_assign`), the way the kernel
+// would pick a listener, so no packet is rewritten. The accepted socket's own local address is
+// then the original destination, which `capture_original_destination` answers. The listeners
+// are put into `listeners` by the sock_ops program when they call listen(2). Connections from
+// 127.0.0.0/8 are left alone: the proxy's own delivery to the application comes from there.
+//
 // What it does not do (a product version would): IPv6 (connect6, IP6T_SO_ORIGINAL_DST), more
 // than one captured address (a prefix or the table's VIPs, and the exclusions `turnout init`
 // has: the proxy's own uid, ports), deleting `origins` entries when a connection closes (an LRU
@@ -36,10 +44,11 @@
 struct capture_addr { __u32 ip, port; };
 struct capture_tuple { __u32 client_ip, proxy_ip, client_port, proxy_port; };
 
-// Key 0: the captured service address; key 1: where it goes now (the proxy under test).
+// Key 0: the captured service address; key 1: where it goes now (the proxy under test); key 2:
+// the captured inbound port (ip 0); key 3: the inbound listener it goes to now (its port).
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 2);
+    __uint(max_entries, 4);
     __type(key, __u32);
     __type(value, struct capture_addr);
 } target SEC(".maps");
@@ -75,11 +84,20 @@ struct {
     __type(value, __u32);
 } socks SEC(".maps");
 
+// Listening IPv4 TCP sockets of the cgroup, keyed by their port, for the inbound steering.
+struct {
+    __uint(type, BPF_MAP_TYPE_SOCKHASH);
+    __uint(max_entries, 64);
+    __type(key, __u32);
+    __type(value, __u64);
+} listeners SEC(".maps");
+
 // 0: connects captured, 1: origins recorded, 2: getsockopt answered, 3: getsockopt without an
-// origin, 4: sockets taken, 5: messages redirected, 6: messages sent by TCP.
+// origin, 4: sockets taken, 5: messages redirected, 6: messages sent by TCP, 7: inbound
+// connections steered, 8: inbound connections with no listener to steer to.
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 7);
+    __uint(max_entries, 9);
     __type(key, __u32);
     __type(value, __u64);
 } stats SEC(".maps");
@@ -116,6 +134,11 @@ int capture_connect(struct bpf_sock_addr *ctx) {
 SEC("sockops")
 int capture_established(struct bpf_sock_ops *ops) {
     if (ops->family != 2 /* AF_INET */) return 1;
+    if (ops->op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+        __u32 port = ops->local_port;
+        bpf_sock_hash_update(ops, &listeners, &port, BPF_ANY);
+        return 1;
+    }
     int active = ops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB;
     if (!active && ops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) return 1;
     if (active) {
@@ -141,13 +164,21 @@ int capture_established(struct bpf_sock_ops *ops) {
 SEC("cgroup/getsockopt")
 int capture_original_destination(struct bpf_sockopt *ctx) {
     if (ctx->level != SOL_IP_LEVEL || ctx->optname != SO_ORIGINAL_DST_OPTNAME) return 1;
+    if (ctx->retval == 0) return 1;  // conntrack knew it (a NAT redirect): its answer stands
     struct bpf_sock *sk = ctx->sk;
     if (!sk || sk->family != 2) return 1;
     // The proxy's accepted socket: its remote end is the client, its local end the listener.
     struct capture_tuple tuple = { .client_ip = sk->dst_ip4, .proxy_ip = sk->src_ip4,
                                    .client_port = bpf_ntohs((__u16)sk->dst_port), .proxy_port = sk->src_port };
     struct capture_addr *asked = bpf_map_lookup_elem(&origins, &tuple);
-    if (!asked) { count(3); return 1; }
+    struct capture_addr own = { .ip = sk->src_ip4, .port = sk->src_port };
+    if (!asked) {
+        // Steered by capture_inbound: the socket's own address is where the client connected.
+        __u32 two = 2;
+        struct capture_addr *inbound = bpf_map_lookup_elem(&target, &two);
+        if (!inbound || inbound->port == 0 || inbound->port != sk->src_port) { count(3); return 1; }
+        asked = &own;
+    }
     struct sockaddr_in *answer = ctx->optval;
     if ((void *)(answer + 1) > ctx->optval_end) return 1;
     answer->sin_family = 2;
@@ -168,6 +199,25 @@ int capture_send(struct sk_msg_md *msg) {
     // A failed lookup sets nothing and answers SK_DROP; passing then sends the message by TCP.
     int redirected = bpf_msg_redirect_hash(msg, &socks, &peer, BPF_F_INGRESS) == SK_PASS;
     count(redirected ? 5 : 6);
+    return SK_PASS;
+}
+
+SEC("sk_lookup")
+int capture_inbound(struct bpf_sk_lookup *ctx) {
+    if (ctx->family != 2 || ctx->protocol != IPPROTO_TCP) return SK_PASS;
+    // The proxy delivers from 127.0.0.6 (turnout) or 127.0.0.1 (HAProxy) to the application's
+    // own address; that connection must reach the application. (Its ingress_ifindex is not lo's.)
+    if ((bpf_ntohl(ctx->remote_ip4) >> 24) == 127) return SK_PASS;
+    __u32 two = 2, three = 3;
+    struct capture_addr *inbound = bpf_map_lookup_elem(&target, &two);
+    struct capture_addr *proxy = bpf_map_lookup_elem(&target, &three);
+    if (!inbound || !proxy || inbound->port == 0 || ctx->local_port != inbound->port) return SK_PASS;
+    __u32 port = proxy->port;
+    struct bpf_sock *listener = bpf_map_lookup_elem(&listeners, &port);
+    if (!listener) { count(8); return SK_PASS; }
+    long failed = bpf_sk_assign(ctx, listener, 0);
+    bpf_sk_release(listener);
+    if (!failed) count(7);
     return SK_PASS;
 }
 
