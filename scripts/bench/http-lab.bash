@@ -135,7 +135,9 @@ http_lab_measure() {
   m0=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
   s0=$("$counters")
   out=$({ /usr/bin/time -f 'cpu %U %S' timeout 20 "$@"; } 2>&1) || true
-  c1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+  # A proxy that ended during the run has no stat left; not an error here, so that the caller's
+  # check after the run (`alive`) names it and its output.
+  c1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null) || c1=$c0
   m1=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
   s1=$("$counters")
   awk -v me="$me" -v round="$round" -v side="$side" -v ticks=$((c1 - c0)) -v machine=$((m1 - m0)) -v hz="$(getconf CLK_TCK)" \

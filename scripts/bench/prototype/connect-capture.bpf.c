@@ -164,19 +164,23 @@ int capture_established(struct bpf_sock_ops *ops) {
 SEC("cgroup/getsockopt")
 int capture_original_destination(struct bpf_sockopt *ctx) {
     if (ctx->level != SOL_IP_LEVEL || ctx->optname != SO_ORIGINAL_DST_OPTNAME) return 1;
-    if (ctx->retval == 0) return 1;  // conntrack knew it (a NAT redirect): its answer stands
     struct bpf_sock *sk = ctx->sk;
     if (!sk || sk->family != 2) return 1;
     // The proxy's accepted socket: its remote end is the client, its local end the listener.
     struct capture_tuple tuple = { .client_ip = sk->dst_ip4, .proxy_ip = sk->src_ip4,
                                    .client_port = bpf_ntohs((__u16)sk->dst_port), .proxy_port = sk->src_port };
+    // Looked up before conntrack's answer is kept: with conntrack on (--conntrack) it knows a
+    // connection captured at connect(2) too, but by the address it was rewritten to, the proxy's.
     struct capture_addr *asked = bpf_map_lookup_elem(&origins, &tuple);
     struct capture_addr own = { .ip = sk->src_ip4, .port = sk->src_port };
     if (!asked) {
         // Steered by capture_inbound: the socket's own address is where the client connected.
         __u32 two = 2;
         struct capture_addr *inbound = bpf_map_lookup_elem(&target, &two);
-        if (!inbound || inbound->port == 0 || inbound->port != sk->src_port) { count(3); return 1; }
+        if (!inbound || inbound->port == 0 || inbound->port != sk->src_port) {
+            if (ctx->retval != 0) count(3);  // else conntrack knew it (a NAT redirect): it stands
+            return 1;
+        }
         asked = &own;
     }
     struct sockaddr_in *answer = ctx->optval;
