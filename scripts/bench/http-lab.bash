@@ -1,8 +1,9 @@
 # The pieces scripts/bench/ab, scripts/bench/sockmap and scripts/bench/capture share: installing
 # what they need, the release build they measure by default, a bounded stop of what they started,
 # the upstream they put behind the proxies (nginx, 1 worker, a 100-byte file) with a one-service
-# table and an HAProxy in front of it, one wrk measurement as a row and the table of such rows,
-# and the BPF lab (a cgroup, the compiler, their removal). Sourced (`source
+# table and an HAProxy in front of it, the NAT redirect that moves the clients between proxies,
+# the wait for a first answer, one wrk measurement as a row, the rotating rounds of them and the
+# table of such rows, and the BPF lab (a cgroup, the compiler, counters, their removal). Sourced (`source
 # scripts/bench/http-lab.bash`) from the checkout's top directory; each function says what it
 # writes or prints. `me` (the script's name) prefixes messages.
 
@@ -49,12 +50,12 @@ http_lab_stop() {
   done
 }
 
-# http_lab_upstream DIR PORT: writes DIR/www/index.html (99 digits, the small answer every
-# benchmark here serves) and DIR/nginx/nginx-PORT.conf, an nginx that serves it on 127.0.0.1:PORT
-# (1 worker, keepalive without limits, no access log). Start it with
-# `nginx -c DIR/nginx/nginx-PORT.conf -p DIR/nginx`.
+# http_lab_upstream DIR PORT [ADDRESS]: writes DIR/www/index.html (99 digits, the small answer
+# every benchmark here serves) and DIR/nginx/nginx-PORT.conf, an nginx that serves it on
+# ADDRESS:PORT (default 127.0.0.1; 1 worker, keepalive without limits, no access log). Start it
+# with `nginx -c DIR/nginx/nginx-PORT.conf -p DIR/nginx`.
 http_lab_upstream() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 address=${3:-127.0.0.1}
   mkdir -p "$dir/www" "$dir/nginx"
   [[ -f $dir/www/index.html ]] || printf '%099d' 0 >"$dir/www/index.html"
   cat >"$dir/nginx/nginx-$port.conf" <<EOF
@@ -72,7 +73,7 @@ http {
     fastcgi_temp_path $dir/nginx/fastcgi;
     uwsgi_temp_path $dir/nginx/uwsgi;
     scgi_temp_path $dir/nginx/scgi;
-    server { listen 127.0.0.1:$port backlog=4096; root $dir/www; }
+    server { listen $address:$port backlog=4096; root $dir/www; }
 }
 EOF
 }
@@ -101,6 +102,39 @@ http_lab_median() {
 http_lab_interval() {
   awk -f scripts/bench/median-ci.awk "$1" |
     awk '$1 == "NA" { print "—"; next } { printf "%.3f–%.3f (%.1f%%)\n", $1, $2, 100 * $3 }'
+}
+
+# http_lab_nat_redirect NAMESPACE TABLE HOOK MATCH PORT: in one transaction, the nat chain HOOK
+# (output or prerouting) of `table ip TABLE` in NAMESPACE holds one rule, MATCH redirected to
+# PORT; the table is created the first time. How the benchmarks move their clients from one
+# proxy to another.
+http_lab_nat_redirect() {
+  ip netns exec "$1" nft -f - <<RULES
+table ip $2 {
+  chain $3 {
+    type nat hook $3 priority -100; policy accept;
+  }
+}
+flush chain ip $2 $3
+add rule ip $2 $3 $4 redirect to :$5
+RULES
+}
+
+# http_lab_await NAME LOG URL COMMAND…: COMMAND curl URL answers with the 99-byte file within
+# 10 s, or the script stops here, naming NAME and showing the end of its LOG.
+http_lab_await() {
+  local name=$1 log=$2 url=$3 deadline=$((SECONDS + 10)) body=""
+  shift 3
+  until body=$("$@" curl -fsS --max-time 1 "$url" 2>/dev/null) && ((${#body} == 99)); do
+    ((SECONDS < deadline)) || { echo "$me: $name did not answer: $(tail -c 400 "$log")" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+
+# http_lab_alive NAME PID LOG: PID still runs, or the script stops here, naming NAME and showing
+# the end of its LOG (a proxy that exited would otherwise be measured as costing nothing).
+http_lab_alive() {
+  kill -0 "$2" 2>/dev/null || { echo "$me: $1 exited: $(tail -c 400 "$3")" >&2; exit 1; }
 }
 
 # http_lab_haproxy_config THREADS LISTEN_PORT UPSTREAM_PORT [LISTEN_ADDRESS]: prints an HAProxy
@@ -155,6 +189,27 @@ http_lab_measure() {
       printf "\n" }' <<<"$out"
 }
 
+# http_lab_ratios ROWS COLUMN SIDE REFERENCE: SIDE ÷ REFERENCE of COLUMN in each round (column 1)
+# of http_lab_measure's rows in the file ROWS that measured both sides, one a line, sorted (a
+# side whose wrk failed printed no row, and its round is left out).
+http_lab_ratios() {
+  awk -v c="$2" -v s="$3" -v r="$4" '{ v[$1, $2] = $c; seen[$1] = 1 }
+    END { for (k in seen) if ((k, s) in v && (k, r) in v && v[k, r] > 0) print v[k, s] / v[k, r] }' "$1" | sort -g
+}
+
+# http_lab_rounds ROUNDS SIDE…: calls the caller's `measure ROUND SIDE` for every side in each
+# round, each round starting one side later, so that no side is always first or always after
+# the same one.
+http_lab_rounds() {
+  local rounds=$1 round i
+  shift
+  for ((round = 1; round <= rounds; round++)); do
+    for ((i = 0; i < $#; i++)); do
+      measure "$round" "${@:(i + round) % $# + 1:1}"
+    done
+  done
+}
+
 # http_lab_report ROWS REFERENCE SECOND SIDE… -- COUNTER_NAME…: the Markdown table of
 # http_lab_measure's rows in the file ROWS, a line per SIDE: medians over the rounds it measured,
 # and ratios to the sides REFERENCE and SECOND (the median of the per-round ratios of the rounds
@@ -168,8 +223,7 @@ http_lab_report() {
   scratch=$(mktemp)
   ratio_cell() {  # ratio_cell COLUMN SIDE REF: "1.234×, 1.200–1.300 (95.9%)", or "—"
     [[ $2 == "$3" ]] && { printf '—'; return 0; }
-    awk -v c="$1" -v s="$2" -v r="$3" '{ v[$1, $2] = $c; seen[$1] = 1 }
-      END { for (k in seen) if ((k, s) in v && (k, r) in v && v[k, r] > 0) print v[k, s] / v[k, r] }' "$rows" | sort -g >"$scratch"
+    http_lab_ratios "$rows" "$1" "$2" "$3" >"$scratch"
     [[ -s $scratch ]] || { printf '—'; return 0; }
     printf '%s×, %s' "$(http_lab_median "$scratch")" "$(http_lab_interval "$scratch")"
   }
@@ -242,6 +296,18 @@ exec "\$@"
 WRAPPER
   chmod +x "$work/in-cgroup"
   http_lab_in_cgroup="$work/in-cgroup"
+}
+
+# http_lab_hex_le32 N: N as four bytes, little-endian, as `bpftool map update … hex` takes a
+# 32-bit key or value field on this (x86, little-endian) machine.
+http_lab_hex_le32() {
+  printf '%02x %02x %02x %02x' $(($1 & 255)) $((($1 >> 8) & 255)) $((($1 >> 16) & 255)) $((($1 >> 24) & 255))
+}
+
+# http_lab_bpf_counters MAP: the values of a pinned array map of counters, space-separated (the
+# COUNTERS function http_lab_measure takes).
+http_lab_bpf_counters() {
+  bpftool map dump pinned "$1" | awk '/"value"/ { gsub(/[^0-9]/, "", $2); printf "%s ", $2 }'
 }
 
 # http_lab_bpf_compile SOURCE OBJECT: a BPF object from a C source, with the setup's clang.
