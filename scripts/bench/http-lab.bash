@@ -3,9 +3,9 @@
 # the upstream they put behind the proxies (nginx, 1 worker, a 100-byte file) with a one-service
 # table and an HAProxy in front of it, the NAT redirect that moves the clients between proxies,
 # the wait for a first answer, one wrk measurement as a row, the rotating rounds of them and the
-# table of such rows, and the BPF lab (a cgroup, the compiler, counters, their removal). Sourced (`source
-# scripts/bench/http-lab.bash`) from the checkout's top directory; each function says what it
-# writes or prints. `me` (the script's name) prefixes messages.
+# table of such rows, and the BPF lab (a cgroup, the compiler, counters, their removal).
+# Sourced (`source scripts/bench/http-lab.bash`) from the checkout's top directory; each function
+# says what it writes or prints. `me` (the script's name) prefixes messages.
 
 # http_lab_install PACKAGE…: the Debian packages not yet installed, with apt-get (an update only
 # when the first attempt fails, as on a fresh machine whose package lists are stale).
