@@ -1,7 +1,7 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
-// Layering (DESIGN.md §2): TurnoutModel ← TurnoutRules ← TurnoutNetlink/TurnoutProxy ← TurnoutControl ← turnout.
+// Layering (DESIGN.md §2): TurnoutModel ← TurnoutRules ← TurnoutNetlink/TurnoutProxy/TurnoutSocketCapture ← TurnoutControl ← turnout.
 // A target depends only on targets to its left.
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
@@ -34,6 +34,18 @@ let package = Package(
         // provided buffers behind a few request shapes; every symbol prefixed CTurnoutUring_.
         // Linked from liburing's static archive (`-l:liburing.a`), so a host needs no liburing2.
         .target(name: "CTurnoutUring", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary(":liburing.a")]),
+        // libbpf (Debian's libbpf-dev) for the socket capture of `init --backend bpf`: open the
+        // embedded BPF object, fill its maps, attach or replace pinned links; every symbol
+        // prefixed CTurnoutBPF_. libbpf from its static archive (a host needs no libbpf1), with
+        // libelf and zlib shared (libelf1 comes with iproute2).
+        .target(name: "CTurnoutBPF", linkerSettings: [.linkedLibrary(":libbpf.a"), .linkedLibrary("elf"), .linkedLibrary("z")]),
+        // Runs at build time only: embeds a compiled BPF object in a Swift file (see the plugin).
+        .executableTarget(name: "turnout-embed-object", path: "BuildTools/EmbedObject"),
+        // Compiles Programs/*.bpf.c of a target with the toolchain's clang for the BPF target.
+        .plugin(name: "SocketCaptureProgram", capability: .buildTool(), dependencies: ["turnout-embed-object"]),
+        // Capture at connect(2) and at the listener lookup instead of NAT (`init --backend bpf`).
+        .target(name: "TurnoutSocketCapture", dependencies: ["CTurnoutBPF", "CTurnoutLinux", "TurnoutModel", "TurnoutRules"], exclude: ["Programs"],
+                swiftSettings: strict, plugins: ["SocketCaptureProgram"]),
         .target(name: "TurnoutNetlink", dependencies: ["CNetfilter", "CTurnoutLinux", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
         // The data plane: sockets, original destination, (with issue 5) the splice workers.
         .target(name: "TurnoutProxy", dependencies: ["CTurnoutLinux", "CTurnoutUring", "TurnoutModel", "TurnoutRules"], swiftSettings: strict),
@@ -41,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "turnout",
             dependencies: [
-                "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutProxy", "TurnoutControl",
+                "TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutProxy", "TurnoutSocketCapture", "TurnoutControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -6,6 +6,7 @@
 #include <sys/fsuid.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <linux/netfilter_ipv4.h>
 #include "CTurnoutLinux.h"
@@ -91,3 +92,10 @@ int CTurnoutLinux_get_pipe_size(int fd) {
 
 /* The value from <linux/in.h>; fixed ABI. */
 const int CTurnoutLinux_IP_BIND_ADDRESS_NO_PORT = 24;
+
+int CTurnoutLinux_filesystem_type(const char *path, long *type) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    *type = (long)info.f_type;
+    return 0;
+}

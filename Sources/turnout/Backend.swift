@@ -13,6 +13,15 @@ enum Backend: String, ExpressibleByArgument, CaseIterable {
     case iptables
 }
 
+/// Where `turnout init` puts the capture: the two rule backends, or BPF programs that capture at
+/// connect(2) and at the listener lookup instead of rewriting packets (no NAT, no conntrack).
+enum CaptureBackend: String, ExpressibleByArgument, CaseIterable {
+    case nft
+    case iptables
+    /// `TurnoutSocketCapture`: cgroup and sk_lookup programs, pinned; IPv4 only so far.
+    case bpf
+}
+
 /// How `apply`, `flush` and `status` print what they did.
 enum ReportFormat: String, ExpressibleByArgument, CaseIterable {
     case text

@@ -4,6 +4,7 @@ import TurnoutControl
 import TurnoutModel
 import TurnoutNetlink
 import TurnoutRules
+import TurnoutSocketCapture
 
 /// `--validate` found capture not working: the rules stay installed (removing them would let
 /// traffic bypass the proxy), and init exits 1 so the pod does not start.
@@ -29,10 +30,17 @@ struct InitCommand: ParsableCommand {
           turnout init --dry-run --backend iptables          # print iptables-restore input (both families)
           sudo turnout init --validate                       # install, then prove a real connection is captured
           sudo turnout init --cleanup                        # stop capturing, let captured connections drain (≤ 5 s), remove the rules
+          sudo turnout init --backend bpf --cgroup /sys/fs/cgroup/pod1 --ipv6 off   # capture at connect(2): no NAT, no conntrack
+          sudo turnout init --backend bpf --cgroup /sys/fs/cgroup/pod1 --cleanup    # detach it (cuts no connection)
 
         Every option can also come from the environment (the flag wins): \(CaptureSetting.allCases.map(\.environmentVariable).joined(separator: ", ")), \
         TURNOUT_BACKEND, TURNOUT_DRAIN_TIMEOUT. Lists are comma-separated; ports take ranges (9000-9100); '*' means all.
         istio-iptables' short flags are accepted with their meanings (-p -z -u -g -m -i -x -b -d -o -q -c).
+
+        --backend bpf captures without NAT: BPF programs on the app's cgroup (--cgroup) rewrite
+        connect(2) to the proxy and answer its SO_ORIGINAL_DST, and one on the network namespace
+        hands inbound connections to the inbound listener; same order and exclusions, IPv4 only,
+        no --exclude-interfaces.
 
         Order (first match wins): excluded interfaces and ports; the inbound passthrough source
         127.0.0.6 / ::6; the proxy calling the pod's own address over lo → inbound port; anything
@@ -72,8 +80,10 @@ struct InitCommand: ParsableCommand {
     @Option(name: [.customLong("inbound-interception-mode"), .customShort("m")], help: "REDIRECT (the only mode supported so far).")
     var interceptionMode: String?
 
-    @Option(help: "nft (netlink, the default) or iptables (iptables-restore).")
-    var backend: Backend?
+    @Option(help: "nft (netlink, the default), iptables (iptables-restore), or bpf (capture at connect(2); needs --cgroup).")
+    var backend: CaptureBackend?
+    @Option(help: ArgumentHelp("With --backend bpf: the app's cgroup v2 directory (the pod's), where the programs attach (also TURNOUT_CGROUP).", valueName: "path"))
+    var cgroup: String?
     @Flag(help: "Print the exact rules and touch nothing (no root needed).")
     var dryRun = false
     @Flag(help: "Remove Turnout's capture rules, and nothing else: first stop capturing, then wait (--drain-timeout) for the connections already captured to close, then delete the rest.")
@@ -96,8 +106,17 @@ struct InitCommand: ParsableCommand {
         }
         guard !validate || !(dryRun || cleanup) else { throw BadInput(message: "init: --validate installs rules; it cannot go with --dry-run or --cleanup") }
         guard probeTargets.isEmpty || validate else { throw BadInput(message: "init: --validate-target needs --validate") }
+        let cgroup = dryRun ? nil : try resolvedCgroup(environment, backend: backend)
         if cleanup {
             guard !dryRun else { throw BadInput(message: "init: --cleanup and --dry-run exclude each other") }
+            if let cgroup {
+                guard drainTimeout == nil else { throw BadInput(message: "init: --drain-timeout: the bpf backend rewrites no packets, so cleanup cuts no connection and has nothing to drain") }
+                try KernelAccess.require(for: "init --cleanup")
+                let start = ContinuousClock.now
+                let report = try KernelCommandFailed.wrapping("init --cleanup") { try Self.removeSocketCapture(cgroup: cgroup) }
+                print(report.printed(format, elapsed: ContinuousClock.now - start, source: nil), terminator: "")
+                return
+            }
             let options = try captureOptions(environment)
             let drain = CaptureDrain(ports: [options.proxyPort, options.inboundPort], timeout: try resolvedDrainTimeout(environment))
             try KernelAccess.require(for: "init --cleanup")
@@ -110,6 +129,9 @@ struct InitCommand: ParsableCommand {
         }
         guard drainTimeout == nil else { throw BadInput(message: "init: --drain-timeout goes with --cleanup") }
         let options = try captureOptions(environment)
+        if backend == .bpf, let problem = SocketCaptureCompiler.problems(options).first {
+            throw BadInput(message: "init: \(problem)")
+        }
         if dryRun {
             print(Self.text(options, backend: backend), terminator: "")
             return
@@ -117,15 +139,20 @@ struct InitCommand: ParsableCommand {
         if let problem = probeTargets.lazy.compactMap({ Self.probeProblem($0, options) }).first {
             throw BadInput(message: "init: --validate-target \(problem)")
         }
+        if let cgroup, validate, !NamespaceAddresses.processIsInside(cgroup: cgroup) {
+            throw BadInput(message: "init: --validate with --backend bpf probes from this process, which is not inside --cgroup \(cgroup): the programs would not see the probe")
+        }
         try KernelAccess.require(for: "init")
         let start = ContinuousClock.now
         let report = try KernelCommandFailed.wrapping("init") {
+            if let cgroup { return try Self.installSocketCapture(options, cgroup: cgroup) }
             // Before the rules: once inbound capture is on, the proxy's passthrough to the app
             // from ::6 must work, and a failure here leaves no half-installed IPv6 capture.
             let passthrough = options.ipv6 ? try LoopbackAddress.add(CaptureOptions.passthroughSources[.ipv6]!) : nil
             var report = switch backend {
             case .nft: try NftablesBackend().applyCapture(options)
             case .iptables: try IptablesBackend().applyCapture(options)
+            case .bpf: preconditionFailure("the bpf backend installs through installSocketCapture")
             }
             if passthrough == .added { report.changes.append("lo: + \(CaptureOptions.passthroughSources[.ipv6]!)/128 (inbound passthrough source)") }
             return report
@@ -162,8 +189,10 @@ struct InitCommand: ParsableCommand {
     }
 
     /// The rules as the chosen backend would install them.
-    static func text(_ options: CaptureOptions, backend: Backend) -> String {
+    static func text(_ options: CaptureOptions, backend: CaptureBackend) -> String {
         switch backend {
+        case .bpf:
+            return SocketCaptureCompiler.plan(options, ownAddresses: (try? NamespaceAddresses.ipv4()) ?? []).text
         case .nft:
             return NftablesRenderer.render([CaptureCompiler.nftables(options)])
         case .iptables:
@@ -176,8 +205,10 @@ struct InitCommand: ParsableCommand {
     /// `--cleanup`: stop capturing (the drain form), wait for captured connections, then delete
     /// what is left. The report merges both transactions; the outcome is the drain's `absent`
     /// when nothing was installed, else the removal's.
-    static func cleanUp(_ backend: Backend, drain: CaptureDrain) throws -> (ApplyReport, CaptureDrain.Outcome?) {
+    static func cleanUp(_ backend: CaptureBackend, drain: CaptureDrain) throws -> (ApplyReport, CaptureDrain.Outcome?) {
         switch backend {
+        case .bpf:
+            preconditionFailure("the bpf backend cleans up without a drain (removeSocketCapture)")
         case .nft:
             let nft = try NftablesBackend()
             let drained = try nft.drainCapture()
@@ -211,11 +242,24 @@ struct InitCommand: ParsableCommand {
         return .seconds(seconds)
     }
 
-    private func resolvedBackend(_ environment: [String: String]) throws -> Backend {
+    private func resolvedBackend(_ environment: [String: String]) throws -> CaptureBackend {
         if let backend { return backend }
         guard let text = environment["TURNOUT_BACKEND"], !text.isEmpty else { return .nft }
-        guard let backend = Backend(rawValue: text) else { throw BadInput(message: "init: TURNOUT_BACKEND=\(text): not nft or iptables") }
+        guard let backend = CaptureBackend(rawValue: text) else { throw BadInput(message: "init: TURNOUT_BACKEND=\(text): not nft, iptables or bpf") }
         return backend
+    }
+
+    /// The cgroup of `--backend bpf` (flag, then TURNOUT_CGROUP), nil for the rule backends.
+    private func resolvedCgroup(_ environment: [String: String], backend: CaptureBackend) throws -> String? {
+        let given = cgroup ?? environment["TURNOUT_CGROUP"].flatMap { $0.isEmpty ? nil : $0 }
+        guard backend == .bpf else {
+            if cgroup != nil { throw BadInput(message: "init: --cgroup goes with --backend bpf") }
+            return nil
+        }
+        guard let given else {
+            throw BadInput(message: "init: --backend bpf needs --cgroup PATH (or TURNOUT_CGROUP): the app's cgroup v2 directory, where the capture attaches")
+        }
+        return given
     }
 
     /// The options from flags, then the environment, then the defaults; the first bad value is

@@ -84,4 +84,8 @@ int CTurnoutLinux_get_pipe_size(int fd);
  * the 4-tuple, not the source port alone, must be unique. */
 extern const int CTurnoutLinux_IP_BIND_ADDRESS_NO_PORT;
 
+/* statfs(2)'s f_type for `path` (<sys/vfs.h>, not in Swift's Glibc module): tells a BPF
+ * filesystem or a cgroup v2 directory from an ordinary one. Returns 0 or -1 with errno. */
+int CTurnoutLinux_filesystem_type(const char *path, long *type);
+
 #endif

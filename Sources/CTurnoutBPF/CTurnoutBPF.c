@@ -1,0 +1,101 @@
+#include "CTurnoutBPF.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+struct CTurnoutBPF_capture {
+    struct bpf_object *object;
+};
+
+/* Warnings only, prefixed: libbpf's info and debug lines would bury the one line that says why
+ * a program was refused. */
+static int CTurnoutBPF_print(enum libbpf_print_level level, const char *format, va_list arguments) {
+    if (level != LIBBPF_WARN) return 0;
+    fputs("turnout: ", stderr); /* libbpf starts its lines with "libbpf: " */
+    return vfprintf(stderr, format, arguments);
+}
+
+CTurnoutBPF_capture *CTurnoutBPF_open(const void *bytes, size_t size, const char *pin_directory,
+                                      const char *const *shared_maps, size_t shared_count, int *error) {
+    libbpf_set_print(CTurnoutBPF_print);
+    LIBBPF_OPTS(bpf_object_open_opts, options, .object_name = "turnout_capture");
+    struct bpf_object *object = bpf_object__open_mem(bytes, size, &options);
+    if (!object) { *error = -errno; return NULL; }
+    char path[4096];
+    for (size_t index = 0; index < shared_count; index++) {
+        struct bpf_map *map = bpf_object__find_map_by_name(object, shared_maps[index]);
+        int written = snprintf(path, sizeof path, "%s/%s", pin_directory, shared_maps[index]);
+        if (!map || written < 0 || (size_t)written >= sizeof path) { bpf_object__close(object); *error = -EINVAL; return NULL; }
+        int status = bpf_map__set_pin_path(map, path);
+        if (status < 0) { bpf_object__close(object); *error = status; return NULL; }
+    }
+    int status = bpf_object__load(object);
+    if (status < 0) { bpf_object__close(object); *error = status; return NULL; }
+    CTurnoutBPF_capture *capture = calloc(1, sizeof *capture);
+    if (!capture) { bpf_object__close(object); *error = -ENOMEM; return NULL; }
+    capture->object = object;
+    return capture;
+}
+
+void CTurnoutBPF_close(CTurnoutBPF_capture *capture) {
+    if (!capture) return;
+    bpf_object__close(capture->object);
+    free(capture);
+}
+
+int CTurnoutBPF_update(CTurnoutBPF_capture *capture, const char *name, const void *keys, size_t key_size,
+                       const void *values, size_t value_size, uint32_t count) {
+    struct bpf_map *map = bpf_object__find_map_by_name(capture->object, name);
+    if (!map) return -ENOENT;
+    if (count == 0) return 0;
+    int fd = bpf_map__fd(map);
+    __u32 done = count;
+    if (bpf_map_update_batch(fd, keys, values, &done, NULL) == 0 && done == count) return 0;
+    /* Not every map type has batch updates (LPM tries do not); one call per element then. */
+    for (uint32_t index = 0; index < count; index++) {
+        const char *key = (const char *)keys + index * key_size;
+        const char *value = (const char *)values + index * value_size;
+        if (bpf_map_update_elem(fd, key, value, BPF_ANY) < 0) return -errno;
+    }
+    return 0;
+}
+
+int CTurnoutBPF_attach(CTurnoutBPF_capture *capture, const char *name, int target_fd, const char *link_pin, int *replaced) {
+    struct bpf_program *program = bpf_object__find_program_by_name(capture->object, name);
+    if (!program) return -ENOENT;
+    *replaced = 0;
+    struct bpf_link *link = access(link_pin, F_OK) == 0 ? bpf_link__open(link_pin) : NULL;
+    if (link) {
+        int status = bpf_link__update_program(link, program);
+        bpf_link__destroy(link); /* closes our descriptor; the pin keeps the link */
+        if (status < 0) return status;
+        *replaced = 1;
+        return 0;
+    }
+    if (access(link_pin, F_OK) == 0) return -errno;
+    link = bpf_program__type(program) == BPF_PROG_TYPE_SK_LOOKUP
+        ? bpf_program__attach_netns(program, target_fd)
+        : bpf_program__attach_cgroup(program, target_fd);
+    if (!link) return -errno;
+    int status = bpf_link__pin(link, link_pin);
+    /* Pinned: closing our descriptor leaves it attached. Not pinned: this detaches it again. */
+    bpf_link__destroy(link);
+    return status < 0 ? status : 0;
+}
+
+int CTurnoutBPF_read_counters(const char *path, uint64_t *values, uint32_t count) {
+    int fd = bpf_obj_get(path);
+    if (fd < 0) return -errno;
+    uint32_t index = 0;
+    for (; index < count; index++) {
+        if (bpf_map_lookup_elem(fd, &index, &values[index]) < 0) break;
+    }
+    close(fd);
+    return (int)index;
+}

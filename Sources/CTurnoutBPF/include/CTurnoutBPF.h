@@ -1,0 +1,48 @@
+/* libbpf (Debian's libbpf-dev) for the socket capture of `turnout init --backend bpf`.
+ *
+ * Why a shim: libbpf's object, map and link handles are opaque structs behind a few dozen calls,
+ * and its failures come back as NULL plus errno, or as negative errnos, depending on the call.
+ * The capture needs one fixed sequence (open the embedded object with its shared maps pinned,
+ * load, fill maps, attach or replace pinned links), so the shim offers that sequence with one
+ * error convention, and Swift never holds a libbpf pointer other than the capture's own. It also
+ * routes libbpf's log (the verifier's complaint when a program is refused) to stderr with
+ * turnout's prefix instead of libbpf's default chatter. Every symbol is prefixed CTurnoutBPF_.
+ *
+ * Errors: functions that can fail return a negative errno and set nothing else.
+ * Threads: a capture object is used from one thread at a time. */
+#ifndef C_TURNOUT_BPF_H
+#define C_TURNOUT_BPF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "CTurnoutBPFMaps.h"
+
+typedef struct CTurnoutBPF_capture CTurnoutBPF_capture;
+
+/* Opens the BPF object in `bytes` (an ELF file the caller keeps alive only for this call) and
+ * loads its programs and maps into the kernel. Each map named in `shared_maps` (`shared_count`
+ * names) is pinned at `pin_directory`/NAME: reused when a compatible map is pinned there
+ * already (a capture installed before), else created and pinned. Returns NULL and sets *error
+ * to the negative errno; the verifier's reasons, if any, went to stderr. */
+CTurnoutBPF_capture *CTurnoutBPF_open(const void *bytes, size_t size, const char *pin_directory,
+                                      const char *const *shared_maps, size_t shared_count, int *error);
+/* Releases the object's descriptors. Programs and maps stay in the kernel as long as a pinned
+ * link or map (or another process) holds them. */
+void CTurnoutBPF_close(CTurnoutBPF_capture *capture);
+
+/* Writes `count` elements (`key_size` and `value_size` bytes each, packed) into map `map`:
+ * one batch call where the map allows it, else one call per element. */
+int CTurnoutBPF_update(CTurnoutBPF_capture *capture, const char *map, const void *keys, size_t key_size,
+                       const void *values, size_t value_size, uint32_t count);
+
+/* Attaches program `program` to `target_fd` (a cgroup directory, or a network namespace for an
+ * sk_lookup program) through a BPF link pinned at `link_pin`. When a link is pinned there
+ * already, its program is replaced instead, atomically (every connect(2) runs the old program or
+ * the new one), and *replaced is set to 1. */
+int CTurnoutBPF_attach(CTurnoutBPF_capture *capture, const char *program, int target_fd, const char *link_pin, int *replaced);
+
+/* Reads the pinned array map of 64-bit counters at `path` into `values` (up to `count`).
+ * Returns how many were read. */
+int CTurnoutBPF_read_counters(const char *path, uint64_t *values, uint32_t count);
+
+#endif

@@ -1,0 +1,75 @@
+/* The layout of the socket capture's maps (`turnout init --backend bpf`), shared by the BPF
+ * program (Sources/TurnoutSocketCapture/Programs/socket-capture.bpf.c, compiled for the BPF
+ * target) and by Swift, which fills them through CTurnoutBPF. One header for both so a field can
+ * never mean one thing in the kernel and another in turnout.
+ *
+ * Conventions: addresses are IPv4 in network order (as the kernel's contexts hold them), ports
+ * in host order. */
+#ifndef C_TURNOUT_BPF_MAPS_H
+#define C_TURNOUT_BPF_MAPS_H
+
+#include <linux/types.h>
+
+/* How many proxy uids and gids the program can compare against (the loop guard). */
+#define CTURNOUTBPF_MAX_OWNERS 8
+
+/* `config`, its one element: what CaptureOptions says that is not a list. */
+struct CTurnoutBPF_config {
+    __u32 proxy_ip;          /* where captured connections are sent: 127.0.0.1 */
+    __u32 passthrough_ip;    /* 127.0.0.6: the proxy's inbound delivery source, never captured */
+    __u16 proxy_port;        /* outbound listener (15001) */
+    __u16 inbound_port;      /* inbound listener (15006) */
+    __u32 uid_count;
+    __u32 gid_count;
+    __u32 uids[CTURNOUTBPF_MAX_OWNERS];
+    __u32 gids[CTURNOUTBPF_MAX_OWNERS];
+};
+
+/* `outbound_ports` values: what a destination port decides before any address is looked at. */
+#define CTURNOUTBPF_PORT_DEFAULT 0
+#define CTURNOUTBPF_PORT_EXCLUDED 1   /* --exclude-outbound-ports */
+#define CTURNOUTBPF_PORT_CAPTURED 2   /* --capture-outbound-ports */
+
+/* `inbound_ports` values. */
+#define CTURNOUTBPF_INBOUND_LEFT 0
+#define CTURNOUTBPF_INBOUND_STEERED 1
+
+/* `local_addresses` values: where a connection to this address goes without any capture. */
+#define CTURNOUTBPF_LOCAL_LOOPBACK 1  /* 127.0.0.0/8 */
+#define CTURNOUTBPF_LOCAL_OWN 2       /* one of the namespace's own, non-loopback addresses */
+
+/* The key of the LPM tries `local_addresses`, `excluded_blocks` and `captured_blocks`. */
+struct CTurnoutBPF_block {
+    __u32 prefix_length;
+    __u32 address;
+};
+
+/* What the application asked connect(2) for, kept with its socket and by four-tuple. */
+struct CTurnoutBPF_origin {
+    __u32 address;
+    __u32 port;
+};
+
+/* `origins` key: a captured connection as the proxy's accepted socket sees it. */
+struct CTurnoutBPF_tuple {
+    __u32 client_address;
+    __u32 proxy_address;
+    __u32 client_port;
+    __u32 proxy_port;
+};
+
+/* `counters` indices. */
+enum {
+    CTURNOUTBPF_COUNTER_CAPTURED = 0,        /* connect(2) sent to the outbound listener */
+    CTURNOUTBPF_COUNTER_CAPTURED_OWN,        /* the proxy calling the pod's own address: to inbound */
+    CTURNOUTBPF_COUNTER_ORIGIN_RECORDED,     /* established, its four-tuple recorded */
+    CTURNOUTBPF_COUNTER_ORIGIN_FORGOTTEN,    /* closed, its four-tuple deleted */
+    CTURNOUTBPF_COUNTER_ANSWERED,            /* SO_ORIGINAL_DST answered from a recorded origin */
+    CTURNOUTBPF_COUNTER_ANSWERED_INBOUND,    /* SO_ORIGINAL_DST answered for a steered inbound socket */
+    CTURNOUTBPF_COUNTER_STEERED,             /* inbound connection handed to the inbound listener */
+    CTURNOUTBPF_COUNTER_REFUSED,             /* inbound connection refused: no inbound listener */
+    CTURNOUTBPF_COUNTER_UNRECORDED,          /* capture lost: no room for the origin */
+    CTURNOUTBPF_COUNTER_COUNT
+};
+
+#endif

@@ -1,0 +1,116 @@
+import TurnoutModel
+
+/// What the socket capture's maps hold (`turnout init --backend bpf`): `CaptureOptions` as the
+/// BPF programs read them, IPv4 only.
+///
+/// Plain value, compiled by ``SocketCaptureCompiler``; `TurnoutSocketCapture` writes it into the
+/// kernel, `init --dry-run` prints it (``text``). Lists are normalized, so equal options give
+/// equal plans.
+public struct SocketCapturePlan: Hashable, Sendable {
+    /// Where captured connections are sent: the proxy's listeners on this address.
+    public static let proxyAddress = IPAddress("127.0.0.1")!
+    /// Never captured: what `connect(2)` to these reaches needs no proxy (NAT's "over lo").
+    public static let loopbackBlock = IPPrefix.loopback(.ipv4)
+    /// How many proxy uids, and gids, the programs compare against (CTURNOUTBPF_MAX_OWNERS).
+    public static let maximumOwners = 8
+
+    public var proxyPort: UInt16
+    public var inboundPort: UInt16
+    public var proxyUIDs: [UInt32]
+    public var proxyGIDs: [UInt32]
+    /// Outbound destination ports never captured (they win over ``capturedOutboundPorts``).
+    public var excludedOutboundPorts: [PortRange]
+    /// Outbound destination ports always captured, whatever the address.
+    public var capturedOutboundPorts: [PortRange]
+    /// The namespace's own IPv4 addresses (not loopback): left alone, except that the proxy
+    /// calling one of them is sent to the inbound listener.
+    public var ownAddresses: [IPPrefix]
+    public var excludedBlocks: [IPPrefix]
+    public var capturedBlocks: [IPPrefix]
+    /// Inbound ports whose new connections are handed to the inbound listener (the captured
+    /// ports less the excluded ones; the programs also never steer the proxy's own two ports).
+    public var steeredInboundPorts: [PortRange]
+
+    /// What `init --dry-run --backend bpf` prints: every value the maps get, one line each.
+    public var text: String {
+        func list(_ items: [some CustomStringConvertible]) -> String { items.isEmpty ? "none" : items.map(\.description).joined(separator: ", ") }
+        return """
+        # turnout init --backend bpf: capture at connect(2) and at the listener lookup; no NAT rule, no conntrack
+        # cgroup (--cgroup): cgroup/connect4, cgroup/getpeername4, cgroup/getsockopt, sockops; network namespace: sk_lookup
+        outbound listener: \(Self.proxyAddress):\(proxyPort)
+        inbound listener: port \(inboundPort) (found when it calls listen(2); the proxy's calls to own addresses go to \(Self.proxyAddress):\(inboundPort))
+        proxy uids (never captured): \(list(proxyUIDs))
+        proxy gids (never captured): \(list(proxyGIDs))
+        outbound ports excluded: \(list(excludedOutboundPorts))
+        outbound ports always captured: \(list(capturedOutboundPorts))
+        left alone (loopback): \(Self.loopbackBlock)
+        left alone (own addresses; the proxy's calls to them go to the inbound listener): \(list(ownAddresses))
+        outbound blocks excluded: \(list(excludedBlocks))
+        outbound blocks captured: \(list(capturedBlocks))
+        inbound ports steered: \(list(steeredInboundPorts))
+
+        """
+    }
+}
+
+/// Compiles `CaptureOptions` into a ``SocketCapturePlan``: the same capture as
+/// ``CaptureCompiler``'s NAT rules, decided in the same order (see the program's header,
+/// `Sources/TurnoutSocketCapture/Programs/socket-capture.bpf.c`), for the BPF programs.
+public enum SocketCaptureCompiler {
+    /// Why these options cannot be captured this way yet; empty when they can.
+    public static func problems(_ options: CaptureOptions) -> [String] {
+        var problems: [String] = []
+        if options.ipv6 {
+            problems.append("IPv6 is not captured by the bpf backend yet (no connect6 or IPv6 sk_lookup program): IPv6 connections would bypass the proxy; pass --ipv6 off to capture IPv4 only, or use --backend nft")
+        }
+        if !options.excludeInterfaces.isEmpty {
+            problems.append("--exclude-interfaces: the bpf backend captures at connect(2), before a route (and so an interface) is chosen; use --exclude-outbound-cidrs for what that interface reaches, or --backend nft")
+        }
+        if options.proxyUIDs.count > SocketCapturePlan.maximumOwners || options.proxyGIDs.count > SocketCapturePlan.maximumOwners {
+            problems.append("the bpf backend compares at most \(SocketCapturePlan.maximumOwners) proxy uids and \(SocketCapturePlan.maximumOwners) gids")
+        }
+        return problems
+    }
+
+    /// The plan for `options` in a namespace whose addresses are `ownAddresses` (IPv6 and
+    /// loopback ones are ignored). `options` must have no ``problems(_:)``.
+    public static func plan(_ options: CaptureOptions, ownAddresses: [IPAddress]) -> SocketCapturePlan {
+        let own = ownAddresses.filter { $0.family == .ipv4 && !SocketCapturePlan.loopbackBlock.contains($0) }
+        let captured: [IPPrefix] = switch options.captureOutbound {
+        case .all: [IPPrefix(address: IPAddress("0.0.0.0")!, length: 0)!]
+        case .only(let blocks): blocks.filter { $0.family == .ipv4 }
+        }
+        let inbound: [PortRange] = switch options.captureInboundPorts {
+        case .all: [PortRange(1, 65535)!]
+        case .only(let ports): ports
+        }
+        return SocketCapturePlan(
+            proxyPort: options.proxyPort, inboundPort: options.inboundPort,
+            proxyUIDs: Array(Set(options.proxyUIDs)).sorted(), proxyGIDs: Array(Set(options.proxyGIDs)).sorted(),
+            excludedOutboundPorts: options.excludeOutboundPorts,
+            capturedOutboundPorts: subtracting(options.excludeOutboundPorts, from: options.captureOutboundPorts),
+            ownAddresses: IPPrefix.normalized(own.map { IPPrefix(host: $0) }),
+            excludedBlocks: options.excludeOutboundCIDRs.filter { $0.family == .ipv4 },
+            capturedBlocks: captured,
+            steeredInboundPorts: subtracting(options.excludeInboundPorts, from: inbound))
+    }
+
+    /// `ranges` less every port of `removed` (both normalized), normalized.
+    static func subtracting(_ removed: [PortRange], from ranges: [PortRange]) -> [PortRange] {
+        var result: [PortRange] = []
+        for range in ranges {
+            var pieces = [range]
+            for cut in removed {
+                pieces = pieces.flatMap { piece -> [PortRange] in
+                    guard cut.lower <= piece.upper && piece.lower <= cut.upper else { return [piece] }
+                    var kept: [PortRange] = []
+                    if cut.lower > piece.lower, let below = PortRange(piece.lower, cut.lower - 1) { kept.append(below) }
+                    if cut.upper < piece.upper, let above = PortRange(cut.upper + 1, piece.upper) { kept.append(above) }
+                    return kept
+                }
+            }
+            result += pieces
+        }
+        return PortRange.normalized(result)
+    }
+}

@@ -1,0 +1,46 @@
+import Glibc
+import TurnoutModel
+
+/// The addresses of the caller's network namespace, as the socket capture needs them.
+public enum NamespaceAddresses {
+    /// Every IPv4 address on an interface of this namespace (loopback ones included); the
+    /// corresponding C call is getifaddrs(3). Read once, when init runs: an address added later
+    /// is not known to the capture (see the README).
+    public static func ipv4() throws(SocketCaptureError) -> [IPAddress] {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { throw .system("getifaddrs", errno) }
+        defer { freeifaddrs(list) }
+        var addresses: [IPAddress] = []
+        var entry = list
+        while let current = entry {
+            defer { entry = current.pointee.ifa_next }
+            guard let socketAddress = current.pointee.ifa_addr, socketAddress.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+            let address = socketAddress.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+            addresses.append(.v4(UInt32(bigEndian: address)))
+        }
+        return Array(Set(addresses)).sorted()
+    }
+
+    /// Whether the calling process is in the cgroup at `cgroup` or one below it (from
+    /// /proc/self/cgroup and the cgroup v2 mount in /proc/self/mounts).
+    public static func processIsInside(cgroup: String) -> Bool {
+        guard let own = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)
+                .split(separator: "\n").first(where: { $0.hasPrefix("0::") })?.dropFirst(3),
+              let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return false }
+        let roots = mounts.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            return fields.count > 2 && fields[2] == "cgroup2" ? String(fields[1]) : nil
+        }
+        guard let wanted = realPath(cgroup) else { return false }
+        return roots.contains { root in
+            guard let mine = realPath(root + own) else { return false }
+            return mine == wanted || mine.hasPrefix(wanted + "/")
+        }
+    }
+
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+}

@@ -1,0 +1,23 @@
+import Glibc
+import TurnoutModel
+
+/// Why installing, replacing or removing a socket capture failed: the call and its errno, or
+/// something about the host the operator must change, said in a sentence.
+public enum SocketCaptureError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A system or libbpf call failed (libbpf's reasons, such as the verifier's, went to stderr).
+    case system(String, Int32)
+    /// The host lacks something the capture needs.
+    case unsupported(String)
+
+    public var description: String {
+        switch self {
+        case .system(let call, let code): SystemCallError(call: call, errno: code).description
+        case .unsupported(let reason): reason
+        }
+    }
+
+    /// The caller lacks a capability (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) for the call.
+    public var isPermissionDenied: Bool {
+        if case .system(_, let code) = self { code == EPERM || code == EACCES } else { false }
+    }
+}

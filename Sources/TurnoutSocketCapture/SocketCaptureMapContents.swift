@@ -1,0 +1,63 @@
+import CTurnoutBPF
+import TurnoutModel
+import TurnoutRules
+
+/// A ``SocketCapturePlan`` as the elements of the programs' per-load maps (layouts in
+/// `CTurnoutBPFMaps.h`), ready to be written.
+///
+/// Plain value; computing it touches no kernel, so tests read a port's verdict or a block's
+/// value from it directly.
+public struct SocketCaptureMapContents: Sendable {
+    public var config: CTurnoutBPF_config
+    /// `outbound_ports`: one verdict per port 0…65535 (CTURNOUTBPF_PORT_*).
+    public var outboundPorts: [UInt8]
+    /// `inbound_ports`: one value per port 0…65535 (CTURNOUTBPF_INBOUND_*).
+    public var inboundPorts: [UInt8]
+    /// The LPM tries' elements: key and value (CTURNOUTBPF_LOCAL_* for `local_addresses`, 1 for
+    /// the block lists).
+    public var localAddresses: [(CTurnoutBPF_block, UInt8)]
+    public var excludedBlocks: [(CTurnoutBPF_block, UInt8)]
+    public var capturedBlocks: [(CTurnoutBPF_block, UInt8)]
+
+    public init(_ plan: SocketCapturePlan) {
+        var config = CTurnoutBPF_config()
+        config.proxy_ip = Self.networkOrder(SocketCapturePlan.proxyAddress)
+        config.passthrough_ip = Self.networkOrder(CaptureOptions.passthroughSources[.ipv4]!)
+        config.proxy_port = plan.proxyPort
+        config.inbound_port = plan.inboundPort
+        config.uid_count = UInt32(plan.proxyUIDs.count)
+        config.gid_count = UInt32(plan.proxyGIDs.count)
+        withUnsafeMutableBytes(of: &config.uids) { raw in
+            for (index, uid) in plan.proxyUIDs.prefix(Int(CTURNOUTBPF_MAX_OWNERS)).enumerated() { raw.storeBytes(of: uid, toByteOffset: index * 4, as: UInt32.self) }
+        }
+        withUnsafeMutableBytes(of: &config.gids) { raw in
+            for (index, gid) in plan.proxyGIDs.prefix(Int(CTURNOUTBPF_MAX_OWNERS)).enumerated() { raw.storeBytes(of: gid, toByteOffset: index * 4, as: UInt32.self) }
+        }
+        self.config = config
+
+        var outbound = [UInt8](repeating: UInt8(CTURNOUTBPF_PORT_DEFAULT), count: 65536)
+        // Excluded last: an excluded port is never captured, as in the NAT rules' order.
+        for range in plan.capturedOutboundPorts { for port in range.lower...range.upper { outbound[Int(port)] = UInt8(CTURNOUTBPF_PORT_CAPTURED) } }
+        for range in plan.excludedOutboundPorts { for port in range.lower...range.upper { outbound[Int(port)] = UInt8(CTURNOUTBPF_PORT_EXCLUDED) } }
+        outboundPorts = outbound
+        var inbound = [UInt8](repeating: UInt8(CTURNOUTBPF_INBOUND_LEFT), count: 65536)
+        for range in plan.steeredInboundPorts { for port in range.lower...range.upper { inbound[Int(port)] = UInt8(CTURNOUTBPF_INBOUND_STEERED) } }
+        inboundPorts = inbound
+
+        localAddresses = [(Self.block(SocketCapturePlan.loopbackBlock), UInt8(CTURNOUTBPF_LOCAL_LOOPBACK))]
+            + plan.ownAddresses.map { (Self.block($0), UInt8(CTURNOUTBPF_LOCAL_OWN)) }
+        excludedBlocks = plan.excludedBlocks.map { (Self.block($0), 1) }
+        capturedBlocks = plan.capturedBlocks.map { (Self.block($0), 1) }
+    }
+
+    /// An IPv4 address as the kernel's contexts hold it: network order, read as a native integer.
+    static func networkOrder(_ address: IPAddress) -> UInt32 {
+        let bytes = address.bytes
+        precondition(bytes.count == 4, "the socket capture is IPv4 only")
+        return UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24
+    }
+
+    static func block(_ prefix: IPPrefix) -> CTurnoutBPF_block {
+        CTurnoutBPF_block(prefix_length: UInt32(prefix.length), address: networkOrder(prefix.address))
+    }
+}
