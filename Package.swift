@@ -76,7 +76,7 @@ let package = Package(
         // TurnoutProxy for the socket decoding and SO_ORIGINAL_DST the recording proxy shares with the product.
         .target(name: "TurnoutTestSupport", dependencies: ["TurnoutModel", "TurnoutProxy"], path: "Tests/TurnoutTestSupport", swiftSettings: strict),
         .testTarget(name: "TurnoutModelTests", dependencies: ["TurnoutModel", "TurnoutTestSupport"], swiftSettings: strict),
-        .testTarget(name: "TurnoutRulesTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TurnoutRulesTests", dependencies: ["CTurnoutBPF", "TurnoutModel", "TurnoutRules", "TurnoutSocketCapture", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutNetlinkTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         // TurnoutControl only for TableFile, to load rules/ examples as the CLI does (as TurnoutRulesTests).
         .testTarget(name: "TurnoutProxyTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutProxy", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),

@@ -106,7 +106,7 @@ struct InitCommand: ParsableCommand {
         }
         guard !validate || !(dryRun || cleanup) else { throw BadInput(message: "init: --validate installs rules; it cannot go with --dry-run or --cleanup") }
         guard probeTargets.isEmpty || validate else { throw BadInput(message: "init: --validate-target needs --validate") }
-        let cgroup = dryRun ? nil : try resolvedCgroup(environment, backend: backend)
+        let cgroup = try resolvedCgroup(environment, backend: backend, required: !dryRun)
         if cleanup {
             guard !dryRun else { throw BadInput(message: "init: --cleanup and --dry-run exclude each other") }
             if let cgroup {
@@ -249,14 +249,16 @@ struct InitCommand: ParsableCommand {
         return backend
     }
 
-    /// The cgroup of `--backend bpf` (flag, then TURNOUT_CGROUP), nil for the rule backends.
-    private func resolvedCgroup(_ environment: [String: String], backend: CaptureBackend) throws -> String? {
+    /// The cgroup of `--backend bpf` (flag, then TURNOUT_CGROUP), nil for the rule backends and
+    /// when not `required` (a dry run attaches nothing).
+    private func resolvedCgroup(_ environment: [String: String], backend: CaptureBackend, required: Bool) throws -> String? {
         let given = cgroup ?? environment["TURNOUT_CGROUP"].flatMap { $0.isEmpty ? nil : $0 }
         guard backend == .bpf else {
             if cgroup != nil { throw BadInput(message: "init: --cgroup goes with --backend bpf") }
             return nil
         }
         guard let given else {
+            guard required else { return nil }
             throw BadInput(message: "init: --backend bpf needs --cgroup PATH (or TURNOUT_CGROUP): the app's cgroup v2 directory, where the capture attaches")
         }
         return given

@@ -1,0 +1,171 @@
+import Foundation
+import Testing
+import TurnoutModel
+import TurnoutTestSupport
+
+/// `turnout init --backend bpf` with real traffic through the real `turnout proxy`: the app's
+/// client (uid 1000) and the proxy (uid 1337) run inside a cgroup of the test's own in the lab's
+/// app namespace, and nothing in that namespace uses conntrack.
+@Suite("turnout init --backend bpf: capture at connect(2), with real traffic",
+       .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
+struct SocketCaptureScenarioTests {
+    static let app: UInt32 = 1000
+    static let proxy = CaptureLab.proxyUID
+    static let vip = "10.96.0.10"
+
+    /// One connection: prints `peer=ADDR:PORT line=FIRST-LINE`, or `error=ERRNO-NAME`.
+    static let client = """
+    import errno, socket, sys
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect((sys.argv[1], int(sys.argv[2])))
+        peer = "%s:%d" % s.getpeername()
+        print("peer=%s line=%s" % (peer, s.recv(256).decode().strip()))
+    except OSError as e:
+        print("error=%s" % (errno.errorcode.get(e.errno, "timeout") if e.errno else "timeout"))
+    """
+
+    static func connect(_ lab: CaptureLab, _ cgroup: LabCgroup, to address: String, port: UInt16, uid: UInt32 = app) throws -> String {
+        let result = try cgroup.run(in: lab.app, uid: uid, gid: uid, ["/usr/bin/python3", "-c", client, address, "\(port)"])
+        return result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) + result.standardError
+    }
+
+    static func initialize(_ lab: CaptureLab, _ cgroup: LabCgroup, _ arguments: [String] = [], inside: Bool = false) throws -> ProcessResult {
+        let command = [Repository.turnoutBinary, "init", "--backend", "bpf", "--cgroup", cgroup.path, "--ipv6", "off"] + arguments
+        if inside { return try cgroup.run(in: lab.app, command) }
+        let argv = try cgroup.command(in: lab.app, command)
+        // Outside the cgroup: nsenter alone, without joining it.
+        return try Subprocess.run(argv[0], [argv[1], "--"] + command)
+    }
+
+    /// Connections this namespace's conntrack holds (none when nothing loaded it here).
+    static func conntrackEntries(_ lab: CaptureLab) throws -> Int {
+        let table = try lab.run(.app, "/bin/sh", ["-c", "cat /proc/net/nf_conntrack 2>/dev/null || true"])
+        return table.standardOutput.split(separator: "\n").count
+    }
+
+    @Test("outbound to a VIP and inbound to the app both pass through turnout proxy; getpeername shows the VIP; no conntrack entry; cleanup detaches")
+    func throughTheProxy() throws {
+        try withCaptureLab(prefix: "bpfcap") { lab in
+            try lab.stopProxy()
+            try withLabCgroup(prefix: "turnout-bpfcap") { cgroup in
+                let installed = try Self.initialize(lab, cgroup)
+                try #require(installed.status == 0, "\(installed.standardError)")
+                #expect(installed.standardOutput.contains("created via bpf"))
+                #expect(installed.standardOutput.contains("+ cgroup/connect4 on \(cgroup.path)"))
+
+                let table = lab.stateDirectory + "/table.yaml"
+                try "services:\n  - name: demo/web\n    addresses: [\(Self.vip)]\n    ports:\n      - {name: http, port: 80}\n    endpoints:\n      - {address: \(CaptureLab.worldIPv4)}\n"
+                    .write(toFile: table, atomically: true, encoding: .utf8)
+                let proxy = try cgroup.start(in: lab.app, uid: Self.proxy, gid: Self.proxy, [
+                    Repository.turnoutBinary, "proxy", "-f", table, "--outbound", "0.0.0.0:15001", "--inbound", "0.0.0.0:15006",
+                    "--admin", "127.0.0.1:15000", "--workers", "1", "--drain-time", "0",
+                ])
+                defer { proxy.stop() }
+                var reply = ""
+                let ready = ProxyLab.eventually(within: .seconds(10)) {
+                    reply = (try? Self.connect(lab, cgroup, to: Self.vip, port: 80)) ?? ""
+                    return reply.hasPrefix("peer=")
+                }
+                try #require(ready, "no answer through the proxy: \(reply); proxy stderr: \(proxy.standardError)")
+
+                // The app asked for the VIP, saw the VIP as its peer, and the proxy reached the endpoint.
+                #expect(reply == "peer=\(Self.vip):80 line=peer 80 from \(CaptureLab.appIPv4)")
+                // An address the table does not know is passed through to where the app asked.
+                #expect(try Self.connect(lab, cgroup, to: CaptureLab.world2IPv4, port: 443) == "peer=\(CaptureLab.world2IPv4):443 line=peer 443 from \(CaptureLab.appIPv4)")
+                // Localhost is left alone.
+                #expect(try Self.connect(lab, cgroup, to: "127.0.0.1", port: 8080) == "peer=127.0.0.1:8080 line=app 8080 from 127.0.0.1")
+                // Inbound: the peer's connection reaches the app through the proxy's inbound
+                // listener, which delivers it from the passthrough source.
+                #expect(try lab.connect(from: .peer, to: CaptureLab.appIPv4, port: 8080).line == "app 8080 from 127.0.0.6")
+                #expect(try Self.conntrackEntries(lab) == 0)
+
+                let removed = try Self.initialize(lab, cgroup, ["--cleanup"])
+                try #require(removed.status == 0, "\(removed.standardError)")
+                #expect(removed.standardOutput.contains("flushed via bpf"))
+                #expect(removed.standardOutput.contains("- cgroup/connect4 on \(cgroup.path)"))
+                // Detached: the peer reaches the app directly again.
+                #expect(try lab.connect(from: .peer, to: CaptureLab.appIPv4, port: 8080).line == "app 8080 from \(CaptureLab.peerIPv4)")
+                #expect(try Self.connect(lab, cgroup, to: CaptureLab.world2IPv4, port: 443) == "peer=\(CaptureLab.world2IPv4):443 line=peer 443 from \(CaptureLab.appIPv4)")
+                let again = try Self.initialize(lab, cgroup, ["--cleanup"])
+                #expect(again.status == 0 && again.standardOutput.contains("absent via bpf"))
+            }
+        }
+    }
+
+    @Test("exclusions: an excluded port and CIDR reach the world directly, the proxy's own uid is never captured; a re-run replaces the programs")
+    func exclusionsAndRerun() throws {
+        try withCaptureLab(prefix: "bpfexc") { lab in
+            try lab.stopProxy()
+            try withLabCgroup(prefix: "turnout-bpfexc") { cgroup in
+                let installed = try Self.initialize(lab, cgroup, ["-o", "5432", "-x", "10.31.0.0/16"])
+                try #require(installed.status == 0, "\(installed.standardError)")
+                defer { _ = try? Self.initialize(lab, cgroup, ["--cleanup"]) }
+                // Nothing listens on 15001: a captured connection is refused, never let past.
+                #expect(try Self.connect(lab, cgroup, to: CaptureLab.worldIPv4, port: 80) == "error=ECONNREFUSED")
+                #expect(try Self.connect(lab, cgroup, to: CaptureLab.worldIPv4, port: 5432) == "peer=\(CaptureLab.worldIPv4):5432 line=peer 5432 from \(CaptureLab.appIPv4)")
+                #expect(try Self.connect(lab, cgroup, to: CaptureLab.world2IPv4, port: 80) == "peer=\(CaptureLab.world2IPv4):80 line=peer 80 from \(CaptureLab.appIPv4)")
+                #expect(try Self.connect(lab, cgroup, to: CaptureLab.worldIPv4, port: 80, uid: Self.proxy) == "peer=\(CaptureLab.worldIPv4):80 line=peer 80 from \(CaptureLab.appIPv4)")
+
+                let rerun = try Self.initialize(lab, cgroup)
+                try #require(rerun.status == 0, "\(rerun.standardError)")
+                #expect(rerun.standardOutput.contains("rebuilt via bpf"))
+                #expect(rerun.standardOutput.contains("~ cgroup/connect4 on \(cgroup.path) (program replaced)"))
+                // The new options hold: port 5432 and 10.31/16 are captured now.
+                #expect(try Self.connect(lab, cgroup, to: CaptureLab.worldIPv4, port: 5432) == "error=ECONNREFUSED")
+                #expect(try Self.connect(lab, cgroup, to: CaptureLab.world2IPv4, port: 80) == "error=ECONNREFUSED")
+            }
+        }
+    }
+
+    @Test("--validate proves the capture from inside the cgroup, and is refused outside it")
+    func validate() throws {
+        try withCaptureLab(prefix: "bpfval") { lab in
+            try lab.stopProxy()
+            try withLabCgroup(prefix: "turnout-bpfval") { cgroup in
+                let outside = try Self.initialize(lab, cgroup, ["--validate"])
+                #expect(outside.status == 2)
+                #expect(outside.standardError.contains("not inside --cgroup"))
+                let inside = try Self.initialize(lab, cgroup, ["--validate"], inside: true)
+                defer { _ = try? Self.initialize(lab, cgroup, ["--cleanup"]) }
+                #expect(inside.status == 0, "\(inside.standardOutput)\(inside.standardError)")
+                #expect(inside.standardOutput.contains("validation passed"), "\(inside.standardOutput)")
+            }
+        }
+    }
+}
+
+/// What `init --backend bpf` refuses before touching the kernel: exit 2, one line naming why.
+@Suite("turnout init --backend bpf: refused options")
+struct SocketCaptureOptionTests {
+    @Test("refused with the reason", arguments: [
+        (["--dry-run"], "IPv6 is not captured by the bpf backend yet"),
+        (["--ipv6", "off"], "--backend bpf needs --cgroup PATH"),
+        (["--ipv6", "off", "--dry-run", "-c", "eth1"], "--exclude-interfaces: the bpf backend captures at connect(2)"),
+        (["--ipv6", "off", "--dry-run", "-u", "1,2,3,4,5,6,7,8,9"], "at most 8 proxy uids"),
+        (["--ipv6", "off", "--cgroup", "/sys/fs/cgroup", "--cleanup", "--drain-timeout", "3"], "nothing to drain"),
+    ])
+    func refused(arguments: [String], reason: String) throws {
+        let result = try turnout(["init", "--backend", "bpf"] + arguments)
+        #expect(result.status == 2)
+        #expect(result.standardError.contains(reason), "\(result.standardError)")
+    }
+
+    @Test("--cgroup needs --backend bpf")
+    func cgroupWithoutBPF() throws {
+        let result = try turnout(["init", "--cgroup", "/sys/fs/cgroup", "--dry-run"])
+        #expect(result.status == 2)
+        #expect(result.standardError.contains("--cgroup goes with --backend bpf"))
+    }
+
+    @Test("--dry-run prints what the maps get, no root needed")
+    func dryRun() throws {
+        let result = try turnout(["init", "--backend", "bpf", "--ipv6", "off", "--dry-run", "-o", "5432", "-q", "443,5432", "-d", "15020", "-x", "169.254.169.254/32"])
+        #expect(result.status == 0, "\(result.standardError)")
+        for line in ["outbound ports excluded: 5432", "outbound ports always captured: 443", "outbound blocks excluded: 169.254.169.254/32",
+                     "outbound blocks captured: 0.0.0.0/0", "inbound ports steered: 1-15019, 15021-65535", "proxy uids (never captured): 1337"] {
+            #expect(result.standardOutput.contains(line), "\(line)")
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import CTurnoutBPF
+import Testing
+import TurnoutModel
+import TurnoutRules
+import TurnoutSocketCapture
+
+/// CaptureOptions → what the socket capture's maps hold (`init --backend bpf`), traced the way
+/// the programs read them: a port's verdict, then the address tries.
+@Suite("SocketCaptureCompiler: options → BPF map contents")
+struct SocketCaptureCompilerTests {
+    static func options(_ settings: [CaptureSetting: String]) throws -> CaptureOptions {
+        var options = CaptureOptions()
+        options.ipv6 = false
+        for (setting, value) in settings { try setting.apply(value, to: &options) }
+        return options
+    }
+
+    @Test("Istio's defaults: everything outbound captured, every inbound port steered, uid and gid 1337 spared")
+    func defaults() throws {
+        let plan = SocketCaptureCompiler.plan(try Self.options([:]), ownAddresses: [IPAddress("10.20.0.2")!, IPAddress("127.0.0.1")!, IPAddress("fd00::2")!])
+        #expect(plan.capturedBlocks.map(\.description) == ["0.0.0.0/0"])
+        #expect(plan.excludedBlocks.isEmpty)
+        #expect(plan.ownAddresses.map(\.description) == ["10.20.0.2/32"])
+        #expect(plan.steeredInboundPorts.map(\.description) == ["1-65535"])
+        #expect(plan.proxyUIDs == [1337] && plan.proxyGIDs == [1337])
+        #expect(plan.proxyPort == 15001 && plan.inboundPort == 15006)
+    }
+
+    @Test("an excluded port beats an always-captured one; excluded inbound ports leave holes", arguments: [
+        ("5432", "443,5432", "15020,15021", ["443"], ["5432"], ["1-15019", "15022-65535"]),
+        ("9000-9100", "9050", "", [], ["9000-9100"], ["1-65535"]),
+        ("", "80,443", "1-1024", ["80", "443"], [], ["1025-65535"]),
+    ])
+    func ports(excludedOut: String, capturedOut: String, excludedIn: String, captured: [String], excluded: [String], steered: [String]) throws {
+        let plan = SocketCaptureCompiler.plan(try Self.options([.excludeOutboundPorts: excludedOut, .captureOutboundPorts: capturedOut,
+                                                                .excludeInboundPorts: excludedIn]), ownAddresses: [])
+        #expect(plan.capturedOutboundPorts.map(\.description) == captured)
+        #expect(plan.excludedOutboundPorts.map(\.description) == excluded)
+        #expect(plan.steeredInboundPorts.map(\.description) == steered)
+    }
+
+    @Test("only IPv4 blocks reach the maps; a listed capture replaces 0.0.0.0/0")
+    func blocks() throws {
+        let plan = SocketCaptureCompiler.plan(try Self.options([.captureOutbound: "10.0.0.0/8,fd00::/8", .excludeOutboundCIDRs: "10.1.0.0/16,fd00:1::/32"]), ownAddresses: [])
+        #expect(plan.capturedBlocks.map(\.description) == ["10.0.0.0/8"])
+        #expect(plan.excludedBlocks.map(\.description) == ["10.1.0.0/16"])
+    }
+
+    @Test("refused: IPv6 on, excluded interfaces, more than 8 uids", arguments: [
+        ([CaptureSetting.ipv6: "on"], "IPv6 is not captured"),
+        ([.excludeInterfaces: "eth1"], "--exclude-interfaces"),
+        ([.proxyUID: "1,2,3,4,5,6,7,8,9"], "at most 8 proxy uids"),
+    ])
+    func problems(settings: [CaptureSetting: String], problem: String) throws {
+        let problems = SocketCaptureCompiler.problems(try Self.options(settings))
+        #expect(problems.count == 1)
+        #expect(problems.first?.contains(problem) == true)
+    }
+
+    @Test("map contents: port verdicts, address keys in network order, the owners")
+    func mapContents() throws {
+        let plan = SocketCaptureCompiler.plan(try Self.options([.excludeOutboundPorts: "5432", .captureOutboundPorts: "443,5432",
+                                                                .excludeInboundPorts: "15020", .proxyUID: "1337,1338",
+                                                                .proxyGID: "1337,1338"]),
+                                              ownAddresses: [IPAddress("10.20.0.2")!])
+        let contents = SocketCaptureMapContents(plan)
+        #expect(contents.outboundPorts[5432] == UInt8(CTURNOUTBPF_PORT_EXCLUDED))
+        #expect(contents.outboundPorts[443] == UInt8(CTURNOUTBPF_PORT_CAPTURED))
+        #expect(contents.outboundPorts[80] == UInt8(CTURNOUTBPF_PORT_DEFAULT))
+        #expect(contents.inboundPorts[15020] == UInt8(CTURNOUTBPF_INBOUND_LEFT))
+        #expect(contents.inboundPorts[8080] == UInt8(CTURNOUTBPF_INBOUND_STEERED))
+        #expect(contents.inboundPorts[0] == UInt8(CTURNOUTBPF_INBOUND_LEFT))
+        // 10.20.0.2 as the kernel holds it: the bytes 10, 20, 0, 2 in memory order.
+        let own = contents.localAddresses.first { $0.1 == UInt8(CTURNOUTBPF_LOCAL_OWN) }
+        #expect(own.map { withUnsafeBytes(of: $0.0.address) { Array($0) } } == [10, 20, 0, 2])
+        #expect(own?.0.prefix_length == 32)
+        #expect(contents.localAddresses.first?.0.prefix_length == 8)
+        #expect(contents.config.uid_count == 2 && contents.config.gid_count == 2)
+        #expect(contents.config.uids.0 == 1337 && contents.config.uids.1 == 1338)
+        #expect(withUnsafeBytes(of: contents.config.proxy_ip) { Array($0) } == [127, 0, 0, 1])
+        #expect(withUnsafeBytes(of: contents.config.passthrough_ip) { Array($0) } == [127, 0, 0, 6])
+    }
+}
