@@ -20,28 +20,20 @@ struct SocketCaptureProgram: BuildToolPlugin {
         let sources = try FileManager.default.contentsOfDirectory(at: programs, includingPropertiesForKeys: nil)
             .filter { $0.lastPathComponent.hasSuffix(".bpf.c") }
             .sorted { $0.lastPathComponent < $1.lastPathComponent }
-        return sources.flatMap { source -> [Command] in
+        return sources.map { source in
             let stem = String(source.lastPathComponent.dropLast(".bpf.c".count))
-            let object = context.pluginWorkDirectoryURL.appending(path: "\(stem).bpf.o")
             let swift = context.pluginWorkDirectoryURL.appending(path: "\(stem).bpf.swift")
             let name = stem.split(separator: "-").map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined() + "Object"
-            return [
-                .buildCommand(
-                    displayName: "Compiling BPF program \(source.lastPathComponent)",
-                    executable: clang.url,
-                    // -g: the maps' BTF, which the kernel needs for socket storage.
-                    arguments: ["-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
-                                "-I/usr/include/\(Self.multiarch)", "-I\(shared.path)",
-                                "-c", source.path, "-o", object.path],
-                    inputFiles: [source] + headers,
-                    outputFiles: [object]),
-                .buildCommand(
-                    displayName: "Embedding \(object.lastPathComponent)",
-                    executable: embed.url,
-                    arguments: [object.path, swift.path, name],
-                    inputFiles: [object],
-                    outputFiles: [swift]),
-            ]
+            // One command that compiles and embeds: an object file declared as a command's output
+            // would become a resource of the target (a Foundation bundle accessor in turnout).
+            return .buildCommand(
+                displayName: "Compiling and embedding BPF program \(source.lastPathComponent)",
+                executable: embed.url,
+                // -g: the maps' BTF, which the kernel needs for socket storage.
+                arguments: [swift.path, name, clang.url.path, "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
+                            "-I/usr/include/\(Self.multiarch)", "-I\(shared.path)", "-c", source.path],
+                inputFiles: [source] + headers,
+                outputFiles: [swift])
         }
     }
 

@@ -78,7 +78,7 @@ int CTurnoutBPF_attach(CTurnoutBPF_capture *capture, const char *name, int targe
         *replaced = 1;
         return 0;
     }
-    if (access(link_pin, F_OK) == 0) return -errno;
+    if (!link && access(link_pin, F_OK) == 0) return errno ? -errno : -EINVAL; /* pinned, yet not a link we can open */
     link = bpf_program__type(program) == BPF_PROG_TYPE_SK_LOOKUP
         ? bpf_program__attach_netns(program, target_fd)
         : bpf_program__attach_cgroup(program, target_fd);

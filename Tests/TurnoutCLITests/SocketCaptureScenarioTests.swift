@@ -39,9 +39,14 @@ struct SocketCaptureScenarioTests {
         return try Subprocess.run(argv[0], [argv[1], "--"] + command)
     }
 
-    /// Connections this namespace's conntrack holds (none when nothing loaded it here).
+    /// Connections the app namespace's conntrack holds. A conntrack rule in the peer namespace
+    /// makes sure the module is loaded, so that an empty table means nothing was tracked in the
+    /// app, not that nothing could have been.
     static func conntrackEntries(_ lab: CaptureLab) throws -> Int {
-        let table = try lab.run(.app, "/bin/sh", ["-c", "cat /proc/net/nf_conntrack 2>/dev/null || true"])
+        let loaded = try lab.run(.peer, "nft", ["add table ip conntrack-probe; add chain ip conntrack-probe output { type filter hook output priority 0; }; add rule ip conntrack-probe output ct state established accept"])
+        try #require(loaded.status == 0, "\(loaded.standardError)")
+        let table = try lab.run(.app, "/bin/cat", ["/proc/net/nf_conntrack"])
+        try #require(table.status == 0, "no /proc/net/nf_conntrack in the app namespace: \(table.standardError)")
         return table.standardOutput.split(separator: "\n").count
     }
 
@@ -140,7 +145,7 @@ struct SocketCaptureScenarioTests {
 @Suite("turnout init --backend bpf: refused options")
 struct SocketCaptureOptionTests {
     @Test("refused with the reason", arguments: [
-        (["--dry-run"], "IPv6 is not captured by the bpf backend yet"),
+        (["--dry-run", "--ipv6", "on"], "IPv6 is not captured by the bpf backend yet"),
         (["--ipv6", "off"], "--backend bpf needs --cgroup PATH"),
         (["--ipv6", "off", "--dry-run", "-c", "eth1"], "--exclude-interfaces: the bpf backend captures at connect(2)"),
         (["--ipv6", "off", "--dry-run", "-u", "1,2,3,4,5,6,7,8,9"], "at most 8 proxy uids"),

@@ -20,7 +20,7 @@
 //
 // Inbound, at the listener lookup (sk_lookup, the pod's network namespace): a new connection to
 // a captured port, from an address that is not the pod's own (NAT's prerouting never sees those
-// either) and not over an excluded interface, is handed to the inbound listener as it is; the
+// either), is handed to the inbound listener as it is; the
 // accepted socket's own address is then its original destination. No listener: refused, so
 // that traffic never bypasses the proxy.
 //
@@ -84,13 +84,6 @@ struct {
     __type(value, __u8);
 } captured_blocks SEC(".maps");
 
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 256);
-    __type(key, __u32);
-    __type(value, __u8);
-} excluded_interfaces SEC(".maps");
-
 // Shared by every load (pinned, reused by the next init): the state of connections and
 // listeners that must survive a re-run of init with other options.
 struct {
@@ -100,11 +93,12 @@ struct {
     __type(value, struct CTurnoutBPF_origin);
 } origin_by_socket SEC(".maps");
 
-// An LRU map only as a backstop: entries are deleted when their connection closes, so it fills
-// only if close notifications were missed; then the oldest go rather than new captures failing.
+// An LRU map only as a backstop: entries are deleted when the proxy's end of their connection
+// closes, so it fills only with 65,536 captured connections open at once (about 4.5 MiB of
+// kernel memory, preallocated); then the oldest go rather than new captures failing.
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
-    __uint(max_entries, 262144);
+    __uint(max_entries, 65536);
     __type(key, struct CTurnoutBPF_tuple);
     __type(value, struct CTurnoutBPF_origin);
 } origins SEC(".maps");
@@ -225,21 +219,29 @@ int turnout_sockops(struct bpf_sock_ops *ops) {
         if (cfg && port == cfg->inbound_port) bpf_sock_hash_update(ops, &listeners, &port, BPF_ANY);
         return 1;
     }
-    int established = ops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB;
-    int closing = ops->op == BPF_SOCK_OPS_STATE_CB && ops->args[1] == TCP_STATE_CLOSE;
-    if (!established && !closing) return 1;
-    struct CTurnoutBPF_origin *origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, 0);
-    if (!origin) return 1;
-    struct CTurnoutBPF_tuple tuple = { .client_address = ops->local_ip4, .proxy_address = ops->remote_ip4,
-                                       .client_port = ops->local_port, .proxy_port = remote_port(ops->remote_port) };
-    if (closing) {
-        if (bpf_map_delete_elem(&origins, &tuple) == 0) count(CTURNOUTBPF_COUNTER_ORIGIN_FORGOTTEN);
+    if (ops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+        // The application's socket: keep what it asked for by four-tuple, for the proxy.
+        struct CTurnoutBPF_origin *origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, 0);
+        if (!origin) return 1;
+        struct CTurnoutBPF_tuple tuple = { .client_address = ops->local_ip4, .proxy_address = ops->remote_ip4,
+                                           .client_port = ops->local_port, .proxy_port = remote_port(ops->remote_port) };
+        struct CTurnoutBPF_origin copy = *origin;
+        if (bpf_map_update_elem(&origins, &tuple, &copy, BPF_ANY) == 0) count(CTURNOUTBPF_COUNTER_ORIGIN_RECORDED);
         return 1;
     }
-    struct CTurnoutBPF_origin copy = *origin;
-    if (bpf_map_update_elem(&origins, &tuple, &copy, BPF_ANY) == 0) {
-        count(CTURNOUTBPF_COUNTER_ORIGIN_RECORDED);
-        bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+    // The proxy's end of a captured connection: forgotten when it closes, not when the
+    // application's end does, which may be before the proxy even accepted it (conntrack keeps its
+    // entry that long too). The application's socket has reached ACTIVE_ESTABLISHED first: the
+    // proxy's end is established only by the ACK that follows it.
+    struct CTurnoutBPF_tuple tuple = { .client_address = ops->remote_ip4, .proxy_address = ops->local_ip4,
+                                       .client_port = remote_port(ops->remote_port), .proxy_port = ops->local_port };
+    if (ops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+        if (bpf_map_lookup_elem(&origins, &tuple))
+            bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+        return 1;
+    }
+    if (ops->op == BPF_SOCK_OPS_STATE_CB && ops->args[1] == TCP_STATE_CLOSE) {
+        if (bpf_map_delete_elem(&origins, &tuple) == 0) count(CTURNOUTBPF_COUNTER_ORIGIN_FORGOTTEN);
     }
     return 1;
 }
@@ -262,7 +264,10 @@ int turnout_getsockopt(struct bpf_sockopt *ctx) {
     } else {
         struct CTurnoutBPF_config *cfg = configuration();
         // Handed over by turnout_inbound: the socket's own address is where the client connected.
-        if (!cfg || ctx->retval == 0 || sk->src_port == cfg->inbound_port ||
+        // Never the proxy's own listeners, nor a loopback address (steering hands over
+        // connections from other hosts only): a miss there is no original destination.
+        if (!cfg || ctx->retval == 0 || sk->src_port == cfg->inbound_port || sk->src_port == cfg->proxy_port ||
+            lookup_block(&local_addresses, sk->src_ip4) == CTURNOUTBPF_LOCAL_LOOPBACK ||
             port_verdict(&inbound_ports, sk->src_port) != CTURNOUTBPF_INBOUND_STEERED) return 1;
         answer.address = sk->src_ip4;
         answer.port = sk->src_port;
@@ -289,8 +294,6 @@ int turnout_inbound(struct bpf_sk_lookup *ctx) {
     if (port == cfg->inbound_port || port == cfg->proxy_port) return SK_PASS;
     if (port_verdict(&inbound_ports, port) != CTURNOUTBPF_INBOUND_STEERED) return SK_PASS;
     if (lookup_block(&local_addresses, ctx->remote_ip4)) return SK_PASS;
-    __u32 interface = ctx->ingress_ifindex;
-    if (bpf_map_lookup_elem(&excluded_interfaces, &interface)) return SK_PASS;
     __u32 key = cfg->inbound_port;
     struct bpf_sock *listener = bpf_map_lookup_elem(&listeners, &key);
     if (!listener) {
