@@ -104,8 +104,8 @@ public struct SocketCaptureBackend: Sendable {
             calls += 1
         }
         try write("config", [UInt32(0)], [contents.config])
-        try write("outbound_ports", (0..<UInt32(65536)).map { $0 }, contents.outboundPorts)
-        try write("inbound_ports", (0..<UInt32(65536)).map { $0 }, contents.inboundPorts)
+        try write("outbound_ports", contents.outboundPorts.map(\.port), contents.outboundPorts.map(\.verdict))
+        try write("inbound_ports", contents.inboundPorts.map(\.port), contents.inboundPorts.map(\.verdict))
         for (map, elements) in [("local_addresses", contents.localAddresses), ("excluded_blocks", contents.excludedBlocks),
                                 ("captured_blocks", contents.capturedBlocks)] {
             try write(map, elements.map(\.0), elements.map(\.1))

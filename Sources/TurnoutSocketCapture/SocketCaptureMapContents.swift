@@ -9,10 +9,12 @@ import TurnoutRules
 /// value from it directly.
 public struct SocketCaptureMapContents: Sendable {
     public var config: CTurnoutBPF_config
-    /// `outbound_ports`: one verdict per port 0…65535 (CTURNOUTBPF_PORT_*).
-    public var outboundPorts: [UInt8]
-    /// `inbound_ports`: one value per port 0…65535 (CTURNOUTBPF_INBOUND_*).
-    public var inboundPorts: [UInt8]
+    /// `outbound_ports`: the ports whose verdict is not CTURNOUTBPF_PORT_DEFAULT, the value an
+    /// array map starts with (CTURNOUTBPF_PORT_*). Only those are written.
+    public var outboundPorts: [(port: UInt32, verdict: UInt8)]
+    /// `inbound_ports`: the ports that differ from `config.inbound_default`, the fewer of the
+    /// steered and the left ones (CTURNOUTBPF_INBOUND_*), so at most half of the ports.
+    public var inboundPorts: [(port: UInt32, verdict: UInt8)]
     /// The LPM tries' elements: key and value (CTURNOUTBPF_LOCAL_* for `local_addresses`, 1 for
     /// the block lists).
     public var localAddresses: [(CTurnoutBPF_block, UInt8)]
@@ -39,10 +41,14 @@ public struct SocketCaptureMapContents: Sendable {
         // Excluded last: an excluded port is never captured, as in the NAT rules' order.
         for range in plan.capturedOutboundPorts { for port in range.lower...range.upper { outbound[Int(port)] = UInt8(CTURNOUTBPF_PORT_CAPTURED) } }
         for range in plan.excludedOutboundPorts { for port in range.lower...range.upper { outbound[Int(port)] = UInt8(CTURNOUTBPF_PORT_EXCLUDED) } }
-        outboundPorts = outbound
-        var inbound = [UInt8](repeating: UInt8(CTURNOUTBPF_INBOUND_LEFT), count: 65536)
-        for range in plan.steeredInboundPorts { for port in range.lower...range.upper { inbound[Int(port)] = UInt8(CTURNOUTBPF_INBOUND_STEERED) } }
-        inboundPorts = inbound
+        outboundPorts = outbound.indices.filter { outbound[$0] != UInt8(CTURNOUTBPF_PORT_DEFAULT) }.map { (UInt32($0), outbound[$0]) }
+        var steered = [Bool](repeating: false, count: 65536)
+        for range in plan.steeredInboundPorts { for port in range.lower...range.upper { steered[Int(port)] = true } }
+        let steeredCount = steered.lazy.filter { $0 }.count
+        let byDefault = steeredCount > 65536 / 2
+        self.config.inbound_default = UInt32(byDefault ? CTURNOUTBPF_INBOUND_STEERED : CTURNOUTBPF_INBOUND_LEFT)
+        inboundPorts = steered.indices.filter { steered[$0] != byDefault }
+            .map { (UInt32($0), UInt8(steered[$0] ? CTURNOUTBPF_INBOUND_STEERED : CTURNOUTBPF_INBOUND_LEFT)) }
 
         localAddresses = [(Self.block(SocketCapturePlan.loopbackBlock), UInt8(CTURNOUTBPF_LOCAL_LOOPBACK))]
             + plan.ownAddresses.map { (Self.block($0), UInt8(CTURNOUTBPF_LOCAL_OWN)) }
@@ -51,6 +57,17 @@ public struct SocketCaptureMapContents: Sendable {
     }
 
     /// An IPv4 address as the kernel's contexts hold it: network order, read as a native integer.
+    /// The verdict the programs read for outbound destination `port` (CTURNOUTBPF_PORT_*).
+    public func outboundVerdict(_ port: UInt16) -> UInt8 {
+        outboundPorts.first { $0.port == UInt32(port) }?.verdict ?? UInt8(CTURNOUTBPF_PORT_DEFAULT)
+    }
+
+    /// Whether the programs hand a new inbound connection to `port` to the inbound listener.
+    public func inboundSteered(_ port: UInt16) -> Bool {
+        let verdict = inboundPorts.first { $0.port == UInt32(port) }?.verdict ?? UInt8(config.inbound_default)
+        return verdict == UInt8(CTURNOUTBPF_INBOUND_STEERED)
+    }
+
     static func networkOrder(_ address: IPAddress) -> UInt32 {
         let bytes = address.bytes
         precondition(bytes.count == 4, "the socket capture is IPv4 only")

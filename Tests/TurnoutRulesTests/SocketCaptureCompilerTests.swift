@@ -64,12 +64,16 @@ struct SocketCaptureCompilerTests {
                                                                 .proxyGID: "1337,1338"]),
                                               ownAddresses: [IPAddress("10.20.0.2")!])
         let contents = SocketCaptureMapContents(plan)
-        #expect(contents.outboundPorts[5432] == UInt8(CTURNOUTBPF_PORT_EXCLUDED))
-        #expect(contents.outboundPorts[443] == UInt8(CTURNOUTBPF_PORT_CAPTURED))
-        #expect(contents.outboundPorts[80] == UInt8(CTURNOUTBPF_PORT_DEFAULT))
-        #expect(contents.inboundPorts[15020] == UInt8(CTURNOUTBPF_INBOUND_LEFT))
-        #expect(contents.inboundPorts[8080] == UInt8(CTURNOUTBPF_INBOUND_STEERED))
-        #expect(contents.inboundPorts[0] == UInt8(CTURNOUTBPF_INBOUND_LEFT))
+        #expect(contents.outboundVerdict(5432) == UInt8(CTURNOUTBPF_PORT_EXCLUDED))
+        #expect(contents.outboundVerdict(443) == UInt8(CTURNOUTBPF_PORT_CAPTURED))
+        #expect(contents.outboundVerdict(80) == UInt8(CTURNOUTBPF_PORT_DEFAULT))
+        #expect(contents.outboundPorts.count == 2)
+        #expect(!contents.inboundSteered(15020))
+        #expect(contents.inboundSteered(8080))
+        #expect(!contents.inboundSteered(0))
+        // Steering is the default here: only the two ports left alone are written.
+        #expect(contents.config.inbound_default == UInt32(CTURNOUTBPF_INBOUND_STEERED))
+        #expect(contents.inboundPorts.map(\.port) == [0, 15020])
         // 10.20.0.2 as the kernel holds it: the bytes 10, 20, 0, 2 in memory order.
         let own = contents.localAddresses.first { $0.1 == UInt8(CTURNOUTBPF_LOCAL_OWN) }
         #expect(own.map { withUnsafeBytes(of: $0.0.address) { Array($0) } } == [10, 20, 0, 2])
@@ -79,5 +83,27 @@ struct SocketCaptureCompilerTests {
         #expect(contents.config.uids.0 == 1337 && contents.config.uids.1 == 1338)
         #expect(withUnsafeBytes(of: contents.config.proxy_ip) { Array($0) } == [127, 0, 0, 1])
         #expect(withUnsafeBytes(of: contents.config.passthrough_ip) { Array($0) } == [127, 0, 0, 6])
+    }
+}
+
+/// The inbound port table is written sparse: whichever of the steered and the left ports are
+/// fewer, so init never fills more than half of the 65,536 entries.
+@Suite("SocketCaptureMapContents: sparse inbound ports")
+struct SocketCaptureSparsePortTests {
+    @Test("captured inbound ports → the smaller side is written, the default covers the rest", arguments: [
+        ("*", "", UInt32(CTURNOUTBPF_INBOUND_STEERED), 1, [8080: true, 0: false]),
+        ("8080,9090", "", UInt32(CTURNOUTBPF_INBOUND_LEFT), 2, [8080: true, 9090: true, 80: false]),
+        ("*", "1-40000", UInt32(CTURNOUTBPF_INBOUND_LEFT), 25535, [40001: true, 8080: false]),
+        ("", "", UInt32(CTURNOUTBPF_INBOUND_LEFT), 0, [8080: false]),
+    ])
+    func sparse(captured: String, excluded: String, expectedDefault: UInt32, written: Int, steered: [UInt16: Bool]) throws {
+        var options = CaptureOptions()
+        options.ipv6 = false
+        try CaptureSetting.captureInboundPorts.apply(captured, to: &options)
+        try CaptureSetting.excludeInboundPorts.apply(excluded, to: &options)
+        let contents = SocketCaptureMapContents(SocketCaptureCompiler.plan(options, ownAddresses: []))
+        #expect(contents.config.inbound_default == expectedDefault)
+        #expect(contents.inboundPorts.count == written)
+        for (port, expected) in steered { #expect(contents.inboundSteered(port) == expected, "port \(port)") }
     }
 }

@@ -23,6 +23,7 @@ struct CTurnoutBPF_config {
     __u32 gid_count;
     __u32 uids[CTURNOUTBPF_MAX_OWNERS];
     __u32 gids[CTURNOUTBPF_MAX_OWNERS];
+    __u32 inbound_default;   /* CTURNOUTBPF_INBOUND_*: what a port without an entry in `inbound_ports` gets */
 };
 
 /* `outbound_ports` values: what a destination port decides before any address is looked at. */
@@ -30,9 +31,11 @@ struct CTurnoutBPF_config {
 #define CTURNOUTBPF_PORT_EXCLUDED 1   /* --exclude-outbound-ports */
 #define CTURNOUTBPF_PORT_CAPTURED 2   /* --capture-outbound-ports */
 
-/* `inbound_ports` values. */
-#define CTURNOUTBPF_INBOUND_LEFT 0
+/* `inbound_ports` values, and `inbound_default`. Only the ports that differ from the default are
+ * written (at most half of them), since filling 65,536 entries costs init ~20 ms. */
+#define CTURNOUTBPF_INBOUND_DEFAULT 0 /* an entry never written: `inbound_default` decides */
 #define CTURNOUTBPF_INBOUND_STEERED 1
+#define CTURNOUTBPF_INBOUND_LEFT 2
 
 /* `local_addresses` values: where a connection to this address goes without any capture. */
 #define CTURNOUTBPF_LOCAL_LOOPBACK 1  /* 127.0.0.0/8 */

@@ -140,6 +140,12 @@ static __always_inline __u8 port_verdict(void *ports, __u32 port) {
     return value ? *value : 0;
 }
 
+static __always_inline int inbound_steered(const struct CTurnoutBPF_config *cfg, __u32 port) {
+    __u8 verdict = port_verdict(&inbound_ports, port);
+    if (verdict == CTURNOUTBPF_INBOUND_DEFAULT) verdict = (__u8)cfg->inbound_default;
+    return verdict == CTURNOUTBPF_INBOUND_STEERED;
+}
+
 static __always_inline int is_proxy(const struct CTurnoutBPF_config *cfg) {
     __u64 ids = bpf_get_current_uid_gid();
     __u32 uid = (__u32)ids, gid = (__u32)(ids >> 32);
@@ -268,7 +274,7 @@ int turnout_getsockopt(struct bpf_sockopt *ctx) {
         // connections from other hosts only): a miss there is no original destination.
         if (!cfg || ctx->retval == 0 || sk->src_port == cfg->inbound_port || sk->src_port == cfg->proxy_port ||
             lookup_block(&local_addresses, sk->src_ip4) == CTURNOUTBPF_LOCAL_LOOPBACK ||
-            port_verdict(&inbound_ports, sk->src_port) != CTURNOUTBPF_INBOUND_STEERED) return 1;
+            !inbound_steered(cfg, sk->src_port)) return 1;
         answer.address = sk->src_ip4;
         answer.port = sk->src_port;
         count(CTURNOUTBPF_COUNTER_ANSWERED_INBOUND);
@@ -292,7 +298,7 @@ int turnout_inbound(struct bpf_sk_lookup *ctx) {
     if (!cfg) return SK_PASS;
     __u32 port = ctx->local_port;
     if (port == cfg->inbound_port || port == cfg->proxy_port) return SK_PASS;
-    if (port_verdict(&inbound_ports, port) != CTURNOUTBPF_INBOUND_STEERED) return SK_PASS;
+    if (!inbound_steered(cfg, port)) return SK_PASS;
     if (lookup_block(&local_addresses, ctx->remote_ip4)) return SK_PASS;
     __u32 key = cfg->inbound_port;
     struct bpf_sock *listener = bpf_map_lookup_elem(&listeners, &key);
