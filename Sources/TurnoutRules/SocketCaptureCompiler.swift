@@ -1,19 +1,21 @@
 import TurnoutModel
 
 /// What the socket capture's maps hold (`turnout init --backend bpf`): `CaptureOptions` as the
-/// BPF programs read them, IPv4 only.
+/// BPF programs read them.
 ///
 /// Plain value, compiled by ``SocketCaptureCompiler``; `TurnoutSocketCapture` writes it into the
 /// kernel, `init --dry-run` prints it (``text``). Lists are normalized, so equal options give
 /// equal plans.
 public struct SocketCapturePlan: Hashable, Sendable {
     /// Where captured connections are sent: the proxy's listeners on this address.
-    public static let proxyAddress = IPAddress("127.0.0.1")!
+    public static let proxyAddresses: [IPFamily: IPAddress] = [.ipv4: IPAddress("127.0.0.1")!, .ipv6: IPAddress("::1")!]
     /// Never captured: what `connect(2)` to these reaches needs no proxy (NAT's "over lo").
-    public static let loopbackBlock = IPPrefix.loopback(.ipv4)
+    public static let loopbackBlocks: [IPFamily: IPPrefix] = [.ipv4: IPPrefix.loopback(.ipv4), .ipv6: IPPrefix.loopback(.ipv6)]
     /// How many proxy uids, and gids, the programs compare against (CTURNOUTBPF_MAX_OWNERS).
     public static let maximumOwners = 8
 
+    /// Whether IPv6 is captured too (IPv4 always is, v4-mapped destinations included).
+    public var ipv6: Bool
     public var proxyPort: UInt16
     public var inboundPort: UInt16
     public var proxyUIDs: [UInt32]
@@ -22,8 +24,8 @@ public struct SocketCapturePlan: Hashable, Sendable {
     public var excludedOutboundPorts: [PortRange]
     /// Outbound destination ports always captured, whatever the address.
     public var capturedOutboundPorts: [PortRange]
-    /// The namespace's own IPv4 addresses (not loopback): left alone, except that the proxy
-    /// calling one of them is sent to the inbound listener.
+    /// The namespace's own addresses (not loopback; IPv6 ones when ``ipv6``): left alone, except
+    /// that the proxy calling one of them is sent to the inbound listener.
     public var ownAddresses: [IPPrefix]
     public var excludedBlocks: [IPPrefix]
     public var capturedBlocks: [IPPrefix]
@@ -36,14 +38,15 @@ public struct SocketCapturePlan: Hashable, Sendable {
         func list(_ items: [some CustomStringConvertible]) -> String { items.isEmpty ? "none" : items.map(\.description).joined(separator: ", ") }
         return """
         # turnout init --backend bpf: capture at connect(2) and at the listener lookup; no NAT rule, no conntrack
-        # cgroup (--cgroup): cgroup/connect4, cgroup/getpeername4, cgroup/getsockopt, sockops; network namespace: sk_lookup
-        outbound listener: \(Self.proxyAddress):\(proxyPort)
-        inbound listener: port \(inboundPort) (found when it calls listen(2); the proxy's calls to own addresses go to \(Self.proxyAddress):\(inboundPort))
+        # cgroup (--cgroup): cgroup/connect4, connect6, getpeername4, getpeername6, getsockopt, sockops; network namespace: sk_lookup
+        families: \(ipv6 ? "IPv4 and IPv6" : "IPv4 (and IPv4 reached through v4-mapped IPv6 addresses)")
+        outbound listener: \(Self.proxyAddresses[.ipv4]!):\(proxyPort)\(ipv6 ? ", [\(Self.proxyAddresses[.ipv6]!)]:\(proxyPort)" : "")
+        inbound listener: port \(inboundPort) (found when it calls listen(2); the proxy's calls to own addresses go to port \(inboundPort) on loopback)
         proxy uids (never captured): \(list(proxyUIDs))
         proxy gids (never captured): \(list(proxyGIDs))
         outbound ports excluded: \(list(excludedOutboundPorts))
         outbound ports always captured: \(list(capturedOutboundPorts))
-        left alone (loopback): \(Self.loopbackBlock)
+        left alone (loopback): \(list(ipv6 ? [Self.loopbackBlocks[.ipv4]!, Self.loopbackBlocks[.ipv6]!] : [Self.loopbackBlocks[.ipv4]!]))
         left alone (own addresses; the proxy's calls to them go to the inbound listener): \(list(ownAddresses))
         outbound blocks excluded: \(list(excludedBlocks))
         outbound blocks captured: \(list(capturedBlocks))
@@ -60,9 +63,6 @@ public enum SocketCaptureCompiler {
     /// Why these options cannot be captured this way yet; empty when they can.
     public static func problems(_ options: CaptureOptions) -> [String] {
         var problems: [String] = []
-        if options.ipv6 {
-            problems.append("IPv6 is not captured by the bpf backend yet (no connect6 or IPv6 sk_lookup program): IPv6 connections would bypass the proxy; pass --ipv6 off to capture IPv4 only, or use --backend nft")
-        }
         if !options.excludeInterfaces.isEmpty {
             problems.append("--exclude-interfaces: the bpf backend captures at connect(2), before a route (and so an interface) is chosen; use --exclude-outbound-cidrs for what that interface reaches, or --backend nft")
         }
@@ -72,25 +72,26 @@ public enum SocketCaptureCompiler {
         return problems
     }
 
-    /// The plan for `options` in a namespace whose addresses are `ownAddresses` (IPv6 and
-    /// loopback ones are ignored). `options` must have no ``problems(_:)``.
+    /// The plan for `options` in a namespace whose addresses are `ownAddresses` (loopback ones,
+    /// and IPv6 ones with IPv6 off, are ignored). `options` must have no ``problems(_:)``.
     public static func plan(_ options: CaptureOptions, ownAddresses: [IPAddress]) -> SocketCapturePlan {
-        let own = ownAddresses.filter { $0.family == .ipv4 && !SocketCapturePlan.loopbackBlock.contains($0) }
+        let families = Set(options.families)
+        let own = ownAddresses.filter { families.contains($0.family) && !SocketCapturePlan.loopbackBlocks[$0.family]!.contains($0) }
         let captured: [IPPrefix] = switch options.captureOutbound {
-        case .all: [IPPrefix(address: IPAddress("0.0.0.0")!, length: 0)!]
-        case .only(let blocks): blocks.filter { $0.family == .ipv4 }
+        case .all: options.families.map { IPPrefix(address: $0 == .ipv4 ? IPAddress("0.0.0.0")! : IPAddress("::")!, length: 0)! }
+        case .only(let blocks): blocks.filter { families.contains($0.family) }
         }
         let inbound: [PortRange] = switch options.captureInboundPorts {
         case .all: [PortRange(1, 65535)!]
         case .only(let ports): ports
         }
         return SocketCapturePlan(
-            proxyPort: options.proxyPort, inboundPort: options.inboundPort,
+            ipv6: options.ipv6, proxyPort: options.proxyPort, inboundPort: options.inboundPort,
             proxyUIDs: Array(Set(options.proxyUIDs)).sorted(), proxyGIDs: Array(Set(options.proxyGIDs)).sorted(),
             excludedOutboundPorts: options.excludeOutboundPorts,
             capturedOutboundPorts: subtracting(options.excludeOutboundPorts, from: options.captureOutboundPorts),
             ownAddresses: IPPrefix.normalized(own.map { IPPrefix(host: $0) }),
-            excludedBlocks: options.excludeOutboundCIDRs.filter { $0.family == .ipv4 },
+            excludedBlocks: options.excludeOutboundCIDRs.filter { families.contains($0.family) },
             capturedBlocks: captured,
             steeredInboundPorts: subtracting(options.excludeInboundPorts, from: inbound))
     }

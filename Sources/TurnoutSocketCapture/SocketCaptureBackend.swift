@@ -27,13 +27,15 @@ public struct SocketCaptureBackend: Sendable {
         Program(name: "turnout_getsockopt", hook: "cgroup/getsockopt", onNamespace: false),
         Program(name: "turnout_sockops", hook: "sockops", onNamespace: false),
         Program(name: "turnout_getpeername4", hook: "cgroup/getpeername4", onNamespace: false),
+        Program(name: "turnout_getpeername6", hook: "cgroup/getpeername6", onNamespace: false),
         Program(name: "turnout_connect4", hook: "cgroup/connect4", onNamespace: false),
+        Program(name: "turnout_connect6", hook: "cgroup/connect6", onNamespace: false),
         Program(name: "turnout_inbound", hook: "sk_lookup", onNamespace: true),
     ]
 
     /// Maps every load of the programs shares (pinned, and reused by the next `init`): the
     /// state of connections and listeners already captured, which a re-run must not forget.
-    public static let sharedMaps = ["origin_by_socket", "origins", "listeners", "counters"]
+    public static let sharedMaps = ["origin_by_socket", "origins", "listeners", "listeners6", "counters"]
 
     /// The counters' names, in the `counters` map's order (CTURNOUTBPF_COUNTER_*).
     public static let counterNames = [
@@ -108,6 +110,10 @@ public struct SocketCaptureBackend: Sendable {
         try write("inbound_ports", contents.inboundPorts.map(\.port), contents.inboundPorts.map(\.verdict))
         for (map, elements) in [("local_addresses", contents.localAddresses), ("excluded_blocks", contents.excludedBlocks),
                                 ("captured_blocks", contents.capturedBlocks)] {
+            try write(map, elements.map(\.0), elements.map(\.1))
+        }
+        for (map, elements) in [("local_addresses6", contents.localAddresses6), ("excluded_blocks6", contents.excludedBlocks6),
+                                ("captured_blocks6", contents.capturedBlocks6)] {
             try write(map, elements.map(\.0), elements.map(\.1))
         }
 

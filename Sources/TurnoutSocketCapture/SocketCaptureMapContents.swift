@@ -20,11 +20,18 @@ public struct SocketCaptureMapContents: Sendable {
     public var localAddresses: [(CTurnoutBPF_block, UInt8)]
     public var excludedBlocks: [(CTurnoutBPF_block, UInt8)]
     public var capturedBlocks: [(CTurnoutBPF_block, UInt8)]
+    /// The IPv6 tries (`local_addresses6`, …), empty with IPv6 off.
+    public var localAddresses6: [(CTurnoutBPF_block6, UInt8)]
+    public var excludedBlocks6: [(CTurnoutBPF_block6, UInt8)]
+    public var capturedBlocks6: [(CTurnoutBPF_block6, UInt8)]
 
     public init(_ plan: SocketCapturePlan) {
         var config = CTurnoutBPF_config()
-        config.proxy_ip = Self.networkOrder(SocketCapturePlan.proxyAddress)
+        config.proxy_ip = Self.networkOrder(SocketCapturePlan.proxyAddresses[.ipv4]!)
         config.passthrough_ip = Self.networkOrder(CaptureOptions.passthroughSources[.ipv4]!)
+        config.proxy_ip6 = Self.words(SocketCapturePlan.proxyAddresses[.ipv6]!)
+        config.passthrough_ip6 = Self.words(CaptureOptions.passthroughSources[.ipv6]!)
+        config.ipv6 = plan.ipv6 ? 1 : 0
         config.proxy_port = plan.proxyPort
         config.inbound_port = plan.inboundPort
         config.uid_count = UInt32(plan.proxyUIDs.count)
@@ -50,10 +57,16 @@ public struct SocketCaptureMapContents: Sendable {
         inboundPorts = steered.indices.filter { steered[$0] != byDefault }
             .map { (UInt32($0), UInt8(steered[$0] ? CTURNOUTBPF_INBOUND_STEERED : CTURNOUTBPF_INBOUND_LEFT)) }
 
-        localAddresses = [(Self.block(SocketCapturePlan.loopbackBlock), UInt8(CTURNOUTBPF_LOCAL_LOOPBACK))]
-            + plan.ownAddresses.map { (Self.block($0), UInt8(CTURNOUTBPF_LOCAL_OWN)) }
-        excludedBlocks = plan.excludedBlocks.map { (Self.block($0), 1) }
-        capturedBlocks = plan.capturedBlocks.map { (Self.block($0), 1) }
+        let own4 = plan.ownAddresses.filter { $0.family == .ipv4 }, own6 = plan.ownAddresses.filter { $0.family == .ipv6 }
+        localAddresses = [(Self.block(SocketCapturePlan.loopbackBlocks[.ipv4]!), UInt8(CTURNOUTBPF_LOCAL_LOOPBACK))]
+            + own4.map { (Self.block($0), UInt8(CTURNOUTBPF_LOCAL_OWN)) }
+        excludedBlocks = plan.excludedBlocks.filter { $0.family == .ipv4 }.map { (Self.block($0), 1) }
+        capturedBlocks = plan.capturedBlocks.filter { $0.family == .ipv4 }.map { (Self.block($0), 1) }
+        localAddresses6 = plan.ipv6
+            ? [(Self.block6(SocketCapturePlan.loopbackBlocks[.ipv6]!), UInt8(CTURNOUTBPF_LOCAL_LOOPBACK))] + own6.map { (Self.block6($0), UInt8(CTURNOUTBPF_LOCAL_OWN)) }
+            : []
+        excludedBlocks6 = plan.excludedBlocks.filter { $0.family == .ipv6 }.map { (Self.block6($0), 1) }
+        capturedBlocks6 = plan.capturedBlocks.filter { $0.family == .ipv6 }.map { (Self.block6($0), 1) }
     }
 
     /// An IPv4 address as the kernel's contexts hold it: network order, read as a native integer.
@@ -72,6 +85,20 @@ public struct SocketCaptureMapContents: Sendable {
         let bytes = address.bytes
         precondition(bytes.count == 4, "the socket capture is IPv4 only")
         return UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24
+    }
+
+    /// An IPv6 address as four 32-bit words in network order, as the kernel's contexts hold it.
+    static func words(_ address: IPAddress) -> (UInt32, UInt32, UInt32, UInt32) {
+        let bytes = address.bytes
+        precondition(bytes.count == 16, "an IPv6 address")
+        func word(_ index: Int) -> UInt32 {
+            UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2]) << 16 | UInt32(bytes[index + 3]) << 24
+        }
+        return (word(0), word(4), word(8), word(12))
+    }
+
+    static func block6(_ prefix: IPPrefix) -> CTurnoutBPF_block6 {
+        CTurnoutBPF_block6(prefix_length: UInt32(prefix.length), address: words(prefix.address))
     }
 
     static func block(_ prefix: IPPrefix) -> CTurnoutBPF_block {

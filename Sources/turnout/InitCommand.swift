@@ -30,7 +30,7 @@ struct InitCommand: ParsableCommand {
           turnout init --dry-run --backend iptables          # print iptables-restore input (both families)
           sudo turnout init --validate                       # install, then prove a real connection is captured
           sudo turnout init --cleanup                        # stop capturing, let captured connections drain (≤ 5 s), remove the rules
-          sudo turnout init --backend bpf --cgroup /sys/fs/cgroup/pod1 --ipv6 off   # capture at connect(2): no NAT, no conntrack
+          sudo turnout init --backend bpf --cgroup /sys/fs/cgroup/pod1   # capture at connect(2): no NAT, no conntrack
           sudo turnout init --backend bpf --cgroup /sys/fs/cgroup/pod1 --cleanup    # detach it (cuts no connection)
 
         Every option can also come from the environment (the flag wins): \(CaptureSetting.allCases.map(\.environmentVariable).joined(separator: ", ")), \
@@ -39,8 +39,8 @@ struct InitCommand: ParsableCommand {
 
         --backend bpf captures without NAT: BPF programs on the app's cgroup (--cgroup) rewrite
         connect(2) to the proxy and answer its SO_ORIGINAL_DST, and one on the network namespace
-        hands inbound connections to the inbound listener; same order and exclusions, IPv4 only,
-        no --exclude-interfaces.
+        hands inbound connections to the inbound listener; same order and exclusions, IPv4 and
+        IPv6, no --exclude-interfaces.
 
         Order (first match wins): excluded interfaces and ports; the inbound passthrough source
         127.0.0.6 / ::6; the proxy calling the pod's own address over lo → inbound port; anything
@@ -80,7 +80,7 @@ struct InitCommand: ParsableCommand {
     @Option(name: [.customLong("inbound-interception-mode"), .customShort("m")], help: "REDIRECT (the only mode supported so far).")
     var interceptionMode: String?
 
-    @Option(help: "nft (netlink, the default), iptables (iptables-restore), or bpf (capture at connect(2); needs --cgroup).")
+    @Option(help: "nft (netlink, the default), iptables (iptables-restore), or bpf (capture at connect(2) and the listener lookup; needs --cgroup).")
     var backend: CaptureBackend?
     @Option(help: ArgumentHelp("With --backend bpf: the app's cgroup v2 directory (the pod's), where the programs attach (also TURNOUT_CGROUP).", valueName: "path"))
     var cgroup: String?
@@ -192,7 +192,7 @@ struct InitCommand: ParsableCommand {
     static func text(_ options: CaptureOptions, backend: CaptureBackend) -> String {
         switch backend {
         case .bpf:
-            return SocketCaptureCompiler.plan(options, ownAddresses: (try? NamespaceAddresses.ipv4()) ?? []).text
+            return SocketCaptureCompiler.plan(options, ownAddresses: (try? NamespaceAddresses.all()) ?? []).text
         case .nft:
             return NftablesRenderer.render([CaptureCompiler.nftables(options)])
         case .iptables:

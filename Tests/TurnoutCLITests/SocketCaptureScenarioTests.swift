@@ -13,14 +13,15 @@ struct SocketCaptureScenarioTests {
     static let proxy = CaptureLab.proxyUID
     static let vip = "10.96.0.10"
 
-    /// One connection: prints `peer=ADDR:PORT line=FIRST-LINE`, or `error=ERRNO-NAME`.
+    /// One connection: prints `peer=ADDR:PORT line=FIRST-LINE`, or `error=ERRNO-NAME`. An
+    /// address with a colon is connected from an IPv6 socket (a v4-mapped one too).
     static let client = """
     import errno, socket, sys
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
     s.settimeout(2)
     try:
         s.connect((sys.argv[1], int(sys.argv[2])))
-        peer = "%s:%d" % s.getpeername()
+        peer = "%s:%d" % s.getpeername()[:2]
         print("peer=%s line=%s" % (peer, s.recv(256).decode().strip()))
     except OSError as e:
         print("error=%s" % (errno.errorcode.get(e.errno, "timeout") if e.errno else "timeout"))
@@ -31,8 +32,8 @@ struct SocketCaptureScenarioTests {
         return result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) + result.standardError
     }
 
-    static func initialize(_ lab: CaptureLab, _ cgroup: LabCgroup, _ arguments: [String] = [], inside: Bool = false) throws -> ProcessResult {
-        let command = [Repository.turnoutBinary, "init", "--backend", "bpf", "--cgroup", cgroup.path, "--ipv6", "off"] + arguments
+    static func initialize(_ lab: CaptureLab, _ cgroup: LabCgroup, _ arguments: [String] = [], inside: Bool = false, ipv6: Bool = false) throws -> ProcessResult {
+        let command = [Repository.turnoutBinary, "init", "--backend", "bpf", "--cgroup", cgroup.path] + (ipv6 ? [] : ["--ipv6", "off"]) + arguments
         if inside { return try cgroup.run(in: lab.app, command) }
         let argv = try cgroup.command(in: lab.app, command)
         // Outside the cgroup: nsenter alone, without joining it.
@@ -99,6 +100,49 @@ struct SocketCaptureScenarioTests {
         }
     }
 
+    @Test("IPv6: a VIP of each family and one reached through a v4-mapped address pass through turnout proxy; inbound over IPv6 arrives from ::6; no conntrack entry")
+    func ipv6() throws {
+        try withCaptureLab(prefix: "bpfsix") { lab in
+            try lab.stopProxy()
+            try withLabCgroup(prefix: "turnout-bpfsix") { cgroup in
+                let installed = try Self.initialize(lab, cgroup, ipv6: true)
+                try #require(installed.status == 0, "\(installed.standardError)")
+                defer { _ = try? Self.initialize(lab, cgroup, ["--cleanup"]) }
+                #expect(installed.standardOutput.contains("+ cgroup/connect6 on \(cgroup.path)"))
+                let table = lab.stateDirectory + "/table.yaml"
+                try """
+                services:
+                  - name: demo/web
+                    addresses: [\(Self.vip), fd00:96::10]
+                    ports:
+                      - {name: http, port: 80}
+                    endpoints:
+                      - {address: \(CaptureLab.worldIPv4)}
+                      - {address: "\(CaptureLab.worldIPv6)"}
+
+                """.write(toFile: table, atomically: true, encoding: .utf8)
+                let proxy = try cgroup.start(in: lab.app, uid: Self.proxy, gid: Self.proxy, [
+                    Repository.turnoutBinary, "proxy", "-f", table, "--outbound", "0.0.0.0:15001", "--outbound", "[::]:15001",
+                    "--inbound", "0.0.0.0:15006", "--inbound", "[::]:15006", "--admin", "127.0.0.1:15000", "--workers", "1", "--drain-time", "0",
+                ])
+                defer { proxy.stop() }
+                var reply = ""
+                let ready = ProxyLab.eventually(within: .seconds(10)) {
+                    reply = (try? Self.connect(lab, cgroup, to: "fd00:96::10", port: 80)) ?? ""
+                    return reply.hasPrefix("peer=")
+                }
+                try #require(ready, "no answer through the proxy: \(reply); proxy stderr: \(proxy.standardError)")
+                // The VIPs are routed nowhere: only a captured connection can reach the endpoint.
+                #expect(reply == "peer=fd00:96::10:80 line=peer 80 from \(CaptureLab.appIPv6)")
+                #expect(try Self.connect(lab, cgroup, to: "::ffff:\(Self.vip)", port: 80) == "peer=::ffff:\(Self.vip):80 line=peer 80 from \(CaptureLab.appIPv4)")
+                #expect(try Self.connect(lab, cgroup, to: Self.vip, port: 80) == "peer=\(Self.vip):80 line=peer 80 from \(CaptureLab.appIPv4)")
+                #expect(try Self.connect(lab, cgroup, to: "::1", port: 8080) == "peer=::1:8080 line=app 8080 from ::1")
+                #expect(try lab.connect(from: .peer, to: CaptureLab.appIPv6, port: 8080).line == "app 8080 from ::6")
+                #expect(try Self.conntrackEntries(lab) == 0)
+            }
+        }
+    }
+
     @Test("exclusions: an excluded port and CIDR reach the world directly, the proxy's own uid is never captured; a re-run replaces the programs")
     func exclusionsAndRerun() throws {
         try withCaptureLab(prefix: "bpfexc") { lab in
@@ -145,7 +189,6 @@ struct SocketCaptureScenarioTests {
 @Suite("turnout init --backend bpf: refused options")
 struct SocketCaptureOptionTests {
     @Test("refused with the reason", arguments: [
-        (["--dry-run", "--ipv6", "on"], "IPv6 is not captured by the bpf backend yet"),
         (["--ipv6", "off"], "--backend bpf needs --cgroup PATH"),
         (["--ipv6", "off", "--dry-run", "-c", "eth1"], "--exclude-interfaces: the bpf backend captures at connect(2)"),
         (["--ipv6", "off", "--dry-run", "-u", "1,2,3,4,5,6,7,8,9"], "at most 8 proxy uids"),

@@ -46,15 +46,35 @@ struct SocketCaptureCompilerTests {
         #expect(plan.excludedBlocks.map(\.description) == ["10.1.0.0/16"])
     }
 
-    @Test("refused: IPv6 on, excluded interfaces, more than 8 uids", arguments: [
-        ([CaptureSetting.ipv6: "on"], "IPv6 is not captured"),
-        ([.excludeInterfaces: "eth1"], "--exclude-interfaces"),
+    @Test("refused: excluded interfaces, more than 8 uids", arguments: [
+        ([CaptureSetting.excludeInterfaces: "eth1"], "--exclude-interfaces"),
         ([.proxyUID: "1,2,3,4,5,6,7,8,9"], "at most 8 proxy uids"),
     ])
     func problems(settings: [CaptureSetting: String], problem: String) throws {
         let problems = SocketCaptureCompiler.problems(try Self.options(settings))
         #expect(problems.count == 1)
         #expect(problems.first?.contains(problem) == true)
+    }
+
+    @Test("IPv6 on: both families' blocks and own addresses, the IPv6 tries filled, ::1 and ::6 as four network-order words")
+    func ipv6() throws {
+        let plan = SocketCaptureCompiler.plan(try Self.options([.ipv6: "on", .excludeOutboundCIDRs: "fd00:1::/32,10.1.0.0/16"]),
+                                              ownAddresses: [IPAddress("10.20.0.2")!, IPAddress("fd00:20::2")!, IPAddress("::1")!])
+        #expect(plan.ipv6)
+        #expect(plan.capturedBlocks.map(\.description) == ["0.0.0.0/0", "::/0"])
+        #expect(plan.ownAddresses.map(\.description) == ["10.20.0.2/32", "fd00:20::2/128"])
+        let contents = SocketCaptureMapContents(plan)
+        #expect(contents.config.ipv6 == 1)
+        #expect(withUnsafeBytes(of: contents.config.proxy_ip6) { Array($0) } == Array(repeating: 0, count: 15) + [1])
+        #expect(withUnsafeBytes(of: contents.config.passthrough_ip6) { Array($0) } == Array(repeating: 0, count: 15) + [6])
+        #expect(contents.localAddresses6.map(\.0.prefix_length) == [128, 128])
+        #expect(contents.excludedBlocks6.map(\.0.prefix_length) == [32])
+        #expect(contents.excludedBlocks.map(\.0.prefix_length) == [16])
+        #expect(contents.capturedBlocks6.map(\.0.prefix_length) == [0])
+        // IPv6 off: no IPv6 trie is filled, and the config says so (connect6 then captures only
+        // v4-mapped destinations).
+        let off = SocketCaptureMapContents(SocketCaptureCompiler.plan(try Self.options([:]), ownAddresses: [IPAddress("fd00:20::2")!]))
+        #expect(off.config.ipv6 == 0 && off.localAddresses6.isEmpty && off.capturedBlocks6.isEmpty)
     }
 
     @Test("map contents: port verdicts, address keys in network order, the owners")

@@ -3,8 +3,8 @@
  * target) and by Swift, which fills them through CTurnoutBPF. One header for both so a field can
  * never mean one thing in the kernel and another in turnout.
  *
- * Conventions: addresses are IPv4 in network order (as the kernel's contexts hold them), ports
- * in host order. */
+ * Conventions: addresses in network order (as the kernel's contexts hold them: an IPv4 address
+ * in one 32-bit word, an IPv6 one in four), ports in host order. */
 #ifndef C_TURNOUT_BPF_MAPS_H
 #define C_TURNOUT_BPF_MAPS_H
 
@@ -17,6 +17,9 @@
 struct CTurnoutBPF_config {
     __u32 proxy_ip;          /* where captured connections are sent: 127.0.0.1 */
     __u32 passthrough_ip;    /* 127.0.0.6: the proxy's inbound delivery source, never captured */
+    __u32 proxy_ip6[4];      /* ::1 */
+    __u32 passthrough_ip6[4]; /* ::6 */
+    __u32 ipv6;              /* 1: IPv6 is captured too; 0: connect6 and IPv6 lookups are left alone */
     __u16 proxy_port;        /* outbound listener (15001) */
     __u16 inbound_port;      /* inbound listener (15006) */
     __u32 uid_count;
@@ -41,22 +44,34 @@ struct CTurnoutBPF_config {
 #define CTURNOUTBPF_LOCAL_LOOPBACK 1  /* 127.0.0.0/8 */
 #define CTURNOUTBPF_LOCAL_OWN 2       /* one of the namespace's own, non-loopback addresses */
 
-/* The key of the LPM tries `local_addresses`, `excluded_blocks` and `captured_blocks`. */
+/* The key of the LPM tries `local_addresses`, `excluded_blocks` and `captured_blocks` (IPv4)
+ * and of their `…6` twins (IPv6). */
 struct CTurnoutBPF_block {
     __u32 prefix_length;
     __u32 address;
 };
+struct CTurnoutBPF_block6 {
+    __u32 prefix_length;
+    __u32 address[4];
+};
 
-/* What the application asked connect(2) for, kept with its socket and by four-tuple. */
+#define CTURNOUTBPF_FAMILY_IPV4 4
+#define CTURNOUTBPF_FAMILY_IPV6 6
+
+/* What the application asked connect(2) for, kept with its socket and by four-tuple. An IPv4
+ * address is address[0] (also for an IPv6 socket connecting to a v4-mapped address: such a
+ * connection is IPv4 on the wire, and the proxy's IPv4 listener asks SOL_IP for it). */
 struct CTurnoutBPF_origin {
-    __u32 address;
+    __u32 family;            /* CTURNOUTBPF_FAMILY_* */
     __u32 port;
+    __u32 address[4];
 };
 
 /* `origins` key: a captured connection as the proxy's accepted socket sees it. */
 struct CTurnoutBPF_tuple {
-    __u32 client_address;
-    __u32 proxy_address;
+    __u32 family;
+    __u32 client_address[4];
+    __u32 proxy_address[4];
     __u32 client_port;
     __u32 proxy_port;
 };
