@@ -11,8 +11,8 @@ public struct SocketCapturePlan: Hashable, Sendable {
     public static let proxyAddresses: [IPFamily: IPAddress] = [.ipv4: IPAddress("127.0.0.1")!, .ipv6: IPAddress("::1")!]
     /// Never captured: what `connect(2)` to these reaches needs no proxy (NAT's "over lo").
     public static let loopbackBlocks: [IPFamily: IPPrefix] = [.ipv4: IPPrefix.loopback(.ipv4), .ipv6: IPPrefix.loopback(.ipv6)]
-    /// How many proxy uids, and gids, the programs compare against (CTURNOUTBPF_MAX_OWNERS).
-    public static let maximumOwners = 8
+    /// How many proxy uids and gids together the programs hold (CTURNOUTBPF_MAX_OWNERS).
+    public static let maximumOwners = 16
 
     /// Whether IPv6 is captured too (IPv4 always is, v4-mapped destinations included).
     public var ipv6: Bool
@@ -66,8 +66,8 @@ public enum SocketCaptureCompiler {
         if !options.excludeInterfaces.isEmpty {
             problems.append("--exclude-interfaces: the bpf backend captures at connect(2), before a route (and so an interface) is chosen; use --exclude-outbound-cidrs for what that interface reaches, or --backend nft")
         }
-        if options.proxyUIDs.count > SocketCapturePlan.maximumOwners || options.proxyGIDs.count > SocketCapturePlan.maximumOwners {
-            problems.append("the bpf backend compares at most \(SocketCapturePlan.maximumOwners) proxy uids and \(SocketCapturePlan.maximumOwners) gids")
+        if Set(options.proxyUIDs).count + Set(options.proxyGIDs).count > SocketCapturePlan.maximumOwners {
+            problems.append("the bpf backend holds at most \(SocketCapturePlan.maximumOwners) proxy uids and gids together")
         }
         return problems
     }

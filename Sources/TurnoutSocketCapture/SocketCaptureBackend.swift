@@ -106,6 +106,7 @@ public struct SocketCaptureBackend: Sendable {
             calls += 1
         }
         try write("config", [UInt32(0)], [contents.config])
+        try write("proxy_ids", contents.proxyIDs, contents.proxyIDs.map { _ in UInt8(1) })
         try write("outbound_ports", contents.outboundPorts.map(\.port), contents.outboundPorts.map(\.verdict))
         try write("inbound_ports", contents.inboundPorts.map(\.port), contents.inboundPorts.map(\.verdict))
         for (map, elements) in [("local_addresses", contents.localAddresses), ("excluded_blocks", contents.excludedBlocks),

@@ -9,6 +9,8 @@ import TurnoutRules
 /// value from it directly.
 public struct SocketCaptureMapContents: Sendable {
     public var config: CTurnoutBPF_config
+    /// `proxy_ids`: the proxy's uids and gids as keys (CTURNOUTBPF_OWNER_KEY), value 1.
+    public var proxyIDs: [UInt64]
     /// `outbound_ports`: the ports whose verdict is not CTURNOUTBPF_PORT_DEFAULT, the value an
     /// array map starts with (CTURNOUTBPF_PORT_*). Only those are written.
     public var outboundPorts: [(port: UInt32, verdict: UInt8)]
@@ -34,15 +36,9 @@ public struct SocketCaptureMapContents: Sendable {
         config.ipv6 = plan.ipv6 ? 1 : 0
         config.proxy_port = plan.proxyPort
         config.inbound_port = plan.inboundPort
-        config.uid_count = UInt32(plan.proxyUIDs.count)
-        config.gid_count = UInt32(plan.proxyGIDs.count)
-        withUnsafeMutableBytes(of: &config.uids) { raw in
-            for (index, uid) in plan.proxyUIDs.prefix(Int(CTURNOUTBPF_MAX_OWNERS)).enumerated() { raw.storeBytes(of: uid, toByteOffset: index * 4, as: UInt32.self) }
-        }
-        withUnsafeMutableBytes(of: &config.gids) { raw in
-            for (index, gid) in plan.proxyGIDs.prefix(Int(CTURNOUTBPF_MAX_OWNERS)).enumerated() { raw.storeBytes(of: gid, toByteOffset: index * 4, as: UInt32.self) }
-        }
         self.config = config
+        proxyIDs = plan.proxyUIDs.map { UInt64(CTURNOUTBPF_OWNER_UID) << 32 | UInt64($0) }
+            + plan.proxyGIDs.map { UInt64(CTURNOUTBPF_OWNER_GID) << 32 | UInt64($0) }
 
         var outbound = [UInt8](repeating: UInt8(CTURNOUTBPF_PORT_DEFAULT), count: 65536)
         // Excluded last: an excluded port is never captured, as in the NAT rules' order.

@@ -191,7 +191,7 @@ struct SocketCaptureOptionTests {
     @Test("refused with the reason", arguments: [
         (["--ipv6", "off"], "--backend bpf needs --cgroup PATH"),
         (["--ipv6", "off", "--dry-run", "-c", "eth1"], "--exclude-interfaces: the bpf backend captures at connect(2)"),
-        (["--ipv6", "off", "--dry-run", "-u", "1,2,3,4,5,6,7,8,9"], "at most 8 proxy uids"),
+        (["--ipv6", "off", "--dry-run", "-u", "1,2,3,4,5,6,7,8,9"], "at most 16 proxy uids and gids together"),
         (["--ipv6", "off", "--cgroup", "/sys/fs/cgroup", "--cleanup", "--drain-timeout", "3"], "nothing to drain"),
     ])
     func refused(arguments: [String], reason: String) throws {

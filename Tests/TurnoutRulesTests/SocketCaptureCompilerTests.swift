@@ -48,7 +48,7 @@ struct SocketCaptureCompilerTests {
 
     @Test("refused: excluded interfaces, more than 8 uids", arguments: [
         ([CaptureSetting.excludeInterfaces: "eth1"], "--exclude-interfaces"),
-        ([.proxyUID: "1,2,3,4,5,6,7,8,9"], "at most 8 proxy uids"),
+        ([.proxyUID: "1,2,3,4,5,6,7,8,9", .proxyGID: "1,2,3,4,5,6,7,8"], "at most 16 proxy uids and gids together"),
     ])
     func problems(settings: [CaptureSetting: String], problem: String) throws {
         let problems = SocketCaptureCompiler.problems(try Self.options(settings))
@@ -99,8 +99,7 @@ struct SocketCaptureCompilerTests {
         #expect(own.map { withUnsafeBytes(of: $0.0.address) { Array($0) } } == [10, 20, 0, 2])
         #expect(own?.0.prefix_length == 32)
         #expect(contents.localAddresses.first?.0.prefix_length == 8)
-        #expect(contents.config.uid_count == 2 && contents.config.gid_count == 2)
-        #expect(contents.config.uids.0 == 1337 && contents.config.uids.1 == 1338)
+        #expect(contents.proxyIDs == [1337, 1338, 1 << 32 | 1337, 1 << 32 | 1338])
         #expect(withUnsafeBytes(of: contents.config.proxy_ip) { Array($0) } == [127, 0, 0, 1])
         #expect(withUnsafeBytes(of: contents.config.passthrough_ip) { Array($0) } == [127, 0, 0, 6])
     }

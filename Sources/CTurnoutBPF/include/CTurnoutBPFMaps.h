@@ -10,8 +10,14 @@
 
 #include <linux/types.h>
 
-/* How many proxy uids and gids the program can compare against (the loop guard). */
-#define CTURNOUTBPF_MAX_OWNERS 8
+/* How many proxy uids and gids (together) `proxy_ids` holds (the loop guard). */
+#define CTURNOUTBPF_MAX_OWNERS 16
+
+/* `proxy_ids` keys: a uid or a gid of the proxy, never captured. One hash lookup each, where a
+ * loop over a list made the verifier walk every comparison (30 ms of init). */
+#define CTURNOUTBPF_OWNER_UID 0ULL
+#define CTURNOUTBPF_OWNER_GID 1ULL
+#define CTURNOUTBPF_OWNER_KEY(kind, id) (((__u64)(kind) << 32) | (__u32)(id))
 
 /* `config`, its one element: what CaptureOptions says that is not a list. */
 struct CTurnoutBPF_config {
@@ -22,10 +28,6 @@ struct CTurnoutBPF_config {
     __u32 ipv6;              /* 1: IPv6 is captured too; 0: connect6 and IPv6 lookups are left alone */
     __u16 proxy_port;        /* outbound listener (15001) */
     __u16 inbound_port;      /* inbound listener (15006) */
-    __u32 uid_count;
-    __u32 gid_count;
-    __u32 uids[CTURNOUTBPF_MAX_OWNERS];
-    __u32 gids[CTURNOUTBPF_MAX_OWNERS];
     __u32 inbound_default;   /* CTURNOUTBPF_INBOUND_*: what a port without an entry in `inbound_ports` gets */
 };
 

@@ -69,6 +69,13 @@ struct {
     __type(value, __u8);
 } inbound_ports SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, CTURNOUTBPF_MAX_OWNERS);
+    __type(key, __u64);
+    __type(value, __u8);
+} proxy_ids SEC(".maps");
+
 #define BLOCK_TRIE(name, key_type) \
     struct { \
         __uint(type, BPF_MAP_TYPE_LPM_TRIE); \
@@ -161,14 +168,10 @@ static __always_inline int inbound_steered(const struct CTurnoutBPF_config *cfg,
     return verdict == CTURNOUTBPF_INBOUND_STEERED;
 }
 
-static __always_inline int is_proxy(const struct CTurnoutBPF_config *cfg) {
+static __always_inline int is_proxy(void) {
     __u64 ids = bpf_get_current_uid_gid();
-    __u32 uid = (__u32)ids, gid = (__u32)(ids >> 32);
-    for (int i = 0; i < CTURNOUTBPF_MAX_OWNERS; i++) {
-        if (i < cfg->uid_count && cfg->uids[i] == uid) return 1;
-        if (i < cfg->gid_count && cfg->gids[i] == gid) return 1;
-    }
-    return 0;
+    __u64 uid = CTURNOUTBPF_OWNER_KEY(CTURNOUTBPF_OWNER_UID, (__u32)ids), gid = CTURNOUTBPF_OWNER_KEY(CTURNOUTBPF_OWNER_GID, ids >> 32);
+    return bpf_map_lookup_elem(&proxy_ids, &uid) || bpf_map_lookup_elem(&proxy_ids, &gid);
 }
 
 static __always_inline int same6(const __u32 *a, const __u32 *b) {
@@ -187,7 +190,7 @@ static __always_inline __u32 remote_port(__u32 raw) {
 // what `local_addresses(6)` says of the destination, `excluded` and `captured` whether the
 // destination is in those blocks.
 static __always_inline __u16 decide(const struct CTurnoutBPF_config *cfg, __u8 verdict, __u8 local, int excluded, int captured) {
-    if (is_proxy(cfg)) return local == CTURNOUTBPF_LOCAL_OWN ? cfg->inbound_port : 0;
+    if (is_proxy()) return local == CTURNOUTBPF_LOCAL_OWN ? cfg->inbound_port : 0;
     if (local) return 0;
     if (verdict == CTURNOUTBPF_PORT_CAPTURED) return cfg->proxy_port;
     if (excluded || !captured) return 0;
