@@ -73,8 +73,9 @@ let package = Package(
             swiftSettings: strict
         ),
         // Shared by every test target: the network-namespace lab and the helpers that run real tools.
-        // TurnoutProxy for the socket decoding and SO_ORIGINAL_DST the recording proxy shares with the product.
-        .target(name: "TurnoutTestSupport", dependencies: ["TurnoutModel", "TurnoutProxy"], path: "Tests/TurnoutTestSupport", swiftSettings: strict),
+        // TurnoutProxy for the socket decoding and SO_ORIGINAL_DST the recording proxy shares with the product;
+        // TurnoutSocketCapture for the filesystem check LabCgroup shares with it.
+        .target(name: "TurnoutTestSupport", dependencies: ["TurnoutModel", "TurnoutProxy", "TurnoutSocketCapture"], path: "Tests/TurnoutTestSupport", swiftSettings: strict),
         .testTarget(name: "TurnoutModelTests", dependencies: ["TurnoutModel", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutRulesTests", dependencies: ["CTurnoutBPF", "TurnoutModel", "TurnoutRules", "TurnoutSocketCapture", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),
         .testTarget(name: "TurnoutNetlinkTests", dependencies: ["TurnoutModel", "TurnoutRules", "TurnoutNetlink", "TurnoutControl", "TurnoutTestSupport"], swiftSettings: strict),

@@ -21,20 +21,11 @@ static int CTurnoutBPF_print(enum libbpf_print_level level, const char *format, 
     return vfprintf(stderr, format, arguments);
 }
 
-CTurnoutBPF_capture *CTurnoutBPF_open(const void *bytes, size_t size, const char *pin_directory,
-                                      const char *const *shared_maps, size_t shared_count, int *error) {
+CTurnoutBPF_capture *CTurnoutBPF_open(const void *bytes, size_t size, const char *pin_directory, int *error) {
     libbpf_set_print(CTurnoutBPF_print);
-    LIBBPF_OPTS(bpf_object_open_opts, options, .object_name = "turnout_capture");
+    LIBBPF_OPTS(bpf_object_open_opts, options, .object_name = "turnout_capture", .pin_root_path = pin_directory);
     struct bpf_object *object = bpf_object__open_mem(bytes, size, &options);
     if (!object) { *error = -errno; return NULL; }
-    char path[4096];
-    for (size_t index = 0; index < shared_count; index++) {
-        struct bpf_map *map = bpf_object__find_map_by_name(object, shared_maps[index]);
-        int written = snprintf(path, sizeof path, "%s/%s", pin_directory, shared_maps[index]);
-        if (!map || written < 0 || (size_t)written >= sizeof path) { bpf_object__close(object); *error = -EINVAL; return NULL; }
-        int status = bpf_map__set_pin_path(map, path);
-        if (status < 0) { bpf_object__close(object); *error = status; return NULL; }
-    }
     int status = bpf_object__load(object);
     if (status < 0) { bpf_object__close(object); *error = status; return NULL; }
     CTurnoutBPF_capture *capture = calloc(1, sizeof *capture);
@@ -87,15 +78,4 @@ int CTurnoutBPF_attach(CTurnoutBPF_capture *capture, const char *name, int targe
     /* Pinned: closing our descriptor leaves it attached. Not pinned: this detaches it again. */
     bpf_link__destroy(link);
     return status < 0 ? status : 0;
-}
-
-int CTurnoutBPF_read_counters(const char *path, uint64_t *values, uint32_t count) {
-    int fd = bpf_obj_get(path);
-    if (fd < 0) return -errno;
-    uint32_t index = 0;
-    for (; index < count; index++) {
-        if (bpf_map_lookup_elem(fd, &index, &values[index]) < 0) break;
-    }
-    close(fd);
-    return (int)index;
 }

@@ -1,5 +1,4 @@
 import CTurnoutBPF
-import CTurnoutLinux
 import FoundationEssentials
 import Glibc
 import TurnoutRules
@@ -32,21 +31,6 @@ public struct SocketCaptureBackend: Sendable {
         Program(name: "turnout_connect6", hook: "cgroup/connect6", onNamespace: false),
         Program(name: "turnout_inbound", hook: "sk_lookup", onNamespace: true),
     ]
-
-    /// Maps every load of the programs shares (pinned, and reused by the next `init`): the
-    /// state of connections and listeners already captured, which a re-run must not forget.
-    public static let sharedMaps = ["origin_by_socket", "origins", "listeners", "listeners6", "counters"]
-
-    /// The counters' names, in the `counters` map's order (CTURNOUTBPF_COUNTER_*).
-    public static let counterNames = [
-        "captured", "captured_to_inbound", "origins_recorded", "origins_forgotten",
-        "answered", "answered_inbound", "steered", "refused", "unrecorded",
-    ]
-
-    /// BPF_FS_MAGIC, the BPF filesystem's statfs type.
-    static let bpfFilesystemMagic = 0xcafe4a11
-    /// CGROUP2_SUPER_MAGIC.
-    static let cgroup2Magic = 0x63677270
 
     public init() {}
 
@@ -81,10 +65,11 @@ public struct SocketCaptureBackend: Sendable {
     private func attach(_ plan: SocketCapturePlan, cgroup: String, pins: SocketCapturePins) throws(SocketCaptureError) -> Report {
         guard let object = Data(base64Encoded: SocketCaptureObject.base64) else { throw .unsupported("the embedded BPF object is corrupt") }
         var status: Int32 = 0
-        let capture: OpaquePointer? = object.withUnsafeBytes { bytes in
-            Self.withCStrings(Self.sharedMaps) { names in
-                CTurnoutBPF_open(bytes.baseAddress, bytes.count, pins.directory, names, Self.sharedMaps.count, &status)
-            }
+        // The maps every load shares (the state of connections and listeners already captured,
+        // which a re-run must not forget) are declared LIBBPF_PIN_BY_NAME in the program:
+        // libbpf pins them in the capture's directory, or reuses those pinned there.
+        let capture = object.withUnsafeBytes { bytes in
+            CTurnoutBPF_open(bytes.baseAddress, bytes.count, pins.directory, &status)
         }
         guard let capture else {
             if status == -EINVAL && pins.exists {
@@ -157,25 +142,14 @@ public struct SocketCaptureBackend: Sendable {
         return Report(replaced: false, changes: changes, calls: 0)
     }
 
-    /// The capture's counters (``counterNames``), or nil when none is installed for `cgroup`.
-    public func counters(cgroup: String) throws(SocketCaptureError) -> [String: UInt64]? {
-        let pins = try SocketCapturePins(cgroup: cgroup)
-        guard pins.exists else { return nil }
-        var values = [UInt64](repeating: 0, count: Self.counterNames.count)
-        let read = CTurnoutBPF_read_counters(pins.map("counters"), &values, UInt32(values.count))
-        guard read >= 0 else { throw .system("bpf_obj_get \(pins.map("counters"))", -read) }
-        return Dictionary(uniqueKeysWithValues: zip(Self.counterNames, values.prefix(Int(read))))
-    }
-
     // MARK: - the filesystem
 
     static func requireFilesystems(cgroup: String) throws(SocketCaptureError) {
-        var type = 0
-        guard CTurnoutLinux_filesystem_type(SocketCapturePins.filesystem, &type) == 0, type == bpfFilesystemMagic else {
+        guard FilesystemType(path: SocketCapturePins.filesystem) == .bpf else {
             throw .unsupported("no BPF filesystem at \(SocketCapturePins.filesystem), where the capture's programs are pinned so they outlive init; mount one with `mount -t bpf bpf \(SocketCapturePins.filesystem)`")
         }
-        guard CTurnoutLinux_filesystem_type(cgroup, &type) == 0 else { throw .system("statfs \(cgroup)", errno) }
-        guard type == cgroup2Magic else {
+        guard let type = FilesystemType(path: cgroup) else { throw .system("statfs \(cgroup)", errno) }
+        guard type == .cgroup2 else {
             throw .unsupported("--cgroup \(cgroup): not a cgroup v2 directory (the programs attach to a cgroup v2 hierarchy)")
         }
     }
@@ -184,17 +158,12 @@ public struct SocketCaptureBackend: Sendable {
         guard mkdir(path, 0o700) == 0 || errno == EEXIST else { throw .system("mkdir \(path)", errno) }
     }
 
-    /// Unlinks every pin in the directory and the directory itself, ignoring what is gone.
+    /// Unlinks every pin in the directory (links, and the maps libbpf pinned by name) and the
+    /// directory itself, ignoring what is gone.
     static func removePins(_ pins: SocketCapturePins) {
-        for program in programs { unlink(pins.link(program.name)) }
-        for map in sharedMaps { unlink(pins.map(map)) }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: pins.directory)) ?? [] {
+            unlink("\(pins.directory)/\(name)")
+        }
         rmdir(pins.directory)
-    }
-
-    static func withCStrings<Result>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> Result) -> Result {
-        let copies = strings.map { strdup($0) }
-        defer { copies.forEach { free($0) } }
-        let pointers = copies.map { UnsafePointer($0) }
-        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 }

@@ -1,4 +1,3 @@
-import Glibc
 import TurnoutModel
 
 /// Why installing, replacing or removing a socket capture failed: the call and its errno, or
@@ -14,10 +13,5 @@ public enum SocketCaptureError: Error, Sendable, Equatable, CustomStringConverti
         case .system(let call, let code): SystemCallError(call: call, errno: code).description
         case .unsupported(let reason): reason
         }
-    }
-
-    /// The caller lacks a capability (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) for the call.
-    public var isPermissionDenied: Bool {
-        if case .system(_, let code) = self { code == EPERM || code == EACCES } else { false }
     }
 }

@@ -65,7 +65,6 @@ public struct SocketCaptureMapContents: Sendable {
         capturedBlocks6 = plan.capturedBlocks.filter { $0.family == .ipv6 }.map { (Self.block6($0), 1) }
     }
 
-    /// An IPv4 address as the kernel's contexts hold it: network order, read as a native integer.
     /// The verdict the programs read for outbound destination `port` (CTURNOUTBPF_PORT_*).
     public func outboundVerdict(_ port: UInt16) -> UInt8 {
         outboundPorts.first { $0.port == UInt32(port) }?.verdict ?? UInt8(CTURNOUTBPF_PORT_DEFAULT)
@@ -77,20 +76,20 @@ public struct SocketCaptureMapContents: Sendable {
         return verdict == UInt8(CTURNOUTBPF_INBOUND_STEERED)
     }
 
+    /// An IPv4 address as the kernel's contexts hold it: its four bytes in network order, read as
+    /// one native integer.
     static func networkOrder(_ address: IPAddress) -> UInt32 {
-        let bytes = address.bytes
-        precondition(bytes.count == 4, "the socket capture is IPv4 only")
-        return UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24
+        word(address.bytes, at: 0)
     }
 
-    /// An IPv6 address as four 32-bit words in network order, as the kernel's contexts hold it.
+    /// An IPv6 address as the kernel's contexts hold it: four words, each read like an IPv4 one.
     static func words(_ address: IPAddress) -> (UInt32, UInt32, UInt32, UInt32) {
         let bytes = address.bytes
-        precondition(bytes.count == 16, "an IPv6 address")
-        func word(_ index: Int) -> UInt32 {
-            UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2]) << 16 | UInt32(bytes[index + 3]) << 24
-        }
-        return (word(0), word(4), word(8), word(12))
+        return (word(bytes, at: 0), word(bytes, at: 4), word(bytes, at: 8), word(bytes, at: 12))
+    }
+
+    private static func word(_ bytes: [UInt8], at offset: Int) -> UInt32 {
+        bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
     }
 
     static func block6(_ prefix: IPPrefix) -> CTurnoutBPF_block6 {

@@ -24,7 +24,6 @@ public struct SocketCapturePins: Sendable, Equatable {
     }
 
     public func link(_ program: String) -> String { "\(directory)/link-\(program)" }
-    public func map(_ name: String) -> String { "\(directory)/\(name)" }
 
     /// Whether anything is pinned here.
     public var exists: Bool { access(directory, F_OK) == 0 }

@@ -4,6 +4,7 @@ import TurnoutControl
 import TurnoutModel
 import TurnoutNetlink
 import TurnoutRules
+import TurnoutSocketCapture
 
 /// Which kernel interface a command writes through.
 enum Backend: String, ExpressibleByArgument, CaseIterable {
@@ -58,12 +59,17 @@ struct KernelCommandFailed: Error, CustomStringConvertible {
     var description: String { "turnout \(command): failed, nothing was changed: \(detail)" }
 
     /// Wraps backend errors; EPERM from the kernel becomes the CAP_NET_ADMIN message.
+    /// `init --backend bpf`'s errors say what failed without that claim.
     static func wrapping<Result>(_ command: String, _ body: () throws -> Result) throws -> Result {
         do { return try body() } catch let error as NetlinkError {
             if error.isPermissionDenied { throw KernelAccessDenied(command: command) }
             throw KernelCommandFailed(command: command, detail: error.description)
         } catch let error as ToolError {
             throw KernelCommandFailed(command: command, detail: error.description)
+        } catch let error as SocketCaptureError {
+            // Not "nothing was changed": a re-run that fails between two programs leaves the
+            // ones already replaced.
+            throw RuntimeFailure(message: "turnout \(command): failed: \(error.description)")
         }
     }
 }

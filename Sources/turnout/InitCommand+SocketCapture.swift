@@ -1,6 +1,5 @@
 import TurnoutControl
 import TurnoutModel
-import TurnoutNetlink
 import TurnoutRules
 import TurnoutSocketCapture
 
@@ -8,17 +7,13 @@ import TurnoutSocketCapture
 /// backends report (backend "bpf"; messages = bpf(2) calls).
 extension InitCommand {
     /// Loads the programs with `options` for this namespace's addresses and attaches them to
-    /// `cgroup`, or replaces the programs of a capture installed there before.
+    /// `cgroup`, or replaces the programs of a capture installed there before. (`::6` on `lo`
+    /// is added by `run`, for every backend.)
     static func installSocketCapture(_ options: CaptureOptions, cgroup: String) throws -> ApplyReport {
-        // As the rule backends do: the proxy delivers inbound IPv6 connections from ::6, which must
-        // be a local address for it to bind, and is not one by itself.
-        let passthrough = options.ipv6 ? try LoopbackAddress.add(CaptureOptions.passthroughSources[.ipv6]!) : nil
         let plan = SocketCaptureCompiler.plan(options, ownAddresses: try NamespaceAddresses.all())
         let installed = try SocketCaptureBackend().install(plan, cgroup: cgroup)
-        var changes = installed.changes
-        if passthrough == .added { changes.append("lo: + \(CaptureOptions.passthroughSources[.ipv6]!)/128 (inbound passthrough source)") }
         return ApplyReport(backend: "bpf", outcome: installed.replaced ? .rebuilt : .created, messages: installed.calls,
-                           changes: changes,
+                           changes: installed.changes,
                            reason: installed.replaced ? "a capture was installed for this cgroup and namespace; each program was replaced atomically, its connections kept" : nil)
     }
 

@@ -109,20 +109,15 @@ struct InitCommand: ParsableCommand {
         let cgroup = try resolvedCgroup(environment, backend: backend, required: !dryRun)
         if cleanup {
             guard !dryRun else { throw BadInput(message: "init: --cleanup and --dry-run exclude each other") }
-            if let cgroup {
-                guard drainTimeout == nil else { throw BadInput(message: "init: --drain-timeout: the bpf backend rewrites no packets, so cleanup cuts no connection and has nothing to drain") }
-                try KernelAccess.require(for: "init --cleanup")
-                let start = ContinuousClock.now
-                let report = try KernelCommandFailed.wrapping("init --cleanup") { try Self.removeSocketCapture(cgroup: cgroup) }
-                print(report.printed(format, elapsed: ContinuousClock.now - start, source: nil), terminator: "")
-                return
+            guard backend != .bpf || drainTimeout == nil else {
+                throw BadInput(message: "init: --drain-timeout: the bpf backend rewrites no packets, so cleanup cuts no connection and has nothing to drain")
             }
             let options = try captureOptions(environment)
             let drain = CaptureDrain(ports: [options.proxyPort, options.inboundPort], timeout: try resolvedDrainTimeout(environment))
             try KernelAccess.require(for: "init --cleanup")
             let start = ContinuousClock.now
             let (report, waited) = try KernelCommandFailed.wrapping("init --cleanup") { () throws -> (ApplyReport, CaptureDrain.Outcome?) in
-                try Self.cleanUp(backend, drain: drain)
+                try Self.cleanUp(backend, drain: drain, cgroup: cgroup)
             }
             print(report.printed(format, elapsed: ContinuousClock.now - start, source: nil, drain: waited), terminator: "")
             return
@@ -139,20 +134,20 @@ struct InitCommand: ParsableCommand {
         if let problem = probeTargets.lazy.compactMap({ Self.probeProblem($0, options) }).first {
             throw BadInput(message: "init: --validate-target \(problem)")
         }
-        if let cgroup, validate, !NamespaceAddresses.processIsInside(cgroup: cgroup) {
+        if let cgroup, validate, !CgroupMembership.processIsInside(cgroup: cgroup) {
             throw BadInput(message: "init: --validate with --backend bpf probes from this process, which is not inside --cgroup \(cgroup): the programs would not see the probe")
         }
         try KernelAccess.require(for: "init")
         let start = ContinuousClock.now
         let report = try KernelCommandFailed.wrapping("init") {
-            if let cgroup { return try Self.installSocketCapture(options, cgroup: cgroup) }
             // Before the rules: once inbound capture is on, the proxy's passthrough to the app
             // from ::6 must work, and a failure here leaves no half-installed IPv6 capture.
             let passthrough = options.ipv6 ? try LoopbackAddress.add(CaptureOptions.passthroughSources[.ipv6]!) : nil
             var report = switch backend {
             case .nft: try NftablesBackend().applyCapture(options)
             case .iptables: try IptablesBackend().applyCapture(options)
-            case .bpf: preconditionFailure("the bpf backend installs through installSocketCapture")
+            // resolvedCgroup requires a cgroup for bpf outside a dry run.
+            case .bpf: try Self.installSocketCapture(options, cgroup: cgroup!)
             }
             if passthrough == .added { report.changes.append("lo: + \(CaptureOptions.passthroughSources[.ipv6]!)/128 (inbound passthrough source)") }
             return report
@@ -205,10 +200,12 @@ struct InitCommand: ParsableCommand {
     /// `--cleanup`: stop capturing (the drain form), wait for captured connections, then delete
     /// what is left. The report merges both transactions; the outcome is the drain's `absent`
     /// when nothing was installed, else the removal's.
-    static func cleanUp(_ backend: CaptureBackend, drain: CaptureDrain) throws -> (ApplyReport, CaptureDrain.Outcome?) {
+    /// The bpf backend has nothing to drain (no packet of a captured connection is rewritten)
+    /// and removes its programs at once; `cgroup` is its `--cgroup`.
+    static func cleanUp(_ backend: CaptureBackend, drain: CaptureDrain, cgroup: String?) throws -> (ApplyReport, CaptureDrain.Outcome?) {
         switch backend {
         case .bpf:
-            preconditionFailure("the bpf backend cleans up without a drain (removeSocketCapture)")
+            return (try removeSocketCapture(cgroup: cgroup!), nil)
         case .nft:
             let nft = try NftablesBackend()
             let drained = try nft.drainCapture()

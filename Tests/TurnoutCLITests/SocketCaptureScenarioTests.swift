@@ -78,8 +78,12 @@ struct SocketCaptureScenarioTests {
 
                 // The app asked for the VIP, saw the VIP as its peer, and the proxy reached the endpoint.
                 #expect(reply == "peer=\(Self.vip):80 line=peer 80 from \(CaptureLab.appIPv4)")
-                // An address the table does not know is passed through to where the app asked.
+                // An address the table does not know is passed through to where the app asked; the
+                // proxy's passthrough row shows it went through the proxy, not around it.
                 #expect(try Self.connect(lab, cgroup, to: CaptureLab.world2IPv4, port: 443) == "peer=\(CaptureLab.world2IPv4):443 line=peer 443 from \(CaptureLab.appIPv4)")
+                let status = try lab.run(.app, Repository.turnoutBinary, ["status", "--admin", "127.0.0.1:15000"])
+                let passthrough = status.standardOutput.split(separator: "\n").first { $0.hasPrefix("  passthrough") }
+                #expect(passthrough?.split(separator: " ") == ["passthrough", "1", "0", "0", "-"], "\(status.standardOutput)")
                 // Localhost is left alone.
                 #expect(try Self.connect(lab, cgroup, to: "127.0.0.1", port: 8080) == "peer=127.0.0.1:8080 line=app 8080 from 127.0.0.1")
                 // Inbound: the peer's connection reaches the app through the proxy's inbound
@@ -93,7 +97,8 @@ struct SocketCaptureScenarioTests {
                 #expect(removed.standardOutput.contains("- cgroup/connect4 on \(cgroup.path)"))
                 // Detached: the peer reaches the app directly again.
                 #expect(try lab.connect(from: .peer, to: CaptureLab.appIPv4, port: 8080).line == "app 8080 from \(CaptureLab.peerIPv4)")
-                #expect(try Self.connect(lab, cgroup, to: CaptureLab.world2IPv4, port: 443) == "peer=\(CaptureLab.world2IPv4):443 line=peer 443 from \(CaptureLab.appIPv4)")
+                // …and the VIP, which only the proxy could reach, is not reached any more.
+                #expect(try Self.connect(lab, cgroup, to: Self.vip, port: 80).hasPrefix("error="))
                 let again = try Self.initialize(lab, cgroup, ["--cleanup"])
                 #expect(again.status == 0 && again.standardOutput.contains("absent via bpf"))
             }
@@ -165,6 +170,18 @@ struct SocketCaptureScenarioTests {
                 #expect(try Self.connect(lab, cgroup, to: CaptureLab.worldIPv4, port: 5432) == "error=ECONNREFUSED")
                 #expect(try Self.connect(lab, cgroup, to: CaptureLab.world2IPv4, port: 80) == "error=ECONNREFUSED")
             }
+        }
+    }
+
+    @Test("a --cgroup that is not a cgroup v2 directory → exit 1, one line saying so, nothing pinned")
+    func notACgroup() throws {
+        // Inside a lab cgroup only for what it sets up: the BPF filesystem, checked before --cgroup.
+        try withLabCgroup(prefix: "turnout-bpfbad") { _ in
+            let before = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/bpf/turnout")) ?? []
+            let result = try turnout(["init", "--backend", "bpf", "--cgroup", "/tmp", "--ipv6", "off"])
+            #expect(result.status == 1)
+            #expect(result.standardError == "turnout init: failed: --cgroup /tmp: not a cgroup v2 directory (the programs attach to a cgroup v2 hierarchy)\n")
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/bpf/turnout")) ?? []) == before)
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import TurnoutSocketCapture
 
 /// A cgroup v2 directory of a test's own, for the BPF programs `turnout init --backend bpf`
 /// attaches to a cgroup, with the commands that run a program inside it.
@@ -18,10 +19,10 @@ public final class LabCgroup: Sendable {
 
     /// Makes `<cgroup v2 root>/<prefix>-<pid>-<n>`.
     public static func create(prefix: String) throws -> LabCgroup {
-        guard let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].first(where: { filesystemType($0) == cgroup2Magic }) else {
+        guard let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].first(where: { FilesystemType(path: $0) == .cgroup2 }) else {
             throw ServiceLabError("no cgroup v2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified")
         }
-        if filesystemType("/sys/fs/bpf") != bpfMagic {
+        if FilesystemType(path: "/sys/fs/bpf") != .bpf {
             let mount = try Subprocess.run(try Subprocess.locate("mount"), ["-t", "bpf", "bpf", "/sys/fs/bpf"])
             guard mount.status == 0 else { throw ServiceLabError("mount -t bpf bpf /sys/fs/bpf: \(mount.standardError)") }
         }
@@ -59,23 +60,14 @@ public final class LabCgroup: Sendable {
     public func remove() throws {
         let deadline = ContinuousClock.now + .seconds(5)
         while rmdir(path) != 0 {
-            guard errno == EBUSY, ContinuousClock.now < deadline else {
-                if errno == ENOENT { return }
-                throw ServiceLabError.system("rmdir \(path)")
-            }
+            let code = errno
+            if code == ENOENT { return }
+            guard code == EBUSY, ContinuousClock.now < deadline else { throw ServiceLabError.system("rmdir \(path)", code) }
             Thread.sleep(forTimeInterval: 0.05)
         }
     }
 
     private static let counter = Atomic<Int>(0)
-    private static let cgroup2Magic = 0x63677270
-    private static let bpfMagic = 0xcafe4a11
-
-    private static func filesystemType(_ path: String) -> Int? {
-        // Glibc's module has no statfs(2); `stat -f` prints its f_type.
-        guard let result = try? Subprocess.run(try Subprocess.locate("stat"), ["-f", "-c", "%t", path]), result.status == 0 else { return nil }
-        return Int(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16)
-    }
 }
 
 /// Runs `body` with a new `LabCgroup`, removed afterwards even when `body` throws.

@@ -20,12 +20,11 @@
 typedef struct CTurnoutBPF_capture CTurnoutBPF_capture;
 
 /* Opens the BPF object in `bytes` (an ELF file the caller keeps alive only for this call) and
- * loads its programs and maps into the kernel. Each map named in `shared_maps` (`shared_count`
- * names) is pinned at `pin_directory`/NAME: reused when a compatible map is pinned there
- * already (a capture installed before), else created and pinned. Returns NULL and sets *error
- * to the negative errno; the verifier's reasons, if any, went to stderr. */
-CTurnoutBPF_capture *CTurnoutBPF_open(const void *bytes, size_t size, const char *pin_directory,
-                                      const char *const *shared_maps, size_t shared_count, int *error);
+ * loads its programs and maps into the kernel. The maps the object declares with
+ * LIBBPF_PIN_BY_NAME are pinned at `pin_directory`/NAME: reused when a compatible map is pinned
+ * there already (a capture installed before), else created and pinned. Returns NULL and sets
+ * *error to the negative errno; the verifier's reasons, if any, went to stderr. */
+CTurnoutBPF_capture *CTurnoutBPF_open(const void *bytes, size_t size, const char *pin_directory, int *error);
 /* Releases the object's descriptors. Programs and maps stay in the kernel as long as a pinned
  * link or map (or another process) holds them. */
 void CTurnoutBPF_close(CTurnoutBPF_capture *capture);
@@ -40,9 +39,5 @@ int CTurnoutBPF_update(CTurnoutBPF_capture *capture, const char *map, const void
  * already, its program is replaced instead, atomically (every connect(2) runs the old program or
  * the new one), and *replaced is set to 1. */
 int CTurnoutBPF_attach(CTurnoutBPF_capture *capture, const char *program, int target_fd, const char *link_pin, int *replaced);
-
-/* Reads the pinned array map of 64-bit counters at `path` into `values` (up to `count`).
- * Returns how many were read. */
-int CTurnoutBPF_read_counters(const char *path, uint64_t *values, uint32_t count);
 
 #endif

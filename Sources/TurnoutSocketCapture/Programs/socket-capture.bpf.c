@@ -92,11 +92,13 @@ BLOCK_TRIE(local_addresses6, struct CTurnoutBPF_block6);
 BLOCK_TRIE(excluded_blocks6, struct CTurnoutBPF_block6);
 BLOCK_TRIE(captured_blocks6, struct CTurnoutBPF_block6);
 
-// Shared by every load (pinned, reused by the next init): the state of connections and
+// Shared by every load (LIBBPF_PIN_BY_NAME: pinned under the capture's directory, which turnout
+// gives libbpf as pin_root_path, and reused by the next init): the state of connections and
 // listeners that must survive a re-run of init with other options.
 struct {
     __uint(type, BPF_MAP_TYPE_SK_STORAGE);
     __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
     __type(key, int);
     __type(value, struct CTurnoutBPF_origin);
 } origin_by_socket SEC(".maps");
@@ -105,6 +107,7 @@ struct {
 // closes, so it fills only with 65,536 captured connections open at once (about 7 MiB of
 // kernel memory, preallocated); then the oldest go rather than new captures failing.
 struct {
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 65536);
     __type(key, struct CTurnoutBPF_tuple);
@@ -114,6 +117,7 @@ struct {
 // The inbound listeners, IPv4 and IPv6 (one per SO_REUSEPORT group member would be the same:
 // the kernel picks within the group after sk_assign), found when they call listen(2).
 struct {
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
     __uint(type, BPF_MAP_TYPE_SOCKHASH);
     __uint(max_entries, 16);
     __type(key, __u32);
@@ -121,6 +125,7 @@ struct {
 } listeners SEC(".maps");
 
 struct {
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
     __uint(type, BPF_MAP_TYPE_SOCKHASH);
     __uint(max_entries, 16);
     __type(key, __u32);
@@ -128,6 +133,7 @@ struct {
 } listeners6 SEC(".maps");
 
 struct {
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, CTURNOUTBPF_COUNTER_COUNT);
     __type(key, __u32);
@@ -197,10 +203,27 @@ static __always_inline __u16 decide(const struct CTurnoutBPF_config *cfg, __u8 v
     return cfg->proxy_port;
 }
 
-// Keeps what the application asked for with its socket; 0 when there is no room, and then the
-// connection is refused rather than let past the proxy (which could not route it).
-static __always_inline int remember(struct bpf_sock *sk, __u32 family, __u32 port, const __u32 *address) {
-    struct CTurnoutBPF_origin *origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+static __always_inline __u16 decide4(const struct CTurnoutBPF_config *cfg, __u8 verdict, __u32 address) {
+    return decide(cfg, verdict, lookup_block(&local_addresses, address),
+                  lookup_block(&excluded_blocks, address), lookup_block(&captured_blocks, address));
+}
+
+static __always_inline __u16 decide6(const struct CTurnoutBPF_config *cfg, __u8 verdict, const __u32 *address) {
+    return decide(cfg, verdict, lookup_block6(&local_addresses6, address),
+                  lookup_block6(&excluded_blocks6, address), lookup_block6(&captured_blocks6, address));
+}
+
+// ::ffff:a.b.c.d, how an IPv6 socket reaches an IPv4 address.
+static __always_inline int v4_mapped(const __u32 *address) {
+    return address[0] == 0 && address[1] == 0 && address[2] == bpf_htonl(0xffff);
+}
+
+// Keeps what the application asked for with its socket and counts the capture; 0 when there
+// is no room, and then the connection is refused rather than let past the proxy (which could
+// not route it). The caller rewrites the destination's address; the port is set here.
+static __always_inline int capture(struct bpf_sock_addr *ctx, const struct CTurnoutBPF_config *cfg, __u32 family,
+                                   __u32 port, const __u32 *address, __u16 to) {
+    struct CTurnoutBPF_origin *origin = bpf_sk_storage_get(&origin_by_socket, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
     if (!origin) {
         count(CTURNOUTBPF_COUNTER_UNRECORDED);
         return 0;
@@ -209,11 +232,9 @@ static __always_inline int remember(struct bpf_sock *sk, __u32 family, __u32 por
     origin->port = port;
     origin->address[0] = address[0]; origin->address[1] = address[1];
     origin->address[2] = address[2]; origin->address[3] = address[3];
-    return 1;
-}
-
-static __always_inline void count_capture(const struct CTurnoutBPF_config *cfg, __u16 to) {
+    ctx->user_port = bpf_htons(to);
     count(to == cfg->proxy_port ? CTURNOUTBPF_COUNTER_CAPTURED : CTURNOUTBPF_COUNTER_CAPTURED_OWN);
+    return 1;
 }
 
 SEC("cgroup/connect4")
@@ -226,13 +247,10 @@ int turnout_connect4(struct bpf_sock_addr *ctx) {
     __u32 port = bpf_ntohs((__u16)ctx->user_port);
     __u8 verdict = port_verdict(&outbound_ports, port);
     if (verdict == CTURNOUTBPF_PORT_EXCLUDED || sk->src_ip4 == cfg->passthrough_ip) return 1;
-    __u16 to = decide(cfg, verdict, lookup_block(&local_addresses, address[0]),
-                      lookup_block(&excluded_blocks, address[0]), lookup_block(&captured_blocks, address[0]));
+    __u16 to = decide4(cfg, verdict, address[0]);
     if (!to) return 1;
-    if (!remember(sk, CTURNOUTBPF_FAMILY_IPV4, port, address)) return 0;
+    if (!capture(ctx, cfg, CTURNOUTBPF_FAMILY_IPV4, port, address, to)) return 0;
     ctx->user_ip4 = cfg->proxy_ip;
-    ctx->user_port = bpf_htons(to);
-    count_capture(cfg, to);
     return 1;
 }
 
@@ -243,35 +261,28 @@ int turnout_connect6(struct bpf_sock_addr *ctx) {
     struct bpf_sock *sk = ctx->sk;
     if (!cfg || !sk) return 1;
     __u32 address[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+    __u32 source[4] = { sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3] };
     __u32 port = bpf_ntohs((__u16)ctx->user_port);
     __u8 verdict = port_verdict(&outbound_ports, port);
     if (verdict == CTURNOUTBPF_PORT_EXCLUDED) return 1;
-    if (address[0] == 0 && address[1] == 0 && address[2] == bpf_htonl(0xffff)) {
-        // v4-mapped: an IPv4 connection, decided as one.
+    if (v4_mapped(address)) {
+        // An IPv4 connection on the wire, decided as one and sent to ::ffff:127.0.0.1.
+        if (v4_mapped(source) && source[3] == cfg->passthrough_ip) return 1;
         __u32 v4[4] = { address[3], 0, 0, 0 };
-        if (sk->src_ip6[3] == cfg->passthrough_ip && sk->src_ip6[2] == bpf_htonl(0xffff)) return 1;
-        __u16 to = decide(cfg, verdict, lookup_block(&local_addresses, v4[0]),
-                          lookup_block(&excluded_blocks, v4[0]), lookup_block(&captured_blocks, v4[0]));
+        __u16 to = decide4(cfg, verdict, v4[0]);
         if (!to) return 1;
-        if (!remember(sk, CTURNOUTBPF_FAMILY_IPV4, port, v4)) return 0;
+        if (!capture(ctx, cfg, CTURNOUTBPF_FAMILY_IPV4, port, v4, to)) return 0;
         ctx->user_ip6[3] = cfg->proxy_ip;
-        ctx->user_port = bpf_htons(to);
-        count_capture(cfg, to);
         return 1;
     }
-    if (!cfg->ipv6) return 1;
-    __u32 source[4] = { sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3] };
-    if (same6(source, cfg->passthrough_ip6)) return 1;
-    __u16 to = decide(cfg, verdict, lookup_block6(&local_addresses6, address),
-                      lookup_block6(&excluded_blocks6, address), lookup_block6(&captured_blocks6, address));
+    if (!cfg->ipv6 || same6(source, cfg->passthrough_ip6)) return 1;
+    __u16 to = decide6(cfg, verdict, address);
     if (!to) return 1;
-    if (!remember(sk, CTURNOUTBPF_FAMILY_IPV6, port, address)) return 0;
+    if (!capture(ctx, cfg, CTURNOUTBPF_FAMILY_IPV6, port, address, to)) return 0;
     ctx->user_ip6[0] = cfg->proxy_ip6[0];
     ctx->user_ip6[1] = cfg->proxy_ip6[1];
     ctx->user_ip6[2] = cfg->proxy_ip6[2];
     ctx->user_ip6[3] = cfg->proxy_ip6[3];
-    ctx->user_port = bpf_htons(to);
-    count_capture(cfg, to);
     return 1;
 }
 
@@ -321,7 +332,10 @@ int turnout_sockops(struct bpf_sock_ops *ops) {
         if (cfg && port == cfg->inbound_port) bpf_sock_hash_update(ops, ipv6 ? (void *)&listeners6 : (void *)&listeners, &port, BPF_ANY);
         return 1;
     }
-    // Both families' addresses read up front (see turnout_getsockopt).
+    int closing = ops->op == BPF_SOCK_OPS_STATE_CB && ops->args[1] == TCP_STATE_CLOSE;
+    if (ops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && ops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && !closing) return 1;
+    // Both families' addresses read up front (see turnout_getsockopt), and only for the three
+    // events that need them: this program runs for every TCP event of the pod's sockets.
     __u32 local4 = READ(ops->local_ip4), remote4 = READ(ops->remote_ip4);
     __u32 local6[4] = { READ(ops->local_ip6[0]), READ(ops->local_ip6[1]), READ(ops->local_ip6[2]), READ(ops->local_ip6[3]) };
     __u32 remote6[4] = { READ(ops->remote_ip6[0]), READ(ops->remote_ip6[1]), READ(ops->remote_ip6[2]), READ(ops->remote_ip6[3]) };
@@ -348,7 +362,6 @@ int turnout_sockops(struct bpf_sock_ops *ops) {
     // application's end does, which may be before the proxy even accepted it (conntrack keeps its
     // entry that long too). The application's socket has reached ACTIVE_ESTABLISHED first: the
     // proxy's end is established only by the ACK that follows it.
-    if (ops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && !(ops->op == BPF_SOCK_OPS_STATE_CB && ops->args[1] == TCP_STATE_CLOSE)) return 1;
     if (ipv6) {
         tuple.family = CTURNOUTBPF_FAMILY_IPV6;
         for (int i = 0; i < 4; i++) { tuple.client_address[i] = remote6[i]; tuple.proxy_address[i] = local6[i]; }
