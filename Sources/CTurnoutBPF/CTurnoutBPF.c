@@ -79,3 +79,87 @@ int CTurnoutBPF_attach(CTurnoutBPF_capture *capture, const char *name, int targe
     bpf_link__destroy(link);
     return status < 0 ? status : 0;
 }
+
+int CTurnoutBPF_read_array(const char *pin, uint64_t *values, uint32_t count) {
+    int fd = bpf_obj_get(pin);
+    if (fd < 0) return -errno;
+    int status = 0;
+    for (uint32_t index = 0; index < count && status == 0; index++) {
+        __u64 value = 0;
+        if (bpf_map_lookup_elem(fd, &index, &value) < 0) status = -errno;
+        values[index] = value;
+    }
+    close(fd);
+    return status;
+}
+
+int CTurnoutBPF_count_keys(const char *pin, size_t key_size, uint64_t limit, uint64_t *count) {
+    int fd = bpf_obj_get(pin);
+    if (fd < 0) return -errno;
+    unsigned char key[2][key_size];
+    uint64_t found = 0;
+    int status = 0;
+    /* NULL asks for the first key; each next call the key after the one before. */
+    const void *previous = NULL;
+    while (found < limit) {
+        void *next = key[found % 2];
+        if (bpf_map_get_next_key(fd, previous, next) < 0) {
+            if (errno != ENOENT) status = -errno;
+            break;
+        }
+        found++;
+        previous = next;
+    }
+    close(fd);
+    *count = found;
+    return status;
+}
+
+int CTurnoutBPF_read_program_map(const char *link_pin, const char *map, const void *key, void *value) {
+    int link = bpf_obj_get(link_pin);
+    if (link < 0) return -errno;
+    struct bpf_link_info link_info = {0};
+    __u32 length = sizeof link_info;
+    int status = bpf_obj_get_info_by_fd(link, &link_info, &length) < 0 ? -errno : 0;
+    close(link);
+    if (status < 0) return status;
+    int program = bpf_prog_get_fd_by_id(link_info.prog_id);
+    if (program < 0) return -errno;
+    __u32 map_ids[64] = {0};
+    struct bpf_prog_info program_info = {0};
+    program_info.nr_map_ids = sizeof map_ids / sizeof map_ids[0];
+    program_info.map_ids = (__u64)(unsigned long)map_ids;
+    length = sizeof program_info;
+    status = bpf_obj_get_info_by_fd(program, &program_info, &length) < 0 ? -errno : 0;
+    close(program);
+    if (status < 0) return status;
+    __u32 used = program_info.nr_map_ids < 64 ? program_info.nr_map_ids : 64;
+    for (__u32 index = 0; index < used; index++) {
+        int fd = bpf_map_get_fd_by_id(map_ids[index]);
+        if (fd < 0) continue;
+        struct bpf_map_info map_info = {0};
+        length = sizeof map_info;
+        if (bpf_obj_get_info_by_fd(fd, &map_info, &length) == 0 && strcmp(map_info.name, map) == 0) {
+            status = bpf_map_lookup_elem(fd, key, value) < 0 ? -errno : 0;
+            close(fd);
+            return status;
+        }
+        close(fd);
+    }
+    return -ENOENT;
+}
+
+int CTurnoutBPF_link_target(const char *link_pin, uint64_t *target) {
+    int link = bpf_obj_get(link_pin);
+    if (link < 0) return -errno;
+    struct bpf_link_info info = {0};
+    __u32 length = sizeof info;
+    int status = bpf_obj_get_info_by_fd(link, &info, &length) < 0 ? -errno : 0;
+    close(link);
+    if (status < 0) return status;
+    switch (info.type) {
+    case BPF_LINK_TYPE_CGROUP: *target = info.cgroup.cgroup_id; return 0;
+    case BPF_LINK_TYPE_NETNS: *target = info.netns.netns_ino; return 0;
+    default: return -EINVAL;
+    }
+}

@@ -5,17 +5,12 @@ import Glibc
 /// meets the socket capture's programs from inside the cgroup they are attached to.
 public enum CgroupMembership {
     /// Whether the calling process is in the cgroup at `cgroup` or one below it (from
-    /// /proc/self/cgroup and the cgroup v2 mount in /proc/self/mounts).
+    /// /proc/self/cgroup and the cgroup v2 mounts).
     public static func processIsInside(cgroup: String) -> Bool {
         guard let own = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)
-                .split(separator: "\n").first(where: { $0.hasPrefix("0::") })?.dropFirst(3),
-              let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return false }
-        let roots = mounts.split(separator: "\n").compactMap { line -> String? in
-            let fields = line.split(separator: " ")
-            return fields.count > 2 && fields[2] == "cgroup2" ? String(fields[1]) : nil
-        }
+                .split(separator: "\n").first(where: { $0.hasPrefix("0::") })?.dropFirst(3) else { return false }
         guard let wanted = realPath(cgroup) else { return false }
-        return roots.contains { root in
+        return CgroupHierarchy.mountPoints().contains { root in
             guard let mine = realPath(root + own) else { return false }
             return mine == wanted || mine.hasPrefix(wanted + "/")
         }

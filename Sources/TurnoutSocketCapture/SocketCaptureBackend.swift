@@ -9,7 +9,7 @@ import TurnoutRules
 ///
 /// Needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN (attaching to a cgroup and a namespace), a BPF
 /// filesystem at `/sys/fs/bpf`, and cgroup v2. Each call stands alone; no state is kept between
-/// calls but the pins.
+/// calls but the pins. Calls from several processes take turns (``SocketCaptureLock``).
 public struct SocketCaptureBackend: Sendable {
     /// One program of the capture and where it attaches.
     public struct Program: Sendable, Equatable {
@@ -51,14 +51,19 @@ public struct SocketCaptureBackend: Sendable {
     public func install(_ plan: SocketCapturePlan, cgroup: String) throws(SocketCaptureError) -> Report {
         try Self.requireFilesystems(cgroup: cgroup)
         let pins = try SocketCapturePins(cgroup: cgroup)
-        let existed = pins.exists
         try Self.makeDirectory(SocketCapturePins.root)
-        try Self.makeDirectory(pins.directory)
-        do {
-            return try attach(plan, cgroup: cgroup, pins: pins)
-        } catch {
-            if !existed { Self.removePins(pins) }
-            throw error
+        return try SocketCaptureLock.held { () throws(SocketCaptureError) in
+            let removed = Self.removeStalePins(keeping: pins)
+            let existed = pins.exists
+            try Self.makeDirectory(pins.directory)
+            do throws(SocketCaptureError) {
+                var report = try attach(plan, cgroup: cgroup, pins: pins)
+                report.changes = removed + report.changes
+                return report
+            } catch {
+                if !existed { Self.removePins(pins) }
+                throw error
+            }
         }
     }
 
@@ -130,6 +135,11 @@ public struct SocketCaptureBackend: Sendable {
     public func remove(cgroup: String) throws(SocketCaptureError) -> Report? {
         let pins = try SocketCapturePins(cgroup: cgroup)
         guard pins.exists else { return nil }
+        return try SocketCaptureLock.held { () throws(SocketCaptureError) in try detach(pins, cgroup: cgroup) }
+    }
+
+    private func detach(_ pins: SocketCapturePins, cgroup: String) throws(SocketCaptureError) -> Report? {
+        guard pins.exists else { return nil }
         // connect(2) and the inbound steering first, so nothing new is captured while the
         // programs that serve captured connections are still there.
         var changes: [String] = []
@@ -152,6 +162,24 @@ public struct SocketCaptureBackend: Sendable {
         guard type == .cgroup2 else {
             throw .unsupported("--cgroup \(cgroup): not a cgroup v2 directory (the programs attach to a cgroup v2 hierarchy)")
         }
+    }
+
+    /// Removes what pods deleted without `init --cleanup` left: every capture directory whose
+    /// cgroup is gone (its sk_lookup link, if its namespace lives on, goes with it: it could only
+    /// steer to a proxy of that cgroup), and `pins` itself when its links are not attached where its name
+    /// says (inode numbers reused: re-using its links would replace the programs of a cgroup
+    /// that is gone, and capture nothing). Returns a line for each removed. Call with the lock.
+    static func removeStalePins(keeping pins: SocketCapturePins) -> [String] {
+        var removed: [String] = []
+        for other in SocketCapturePins.all() where other != pins && other.attachment == .gone {
+            removePins(other)
+            removed.append("- pins of a cgroup that is gone: \(other.directory)")
+        }
+        if pins.exists, pins.attachment != .current {
+            removePins(pins)
+            removed.append("- stale pins of a gone cgroup or namespace whose inode numbers this one has now: \(pins.directory)")
+        }
+        return removed
     }
 
     static func makeDirectory(_ path: String) throws(SocketCaptureError) {

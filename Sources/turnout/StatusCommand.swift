@@ -2,6 +2,7 @@ import ArgumentParser
 import TurnoutControl
 import TurnoutModel
 import TurnoutRules
+import TurnoutSocketCapture
 
 /// `turnout status`: what is installed, how it differs from a table, and what the proxy on the
 /// admin address reports.
@@ -64,6 +65,9 @@ struct StatusCommand: ParsableCommand {
             }
         }
         for line in status.summary { print(line) }
+        for capture in try KernelCommandFailed.wrapping("status", { try SocketCaptureStatus.installed() }) {
+            for line in capture.summary { print(line) }
+        }
         if let watching = try? ReconcilerStatusFile.read(statusFile) {
             for line in ReconcilerStatusFile.summary(watching, now: WallClock.now()) { print(line) }
         }

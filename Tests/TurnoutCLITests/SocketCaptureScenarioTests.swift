@@ -40,6 +40,48 @@ struct SocketCaptureScenarioTests {
         return try Subprocess.run(argv[0], [argv[1], "--"] + command)
     }
 
+    /// A socket that first connects to FIRST-ADDR FIRST-PORT and, refused there, to ADDR PORT:
+    /// prints the first error, then what `client` prints.
+    static let reconnectingClient = """
+    import errno, socket, sys
+    s = socket.socket()
+    try:  # blocking: a connect(2) that fails at once leaves the socket ready for the next
+        s.connect((sys.argv[1], int(sys.argv[2])))
+        print("first=connected")
+    except OSError as e:
+        print("first=%s" % errno.errorcode.get(e.errno, "timeout"), end=" ")
+    s.settimeout(2)
+    s.connect((sys.argv[3], int(sys.argv[4])))
+    print("peer=%s:%d line=%s" % (s.getpeername()[:2] + (s.recv(256).decode().strip(),)))
+    """
+
+    /// `turnout status --admin none` in the app namespace (nsenter: the pins are in /sys/fs/bpf),
+    /// its socket capture lines.
+    static func statusLines(_ lab: CaptureLab) throws -> [String] {
+        let result = try Subprocess.run(try Subprocess.locate("nsenter"), ["--net=\(lab.app.path)", "--", Repository.turnoutBinary, "status", "--admin", "none"])
+        try #require(result.status == 0, "\(result.standardError)")
+        return result.standardOutput.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("table inet") }
+    }
+
+    /// The lines `turnout status` prints for the capture of `cgroup`: its heading and what follows it.
+    static func captureStatus(_ lab: CaptureLab, _ cgroup: LabCgroup) throws -> [String] {
+        let lines = try statusLines(lab)
+        guard let start = lines.firstIndex(where: { $0.hasPrefix("socket capture (bpf) of cgroup \(cgroup.path):") }) else { return lines }
+        return [lines[start]] + lines[(start + 1)...].prefix { $0.hasPrefix("  ") }
+    }
+
+    /// Where the pins of `cgroup`'s capture in the lab's app namespace are.
+    static func pinDirectory(_ lab: CaptureLab, _ cgroup: LabCgroup) throws -> String {
+        var cgroupStatus = stat(), namespaceStatus = stat()
+        try #require(stat(cgroup.path, &cgroupStatus) == 0 && stat(lab.app.path, &namespaceStatus) == 0)
+        return "/sys/fs/bpf/turnout/capture-cgroup\(cgroupStatus.st_ino)-netns\(namespaceStatus.st_ino)"
+    }
+
+    /// The numbers of a status line, in order ("outbound: 3 connects captured, 0 of …" → [3, 0, …]).
+    static func numbers(_ line: String?) -> [Int] {
+        (line ?? "").split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+    }
+
     /// Connections the app namespace's conntrack holds. A conntrack rule in the peer namespace
     /// makes sure the module is loaded, so that an empty table means nothing was tracked in the
     /// app, not that nothing could have been.
@@ -90,6 +132,22 @@ struct SocketCaptureScenarioTests {
                 // listener, which delivers it from the passthrough source.
                 #expect(try lab.connect(from: .peer, to: CaptureLab.appIPv4, port: 8080).line == "app 8080 from 127.0.0.6")
                 #expect(try Self.conntrackEntries(lab) == 0)
+
+                // `turnout status` reads the capture from its pins: the programs, the listener the
+                // proxy registered, and counters that agree with the traffic above.
+                let lines = try Self.captureStatus(lab, cgroup)
+                #expect(lines.first == "socket capture (bpf) of cgroup \(cgroup.path): 7 of 7 programs attached", "\(lines)")
+                #expect(lines.contains("  ports: outbound 15001, inbound 15006; IPv6 not captured"), "\(lines)")
+                #expect(lines.contains("  inbound listener: IPv4 registered"), "\(lines)")
+                // [captured, of the proxy's to inbound, held, recorded, forgotten]: the VIP and the
+                // passthrough connection at least (more while the proxy was starting), none of the
+                // proxy's own (it delivers inbound from the passthrough source); every established
+                // one recorded, and the proxy asked for each one's original destination once.
+                let outbound = Self.numbers(lines.first { $0.hasPrefix("  outbound:") })
+                try #require(outbound.count == 5, "\(lines)")
+                #expect(outbound[0] >= 2 && outbound[1] == 0 && outbound[3] >= 2, "\(lines)")
+                #expect(outbound[2] == outbound[3] - outbound[4], "\(lines)")
+                #expect(lines.contains("  inbound: 1 connections steered, 0 refused; SO_ORIGINAL_DST answered \(outbound[3]) (outbound) and 1 (inbound)"), "\(lines)")
 
                 let removed = try Self.initialize(lab, cgroup, ["--cleanup"])
                 try #require(removed.status == 0, "\(removed.standardError)")
@@ -161,6 +219,15 @@ struct SocketCaptureScenarioTests {
                 #expect(try Self.connect(lab, cgroup, to: CaptureLab.worldIPv4, port: 5432) == "peer=\(CaptureLab.worldIPv4):5432 line=peer 5432 from \(CaptureLab.appIPv4)")
                 #expect(try Self.connect(lab, cgroup, to: CaptureLab.world2IPv4, port: 80) == "peer=\(CaptureLab.world2IPv4):80 line=peer 80 from \(CaptureLab.appIPv4)")
                 #expect(try Self.connect(lab, cgroup, to: CaptureLab.worldIPv4, port: 80, uid: Self.proxy) == "peer=\(CaptureLab.worldIPv4):80 line=peer 80 from \(CaptureLab.appIPv4)")
+                // A socket refused on a captured connect(2) may connect again, here where capture
+                // leaves it alone: it sees its real peer, and no origin is recorded for it.
+                let again = try cgroup.run(in: lab.app, uid: Self.app, gid: Self.app, ["/usr/bin/python3", "-c", Self.reconnectingClient,
+                                                                                         CaptureLab.worldIPv4, "80", CaptureLab.world2IPv4, "80"])
+                #expect(again.standardOutput == "first=ECONNREFUSED peer=\(CaptureLab.world2IPv4):80 line=peer 80 from \(CaptureLab.appIPv4)\n", "\(again.standardError)")
+                let outbound = try Self.captureStatus(lab, cgroup).first { $0.hasPrefix("  outbound:") }
+                // Captured: the refused connect to :80 before, and this socket's refused first try;
+                // none established, so no origin recorded.
+                #expect(Self.numbers(outbound) == [2, 0, 0, 0, 0], "\(outbound ?? "no outbound line")")
 
                 let rerun = try Self.initialize(lab, cgroup)
                 try #require(rerun.status == 0, "\(rerun.standardError)")
@@ -169,6 +236,53 @@ struct SocketCaptureScenarioTests {
                 // The new options hold: port 5432 and 10.31/16 are captured now.
                 #expect(try Self.connect(lab, cgroup, to: CaptureLab.worldIPv4, port: 5432) == "error=ECONNREFUSED")
                 #expect(try Self.connect(lab, cgroup, to: CaptureLab.world2IPv4, port: 80) == "error=ECONNREFUSED")
+            }
+        }
+    }
+
+    @Test("a cgroup removed without --cleanup: status calls its pins gone, and the next init on the host removes them")
+    func goneCgroup() throws {
+        try withCaptureLab(prefix: "bpfgone") { lab in
+            let first = try LabCgroup.create(prefix: "turnout-bpfgone")
+            defer { try? first.remove() }
+            let installed = try Self.initialize(lab, first)
+            try #require(installed.status == 0, "\(installed.standardError)")
+            let pins = try Self.pinDirectory(lab, first)
+            try first.remove()
+            // The kernel detaches the cgroup's links once it releases the cgroup, a moment after rmdir.
+            let expected = "socket capture pins of a cgroup that is gone (removed without `init --cleanup`): \(pins); the next `init --backend bpf` on this host removes them"
+            var lines: [String] = []
+            let reported = ProxyLab.eventually(within: .seconds(10)) {
+                lines = (try? Self.statusLines(lab)) ?? []
+                return lines.contains(expected)
+            }
+            #expect(reported, "\(lines)")
+            try withLabCgroup(prefix: "turnout-bpfgone") { second in
+                let next = try Self.initialize(lab, second)
+                defer { _ = try? Self.initialize(lab, second, ["--cleanup"]) }
+                #expect(next.status == 0, "\(next.standardError)")
+                #expect(next.standardOutput.contains("  - pins of a cgroup that is gone: \(pins)\n"), "\(next.standardOutput)")
+                #expect(access(pins, F_OK) != 0)
+                #expect(try Self.captureStatus(lab, second).first == "socket capture (bpf) of cgroup \(second.path): 7 of 7 programs attached")
+            }
+        }
+    }
+
+    @Test("two inits take turns: an init waits while another holds the lock on /sys/fs/bpf/turnout, then installs")
+    func lockedInit() throws {
+        try withCaptureLab(prefix: "bpflock") { lab in
+            try withLabCgroup(prefix: "turnout-bpflock") { cgroup in
+                #expect(mkdir("/sys/fs/bpf/turnout", 0o700) == 0 || errno == EEXIST)
+                let lock = open("/sys/fs/bpf/turnout", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                try #require(lock >= 0 && flock(lock, LOCK_EX) == 0)
+                let waiting = BackgroundCall { try Self.initialize(lab, cgroup) }
+                Thread.sleep(forTimeInterval: 0.3)
+                #expect(!waiting.isFinished)
+                close(lock)
+                let installed = try waiting.result(within: .seconds(15))
+                defer { _ = try? Self.initialize(lab, cgroup, ["--cleanup"]) }
+                #expect(installed.status == 0, "\(installed.standardError)")
+                #expect(installed.standardOutput.contains("created via bpf"))
             }
         }
     }

@@ -40,4 +40,17 @@ int CTurnoutBPF_update(CTurnoutBPF_capture *capture, const char *map, const void
  * the new one), and *replaced is set to 1. */
 int CTurnoutBPF_attach(CTurnoutBPF_capture *capture, const char *program, int target_fd, const char *link_pin, int *replaced);
 
+/* For `turnout status`, which reads a capture another turnout installed: only its pins.
+ * Reads `count` 64-bit values at indices 0… of the pinned array map at `pin` into `values`. */
+int CTurnoutBPF_read_array(const char *pin, uint64_t *values, uint32_t count);
+/* Counts the keys of the pinned map at `pin` (`key_size` bytes each), stopping at `limit`. */
+int CTurnoutBPF_count_keys(const char *pin, size_t key_size, uint64_t limit, uint64_t *count);
+/* Reads the value at `key` of the map named `map` that the program behind the pinned link at
+ * `link_pin` uses (a per-load map such as `config`, which is pinned nowhere itself). */
+int CTurnoutBPF_read_program_map(const char *link_pin, const char *map, const void *key, void *value);
+/* What the pinned link at `link_pin` is attached to: its cgroup's id (the cgroup directory's
+ * inode number) for a cgroup link, its network namespace's inode number for an sk_lookup link;
+ * 0 once that cgroup or namespace is gone (the kernel detached the link, the pin remains). */
+int CTurnoutBPF_link_target(const char *link_pin, uint64_t *target);
+
 #endif

@@ -237,6 +237,15 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct CTurn
     return 1;
 }
 
+// A connect(2) left alone. The socket may have been captured by an earlier connect(2) that
+// failed (a TCP socket can connect again after a refusal): what it asked for then must neither
+// answer its getpeername(2) nor be recorded for a connection the proxy never sees. Returns the
+// connect hook's "go on".
+static __always_inline int leave_alone(struct bpf_sock *sk) {
+    bpf_sk_storage_delete(&origin_by_socket, sk);
+    return 1;
+}
+
 SEC("cgroup/connect4")
 int turnout_connect4(struct bpf_sock_addr *ctx) {
     if (ctx->type != SOCK_STREAM_TYPE || ctx->protocol != IPPROTO_TCP) return 1;
@@ -246,9 +255,9 @@ int turnout_connect4(struct bpf_sock_addr *ctx) {
     __u32 address[4] = { ctx->user_ip4, 0, 0, 0 };
     __u32 port = bpf_ntohs((__u16)ctx->user_port);
     __u8 verdict = port_verdict(&outbound_ports, port);
-    if (verdict == CTURNOUTBPF_PORT_EXCLUDED || sk->src_ip4 == cfg->passthrough_ip) return 1;
+    if (verdict == CTURNOUTBPF_PORT_EXCLUDED || sk->src_ip4 == cfg->passthrough_ip) return leave_alone(sk);
     __u16 to = decide4(cfg, verdict, address[0]);
-    if (!to) return 1;
+    if (!to) return leave_alone(sk);
     if (!capture(ctx, cfg, CTURNOUTBPF_FAMILY_IPV4, port, address, to)) return 0;
     ctx->user_ip4 = cfg->proxy_ip;
     return 1;
@@ -264,20 +273,20 @@ int turnout_connect6(struct bpf_sock_addr *ctx) {
     __u32 source[4] = { sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3] };
     __u32 port = bpf_ntohs((__u16)ctx->user_port);
     __u8 verdict = port_verdict(&outbound_ports, port);
-    if (verdict == CTURNOUTBPF_PORT_EXCLUDED) return 1;
+    if (verdict == CTURNOUTBPF_PORT_EXCLUDED) return leave_alone(sk);
     if (v4_mapped(address)) {
         // An IPv4 connection on the wire, decided as one and sent to ::ffff:127.0.0.1.
-        if (v4_mapped(source) && source[3] == cfg->passthrough_ip) return 1;
+        if (v4_mapped(source) && source[3] == cfg->passthrough_ip) return leave_alone(sk);
         __u32 v4[4] = { address[3], 0, 0, 0 };
         __u16 to = decide4(cfg, verdict, v4[0]);
-        if (!to) return 1;
+        if (!to) return leave_alone(sk);
         if (!capture(ctx, cfg, CTURNOUTBPF_FAMILY_IPV4, port, v4, to)) return 0;
         ctx->user_ip6[3] = cfg->proxy_ip;
         return 1;
     }
-    if (!cfg->ipv6 || same6(source, cfg->passthrough_ip6)) return 1;
+    if (!cfg->ipv6 || same6(source, cfg->passthrough_ip6)) return leave_alone(sk);
     __u16 to = decide6(cfg, verdict, address);
-    if (!to) return 1;
+    if (!to) return leave_alone(sk);
     if (!capture(ctx, cfg, CTURNOUTBPF_FAMILY_IPV6, port, address, to)) return 0;
     ctx->user_ip6[0] = cfg->proxy_ip6[0];
     ctx->user_ip6[1] = cfg->proxy_ip6[1];
