@@ -9,7 +9,7 @@ import TurnoutSocketCapture
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show Turnout's installed rules, their drift from a table, and the proxy's counters (needs CAP_NET_ADMIN).",
+        abstract: "Show Turnout's installed rules or socket capture, their drift from a table, and the proxy's counters (needs CAP_NET_ADMIN).",
         discussion: """
         Examples:
           sudo turnout status
@@ -17,7 +17,10 @@ struct StatusCommand: ParsableCommand {
           sudo turnout status -f rules/canary.yaml --backend iptables
           sudo turnout status --admin none             # rules only
 
-        With a `turnout apply --watch` running, also its source, the revision installed and when.
+        With a socket capture (`init --backend bpf`) in this network namespace, also its programs,
+        inbound listener and counters, read from its pins (run with `nsenter --net`: `ip netns exec`
+        hides /sys/fs/bpf). With a `turnout apply --watch` running, also its source, the revision
+        installed and when.
         With a `turnout proxy` answering on --admin, also its readiness, table generation,
         connections per endpoint with their health, and what its services refused. No proxy
         there is a line, not an error. Something else answering on the default 127.0.0.1:15000
