@@ -115,13 +115,20 @@ int CTurnoutBPF_count_keys(const char *pin, size_t key_size, uint64_t limit, uin
     return status;
 }
 
-int CTurnoutBPF_read_program_map(const char *link_pin, const char *map, const void *key, void *value) {
+/* The kernel's description of the link pinned at `link_pin`. */
+static int CTurnoutBPF_link_info(const char *link_pin, struct bpf_link_info *info) {
     int link = bpf_obj_get(link_pin);
     if (link < 0) return -errno;
-    struct bpf_link_info link_info = {0};
-    __u32 length = sizeof link_info;
-    int status = bpf_obj_get_info_by_fd(link, &link_info, &length) < 0 ? -errno : 0;
+    memset(info, 0, sizeof *info);
+    __u32 length = sizeof *info;
+    int status = bpf_obj_get_info_by_fd(link, info, &length) < 0 ? -errno : 0;
     close(link);
+    return status;
+}
+
+int CTurnoutBPF_read_program_map(const char *link_pin, const char *map, const void *key, void *value) {
+    struct bpf_link_info link_info;
+    int status = CTurnoutBPF_link_info(link_pin, &link_info);
     if (status < 0) return status;
     int program = bpf_prog_get_fd_by_id(link_info.prog_id);
     if (program < 0) return -errno;
@@ -129,7 +136,7 @@ int CTurnoutBPF_read_program_map(const char *link_pin, const char *map, const vo
     struct bpf_prog_info program_info = {0};
     program_info.nr_map_ids = sizeof map_ids / sizeof map_ids[0];
     program_info.map_ids = (__u64)(unsigned long)map_ids;
-    length = sizeof program_info;
+    __u32 length = sizeof program_info;
     status = bpf_obj_get_info_by_fd(program, &program_info, &length) < 0 ? -errno : 0;
     close(program);
     if (status < 0) return status;
@@ -150,12 +157,8 @@ int CTurnoutBPF_read_program_map(const char *link_pin, const char *map, const vo
 }
 
 int CTurnoutBPF_link_target(const char *link_pin, uint64_t *target) {
-    int link = bpf_obj_get(link_pin);
-    if (link < 0) return -errno;
-    struct bpf_link_info info = {0};
-    __u32 length = sizeof info;
-    int status = bpf_obj_get_info_by_fd(link, &info, &length) < 0 ? -errno : 0;
-    close(link);
+    struct bpf_link_info info;
+    int status = CTurnoutBPF_link_info(link_pin, &info);
     if (status < 0) return status;
     switch (info.type) {
     case BPF_LINK_TYPE_CGROUP: *target = info.cgroup.cgroup_id; return 0;

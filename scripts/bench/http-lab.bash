@@ -211,7 +211,9 @@ http_lab_rounds() {
 }
 
 # http_lab_report ROWS REFERENCE SECOND SIDE… -- COUNTER_NAME…: the Markdown table of
-# http_lab_measure's rows in the file ROWS, a line per SIDE: medians over the rounds it measured,
+# http_lab_measure's rows (or rows in its columns: `http_lab_rate_name` and `http_lab_cost_name`,
+# when set, name the rate and the CPU columns' unit instead of requests/s and µs/request) in the
+# file ROWS, a line per SIDE: medians over the rounds it measured,
 # and ratios to the sides REFERENCE and SECOND (the median of the per-round ratios of the rounds
 # that measured both, with a 95% interval of the median); the counters summed, one column each.
 http_lab_report() {
@@ -231,8 +233,9 @@ http_lab_report() {
     awk -v s="$2" -v c="$1" '$2 == s { print $c }' "$rows" | sort -g >"$scratch"
     http_lab_median "$scratch"
   }
-  printf '| side | rounds | requests/s | ÷ %s | ÷ %s | p99 ms | p99 ÷ %s | proxy µs/request | clients µs/request | machine µs/request | machine ÷ %s | client errors |' \
-    "$reference" "$second" "$reference" "$reference"
+  local rate=${http_lab_rate_name:-requests/s} cost=${http_lab_cost_name:-µs/request}
+  printf '| side | rounds | %s | ÷ %s | ÷ %s | p99 ms | p99 ÷ %s | proxy %s | clients %s | machine %s | machine ÷ %s | client errors |' \
+    "$rate" "$reference" "$second" "$reference" "$cost" "$cost" "$cost" "$reference"
   for name in "${names[@]}"; do printf ' %s |' "$name"; done
   printf '\n|---|---:|---:|---|---|---:|---|---:|---:|---:|---|---:|'
   for name in "${names[@]}"; do printf -- '---:|'; done
