@@ -212,7 +212,8 @@ http_lab_rounds() {
 
 # http_lab_report ROWS REFERENCE SECOND SIDE… -- COUNTER_NAME…: the Markdown table of
 # http_lab_measure's rows (or rows in its columns: `http_lab_rate_name` and `http_lab_cost_name`,
-# when set, name the rate and the CPU columns' unit instead of requests/s and µs/request) in the
+# when set, name the rate and the CPU columns' unit instead of requests/s and µs/request, and
+# `http_lab_rate_format` the rate's printf format instead of %.0f) in the
 # file ROWS, a line per SIDE: medians over the rounds it measured,
 # and ratios to the sides REFERENCE and SECOND (the median of the per-round ratios of the rounds
 # that measured both, with a 95% interval of the median); the counters summed, one column each.
@@ -248,7 +249,7 @@ http_lab_report() {
       printf '\n'
       continue
     fi
-    printf '| %s | %d | %.0f | %s | %s | %.2f | %s | %.2f | %.2f | %.2f | %s |' "$side" "$measured" \
+    printf "| %s | %d | ${http_lab_rate_format:-%.0f} | %s | %s | %.2f | %s | %.2f | %.2f | %.2f | %s |" "$side" "$measured" \
       "$(column_median 3 "$side")" "$(ratio_cell 3 "$side" "$reference")" "$(ratio_cell 3 "$side" "$second")" \
       "$(column_median 8 "$side")" "$(ratio_cell 8 "$side" "$reference")" \
       "$(column_median 4 "$side")" "$(column_median 5 "$side")" "$(column_median 6 "$side")" "$(ratio_cell 6 "$side" "$reference")"
