@@ -66,9 +66,9 @@ public struct SocketCaptureStatus: Sendable, Equatable {
                                        counters: nil, originsHeld: nil, listenerIPv4: nil, listenerIPv6: nil, problems: [])
         }
         var problems: [String] = []
-        let hooks = SocketCaptureBackend.programs.map { ($0.hook, access(pins.link($0.name), F_OK) == 0) }
+        let pinned = SocketCaptureBackend.programs.filter { access(pins.link($0.name), F_OK) == 0 }
         var settings: Settings?
-        if let program = SocketCaptureBackend.programs.first(where: { access(pins.link($0.name), F_OK) == 0 }) {
+        if let program = pinned.first {
             var key: UInt32 = 0
             var config = CTurnoutBPF_config()
             let status = CTurnoutBPF_read_program_map(pins.link(program.name), "config", &key, &config)
@@ -107,7 +107,8 @@ public struct SocketCaptureStatus: Sendable, Equatable {
         let listeners = keys("listeners", size: MemoryLayout<UInt32>.size, limit: 16)
         let listeners6 = keys("listeners6", size: MemoryLayout<UInt32>.size, limit: 16)
         return SocketCaptureStatus(pins: pins, attachment: attachment, cgroup: CgroupHierarchy.directory(inode: pins.cgroupInode),
-                                   attached: hooks.filter(\.1).map(\.0), missing: hooks.filter { !$0.1 }.map(\.0),
+                                   attached: pinned.map(\.hook),
+                                   missing: SocketCaptureBackend.programs.filter { !pinned.contains($0) }.map(\.hook),
                                    settings: settings, counters: counters, originsHeld: origins,
                                    listenerIPv4: listeners.map { $0 > 0 }, listenerIPv6: listeners6.map { $0 > 0 },
                                    problems: problems)

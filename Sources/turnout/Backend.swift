@@ -19,7 +19,7 @@ enum Backend: String, ExpressibleByArgument, CaseIterable {
 enum CaptureBackend: String, ExpressibleByArgument, CaseIterable {
     case nft
     case iptables
-    /// `TurnoutSocketCapture`: cgroup and sk_lookup programs, pinned; IPv4 only so far.
+    /// `TurnoutSocketCapture`: cgroup and sk_lookup programs, pinned; IPv4 and IPv6.
     case bpf
 }
 

@@ -6,8 +6,12 @@ import TurnoutTestSupport
 /// `turnout init --backend bpf` with real traffic through the real `turnout proxy`: the app's
 /// client (uid 1000) and the proxy (uid 1337) run inside a cgroup of the test's own in the lab's
 /// app namespace, and nothing in that namespace uses conntrack.
+///
+/// Serialized: every init removes the pins of any gone cgroup on the host, so a test that
+/// leaves such pins on purpose (to see the next init remove them) must not share the host's
+/// captures with another test's init.
 @Suite("turnout init --backend bpf: capture at connect(2), with real traffic",
-       .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
+       .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)), .serialized)
 struct SocketCaptureScenarioTests {
     static let app: UInt32 = 1000
     static let proxy = CaptureLab.proxyUID
@@ -35,9 +39,7 @@ struct SocketCaptureScenarioTests {
     static func initialize(_ lab: CaptureLab, _ cgroup: LabCgroup, _ arguments: [String] = [], inside: Bool = false, ipv6: Bool = false) throws -> ProcessResult {
         let command = [Repository.turnoutBinary, "init", "--backend", "bpf", "--cgroup", cgroup.path] + (ipv6 ? [] : ["--ipv6", "off"]) + arguments
         if inside { return try cgroup.run(in: lab.app, command) }
-        let argv = try cgroup.command(in: lab.app, command)
-        // Outside the cgroup: nsenter alone, without joining it.
-        return try Subprocess.run(argv[0], [argv[1], "--"] + command)
+        return try LabCgroup.run(in: lab.app, outsideAnyLabCgroup: command)
     }
 
     /// A socket that first connects to FIRST-ADDR FIRST-PORT and, refused there, to ADDR PORT:
@@ -58,7 +60,7 @@ struct SocketCaptureScenarioTests {
     /// `turnout status --admin none` in the app namespace (nsenter: the pins are in /sys/fs/bpf),
     /// its socket capture lines.
     static func statusLines(_ lab: CaptureLab) throws -> [String] {
-        let result = try Subprocess.run(try Subprocess.locate("nsenter"), ["--net=\(lab.app.path)", "--", Repository.turnoutBinary, "status", "--admin", "none"])
+        let result = try LabCgroup.run(in: lab.app, outsideAnyLabCgroup: [Repository.turnoutBinary, "status", "--admin", "none"])
         try #require(result.status == 0, "\(result.standardError)")
         return result.standardOutput.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("table inet") }
     }

@@ -46,7 +46,7 @@ struct SocketCaptureCompilerTests {
         #expect(plan.excludedBlocks.map(\.description) == ["10.1.0.0/16"])
     }
 
-    @Test("refused: excluded interfaces, more than 8 uids", arguments: [
+    @Test("refused: excluded interfaces, more than 16 uids and gids together", arguments: [
         ([CaptureSetting.excludeInterfaces: "eth1"], "--exclude-interfaces"),
         ([.proxyUID: "1,2,3,4,5,6,7,8,9", .proxyGID: "1,2,3,4,5,6,7,8"], "at most 16 proxy uids and gids together"),
     ])

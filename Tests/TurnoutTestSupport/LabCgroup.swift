@@ -50,6 +50,13 @@ public final class LabCgroup: Sendable {
         return try Subprocess.run(argv[0], Array(argv.dropFirst()), timeLimit: timeLimit)
     }
 
+    /// Runs `arguments` in `namespace` without joining any cgroup (as `turnout init` or `status`
+    /// run beside a pod), with `nsenter --net` so that /sys/fs/bpf and the cgroups stay visible.
+    public static func run(in namespace: NetworkNamespace, outsideAnyLabCgroup arguments: [String],
+                           timeLimit: Duration = .seconds(30)) throws -> ProcessResult {
+        try Subprocess.run(try Subprocess.locate("nsenter"), ["--net=\(namespace.path)", "--"] + arguments, timeLimit: timeLimit)
+    }
+
     /// Starts `arguments` in the background, as ``command(in:uid:gid:_:)`` builds it.
     public func start(in namespace: NetworkNamespace, uid: UInt32? = nil, gid: UInt32? = nil, _ arguments: [String]) throws -> LabProcess {
         let argv = try command(in: namespace, uid: uid, gid: gid, arguments)

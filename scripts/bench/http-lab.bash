@@ -163,19 +163,11 @@ CONFIG
 # machine's from /proc/stat), then by how much each number the shell function COUNTERS prints
 # (space-separated) changed. Prints nothing, and names the side, when wrk gave no result.
 http_lab_measure() {
-  local round=$1 side=$2 pid=$3 counters=$4 c0 c1 m0 m1 s0 s1 out
-  shift 5
-  c0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-  m0=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
-  s0=$("$counters")
-  out=$({ /usr/bin/time -f 'cpu %U %S' timeout 20 "$@"; } 2>&1) || true
-  # A proxy that ended during the run has no stat left; not an error here, so that the caller's
-  # check after the run (`alive`) names it and its output.
-  c1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null) || c1=$c0
-  m1=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
-  s1=$("$counters")
-  awk -v me="$me" -v round="$round" -v side="$side" -v ticks=$((c1 - c0)) -v machine=$((m1 - m0)) -v hz="$(getconf CLK_TCK)" \
-      -v s0="$s0" -v s1="$s1" '
+  local round=$1 side=$2
+  shift 2
+  http_lab_sample "$@"
+  awk -v me="$me" -v round="$round" -v side="$side" -v ticks="$http_lab_proxy_ticks" -v machine="$http_lab_machine_ticks" \
+      -v hz="$(getconf CLK_TCK)" -v s0="$http_lab_counters_before" -v s1="$http_lab_counters_after" '
     /^Requests\/sec:/ { rps = $2 }
     / requests in / { n = $1 }
     /^cpu / { wrk = $2 + $3 }
@@ -186,7 +178,27 @@ http_lab_measure() {
       printf "%d %s %s %.4f %.4f %.4f %d %.3f", round, side, rps, ticks / hz * 1e6 / n, wrk * 1e6 / n, machine / hz * 1e6 / n, errors, p99
       k = split(s0, a, " "); split(s1, b, " ")
       for (i = 1; i <= k; i++) printf " %.0f", b[i] - a[i]
-      printf "\n" }' <<<"$out"
+      printf "\n" }' <<<"$http_lab_output"
+}
+
+# http_lab_sample PROXY_PID COUNTERS -- COMMAND…: runs COMMAND under `timeout 20` and
+# /usr/bin/time (its last line of output: "cpu USER SYSTEM") and sets what a measurement's row
+# is made of: http_lab_output (COMMAND's output, stderr included), http_lab_proxy_ticks and
+# http_lab_machine_ticks (CPU ticks of PROXY_PID and of the whole machine, from /proc/stat,
+# during the run), http_lab_counters_before and _after (what the shell function COUNTERS printed).
+http_lab_sample() {
+  local pid=$1 counters=$2 c0 c1 m0 m1
+  shift 3
+  c0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+  m0=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
+  http_lab_counters_before=$("$counters")
+  http_lab_output=$({ /usr/bin/time -f 'cpu %U %S' timeout 20 "$@"; } 2>&1) || true
+  # A proxy that ended during the run has no stat left; not an error here, so that the caller's
+  # check after the run (`alive`) names it and its output.
+  c1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null) || c1=$c0
+  m1=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
+  http_lab_counters_after=$("$counters")
+  http_lab_proxy_ticks=$((c1 - c0)) http_lab_machine_ticks=$((m1 - m0))
 }
 
 # http_lab_ratios ROWS COLUMN SIDE REFERENCE: SIDE ÷ REFERENCE of COLUMN in each round (column 1)

@@ -46,6 +46,8 @@
 #define SO_ORIGINAL_DST_OPTNAME 80
 #define TCP_STATE_CLOSE 7
 #define READ(field) (*(volatile typeof(field) *)&(field))
+// An IPv6 address, word by word (context fields take only 4-byte accesses, one per field).
+#define COPY6(to, from) do { (to)[0] = (from)[0]; (to)[1] = (from)[1]; (to)[2] = (from)[2]; (to)[3] = (from)[3]; } while (0)
 
 // Per load: what init's options say. Filled before any program is attached.
 struct {
@@ -158,7 +160,7 @@ static __always_inline __u8 lookup_block(void *trie, __u32 address) {
 
 static __always_inline __u8 lookup_block6(void *trie, const __u32 *address) {
     struct CTurnoutBPF_block6 key = { .prefix_length = 128 };
-    key.address[0] = address[0]; key.address[1] = address[1]; key.address[2] = address[2]; key.address[3] = address[3];
+    COPY6(key.address, address);
     __u8 *value = bpf_map_lookup_elem(trie, &key);
     return value ? *value : 0;
 }
@@ -230,8 +232,7 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const struct CTurn
     }
     origin->family = family;
     origin->port = port;
-    origin->address[0] = address[0]; origin->address[1] = address[1];
-    origin->address[2] = address[2]; origin->address[3] = address[3];
+    COPY6(origin->address, address);
     ctx->user_port = bpf_htons(to);
     count(to == cfg->proxy_port ? CTURNOUTBPF_COUNTER_CAPTURED : CTURNOUTBPF_COUNTER_CAPTURED_OWN);
     return 1;
@@ -288,20 +289,21 @@ int turnout_connect6(struct bpf_sock_addr *ctx) {
     __u16 to = decide6(cfg, verdict, address);
     if (!to) return leave_alone(sk);
     if (!capture(ctx, cfg, CTURNOUTBPF_FAMILY_IPV6, port, address, to)) return 0;
-    ctx->user_ip6[0] = cfg->proxy_ip6[0];
-    ctx->user_ip6[1] = cfg->proxy_ip6[1];
-    ctx->user_ip6[2] = cfg->proxy_ip6[2];
-    ctx->user_ip6[3] = cfg->proxy_ip6[3];
+    COPY6(ctx->user_ip6, cfg->proxy_ip6);
     return 1;
+}
+
+// What connect(2) was asked for on the socket of `ctx`, when it was captured.
+static __always_inline struct CTurnoutBPF_origin *asked_for(struct bpf_sock_addr *ctx) {
+    struct bpf_sock *sk = ctx->sk;
+    return sk ? bpf_sk_storage_get(&origin_by_socket, sk, 0, 0) : 0;
 }
 
 // An application that asks whom its socket is connected to hears what it asked for, as it
 // would under NAT, not the proxy's listener.
 SEC("cgroup/getpeername4")
 int turnout_getpeername4(struct bpf_sock_addr *ctx) {
-    struct bpf_sock *sk = ctx->sk;
-    if (!sk) return 1;
-    struct CTurnoutBPF_origin *origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, 0);
+    struct CTurnoutBPF_origin *origin = asked_for(ctx);
     if (!origin || origin->family != CTURNOUTBPF_FAMILY_IPV4) return 1;
     ctx->user_ip4 = origin->address[0];
     ctx->user_port = bpf_htons((__u16)origin->port);
@@ -310,9 +312,7 @@ int turnout_getpeername4(struct bpf_sock_addr *ctx) {
 
 SEC("cgroup/getpeername6")
 int turnout_getpeername6(struct bpf_sock_addr *ctx) {
-    struct bpf_sock *sk = ctx->sk;
-    if (!sk) return 1;
-    struct CTurnoutBPF_origin *origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, 0);
+    struct CTurnoutBPF_origin *origin = asked_for(ctx);
     if (!origin) return 1;
     if (origin->family == CTURNOUTBPF_FAMILY_IPV4) {
         ctx->user_ip6[0] = 0;
@@ -320,10 +320,7 @@ int turnout_getpeername6(struct bpf_sock_addr *ctx) {
         ctx->user_ip6[2] = bpf_htonl(0xffff);
         ctx->user_ip6[3] = origin->address[0];
     } else {
-        ctx->user_ip6[0] = origin->address[0];
-        ctx->user_ip6[1] = origin->address[1];
-        ctx->user_ip6[2] = origin->address[2];
-        ctx->user_ip6[3] = origin->address[3];
+        COPY6(ctx->user_ip6, origin->address);
     }
     ctx->user_port = bpf_htons((__u16)origin->port);
     return 1;
@@ -359,7 +356,7 @@ int turnout_sockops(struct bpf_sock_ops *ops) {
             tuple.client_address[0] = local4;
             tuple.proxy_address[0] = remote4;
         } else {
-            for (int i = 0; i < 4; i++) { tuple.client_address[i] = local6[i]; tuple.proxy_address[i] = remote6[i]; }
+            COPY6(tuple.client_address, local6); COPY6(tuple.proxy_address, remote6);
         }
         tuple.client_port = ops->local_port;
         tuple.proxy_port = remote_port(ops->remote_port);
@@ -373,7 +370,7 @@ int turnout_sockops(struct bpf_sock_ops *ops) {
     // proxy's end is established only by the ACK that follows it.
     if (ipv6) {
         tuple.family = CTURNOUTBPF_FAMILY_IPV6;
-        for (int i = 0; i < 4; i++) { tuple.client_address[i] = remote6[i]; tuple.proxy_address[i] = local6[i]; }
+        COPY6(tuple.client_address, remote6); COPY6(tuple.proxy_address, local6);
     } else {
         tuple.family = CTURNOUTBPF_FAMILY_IPV4;
         tuple.client_address[0] = remote4;
@@ -409,7 +406,7 @@ int turnout_getsockopt(struct bpf_sockopt *ctx) {
     struct CTurnoutBPF_tuple tuple = {};
     if (ipv6) {
         tuple.family = CTURNOUTBPF_FAMILY_IPV6;
-        for (int i = 0; i < 4; i++) { tuple.client_address[i] = client6[i]; tuple.proxy_address[i] = proxy6[i]; }
+        COPY6(tuple.client_address, client6); COPY6(tuple.proxy_address, proxy6);
     } else {
         tuple.family = CTURNOUTBPF_FAMILY_IPV4;
         tuple.client_address[0] = client4;
@@ -434,8 +431,7 @@ int turnout_getsockopt(struct bpf_sockopt *ctx) {
         if (ipv6 ? lookup_block6(&local_addresses6, tuple.proxy_address) == CTURNOUTBPF_LOCAL_LOOPBACK
                  : lookup_block(&local_addresses, tuple.proxy_address[0]) == CTURNOUTBPF_LOCAL_LOOPBACK) return 1;
         answer.port = sk->src_port;
-        answer.address[0] = tuple.proxy_address[0]; answer.address[1] = tuple.proxy_address[1];
-        answer.address[2] = tuple.proxy_address[2]; answer.address[3] = tuple.proxy_address[3];
+        COPY6(answer.address, tuple.proxy_address);
         count(CTURNOUTBPF_COUNTER_ANSWERED_INBOUND);
     }
     if (ipv6) {
@@ -444,10 +440,7 @@ int turnout_getsockopt(struct bpf_sockopt *ctx) {
         out->sin6_family = AF_INET6_FAMILY;
         out->sin6_port = bpf_htons((__u16)answer.port);
         out->sin6_flowinfo = 0;
-        out->sin6_addr.in6_u.u6_addr32[0] = answer.address[0];
-        out->sin6_addr.in6_u.u6_addr32[1] = answer.address[1];
-        out->sin6_addr.in6_u.u6_addr32[2] = answer.address[2];
-        out->sin6_addr.in6_u.u6_addr32[3] = answer.address[3];
+        COPY6(out->sin6_addr.in6_u.u6_addr32, answer.address);
         out->sin6_scope_id = 0;
         ctx->optlen = sizeof(*out);
     } else {
