@@ -229,23 +229,47 @@ public final class EtcdLab: Sendable {
 
     deinit { destroy() }
 
-    /// A loopback TCP port nothing listens on right now (the kernel's choice for port 0). Another
-    /// process could take it before etcd binds it; etcd then fails to start and says so.
+    /// A loopback TCP port nothing is bound to right now, below the kernel's ephemeral range
+    /// (`ip_local_port_range`), and not handed out before by this process.
+    ///
+    /// Why not the kernel's choice for port 0: that is an ephemeral port, and in the full suite
+    /// other tests open thousands of loopback connections whose source ports come from the same
+    /// range, so one of them took the port before etcd bound it ("bind: address already in
+    /// use"). Below the range only explicit binds compete, and the cursor keeps this process's
+    /// own from colliding.
     public static func freePort() throws -> UInt16 {
+        for _ in 0..<1_000 {
+            let port = portCursor.withLock { cursor in
+                defer { cursor = cursor + 1 < ephemeralStart ? cursor + 1 : ephemeralStart - candidateCount }
+                return cursor
+            }
+            if try isBindable(port) { return port }
+        }
+        throw ServiceLabError("no free loopback port below \(ephemeralStart) after 1,000 tries")
+    }
+
+    /// How many ports below the ephemeral range ``freePort()`` hands out, in turn.
+    private static let candidateCount: UInt16 = 10_000
+    /// The first ephemeral port (Linux's default, 32768, when the sysctl cannot be read).
+    private static let ephemeralStart: UInt16 = {
+        let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let first = range.split(whereSeparator: \.isWhitespace).first.flatMap { UInt16($0) } ?? 32_768
+        return max(first, 1_024 + candidateCount)
+    }()
+    /// The next candidate; starts at a random place so two test processes rarely walk together.
+    private static let portCursor = Mutex<UInt16>(ephemeralStart - UInt16.random(in: 1...candidateCount))
+
+    private static func isBindable(_ port: UInt16) throws -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ServiceLabError.system("socket") }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
         address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-                bind(fd, raw, length) == 0 && getsockname(fd, raw, &length) == 0
-            }
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
-        guard bound else { throw ServiceLabError.system("bind(127.0.0.1:0)") }
-        return UInt16(bigEndian: address.sin_port)
     }
 }
 

@@ -9,8 +9,12 @@ public struct ProcessResult: Sendable {
 
 /// Runs programs for tests: the `turnout` binary, `nft`, `iptables-restore`, `ip`.
 ///
-/// Output is read on background threads while the child runs, so a chatty child cannot block
-/// on a full pipe; a time limit kills it so no test can hang.
+/// The calling thread feeds the child's input and reads its output with `poll(2)` while it runs,
+/// so a chatty child cannot block on a full pipe and no other thread is needed. (Reading on
+/// `DispatchQueue.global()` made tests flaky: libdispatch sizes that pool by CPU count, and in
+/// the full suite on 2 cores the readers of long-running children, a 20 s `init --cleanup`
+/// drain among them, held it, so a short `iptables-save` waited seconds for a reader.)
+/// A time limit kills the child so no test can hang.
 public enum Subprocess {
     public static func run(_ executable: String, _ arguments: [String], input: String? = nil,
                            environment: [String: String]? = nil, workingDirectory: String? = nil,
@@ -26,20 +30,10 @@ public enum Subprocess {
         process.standardInput = stdin
         try process.run()
 
-        let collected = CollectedOutput()
-        let group = DispatchGroup()
-        for (pipe, isError) in [(output, false), (error, true)] {
-            group.enter()
-            DispatchQueue.global().async {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                collected.store(String(decoding: data, as: UTF8.self), isError: isError)
-                group.leave()
-            }
-        }
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try? stdin.fileHandleForWriting.close()
-
         let deadline = ContinuousClock.now + timeLimit
+        var streams = ChildStreams(input: Array((input ?? "").utf8), stdin: stdin.fileHandleForWriting,
+                                   stdout: output.fileHandleForReading, stderr: error.fileHandleForReading)
+        streams.pump(until: deadline) { process.isRunning }
         while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
         if process.isRunning {
             process.terminate()
@@ -47,8 +41,9 @@ public enum Subprocess {
             throw SubprocessError.timedOut(executable, arguments)
         }
         process.waitUntilExit()
-        group.wait()
-        return ProcessResult(status: process.terminationStatus, standardOutput: collected.output, standardError: collected.error)
+        return ProcessResult(status: process.terminationStatus,
+                             standardOutput: String(decoding: streams.stdout, as: UTF8.self),
+                             standardError: String(decoding: streams.stderr, as: UTF8.self))
     }
 
     /// The first `PATH` entry (plus the sbin directories root tools live in) holding `name`.
@@ -74,19 +69,70 @@ public enum SubprocessError: Error, CustomStringConvertible {
     }
 }
 
-/// Both pipes' text, written from two reader threads. A lock guards it: the only shared state.
-private final class CollectedOutput: @unchecked Sendable {
-    // @unchecked is safe: every access to the two strings goes through `lock`.
-    private let lock = NSLock()
-    private var stdout = ""
-    private var stderr = ""
+/// The parent's ends of a child's three pipes, pumped by one thread: input written as the
+/// child takes it, both outputs read as they come.
+private struct ChildStreams {
+    private var input: ArraySlice<UInt8>
+    private var stdin: FileHandle?
+    private let stdoutHandle: FileHandle, stderrHandle: FileHandle
+    private(set) var stdout: [UInt8] = []
+    private(set) var stderr: [UInt8] = []
+    /// How long output is still read once the child has exited: a grandchild it left behind may
+    /// hold the pipes open, and its output is not waited for beyond this.
+    private static let afterExit: Duration = .seconds(1)
 
-    func store(_ text: String, isError: Bool) {
-        lock.lock()
-        defer { lock.unlock() }
-        if isError { stderr = text } else { stdout = text }
+    init(input: [UInt8], stdin: FileHandle, stdout: FileHandle, stderr: FileHandle) {
+        self.input = input[...]
+        self.stdin = stdin
+        stdoutHandle = stdout
+        stderrHandle = stderr
+        for fd in [stdin.fileDescriptor, stdout.fileDescriptor, stderr.fileDescriptor] {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        if self.input.isEmpty { closeInput() }
     }
 
-    var output: String { lock.lock(); defer { lock.unlock() }; return stdout }
-    var error: String { lock.lock(); defer { lock.unlock() }; return stderr }
+    /// Writes the input and reads both outputs until both reach end of file, `deadline`
+    /// passes, or the child has been gone for ``afterExit``.
+    mutating func pump(until deadline: ContinuousClock.Instant, isRunning: () -> Bool) {
+        var open: [Int32] = [stdoutHandle.fileDescriptor, stderrHandle.fileDescriptor]
+        var exitedAt: ContinuousClock.Instant?
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while !open.isEmpty {
+            let now = ContinuousClock.now
+            if exitedAt == nil && !isRunning() { exitedAt = now }
+            let stop = min(deadline, exitedAt.map { $0 + Self.afterExit } ?? deadline)
+            guard now < stop else { return }
+            var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            if let stdin { fds.append(pollfd(fd: stdin.fileDescriptor, events: Int16(POLLOUT), revents: 0)) }
+            // At most 50 ms at a time, so a child's exit is noticed while a grandchild holds the pipes.
+            let wait = min(stop - now, .milliseconds(50))
+            guard poll(&fds, nfds_t(fds.count), Int32(max(1, wait / .milliseconds(1)))) > 0 else { continue }
+            for entry in fds where entry.revents != 0 {
+                if entry.fd == stdin?.fileDescriptor {
+                    writeInput()
+                    continue
+                }
+                let count = buffer.withUnsafeMutableBytes { Glibc.read(entry.fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    if entry.fd == stdoutHandle.fileDescriptor { stdout += buffer[..<count] } else { stderr += buffer[..<count] }
+                } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
+                    open.removeAll { $0 == entry.fd }
+                }
+            }
+        }
+    }
+
+    private mutating func writeInput() {
+        guard let fd = stdin?.fileDescriptor else { return }
+        let written = input.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        if written > 0 { input = input.dropFirst(written) }
+        // A child that exits without reading all its input (EPIPE): the rest is dropped.
+        if input.isEmpty || (written < 0 && errno != EAGAIN && errno != EINTR) { closeInput() }
+    }
+
+    private mutating func closeInput() {
+        try? stdin?.close()
+        stdin = nil
+    }
 }
