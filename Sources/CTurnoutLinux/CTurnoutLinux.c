@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+#include <linux/membarrier.h>
 #include <linux/netfilter_ipv4.h>
 #include "CTurnoutLinux.h"
 
@@ -98,4 +99,13 @@ int CTurnoutLinux_filesystem_type(const char *path, long *type) {
     if (statfs(path, &info) != 0) return -1;
     *type = (long)info.f_type;
     return 0;
+}
+
+int CTurnoutLinux_membarrier_global(void) {
+#ifdef SYS_membarrier
+    return (int)syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
 }

@@ -13,7 +13,8 @@ import TurnoutRules
 /// the difference cannot be patched in place, the table is rebuilt, with a copy of it standing
 /// beside for the moment of the switch. A patch or a rebuild is three
 /// transactions at most, each atomic (prepare, switch over, retire: see `TableDelta.Phase`), so
-/// that a packet crossing a commit is still translated.
+/// that a packet crossing a commit is still translated; the retire waits one RCU grace period
+/// (``GracePeriod``) so that no packet crosses two.
 ///
 /// Owns a netlink socket: use one instance from one thread at a time. A long-lived instance
 /// (a daemon) also remembers the table it last wrote and skips reading the kernel back while
@@ -38,6 +39,8 @@ public final class NftablesBackend {
     /// Runs just before each phase's transaction is sent. Tests land another process's commit
     /// between two phases with it, as kube-proxy or firewalld committing at that moment would.
     var beforePhase: ((TableDelta.Phase) -> Void)?
+    /// Waits between a switchover and its retire (``GracePeriod``); tests record the call.
+    var awaitGracePeriod: () -> Void = { GracePeriod.wait() }
 
     /// Opens the backend in the caller's network namespace, or in the one at `namespacePath`.
     public init(namespacePath: String? = nil, recordDirectory: String = "/run/turnout") throws(NetlinkError) {
@@ -272,7 +275,8 @@ public final class NftablesBackend {
     }
 
     /// Sends `delta` phase by phase (``TableDelta/Phase``): the first transaction bound to
-    /// `generation`, each next one to the generation the one before made. Returns the messages
+    /// `generation`, each next one to the generation the one before made, with a grace period
+    /// (``GracePeriod``) between a switchover and the retire after it. Returns the messages
     /// sent and the generation after the last phase.
     ///
     /// A switchover refused after its prepare landed is undone by one more transaction, so a
@@ -287,6 +291,9 @@ public final class NftablesBackend {
         for (number, phase) in delta.phases.enumerated() {
             let batch = NetlinkBatch(generation: current)
             delta.append(phase, to: batch)
+            // A packet that took the old rules' path before the switchover must be out of the
+            // hooks before the retire deletes what that path still looks up.
+            if phase == .retire && delta.phases[..<number].contains(.switchover) { awaitGracePeriod() }
             beforePhase?(phase)
             do throws(NetlinkError) {
                 try socket.commit(batch, expectedGeneration: current)

@@ -88,4 +88,11 @@ extern const int CTurnoutLinux_IP_BIND_ADDRESS_NO_PORT;
  * filesystem or a cgroup v2 directory from an ordinary one. Returns 0 or -1 with errno. */
 int CTurnoutLinux_filesystem_type(const char *path, long *type);
 
+/* membarrier(2) with MEMBARRIER_CMD_GLOBAL, which the kernel implements with synchronize_rcu():
+ * it returns once every CPU has left the RCU read-side sections it was in at the call, and
+ * netfilter evaluates a packet's hooks inside one. So after it, no packet still walks the rules
+ * of a generation committed before it. glibc has no wrapper and Swift cannot call the variadic
+ * syscall(2). Returns 0, or -1 with errno (ENOSYS: no CONFIG_MEMBARRIER; EINVAL: nohz_full). */
+int CTurnoutLinux_membarrier_global(void);
+
 #endif
