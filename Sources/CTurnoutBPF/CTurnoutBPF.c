@@ -61,16 +61,16 @@ int CTurnoutBPF_attach(CTurnoutBPF_capture *capture, const char *name, int targe
     struct bpf_program *program = bpf_object__find_program_by_name(capture->object, name);
     if (!program) return -ENOENT;
     *replaced = 0;
-    struct bpf_link *link = access(link_pin, F_OK) == 0 ? bpf_link__open(link_pin) : NULL;
-    if (link) {
-        int status = bpf_link__update_program(link, program);
-        bpf_link__destroy(link); /* closes our descriptor; the pin keeps the link */
+    if (access(link_pin, F_OK) == 0) {
+        struct bpf_link *pinned = bpf_link__open(link_pin);
+        if (!pinned) return errno ? -errno : -EINVAL; /* pinned, yet not a link we can open */
+        int status = bpf_link__update_program(pinned, program);
+        bpf_link__destroy(pinned); /* closes our descriptor; the pin keeps the link */
         if (status < 0) return status;
         *replaced = 1;
         return 0;
     }
-    if (!link && access(link_pin, F_OK) == 0) return errno ? -errno : -EINVAL; /* pinned, yet not a link we can open */
-    link = bpf_program__type(program) == BPF_PROG_TYPE_SK_LOOKUP
+    struct bpf_link *link = bpf_program__type(program) == BPF_PROG_TYPE_SK_LOOKUP
         ? bpf_program__attach_netns(program, target_fd)
         : bpf_program__attach_cgroup(program, target_fd);
     if (!link) return -errno;

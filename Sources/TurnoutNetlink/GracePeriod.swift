@@ -35,7 +35,7 @@ public enum GracePeriod {
         if CTurnoutLinux_membarrier_global() == 0 { return .membarrier }
         let code = errno
         let end = ContinuousClock.now + fallback
-        while case let left = end - ContinuousClock.now, left > .zero { usleep(UInt32(left / .microseconds(1))) }
+        while ContinuousClock.now < end { usleep(UInt32(max(1, (end - ContinuousClock.now) / .microseconds(1)))) }
         return .slept(errno: code)
     }
 }

@@ -147,8 +147,7 @@ public struct SocketCaptureBackend: Sendable {
             guard unlink(pins.link(program.name)) == 0 else { throw .system("unlink \(pins.link(program.name))", errno) }
             changes.append("- \(program.hook) on \(program.onNamespace ? "this network namespace" : cgroup)")
         }
-        Self.removePins(pins)
-        if access(pins.directory, F_OK) == 0 { throw .system("rmdir \(pins.directory)", errno) }
+        if let code = Self.removePins(pins) { throw .system("rmdir \(pins.directory)", code) }
         return Report(replaced: false, changes: changes, calls: 0)
     }
 
@@ -187,11 +186,12 @@ public struct SocketCaptureBackend: Sendable {
     }
 
     /// Unlinks every pin in the directory (links, and the maps libbpf pinned by name) and the
-    /// directory itself, ignoring what is gone.
-    static func removePins(_ pins: SocketCapturePins) {
+    /// directory itself, ignoring what is gone. Returns rmdir's errno when the directory stays.
+    @discardableResult
+    static func removePins(_ pins: SocketCapturePins) -> Int32? {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: pins.directory)) ?? [] {
             unlink("\(pins.directory)/\(name)")
         }
-        rmdir(pins.directory)
+        return rmdir(pins.directory) == 0 || errno == ENOENT ? nil : errno
     }
 }

@@ -118,21 +118,17 @@ struct {
 
 // The inbound listeners, IPv4 and IPv6 (one per SO_REUSEPORT group member would be the same:
 // the kernel picks within the group after sk_assign), found when they call listen(2).
-struct {
-    __uint(pinning, LIBBPF_PIN_BY_NAME);
-    __uint(type, BPF_MAP_TYPE_SOCKHASH);
-    __uint(max_entries, 16);
-    __type(key, __u32);
-    __type(value, __u64);
-} listeners SEC(".maps");
+#define LISTENERS(name) \
+    struct { \
+        __uint(pinning, LIBBPF_PIN_BY_NAME); \
+        __uint(type, BPF_MAP_TYPE_SOCKHASH); \
+        __uint(max_entries, 16); \
+        __type(key, __u32); \
+        __type(value, __u64); \
+    } name SEC(".maps")
 
-struct {
-    __uint(pinning, LIBBPF_PIN_BY_NAME);
-    __uint(type, BPF_MAP_TYPE_SOCKHASH);
-    __uint(max_entries, 16);
-    __type(key, __u32);
-    __type(value, __u64);
-} listeners6 SEC(".maps");
+LISTENERS(listeners);
+LISTENERS(listeners6);
 
 struct {
     __uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -193,6 +189,21 @@ static __always_inline __u32 remote_port(__u32 raw) {
     return port > 0xffff ? bpf_ntohs((__u16)raw) : port;
 }
 
+// A tuple's family and addresses, from a socket's addresses already read into plain numbers
+// (see turnout_getsockopt for why they are read up front): the IPv4 pair, or the IPv6 one.
+static __always_inline void set_addresses(struct CTurnoutBPF_tuple *tuple, int ipv6, __u32 client4, __u32 proxy4,
+                                          const __u32 *client6, const __u32 *proxy6) {
+    if (ipv6) {
+        tuple->family = CTURNOUTBPF_FAMILY_IPV6;
+        COPY6(tuple->client_address, client6);
+        COPY6(tuple->proxy_address, proxy6);
+    } else {
+        tuple->family = CTURNOUTBPF_FAMILY_IPV4;
+        tuple->client_address[0] = client4;
+        tuple->proxy_address[0] = proxy4;
+    }
+}
+
 // The decision of the header's steps 3–8, once the port and the passthrough source are out of
 // the way: the listener port to send the connection to, or 0 to leave it alone. `local` is
 // what `local_addresses(6)` says of the destination, `excluded` and `captured` whether the
@@ -247,12 +258,18 @@ static __always_inline int leave_alone(struct bpf_sock *sk) {
     return 1;
 }
 
+// The configuration, for a TCP connect(2) of a socket the hook can keep state with; 0 for
+// anything else, which the connect hooks let through untouched.
+static __always_inline struct CTurnoutBPF_config *tcp_connect(const struct bpf_sock_addr *ctx) {
+    if (ctx->type != SOCK_STREAM_TYPE || ctx->protocol != IPPROTO_TCP || !ctx->sk) return 0;
+    return configuration();
+}
+
 SEC("cgroup/connect4")
 int turnout_connect4(struct bpf_sock_addr *ctx) {
-    if (ctx->type != SOCK_STREAM_TYPE || ctx->protocol != IPPROTO_TCP) return 1;
-    struct CTurnoutBPF_config *cfg = configuration();
+    struct CTurnoutBPF_config *cfg = tcp_connect(ctx);
+    if (!cfg) return 1;
     struct bpf_sock *sk = ctx->sk;
-    if (!cfg || !sk) return 1;
     __u32 address[4] = { ctx->user_ip4, 0, 0, 0 };
     __u32 port = bpf_ntohs((__u16)ctx->user_port);
     __u8 verdict = port_verdict(&outbound_ports, port);
@@ -266,10 +283,9 @@ int turnout_connect4(struct bpf_sock_addr *ctx) {
 
 SEC("cgroup/connect6")
 int turnout_connect6(struct bpf_sock_addr *ctx) {
-    if (ctx->type != SOCK_STREAM_TYPE || ctx->protocol != IPPROTO_TCP) return 1;
-    struct CTurnoutBPF_config *cfg = configuration();
+    struct CTurnoutBPF_config *cfg = tcp_connect(ctx);
+    if (!cfg) return 1;
     struct bpf_sock *sk = ctx->sk;
-    if (!cfg || !sk) return 1;
     __u32 address[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
     __u32 source[4] = { sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3] };
     __u32 port = bpf_ntohs((__u16)ctx->user_port);
@@ -351,13 +367,7 @@ int turnout_sockops(struct bpf_sock_ops *ops) {
         // v4-mapped connection is IPv4 on the wire, so its addresses are the IPv4 ones.
         struct CTurnoutBPF_origin *origin = bpf_sk_storage_get(&origin_by_socket, sk, 0, 0);
         if (!origin) return 1;
-        tuple.family = origin->family;
-        if (origin->family == CTURNOUTBPF_FAMILY_IPV4) {
-            tuple.client_address[0] = local4;
-            tuple.proxy_address[0] = remote4;
-        } else {
-            COPY6(tuple.client_address, local6); COPY6(tuple.proxy_address, remote6);
-        }
+        set_addresses(&tuple, origin->family == CTURNOUTBPF_FAMILY_IPV6, local4, remote4, local6, remote6);
         tuple.client_port = ops->local_port;
         tuple.proxy_port = remote_port(ops->remote_port);
         struct CTurnoutBPF_origin copy = *origin;
@@ -368,14 +378,7 @@ int turnout_sockops(struct bpf_sock_ops *ops) {
     // application's end does, which may be before the proxy even accepted it (conntrack keeps its
     // entry that long too). The application's socket has reached ACTIVE_ESTABLISHED first: the
     // proxy's end is established only by the ACK that follows it.
-    if (ipv6) {
-        tuple.family = CTURNOUTBPF_FAMILY_IPV6;
-        COPY6(tuple.client_address, remote6); COPY6(tuple.proxy_address, local6);
-    } else {
-        tuple.family = CTURNOUTBPF_FAMILY_IPV4;
-        tuple.client_address[0] = remote4;
-        tuple.proxy_address[0] = local4;
-    }
+    set_addresses(&tuple, ipv6, remote4, local4, remote6, local6);
     tuple.client_port = remote_port(ops->remote_port);
     tuple.proxy_port = ops->local_port;
     if (ops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
@@ -404,14 +407,7 @@ int turnout_getsockopt(struct bpf_sockopt *ctx) {
     __u32 client6[4] = { READ(sk->dst_ip6[0]), READ(sk->dst_ip6[1]), READ(sk->dst_ip6[2]), READ(sk->dst_ip6[3]) };
     __u32 proxy6[4] = { READ(sk->src_ip6[0]), READ(sk->src_ip6[1]), READ(sk->src_ip6[2]), READ(sk->src_ip6[3]) };
     struct CTurnoutBPF_tuple tuple = {};
-    if (ipv6) {
-        tuple.family = CTURNOUTBPF_FAMILY_IPV6;
-        COPY6(tuple.client_address, client6); COPY6(tuple.proxy_address, proxy6);
-    } else {
-        tuple.family = CTURNOUTBPF_FAMILY_IPV4;
-        tuple.client_address[0] = client4;
-        tuple.proxy_address[0] = proxy4;
-    }
+    set_addresses(&tuple, ipv6, client4, proxy4, client6, proxy6);
     tuple.client_port = bpf_ntohs((__u16)sk->dst_port);
     tuple.proxy_port = sk->src_port;
     // Looked up before conntrack's answer is kept: if some other table turned conntrack on, it
