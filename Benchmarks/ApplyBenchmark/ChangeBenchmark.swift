@@ -12,9 +12,13 @@ struct ChangeMeasurement {
     let description: String
 
     /// Daemon path: `apply(table)` on a long-lived instance (no read-back while the ruleset
-    /// generation is its own). `revert` is the change back, the same size of change.
+    /// generation is its own), which returns once traffic follows the change (its retire
+    /// deferred, as `apply --watch` does). `revert` is the change back, the same size of change.
+    /// `settle` is the deferred retire that follows each (grace period + commit; none when the
+    /// change has no retire), off the change's path.
     var daemon = Samples()
     var daemonRevert = Samples()
+    var daemonSettle = Samples()
     /// CLI path in-process: a fresh instance per apply (opens the socket, reads the table back,
     /// checks the digest record), instance creation included.
     var fresh = Samples()
@@ -106,10 +110,14 @@ struct ChangeBenchmark {
                         progress("one-endpoint change: run \(run)/\(self.options.changeRuns), \(Format.count(setup.scenario.services)) services, \(variant.rawValue): library")
                         // Daemon path, end to end, then without compile and lower.
                         let (report, daemonTime) = try timed { try setup.daemon.apply(table, options: options) }
+                        let (retired, settleTime) = try timed { try setup.daemon.settle() }
                         let (_, revertTime) = try timed { try setup.daemon.apply(base, options: options) }
+                        let (_, revertSettleTime) = try timed { try setup.daemon.settle() }
                         results[index].daemon.append(daemonTime)
                         results[index].daemonRevert.append(revertTime)
-                        results[index].daemonMessages.insert(report.messages)
+                        results[index].daemonSettle.append(settleTime)
+                        results[index].daemonSettle.append(revertSettleTime)
+                        results[index].daemonMessages.insert(report.messages + retired)
                         results[index].outcomes.insert(report.outcome.rawValue)
                         results[index].changes = report.changes
 
@@ -152,7 +160,9 @@ struct ChangeBenchmark {
                             results[index].pickElements = peer.elements
                         }
 
-                        // The in-process steps of the daemon path, one by one.
+                        // The in-process steps of a whole-table apply (a fresh instance's,
+                        // before its read-back), one by one; the daemon path compiles and
+                        // lowers only the changed service instead.
                         let (rules, compileTime) = timed { NftablesServiceCompiler.compile(table, options: options) }
                         let (lowered, lowerTime) = timed { NftablesLowering.lower(rules) }
                         let (delta, deltaTime) = timed { TableDelta(installed: setup.baseWire, desired: lowered) }
@@ -205,6 +215,7 @@ struct ChangeBenchmark {
         // A long-lived backend indexes its services on the apply after a full one; a running
         // control plane is past that point, so it happens here, untimed (unchanged: 0 messages).
         _ = try daemon.apply(scenario.base, options: compilerOptions)
+        daemon.retireTiming = .deferred
 
         let freshSpace = try namespaces.create()
         _ = try NftablesBackend(namespacePath: freshSpace.path, recordDirectory: namespaces.recordDirectory)

@@ -14,7 +14,9 @@ import TurnoutRules
 /// beside for the moment of the switch. A patch or a rebuild is three
 /// transactions at most, each atomic (prepare, switch over, retire: see `TableDelta.Phase`), so
 /// that a packet crossing a commit is still translated; the retire waits one RCU grace period
-/// (``GracePeriod``) so that no packet crosses two.
+/// (``GracePeriod``) so that no packet crosses two. With ``RetireTiming/deferred`` the apply
+/// returns after the switchover, once traffic follows the new table, and the retire (wait
+/// included) is sent by ``settle()``, which every other call runs first.
 ///
 /// Owns a netlink socket: use one instance from one thread at a time. A long-lived instance
 /// (a daemon) also remembers the table it last wrote and skips reading the kernel back while
@@ -42,6 +44,41 @@ public final class NftablesBackend {
     /// Waits between a switchover and its retire (``GracePeriod``); tests record the call.
     var awaitGracePeriod: () -> Void = { GracePeriod.wait() }
 
+    /// When the retire phase of a patch or rebuild is sent.
+    public enum RetireTiming: Sendable {
+        /// Within the apply, after the grace period: the apply returns with the table exactly
+        /// the desired one (the CLI, which exits right after).
+        case inApply
+        /// By ``NftablesBackend/settle()``: the apply returns after the switchover, so the grace
+        /// period (8 ms here) is off the path of a change; the objects the retire deletes are
+        /// ones no packet reaches any more. A daemon calls `settle()` soon after (another thread
+        /// may, holding the instance), and every other call of the instance settles first.
+        case deferred
+    }
+
+    /// When retires are sent; `.inApply` unless the owner settles them itself.
+    public var retireTiming = RetireTiming.inApply
+
+    /// A retire held back by ``RetireTiming/deferred``: the delta whose last phase it is, the
+    /// generation its switchover made, and the record to write once it is in.
+    private struct PendingRetire {
+        var delta: TableDelta
+        var generation: UInt32
+        var recordPath: String
+        var digest: WireDigest
+    }
+    private var pendingRetire: PendingRetire?
+
+    /// True between a deferred apply's switchover and its ``settle()``: the kernel still holds
+    /// the keys, chains and sets that the retire deletes (nothing reaches them).
+    public var hasPendingRetire: Bool { pendingRetire != nil }
+
+    deinit {
+        // A deferred retire not yet settled: send it rather than leave unreachable objects
+        // and no record (the next apply would rebuild).
+        _ = try? settle()
+    }
+
     /// Opens the backend in the caller's network namespace, or in the one at `namespacePath`.
     public init(namespacePath: String? = nil, recordDirectory: String = "/run/turnout") throws(NetlinkError) {
         socket = try NetfilterSocket(namespacePath: namespacePath)
@@ -58,16 +95,18 @@ public final class NftablesBackend {
     /// only the services that differ from the table it last applied and sends their difference;
     /// otherwise it compiles the whole table and compares it with what is installed.
     public func apply(_ table: ServiceTable, options: ServiceCompilerOptions) throws(NetlinkError) -> ApplyReport {
+        try settleFirst()
         if let generation = try usableIndexGeneration(options: options), let patch = index?.patch(to: table) {
             if patch.delta.plan == .unchanged {
                 index?.commit(patch, generation: generation)
                 return ApplyReport(backend: Self.name, outcome: .unchanged, messages: 0, changedServices: patch.changedServices)
             }
             do throws(NetlinkError) {
-                let sent = try commit(patch.delta, from: generation, recordPath: recordPath(NftablesServiceCompiler.tableName))
+                let path = recordPath(NftablesServiceCompiler.tableName)
+                let sent = try commit(patch.delta, from: generation, recordPath: path)
                 index?.commit(patch, generation: sent.generation)
                 lastWritten = nil  // the whole table is no longer kept; the index stands for it
-                if let index { saveRecord(index.digest, generation: index.generation, path: recordPath(NftablesServiceCompiler.tableName)) }
+                if let index { record(index.digest, generation: index.generation, path: path, retiring: sent.deferred ? patch.delta : nil) }
                 return ApplyReport(backend: Self.name, outcome: .incremental, messages: sent.messages, changes: patch.delta.changes,
                                    changedServices: patch.changedServices)
             } catch where error.errno == ERESTART {
@@ -98,6 +137,7 @@ public final class NftablesBackend {
 
     /// Makes the kernel's copy of `desired.name` exactly `desired`.
     public func apply(_ desired: WireTable) throws(NetlinkError) -> ApplyReport {
+        try settleFirst()
         index = nil
         unindexed = nil
         let recordPath = recordPath(desired.name)
@@ -148,15 +188,15 @@ public final class NftablesBackend {
                                    changes: ["delete table inet \(copy)"],
                                    reason: "the copy of an earlier rebuild was still there: its last step was refused")
             }
-            let sent: (messages: Int, generation: UInt32)
+            let sent: Sent
             do throws(NetlinkError) {
                 sent = try commit(delta, from: generation, recordPath: recordPath)
             } catch where error.errno == ERESTART && attempt < 5 {
                 continue  // another transaction committed between our read and our commit
             }
             let digest = WireDigest(desired)
-            saveRecord(digest, generation: sent.generation, path: recordPath)
             lastWritten = (sent.generation, desired, digest)
+            record(digest, generation: sent.generation, path: recordPath, retiring: sent.deferred ? delta : nil)
             let outcome: ApplyReport.Outcome
             var reason: String?
             switch delta.plan {
@@ -172,7 +212,8 @@ public final class NftablesBackend {
     /// sent when none is installed. Foreign tables, iptables rules and connections are untouched
     /// (conntrack entries, and so established connections, outlive NAT rules).
     public func flush() throws(NetlinkError) -> ApplyReport {
-        try remove(Self.ownedTables)
+        try settleFirst()
+        return try remove(Self.ownedTables)
     }
 
     /// Makes `inet turnout-capture` the capture rules of `options` (`turnout init`): one
@@ -186,6 +227,7 @@ public final class NftablesBackend {
     /// while those already redirected keep their NAT. `.absent` when no capture is installed;
     /// `.unchanged` when a drain was already under way.
     public func drainCapture() throws(NetlinkError) -> ApplyReport {
+        try settleFirst()
         guard try socket.tableExists(family: Self.family, name: CaptureCompiler.tableName) else {
             return ApplyReport(backend: Self.name, outcome: .absent, messages: 0)
         }
@@ -197,6 +239,7 @@ public final class NftablesBackend {
     /// that changed meanwhile (a new `turnout init` installed capture again) is left alone:
     /// the outcome is then `.unchanged` and the report says why.
     public func removeDrainedCapture() throws(NetlinkError) -> ApplyReport {
+        try settleFirst()
         let drain = NftablesLowering.lower(CaptureCompiler.nftablesDrain())
         return try remove([CaptureCompiler.tableName]) { installed throws(NetlinkError) in
             try TableReader.read(family: Self.family, name: installed, from: socket).map { TableDelta(installed: $0, desired: drain).plan == .unchanged } ?? true
@@ -239,6 +282,7 @@ public final class NftablesBackend {
 
     /// What is installed, whether it is what Turnout last wrote, and how it differs from `table`.
     public func status(comparingWith table: ServiceTable?, options: ServiceCompilerOptions) throws(NetlinkError) -> InstalledStatus {
+        try settleFirst()
         let name = NftablesServiceCompiler.tableName
         let installed = try TableReader.read(family: Self.family, name: name, from: socket)
         var summary: [String] = []
@@ -267,17 +311,26 @@ public final class NftablesBackend {
 
     /// The table as the kernel holds it now, for tests and `status`.
     public func readInstalled(_ name: String = NftablesServiceCompiler.tableName) throws(NetlinkError) -> WireTable? {
-        try TableReader.read(family: Self.family, name: name, from: socket)
+        try settleFirst()
+        return try TableReader.read(family: Self.family, name: name, from: socket)
     }
 
     private func recordPath(_ table: String) -> String {
         ApplyRecord.path(directory: recordDirectory, table: table, namespaceIdentity: namespaceIdentity)
     }
 
+    /// What ``commit(_:from:recordPath:)`` sent: messages, the generation after its last
+    /// phase, and whether it held the retire back for ``settle()``.
+    private struct Sent {
+        var messages = 0
+        var generation: UInt32
+        var deferred = false
+    }
+
     /// Sends `delta` phase by phase (``TableDelta/Phase``): the first transaction bound to
     /// `generation`, each next one to the generation the one before made, with a grace period
-    /// (``GracePeriod``) between a switchover and the retire after it. Returns the messages
-    /// sent and the generation after the last phase.
+    /// (``GracePeriod``) between a switchover and the retire after it. With
+    /// ``RetireTiming/deferred`` it stops before that retire (`deferred` in the result).
     ///
     /// A switchover refused after its prepare landed is undone by one more transaction, so a
     /// refused apply still leaves the ruleset as it was. If that fails too, or the retire phase
@@ -285,33 +338,86 @@ public final class NftablesBackend {
     /// every connection; the backend then forgets what it wrote and deletes the record, so that
     /// the next apply reads the kernel and rebuilds. The phase's error is thrown either way
     /// (ERESTART included, which the full path retries).
-    private func commit(_ delta: TableDelta, from generation: UInt32, recordPath: String) throws(NetlinkError) -> (messages: Int, generation: UInt32) {
-        var messages = 0
-        var current = generation
+    private func commit(_ delta: TableDelta, from generation: UInt32, recordPath: String) throws(NetlinkError) -> Sent {
+        var sent = Sent(generation: generation)
         for (number, phase) in delta.phases.enumerated() {
-            let batch = NetlinkBatch(generation: current)
-            delta.append(phase, to: batch)
             // A packet that took the old rules' path before the switchover must be out of the
             // hooks before the retire deletes what that path still looks up.
-            if phase == .retire && delta.phases[..<number].contains(.switchover) { awaitGracePeriod() }
-            beforePhase?(phase)
-            do throws(NetlinkError) {
-                try socket.commit(batch, expectedGeneration: current)
-            } catch {
-                guard number > 0 else { throw error }
-                lastWritten = nil
-                index = nil
-                unindexed = nil
-                let undo = NetlinkBatch(generation: current)
-                delta.appendUndoingPrepare(to: undo)
-                let undone = phase == .switchover && (try? socket.commit(undo, expectedGeneration: current)) != nil
-                if !undone { unlink(recordPath) }
-                throw error
+            let afterSwitchover = phase == .retire && delta.phases[..<number].contains(.switchover)
+            if afterSwitchover && retireTiming == .deferred {
+                sent.deferred = true
+                break
             }
-            messages += batch.messageCount
-            current &+= 1
+            sent.messages += try commit(phase, of: delta, at: sent.generation, undoable: number > 0, waitFirst: afterSwitchover,
+                                        recordPath: recordPath)
+            sent.generation &+= 1
         }
-        return (messages, current)
+        return sent
+    }
+
+    /// Sends one phase of `delta` bound to `generation` (after a grace period if `waitFirst`);
+    /// returns its message count. On failure after an earlier phase landed (`undoable`), undoes
+    /// a switchover's prepare or forgets what was written, as ``commit(_:from:recordPath:)`` says.
+    private func commit(_ phase: TableDelta.Phase, of delta: TableDelta, at generation: UInt32, undoable: Bool, waitFirst: Bool,
+                        recordPath: String) throws(NetlinkError) -> Int {
+        let batch = NetlinkBatch(generation: generation)
+        delta.append(phase, to: batch)
+        if waitFirst { awaitGracePeriod() }
+        beforePhase?(phase)
+        do throws(NetlinkError) {
+            try socket.commit(batch, expectedGeneration: generation)
+        } catch {
+            guard undoable else { throw error }
+            lastWritten = nil
+            index = nil
+            unindexed = nil
+            let undo = NetlinkBatch(generation: generation)
+            delta.appendUndoingPrepare(to: undo)
+            let undone = phase == .switchover && (try? socket.commit(undo, expectedGeneration: generation)) != nil
+            if !undone { unlink(recordPath) }
+            throw error
+        }
+        return batch.messageCount
+    }
+
+    /// Sends the retire that a ``RetireTiming/deferred`` apply held back, after one grace period
+    /// (``GracePeriod``), and writes the apply's record; returns the messages sent (0: nothing
+    /// was pending). Blocks for the grace period (8 ms here) and one commit.
+    ///
+    /// If another process committed since the switchover the kernel refuses the retire
+    /// (ERESTART, thrown): the table is left between old and new, which still translates every
+    /// connection, and the backend forgets what it wrote, so the next apply rebuilds.
+    @discardableResult
+    public func settle() throws(NetlinkError) -> Int {
+        guard let pending = pendingRetire else { return 0 }
+        pendingRetire = nil
+        let messages = try commit(.retire, of: pending.delta, at: pending.generation, undoable: true, waitFirst: true,
+                                  recordPath: pending.recordPath)
+        let generation = pending.generation &+ 1
+        lastWritten?.generation = generation
+        index?.generation = generation
+        saveRecord(pending.digest, generation: generation, path: pending.recordPath)
+        return messages
+    }
+
+    /// ``settle()`` before any other call: a refused retire (another process committed) only
+    /// means the call starts from a table it must read back, so it goes on.
+    private func settleFirst() throws(NetlinkError) {
+        do throws(NetlinkError) {
+            try settle()
+        } catch where error.errno == ERESTART {
+            // settle() forgot what was written; the caller reads the kernel back.
+        }
+    }
+
+    /// Writes the apply record now, or, when `retiring` holds a delta whose retire was held
+    /// back, keeps it for ``settle()``: the table is not yet the one the digest describes.
+    private func record(_ digest: WireDigest, generation: UInt32, path: String, retiring: TableDelta?) {
+        if let retiring {
+            pendingRetire = PendingRetire(delta: retiring, generation: generation, recordPath: path, digest: digest)
+        } else {
+            saveRecord(digest, generation: generation, path: path)
+        }
     }
 
     private func saveRecord(_ digest: WireDigest, generation: UInt32, path: String) {

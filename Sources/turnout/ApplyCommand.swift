@@ -133,6 +133,7 @@ struct ApplyCommand: ParsableCommand {
             if received == SIGTERM || received == SIGINT {
                 log("signal \(received == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; the rules stay installed")
                 reconciler.stop()
+                target.settle()
                 try? ReconcilerStatusFile.write(reconciler.status, to: statusFile)
                 return
             }

@@ -45,8 +45,10 @@ struct ApplyWatchTests {
             // Printed, not asserted: the bound above is functional (5 s), the time is this machine's.
             print("apply --watch: the map changed \(ContinuousClock.now - edited) after the edit (debounce 100 ms)")
             // Eventually: a patch goes prepare → switch over → retire, and between the last two
-            // the old slots are still in the map.
+            // the old slots are still in the map. The daemon installs at the switchover and
+            // leaves the retire to a thread that waits the grace period first.
             #expect(ProxyLab.eventually(within: .seconds(5)) { Self.slots(ns) == (1, 1) }, "\(Self.picks(ns))")
+            #expect(daemon.standardError.contains("(retire after one grace period)"), "stderr: \(daemon.standardError)")
             let afterEdit = Self.picks(ns)
 
             // A broken edit: nothing changes, and status says why.

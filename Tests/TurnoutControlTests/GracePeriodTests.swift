@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 @testable import TurnoutControl
 import TurnoutModel
@@ -47,6 +48,93 @@ struct GracePeriodTests {
             _ = try backend.apply(desired, options: ServiceCompilerOptions())
             #expect(events == test.events)
             #expect(try backend.status(comparingWith: desired, options: ServiceCompilerOptions()).drift == [])
+        }
+    }
+
+    /// The phases and waits a backend went through, in order.
+    final class PhaseLog {
+        var lines: [String] = []
+    }
+
+    /// A backend whose phases and waits are recorded, in a namespace holding 9:1.
+    static func deferredBackend(_ ns: NetworkNamespace, events: PhaseLog) throws -> NftablesBackend {
+        let backend = try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory + "/records")
+        _ = try backend.apply(InterruptedApplyTests.canary(9, 1), options: ServiceCompilerOptions())
+        backend.retireTiming = .deferred
+        backend.beforePhase = { events.lines.append("\($0)") }
+        backend.awaitGracePeriod = { events.lines.append("wait") }
+        return backend
+    }
+
+    /// How the kernel's table compares with `desired`, read by another backend (which has no
+    /// pending retire of its own to settle first).
+    static func drift(_ ns: NetworkNamespace, from desired: ServiceTable) throws -> [String] {
+        try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory + "/reader")
+            .status(comparingWith: desired, options: ServiceCompilerOptions()).drift ?? []
+    }
+
+    @Test("deferred retire: 9:1 → 2:1 returns after the switchover with the old pick chain still installed; settle() → the wait, the retire, the exact table and its record")
+    func deferredRetireWaitsInSettle() throws {
+        try withNetworkNamespace(prefix: "tx-defer") { ns in
+            let events = PhaseLog()
+            let backend = try Self.deferredBackend(ns, events: events)
+            let desired = try InterruptedApplyTests.canary(2, 1)
+            let report = try backend.apply(desired, options: ServiceCompilerOptions())
+            #expect(events.lines == ["prepare", "switchover"])
+            #expect(backend.hasPendingRetire)
+            #expect(report.outcome == .incremental)
+            // Only what the retire deletes is left over: the old pick chain, nothing missing.
+            let before = try Self.drift(ns, from: desired)
+            #expect(!before.isEmpty && before.allSatisfy { $0.hasPrefix("-") }, "\(before)")
+            #expect(before.contains { $0.contains("weighted-pick-10") }, "\(before)")
+
+            #expect(try backend.settle() > 0)
+            #expect(events.lines == ["prepare", "switchover", "wait", "retire"])
+            #expect(!backend.hasPendingRetire)
+            #expect(try Self.drift(ns, from: desired) == [])
+            #expect(try backend.settle() == 0, "nothing left to settle")
+            // The record was written at settle: a fresh process finds the table is Turnout's.
+            let fresh = try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory + "/records")
+            #expect(try fresh.apply(desired, options: ServiceCompilerOptions()).outcome == .unchanged)
+        }
+    }
+
+    @Test("deferred retire, then another apply → that apply settles first (wait, retire) and patches on the daemon's path")
+    func nextApplySettlesFirst() throws {
+        try withNetworkNamespace(prefix: "tx-defer") { ns in
+            let events = PhaseLog()
+            let backend = try Self.deferredBackend(ns, events: events)
+            _ = try backend.apply(InterruptedApplyTests.canary(2, 1), options: ServiceCompilerOptions())
+            let back = try InterruptedApplyTests.canary(9, 1)
+            let report = try backend.apply(back, options: ServiceCompilerOptions())
+            #expect(events.lines == ["prepare", "switchover", "wait", "retire", "prepare", "switchover"])
+            #expect(report.outcome == .incremental, "a patch, not a rebuild: \(report.reason ?? "")")
+            #expect(report.changedServices == 1, "the daemon's path: the settled generation is its own, no read-back")
+            try backend.settle()
+            #expect(try Self.drift(ns, from: back) == [])
+        }
+    }
+
+    @Test("deferred retire, another process commits before it → settle() throws ERESTART; the next apply rebuilds to exactly the table, no copy left")
+    func refusedDeferredRetire() throws {
+        try withNetworkNamespace(prefix: "tx-defer") { ns in
+            let events = PhaseLog()
+            let backend = try Self.deferredBackend(ns, events: events)
+            let desired = try InterruptedApplyTests.canary(2, 1)
+            _ = try backend.apply(desired, options: ServiceCompilerOptions())
+            #expect(try ns.run("nft", ["add table inet other"]).status == 0)
+            do throws(NetlinkError) {
+                try backend.settle()
+                Issue.record("the retire was committed over another process's commit")
+            } catch {
+                #expect(error.errno == ERESTART, "\(error)")
+            }
+            #expect(!backend.hasPendingRetire)
+            let report = try backend.apply(desired, options: ServiceCompilerOptions())
+            #expect(report.outcome == .rebuilt, "\(report.changes)")
+            try backend.settle()
+            #expect(try Self.drift(ns, from: desired) == [])
+            #expect(try backend.readInstalled(TableDelta.bridgeName(of: NftablesServiceCompiler.tableName)) == nil)
         }
     }
 
