@@ -56,14 +56,15 @@ struct GracePeriodTests {
         var lines: [String] = []
     }
 
-    /// A backend whose phases and waits are recorded, in a namespace holding 9:1.
-    static func deferredBackend(_ ns: NetworkNamespace, events: PhaseLog) throws -> NftablesBackend {
+    /// A backend with deferred retires whose phases and waits are recorded, in a namespace holding 9:1.
+    static func deferredBackend(_ ns: NetworkNamespace) throws -> (NftablesBackend, PhaseLog) {
+        let events = PhaseLog()
         let backend = try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory + "/records")
         _ = try backend.apply(InterruptedApplyTests.canary(9, 1), options: ServiceCompilerOptions())
         backend.retireTiming = .deferred
         backend.beforePhase = { events.lines.append("\($0)") }
         backend.awaitGracePeriod = { events.lines.append("wait") }
-        return backend
+        return (backend, events)
     }
 
     /// How the kernel's table compares with `desired`, read by another backend (which has no
@@ -76,8 +77,7 @@ struct GracePeriodTests {
     @Test("deferred retire: 9:1 → 2:1 returns after the switchover with the old pick chain still installed; settle() → the wait, the retire, the exact table and its record")
     func deferredRetireWaitsInSettle() throws {
         try withNetworkNamespace(prefix: "tx-defer") { ns in
-            let events = PhaseLog()
-            let backend = try Self.deferredBackend(ns, events: events)
+            let (backend, events) = try Self.deferredBackend(ns)
             let desired = try InterruptedApplyTests.canary(2, 1)
             let report = try backend.apply(desired, options: ServiceCompilerOptions())
             #expect(events.lines == ["prepare", "switchover"])
@@ -102,8 +102,7 @@ struct GracePeriodTests {
     @Test("deferred retire, then another apply → that apply settles first (wait, retire) and patches on the daemon's path")
     func nextApplySettlesFirst() throws {
         try withNetworkNamespace(prefix: "tx-defer") { ns in
-            let events = PhaseLog()
-            let backend = try Self.deferredBackend(ns, events: events)
+            let (backend, events) = try Self.deferredBackend(ns)
             _ = try backend.apply(InterruptedApplyTests.canary(2, 1), options: ServiceCompilerOptions())
             let back = try InterruptedApplyTests.canary(9, 1)
             let report = try backend.apply(back, options: ServiceCompilerOptions())
@@ -118,8 +117,7 @@ struct GracePeriodTests {
     @Test("deferred retire, another process commits before it → settle() throws ERESTART; the next apply rebuilds to exactly the table, no copy left")
     func refusedDeferredRetire() throws {
         try withNetworkNamespace(prefix: "tx-defer") { ns in
-            let events = PhaseLog()
-            let backend = try Self.deferredBackend(ns, events: events)
+            let (backend, events) = try Self.deferredBackend(ns)
             let desired = try InterruptedApplyTests.canary(2, 1)
             _ = try backend.apply(desired, options: ServiceCompilerOptions())
             #expect(try ns.run("nft", ["add table inet other"]).status == 0)
@@ -133,6 +131,8 @@ struct GracePeriodTests {
             let report = try backend.apply(desired, options: ServiceCompilerOptions())
             #expect(report.outcome == .rebuilt, "\(report.changes)")
             try backend.settle()
+            // The refused retire, then the rebuild's three phases (its copy deleted at settle).
+            #expect(events.lines == ["prepare", "switchover", "wait", "retire", "prepare", "switchover", "wait", "retire"])
             #expect(try Self.drift(ns, from: desired) == [])
             #expect(try backend.readInstalled(TableDelta.bridgeName(of: NftablesServiceCompiler.tableName)) == nil)
         }
