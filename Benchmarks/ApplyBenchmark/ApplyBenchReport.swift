@@ -104,7 +104,7 @@ struct ApplyBenchReport {
 
     private func changeSection(_ results: [ChangeMeasurement]) -> [String] {
         var endToEnd = TextTable(headers: ["services", "change", "outcome", "messages", "daemon apply", "daemon, change back",
-                                           "daemon's deferred retire", "fresh instance", "fresh, change back", "CLI wall (YAML)", "CLI own timer"])
+                                           "its deferred retire", "the change back's", "fresh instance", "fresh, change back", "CLI wall (YAML)", "CLI own timer"])
         var parts = TextTable(headers: ["services", "change", "compile", "lower", "delta", "encode", "digest", "kernel commit", "read-back (fresh only)"])
         var notes: [String] = []
         for result in results {
@@ -119,7 +119,7 @@ struct ApplyBenchReport {
             endToEnd.append([
                 Format.count(result.services), result.variant.rawValue, result.outcomes.sorted().joined(separator: ", "),
                 messages.sorted().map(String.init).joined(separator: "/"),
-                cell(result.daemon), cell(result.daemonRevert), cell(result.daemonSettle),
+                cell(result.daemon), cell(result.daemonRevert), cell(result.daemonSettle), cell(result.daemonRevertSettle),
                 cell(result.fresh), cell(result.freshRevert), cli.0, cli.1,
             ])
             parts.append([
@@ -143,7 +143,7 @@ struct ApplyBenchReport {
             endToEnd.markdown(leftAligned: [1, 2]),
             "",
             "- daemon apply: `apply(table)` on one long-lived `NftablesBackend` (no read-back while the ruleset generation is its own), retires deferred as `apply --watch` does: it returns once traffic follows the change; change back: the next apply, back to the base table.",
-            "- daemon's deferred retire: `settle()` after each of those two (its messages counted in the messages column) (one RCU grace period, then the retire's commit; about 0 when the change has no retire): off the change's path, but the kernel holds the old keys until it is done. The CLI's path (fresh instance) waits for it inside its apply.",
+            "- its deferred retire, the change back's: `settle()` after the change and after the change back (one RCU grace period, then the retire's commit; about 0 when there is no retire; its messages are counted in the messages column). It is off the change's path, but the kernel holds the old keys until it is done. The CLI's path (fresh instance) waits for it inside its apply.",
             "- fresh instance: the CLI's path in process: new instance (socket opened in the namespace) + `apply(table)`, which reads the whole table back and checks the digest record.",
             "- CLI wall: `ip netns exec NS turnout apply -f FILE.yaml --format json`; own timer: its reported `milliseconds`.",
             "",

@@ -14,11 +14,12 @@ struct ChangeMeasurement {
     /// Daemon path: `apply(table)` on a long-lived instance (no read-back while the ruleset
     /// generation is its own), which returns once traffic follows the change (its retire
     /// deferred, as `apply --watch` does). `revert` is the change back, the same size of change.
-    /// `settle` is the deferred retire that follows each (grace period + commit; none when the
-    /// change has no retire), off the change's path.
+    /// `settle` is the deferred retire that follows the change (grace period + commit; none
+    /// when the change has no retire), off the change's path; `revertSettle` the change back's.
     var daemon = Samples()
     var daemonRevert = Samples()
     var daemonSettle = Samples()
+    var daemonRevertSettle = Samples()
     /// CLI path in-process: a fresh instance per apply (opens the socket, reads the table back,
     /// checks the digest record), instance creation included.
     var fresh = Samples()
@@ -116,7 +117,7 @@ struct ChangeBenchmark {
                         results[index].daemon.append(daemonTime)
                         results[index].daemonRevert.append(revertTime)
                         results[index].daemonSettle.append(settleTime)
-                        results[index].daemonSettle.append(revertSettleTime)
+                        results[index].daemonRevertSettle.append(revertSettleTime)
                         results[index].daemonMessages.insert(report.messages + retired)
                         results[index].outcomes.insert(report.outcome.rawValue)
                         results[index].changes = report.changes

@@ -75,8 +75,8 @@ public final class NftablesBackend {
 
     deinit {
         // A deferred retire not yet settled: send it rather than leave unreachable objects
-        // and no record (the next apply would rebuild).
-        _ = try? settle()
+        // and the previous table's record (the next apply would rebuild).
+        settleFirst()
     }
 
     /// Opens the backend in the caller's network namespace, or in the one at `namespacePath`.
@@ -95,7 +95,7 @@ public final class NftablesBackend {
     /// only the services that differ from the table it last applied and sends their difference;
     /// otherwise it compiles the whole table and compares it with what is installed.
     public func apply(_ table: ServiceTable, options: ServiceCompilerOptions) throws(NetlinkError) -> ApplyReport {
-        try settleFirst()
+        settleFirst()
         if let generation = try usableIndexGeneration(options: options), let patch = index?.patch(to: table) {
             if patch.delta.plan == .unchanged {
                 index?.commit(patch, generation: generation)
@@ -137,7 +137,7 @@ public final class NftablesBackend {
 
     /// Makes the kernel's copy of `desired.name` exactly `desired`.
     public func apply(_ desired: WireTable) throws(NetlinkError) -> ApplyReport {
-        try settleFirst()
+        settleFirst()
         index = nil
         unindexed = nil
         let recordPath = recordPath(desired.name)
@@ -212,7 +212,7 @@ public final class NftablesBackend {
     /// sent when none is installed. Foreign tables, iptables rules and connections are untouched
     /// (conntrack entries, and so established connections, outlive NAT rules).
     public func flush() throws(NetlinkError) -> ApplyReport {
-        try settleFirst()
+        settleFirst()
         return try remove(Self.ownedTables)
     }
 
@@ -227,7 +227,7 @@ public final class NftablesBackend {
     /// while those already redirected keep their NAT. `.absent` when no capture is installed;
     /// `.unchanged` when a drain was already under way.
     public func drainCapture() throws(NetlinkError) -> ApplyReport {
-        try settleFirst()
+        settleFirst()
         guard try socket.tableExists(family: Self.family, name: CaptureCompiler.tableName) else {
             return ApplyReport(backend: Self.name, outcome: .absent, messages: 0)
         }
@@ -239,7 +239,7 @@ public final class NftablesBackend {
     /// that changed meanwhile (a new `turnout init` installed capture again) is left alone:
     /// the outcome is then `.unchanged` and the report says why.
     public func removeDrainedCapture() throws(NetlinkError) -> ApplyReport {
-        try settleFirst()
+        settleFirst()
         let drain = NftablesLowering.lower(CaptureCompiler.nftablesDrain())
         return try remove([CaptureCompiler.tableName]) { installed throws(NetlinkError) in
             try TableReader.read(family: Self.family, name: installed, from: socket).map { TableDelta(installed: $0, desired: drain).plan == .unchanged } ?? true
@@ -282,7 +282,7 @@ public final class NftablesBackend {
 
     /// What is installed, whether it is what Turnout last wrote, and how it differs from `table`.
     public func status(comparingWith table: ServiceTable?, options: ServiceCompilerOptions) throws(NetlinkError) -> InstalledStatus {
-        try settleFirst()
+        settleFirst()
         let name = NftablesServiceCompiler.tableName
         let installed = try TableReader.read(family: Self.family, name: name, from: socket)
         var summary: [String] = []
@@ -311,7 +311,7 @@ public final class NftablesBackend {
 
     /// The table as the kernel holds it now, for tests and `status`.
     public func readInstalled(_ name: String = NftablesServiceCompiler.tableName) throws(NetlinkError) -> WireTable? {
-        try settleFirst()
+        settleFirst()
         return try TableReader.read(family: Self.family, name: name, from: socket)
     }
 
@@ -337,7 +337,7 @@ public final class NftablesBackend {
     /// is refused, the table is left between the old and the new one, which still translates
     /// every connection; the backend then forgets what it wrote and deletes the record, so that
     /// the next apply reads the kernel and rebuilds. The phase's error is thrown either way
-    /// (ERESTART included, which the full path retries).
+    /// (ERESTART included, on which the full path starts over).
     private func commit(_ delta: TableDelta, from generation: UInt32, recordPath: String) throws(NetlinkError) -> Sent {
         var sent = Sent(generation: generation)
         for (number, phase) in delta.phases.enumerated() {
@@ -356,8 +356,9 @@ public final class NftablesBackend {
     }
 
     /// Sends one phase of `delta` bound to `generation` (after a grace period if `waitFirst`);
-    /// returns its message count. On failure after an earlier phase landed (`undoable`), undoes
-    /// a switchover's prepare or forgets what was written, as ``commit(_:from:recordPath:)`` says.
+    /// returns its message count. On failure after an earlier phase landed (`undoable`), forgets
+    /// what was written and, for a switchover, undoes its prepare, as
+    /// ``commit(_:from:recordPath:)`` says.
     private func commit(_ phase: TableDelta.Phase, of delta: TableDelta, at generation: UInt32, undoable: Bool, waitFirst: Bool,
                         recordPath: String) throws(NetlinkError) -> Int {
         let batch = NetlinkBatch(generation: generation)
@@ -384,9 +385,11 @@ public final class NftablesBackend {
     /// (``GracePeriod``), and writes the apply's record; returns the messages sent (0: nothing
     /// was pending). Blocks for the grace period (8 ms here) and one commit.
     ///
-    /// If another process committed since the switchover the kernel refuses the retire
-    /// (ERESTART, thrown): the table is left between old and new, which still translates every
-    /// connection, and the backend forgets what it wrote, so the next apply rebuilds.
+    /// If the retire fails (ERESTART: another process committed since the switchover), the error
+    /// is thrown, the table is left between old and new, which still translates every
+    /// connection, and the backend forgets what it wrote and deletes the record: the next apply
+    /// reads the kernel back and rebuilds (or, when only a rebuild's copy is left beside a table
+    /// that is already right, deletes just the copy). Nothing is pending afterwards either way.
     @discardableResult
     public func settle() throws(NetlinkError) -> Int {
         guard let pending = pendingRetire else { return 0 }
@@ -400,14 +403,11 @@ public final class NftablesBackend {
         return messages
     }
 
-    /// ``settle()`` before any other call: a refused retire (another process committed) only
-    /// means the call starts from a table it must read back, so it goes on.
-    private func settleFirst() throws(NetlinkError) {
-        do throws(NetlinkError) {
-            try settle()
-        } catch where error.errno == ERESTART {
-            // settle() forgot what was written; the caller reads the kernel back.
-        }
+    /// ``settle()`` before any other call. A retire that fails only means the call starts
+    /// from a table it must read back (settle() forgot what was written), so it goes on; a
+    /// failure that lasts shows in the call's own error.
+    private func settleFirst() {
+        _ = try? settle()
     }
 
     /// Writes the apply record now, or, when `retiring` holds a delta whose retire was held

@@ -133,7 +133,7 @@ struct ApplyCommand: ParsableCommand {
             if received == SIGTERM || received == SIGINT {
                 log("signal \(received == SIGTERM ? "SIGTERM" : "SIGINT"): stopping; the rules stay installed")
                 reconciler.stop()
-                target.settle()
+                if let notice = target.settle() { log("before stopping: \(notice)") }
                 try? ReconcilerStatusFile.write(reconciler.status, to: statusFile)
                 return
             }

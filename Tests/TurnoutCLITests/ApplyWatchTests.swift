@@ -48,7 +48,7 @@ struct ApplyWatchTests {
             // the old slots are still in the map. The daemon installs at the switchover and
             // leaves the retire to a thread that waits the grace period first.
             #expect(ProxyLab.eventually(within: .seconds(5)) { Self.slots(ns) == (1, 1) }, "\(Self.picks(ns))")
-            #expect(daemon.standardError.contains("(retire after one grace period)"), "stderr: \(daemon.standardError)")
+            #expect(daemon.waitForOutput("(retire after one grace period)", inStandardError: true, within: .seconds(5)), "stderr: \(daemon.standardError)")
             let afterEdit = Self.picks(ns)
 
             // A broken edit: nothing changes, and status says why.
