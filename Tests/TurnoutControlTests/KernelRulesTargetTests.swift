@@ -27,13 +27,19 @@ struct KernelRulesTargetTests {
         }
     }
 
+    /// 9:1 installed, then 2:1 (a change of pick chain, so a retire): the target, the desired
+    /// table and the second install's line.
+    static func changePickChain(_ ns: NetworkNamespace, interruptRetire: Bool) throws -> (KernelRulesTarget, ServiceTable, String) {
+        let target = Self.target(ns, interruptRetire: interruptRetire)
+        _ = try target.install(InterruptedApplyTests.canary(9, 1))
+        let desired = try InterruptedApplyTests.canary(2, 1)
+        return (target, desired, try target.install(desired))
+    }
+
     @Test("a change of pick chain → installed at the switchover, its line says the retire follows; the thread retires it → the kernel holds exactly the table")
     func retireFollows() throws {
         try withNetworkNamespace(prefix: "krt") { ns in
-            let target = Self.target(ns, interruptRetire: false)
-            _ = try target.install(InterruptedApplyTests.canary(9, 1))
-            let desired = try InterruptedApplyTests.canary(2, 1)
-            let line = try target.install(desired)
+            let (target, desired, line) = try Self.changePickChain(ns, interruptRetire: false)
             #expect(line.hasPrefix("incremental, ") && line.contains(" messages (retire after one grace period): "), "\(line)")
             #expect(ProxyLab.eventually(within: .seconds(5)) { (try? GracePeriodTests.drift(ns, from: desired)) == [] })
             #expect(target.settle() == nil)
@@ -43,10 +49,7 @@ struct KernelRulesTargetTests {
     @Test("another commit before the deferred retire → the thread applies the table again at once (a rebuild), the next line says so; the kernel ends exact, no copy, the other table kept")
     func refusedRetireRepaired() throws {
         try withNetworkNamespace(prefix: "krt") { ns in
-            let target = Self.target(ns, interruptRetire: true)
-            _ = try target.install(InterruptedApplyTests.canary(9, 1))
-            let desired = try InterruptedApplyTests.canary(2, 1)
-            _ = try target.install(desired)
+            let (target, desired, _) = try Self.changePickChain(ns, interruptRetire: true)
             // The repair is the settling thread's, before any next change.
             #expect(ProxyLab.eventually(within: .seconds(5)) { (try? GracePeriodTests.drift(ns, from: desired)) == [] })
             let next = try target.install(InterruptedApplyTests.canary(9, 1))
