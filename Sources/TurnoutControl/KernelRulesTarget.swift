@@ -55,10 +55,7 @@ public final class KernelRulesTarget: ReconcileTarget {
     public func settle() -> String? {
         settleThread()?.join()
         sendPendingRetire()
-        return settling.withLock { state in
-            defer { state.notice = nil }
-            return state.notice
-        }
+        return takeNotice()
     }
 
     public func install(_ table: ServiceTable) throws -> String {
@@ -82,10 +79,7 @@ public final class KernelRulesTarget: ReconcileTarget {
                 return (try iptables.apply(table, options: options), false)
             }
         }
-        let notice = settling.withLock { state in
-            defer { state.notice = nil }
-            return state.notice
-        }
+        let notice = takeNotice()
         if retirePending { startSettling() }
         return (notice.map { "(after the last change: \($0)) " } ?? "")
             + "\(report.outcome.rawValue), \(report.messages) messages" + (retirePending ? " (retire after one grace period)" : "")
@@ -115,20 +109,27 @@ public final class KernelRulesTarget: ReconcileTarget {
             } catch {
                 guard let installed else { return "the retire failed (\(error)); the next change rebuilds" }
                 var notice = "the retire failed (\(error))"
-                for attempt in 1...3 {
+                for _ in 1...3 {
                     do throws(NetlinkError) {
                         let report = try nft.apply(installed, options: options)
                         try nft.settle()
                         return notice + "; applied again: \(report.outcome.rawValue), \(report.messages) messages"
                     } catch {
                         notice += "; applying again failed (\(error))"
-                        if attempt == 3 { return notice + "; the next change rebuilds" }
                     }
                 }
-                return notice
+                return notice + "; the next change rebuilds"
             }
         }
         if let notice { settling.withLock { $0.notice = notice } }
+    }
+
+    /// Takes what the settling thread had to repair, if anything, for a log line.
+    private func takeNotice() -> String? {
+        settling.withLock { state in
+            defer { state.notice = nil }
+            return state.notice
+        }
     }
 
     /// Takes the settling thread's handle, if there is one, for the caller to join.

@@ -60,12 +60,12 @@ public final class NftablesBackend {
     public var retireTiming = RetireTiming.inApply
 
     /// A retire held back by ``RetireTiming/deferred``: the delta whose last phase it is, the
-    /// generation its switchover made, and the record to write once it is in.
+    /// generation its switchover made, and the record to write once it is in (with the digest
+    /// of the table the apply left in `index` or `lastWritten`).
     private struct PendingRetire {
         var delta: TableDelta
         var generation: UInt32
         var recordPath: String
-        var digest: WireDigest
     }
     private var pendingRetire: PendingRetire?
 
@@ -106,7 +106,7 @@ public final class NftablesBackend {
                 let sent = try commit(patch.delta, from: generation, recordPath: path)
                 index?.commit(patch, generation: sent.generation)
                 lastWritten = nil  // the whole table is no longer kept; the index stands for it
-                if let index { record(index.digest, generation: index.generation, path: path, retiring: sent.deferred ? patch.delta : nil) }
+                if let index, pendingRetire == nil { saveRecord(index.digest, generation: index.generation, path: path) }
                 return ApplyReport(backend: Self.name, outcome: .incremental, messages: sent.messages, changes: patch.delta.changes,
                                    changedServices: patch.changedServices)
             } catch where error.errno == ERESTART {
@@ -188,7 +188,7 @@ public final class NftablesBackend {
                                    changes: ["delete table inet \(copy)"],
                                    reason: "the copy of an earlier rebuild was still there: its last step was refused")
             }
-            let sent: Sent
+            let sent: (messages: Int, generation: UInt32)
             do throws(NetlinkError) {
                 sent = try commit(delta, from: generation, recordPath: recordPath)
             } catch where error.errno == ERESTART && attempt < 5 {
@@ -196,7 +196,7 @@ public final class NftablesBackend {
             }
             let digest = WireDigest(desired)
             lastWritten = (sent.generation, desired, digest)
-            record(digest, generation: sent.generation, path: recordPath, retiring: sent.deferred ? delta : nil)
+            if pendingRetire == nil { saveRecord(digest, generation: sent.generation, path: recordPath) }
             let outcome: ApplyReport.Outcome
             var reason: String?
             switch delta.plan {
@@ -319,18 +319,12 @@ public final class NftablesBackend {
         ApplyRecord.path(directory: recordDirectory, table: table, namespaceIdentity: namespaceIdentity)
     }
 
-    /// What ``commit(_:from:recordPath:)`` sent: messages, the generation after its last
-    /// phase, and whether it held the retire back for ``settle()``.
-    private struct Sent {
-        var messages = 0
-        var generation: UInt32
-        var deferred = false
-    }
-
     /// Sends `delta` phase by phase (``TableDelta/Phase``): the first transaction bound to
     /// `generation`, each next one to the generation the one before made, with a grace period
-    /// (``GracePeriod``) between a switchover and the retire after it. With
-    /// ``RetireTiming/deferred`` it stops before that retire (`deferred` in the result).
+    /// (``GracePeriod``) between a switchover and the retire after it. Returns the messages
+    /// sent and the generation after the last phase sent. With ``RetireTiming/deferred`` it
+    /// stops before that retire and leaves it pending for ``settle()``; the caller then writes
+    /// no record.
     ///
     /// A switchover refused after its prepare landed is undone by one more transaction, so a
     /// refused apply still leaves the ruleset as it was. If that fails too, or the retire phase
@@ -338,21 +332,21 @@ public final class NftablesBackend {
     /// every connection; the backend then forgets what it wrote and deletes the record, so that
     /// the next apply reads the kernel and rebuilds. The phase's error is thrown either way
     /// (ERESTART included, on which the full path starts over).
-    private func commit(_ delta: TableDelta, from generation: UInt32, recordPath: String) throws(NetlinkError) -> Sent {
-        var sent = Sent(generation: generation)
+    private func commit(_ delta: TableDelta, from generation: UInt32, recordPath: String) throws(NetlinkError) -> (messages: Int, generation: UInt32) {
+        var messages = 0
+        var current = generation
         for (number, phase) in delta.phases.enumerated() {
             // A packet that took the old rules' path before the switchover must be out of the
             // hooks before the retire deletes what that path still looks up.
             let afterSwitchover = phase == .retire && delta.phases[..<number].contains(.switchover)
             if afterSwitchover && retireTiming == .deferred {
-                sent.deferred = true
+                pendingRetire = PendingRetire(delta: delta, generation: current, recordPath: recordPath)
                 break
             }
-            sent.messages += try commit(phase, of: delta, at: sent.generation, undoable: number > 0, waitFirst: afterSwitchover,
-                                        recordPath: recordPath)
-            sent.generation &+= 1
+            messages += try commit(phase, of: delta, at: current, undoable: number > 0, waitFirst: afterSwitchover, recordPath: recordPath)
+            current &+= 1
         }
-        return sent
+        return (messages, current)
     }
 
     /// Sends one phase of `delta` bound to `generation` (after a grace period if `waitFirst`);
@@ -372,9 +366,12 @@ public final class NftablesBackend {
             lastWritten = nil
             index = nil
             unindexed = nil
-            let undo = NetlinkBatch(generation: generation)
-            delta.appendUndoingPrepare(to: undo)
-            let undone = phase == .switchover && (try? socket.commit(undo, expectedGeneration: generation)) != nil
+            var undone = false
+            if phase == .switchover {
+                let undo = NetlinkBatch(generation: generation)
+                delta.appendUndoingPrepare(to: undo)
+                undone = (try? socket.commit(undo, expectedGeneration: generation)) != nil
+            }
             if !undone { unlink(recordPath) }
             throw error
         }
@@ -399,7 +396,7 @@ public final class NftablesBackend {
         let generation = pending.generation &+ 1
         lastWritten?.generation = generation
         index?.generation = generation
-        saveRecord(pending.digest, generation: generation, path: pending.recordPath)
+        if let digest = index?.digest ?? lastWritten?.digest { saveRecord(digest, generation: generation, path: pending.recordPath) }
         return messages
     }
 
@@ -408,16 +405,6 @@ public final class NftablesBackend {
     /// failure that lasts shows in the call's own error.
     private func settleFirst() {
         _ = try? settle()
-    }
-
-    /// Writes the apply record now, or, when `retiring` holds a delta whose retire was held
-    /// back, keeps it for ``settle()``: the table is not yet the one the digest describes.
-    private func record(_ digest: WireDigest, generation: UInt32, path: String, retiring: TableDelta?) {
-        if let retiring {
-            pendingRetire = PendingRetire(delta: retiring, generation: generation, recordPath: path, digest: digest)
-        } else {
-            saveRecord(digest, generation: generation, path: path)
-        }
     }
 
     private func saveRecord(_ digest: WireDigest, generation: UInt32, path: String) {
