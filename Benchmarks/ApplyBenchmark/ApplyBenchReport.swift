@@ -180,7 +180,7 @@ struct ApplyBenchReport {
             }
             lines += [
                 "",
-                "Peer, same run, same kernel: nftables' own tool sending the same-modulus change's elements of `endpoint-picks4` (a hash map, one element per drawn value), as text, in the namespace holding the base table. Wall clock of `ip netns exec NS nft -f FILE`, process start included:",
+                "Peer, same run, same kernel: nftables' own tool sending the same-modulus change's elements of its pick map `endpoint-picks4-mod19` (a hash map, one element per drawn value), as text, in the namespace holding the base table. Wall clock of `ip netns exec NS nft -f FILE`, process start included:",
                 "",
                 peerTable.markdown(leftAligned: []),
             ]

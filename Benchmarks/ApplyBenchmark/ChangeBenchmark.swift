@@ -248,7 +248,8 @@ struct ChangeBenchmark {
         var nftPeer: (String, String, String, Int)?
         if tools.nft != nil {
             let old = scenario.pickElements(in: scenario.base), new = scenario.pickElements(in: scenario.changed[.sameModulus]!)
-            let map = "inet \(NftablesServiceCompiler.tableName) \(NftablesServiceCompiler.endpointPicksMap)4"
+            // One element per drawn value: as many as the pick chain's modulus, which names its map.
+            let map = "inet \(NftablesServiceCompiler.tableName) \(NftablesServiceCompiler.endpointPicksMap)4-mod\(old.count)"
             func delete(_ elements: [(key: String, value: String)]) -> String {
                 "delete element \(map) { \(elements.map(\.key).joined(separator: ", ")) }\n"
             }

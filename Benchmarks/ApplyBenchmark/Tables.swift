@@ -28,7 +28,7 @@ enum BenchTables {
 /// pick elements move: map elements). 1 → 2 (all equal) changes the modulus: 19 → E.
 struct ChangeScenario {
     enum Variant: String, CaseIterable {
-        /// Same modulus: only elements of `endpoint-picks4` change.
+        /// Same modulus: only elements of `endpoint-picks4-mod19` change.
         case sameModulus = "same modulus"
         /// New modulus: the service's `service-ips4` verdict and its picks change, and a pick
         /// chain no other service uses is deleted.
@@ -70,7 +70,7 @@ struct ChangeScenario {
         self.descriptions = descriptions
     }
 
-    /// The changed service's elements of `endpoint-picks4` in `table`, in nft's syntax
+    /// The changed service's elements of its pick map (`endpoint-picks4-modN`) in `table`, in nft's syntax
     /// (`VIP . tcp . 80 . 3 : 10.128.0.5 . 8080`), for the `nft -f` peer: one element per drawn
     /// value, as the compiler lays them out for splits of up to 100 values (serving endpoints in
     /// table order, gcd-reduced). A mismatch makes nft fail with "No such file or directory",

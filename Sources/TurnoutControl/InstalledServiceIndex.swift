@@ -143,19 +143,27 @@ struct InstalledServiceIndex {
             next.sharedElementUses.append((member, after == 0 ? nil : after))
             if before == 0 { addedMembers.append(member) } else if after == 0 { removedMembers.append(member) }
         }
+        // A shared chain comes and goes with its maps, which are empty when it comes and hold
+        // its last user's elements until the retire that deletes them (`TableDelta.Phase`).
         var addedChains: [WireChain] = []
         var changedChains: [WireChain] = []
         var removedChains: [WireChain] = []
+        var addedSets: [WireSet] = []
+        var removedSets: [WireSet] = []
         for (chain, change) in touchedChains where change != 0 {
             let before = sharedChainUses[chain] ?? 0
             let after = before + change
             next.sharedChainUses.append((chain, after == 0 ? nil : after))
-            if before == 0 { addedChains.append(lowering.lower(chain)) } else if after == 0 { removedChains.append(lowering.lower(chain)) }
+            if before == 0 {
+                addedChains.append(lowering.lower(chain))
+                addedSets += lowering.sets(of: chain)
+            } else if after == 0 {
+                removedChains.append(lowering.lower(chain))
+                removedSets += lowering.sets(of: chain)
+            }
         }
 
         // Own chains and sets (client-IP affinity): compared by name within each service.
-        var addedSets: [WireSet] = []
-        var removedSets: [WireSet] = []
         for (old, new) in changed where !(old?.chains.isEmpty ?? true) || !(new?.chains.isEmpty ?? true) {
             let before = old.map(lowering.objects)
             let after = new.map(lowering.objects)
@@ -179,13 +187,19 @@ struct InstalledServiceIndex {
             removedSets += oldSets.filter { newSets[$0.key] == nil }.map(\.value)
         }
 
-        // Lower only what is sent, grouped per set.
+        // Lower only what is sent, grouped per set. The shared chains' maps that elements go to
+        // or leave are declared with the skeleton, whose set kinds the phases are chosen by.
+        let touchedShared = Set(touchedChains.keys)
+        let skeleton = lowering.skeleton(with: touchedShared.sorted())
         var removedBySet: [String: [WireElement]] = [:]
         var addedBySet: [String: [WireElement]] = [:]
-        for member in lowering.lower(removedMembers) { removedBySet[member.set, default: []].append(member.element) }
-        for member in lowering.lower(addedMembers) { addedBySet[member.set, default: []].append(member.element) }
+        for member in lowering.lower(removedMembers, sharedChains: touchedShared) { removedBySet[member.set, default: []].append(member.element) }
+        for member in lowering.lower(addedMembers, sharedChains: touchedShared) { addedBySet[member.set, default: []].append(member.element) }
+        // A map deleted with its chain takes its elements with it: they are not sent one by one
+        // (which would cost a pipapo map a rewrite each), only taken out of the counts and digest.
+        let deletedSets = Set(removedSets.map(\.name))
         let pipapoDeletions = removedBySet.compactMap { set, removed -> (removed: Int, setSize: Int)? in
-            lowering.skeleton.set(named: set)?.isPipapo == true ? (removed.count, elementCounts[set] ?? 0) : nil
+            skeleton.set(named: set)?.isPipapo == true && !deletedSets.contains(set) ? (removed.count, elementCounts[set] ?? 0) : nil
         }
         let addedCount = addedBySet.values.reduce(0) { $0 + $1.count }
         let removedCount = removedBySet.values.reduce(0) { $0 + $1.count }
@@ -202,8 +216,10 @@ struct InstalledServiceIndex {
             for element in elements { next.digest.add(element, in: set) }
         }
         // A sized hash set whose count crosses a power of two changes its definition: the
-        // kernel cannot resize it in place, so the whole table is rebuilt.
-        for set in Set(removedBySet.keys).union(addedBySet.keys) where lowering.skeleton.set(named: set)?.capacity != nil {
+        // kernel cannot resize it in place, so the whole table is rebuilt. (A shared chain's
+        // map added or deleted with more elements than the smallest capacity crosses too: the
+        // empty declaration it is added or deleted as would not be what the kernel holds.)
+        for set in Set(removedBySet.keys).union(addedBySet.keys) where skeleton.set(named: set)?.capacity != nil {
             if NamedSet.capacity(forElements: elementCounts[set] ?? 0) != NamedSet.capacity(forElements: next.elementCounts[set] ?? 0) {
                 return nil
             }
@@ -214,11 +230,11 @@ struct InstalledServiceIndex {
         for set in addedSets { next.digest.add(set) }
         for set in removedSets { next.digest.remove(set) }
 
-        let sets = Set(removedBySet.keys).union(addedBySet.keys).sorted()
+        let sets = Set(removedBySet.keys).subtracting(deletedSets).union(addedBySet.keys).sorted()
         let byName: (WireChain, WireChain) -> Bool = { $0.name < $1.name }
-        next.delta = TableDelta(patching: lowering.skeleton, addedChains: addedChains.sorted(by: byName),
+        next.delta = TableDelta(patching: skeleton, addedChains: addedChains.sorted(by: byName),
                                changedChains: changedChains.sorted(by: byName), removedChains: removedChains.map(\.name).sorted(),
-                               addedSets: addedSets.sorted { $0.name < $1.name }, removedSets: removedSets.map(\.name).sorted(),
+                               addedSets: addedSets.sorted { $0.name < $1.name }, removedSets: removedSets.sorted { $0.name < $1.name },
                                elementChanges: sets.map { TableDelta.ElementChange(set: $0, removed: removedBySet[$0] ?? [], added: addedBySet[$0] ?? []) })
         return next
     }

@@ -41,19 +41,37 @@ public struct ServiceLowering: Sendable {
 
     /// The service's own chains and sets.
     public func objects(of rules: ServiceRules) -> WireServiceObjects {
-        WireServiceObjects(chains: lower(rules.chains, ownSets: rules.sets), sets: rules.sets.map(NftablesLowering.lowerSet))
+        WireServiceObjects(chains: lower(rules.chains, declaring: rules.sets), sets: rules.sets.map(NftablesLowering.lowerSet))
     }
 
-    /// A shared chain, as the whole-table lowering produces it.
+    /// A shared chain, as the whole-table lowering produces it. Its rules are lowered beside its
+    /// maps' declarations: a key drawn from an interval map is converted to network byte order.
     public func lower(_ shared: SharedChain) -> WireChain {
-        lower([NftablesServiceCompiler.chain(for: shared, options: options)], ownSets: [])[0]
+        lower([NftablesServiceCompiler.chain(for: shared, options: options)], declaring: NftablesServiceCompiler.sets(for: shared))[0]
     }
 
-    /// Elements of the skeleton's sets, each lowered on its own. The skeleton holds no
-    /// single-field interval set, whose elements (rbtree range ends) depend on their neighbours.
-    public func lower(_ members: [SetMember]) -> [WireSetMember] {
-        members.map { member in
-            guard let set = declarations[member.set] else { preconditionFailure("\(member.set) is not a set of the skeleton") }
+    /// A shared chain's maps, empty: as the whole-table lowering declares them while they hold
+    /// no more elements than the smallest capacity (``NamedSet/minimumCapacity``).
+    public func sets(of shared: SharedChain) -> [WireSet] {
+        NftablesServiceCompiler.sets(for: shared).map(NftablesLowering.lowerSet)
+    }
+
+    /// The skeleton with the maps of `shared` declared too: what a patch that touches those
+    /// chains' elements reads set kinds from (``TableDelta/init(patching:addedChains:changedChains:removedChains:addedSets:removedSets:elementChanges:)``).
+    public func skeleton(with shared: some Sequence<SharedChain>) -> WireTable {
+        var table = skeleton
+        table.sets += shared.flatMap(sets(of:))
+        return table
+    }
+
+    /// Elements of the skeleton's sets and of the maps of `shared`, each lowered on its own.
+    /// Neither holds a single-field interval set, whose elements (rbtree range ends) depend on
+    /// their neighbours.
+    public func lower(_ members: [SetMember], sharedChains shared: some Sequence<SharedChain>) -> [WireSetMember] {
+        var declarations = declarations
+        for set in shared.flatMap(NftablesServiceCompiler.sets(for:)) { declarations[set.name] = set }
+        return members.map { member in
+            guard let set = declarations[member.set] else { preconditionFailure("\(member.set) is not a set of the skeleton or of its shared chains") }
             precondition(!set.isInterval || set.key.count > 1, "\(set.name): rbtree elements cannot be lowered one by one")
             let layout = NftablesLowering.KeyLayout(set.key, interval: set.isInterval)
             let lowered = NftablesLowering.elements([member.element], layout: layout, interval: set.isInterval)
@@ -61,10 +79,10 @@ public struct ServiceLowering: Sendable {
         }
     }
 
-    private func lower(_ chains: [Chain], ownSets: [NamedSet]) -> [WireChain] {
+    private func lower(_ chains: [Chain], declaring sets: [NamedSet]) -> [WireChain] {
         guard !chains.isEmpty else { return [] }
         var context = skeletonRules
-        context.sets += ownSets
+        context.sets += sets
         return NftablesLowering.lowerChains(chains, in: context)
     }
 }

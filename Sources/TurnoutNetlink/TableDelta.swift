@@ -24,7 +24,7 @@ public struct TableDelta: Sendable {
     var changedChains: [WireChain] = []
     var removedChains: [String] = []
     var addedSets: [WireSet] = []
-    var removedSets: [String] = []
+    var removedSets: [WireSet] = []
     public private(set) var elementChanges: [ElementChange] = []
     /// Each element change split by phase (``Phase``), in the order of `elementChanges`;
     /// classified once, when the delta is made.
@@ -40,8 +40,6 @@ public struct TableDelta: Sendable {
         var switchedIn: [WireElement] = []
         /// Deleted in the retire phase, once no rule draws them.
         var retired: [WireElement] = []
-        /// How many of these are temporary ranges (``RangeBridge``), for people.
-        var bridges = 0
     }
 
     /// One set's elements to delete and to add.
@@ -60,7 +58,7 @@ public struct TableDelta: Sendable {
     /// A patch computed by the caller (a long-lived backend that knows which services changed),
     /// sent in the same safe order as a computed one; `.unchanged` when it changes nothing.
     public init(patching skeleton: WireTable, addedChains: [WireChain], changedChains: [WireChain], removedChains: [String],
-                addedSets: [WireSet], removedSets: [String], elementChanges: [ElementChange]) {
+                addedSets: [WireSet], removedSets: [WireSet], elementChanges: [ElementChange]) {
         desired = skeleton
         self.addedChains = addedChains
         self.changedChains = changedChains
@@ -88,10 +86,9 @@ public struct TableDelta: Sendable {
             lines += changedChains.map { "replace rules of chain \($0.name) (\($0.rules.count) rules)" }
             lines += removedChains.map { "delete chain \($0)" }
             lines += addedSets.map { "add \($0.isMap ? "map" : "set") \($0.name) (\($0.elements.count) elements)" }
-            lines += removedSets.map { "delete set \($0)" }
-            lines += zip(elementChanges, phased).map { change, phased in
-                let bridging = phased.bridges == 0 ? "" : " (+\(phased.bridges) bridge range\(phased.bridges == 1 ? "" : "s") while switching)"
-                return "\(desired.set(named: change.set)?.isMap == true ? "map" : "set") \(change.set): -\(change.removed.count) +\(change.added.count) elements\(bridging)"
+            lines += removedSets.map { "delete \($0.isMap ? "map" : "set") \($0.name)" }
+            lines += elementChanges.map { change in
+                "\(desired.set(named: change.set)?.isMap == true ? "map" : "set") \(change.set): -\(change.removed.count) +\(change.added.count) elements"
             }
             return lines
         }
@@ -131,7 +128,7 @@ public struct TableDelta: Sendable {
             let added = set.elements.filter { !before.contains($0) }
             elementChanges.append(ElementChange(set: set.name, removed: removed, added: added))
         }
-        removedSets = installed.sets.map(\.name).filter { !desiredSetNames.contains($0) }
+        removedSets = installed.sets.filter { !desiredSetNames.contains($0.name) }
 
         let pipapoDeletions = elementChanges.compactMap { change -> (removed: Int, setSize: Int)? in
             guard let set = installedSets[change.set], set.isPipapo else { return nil }
@@ -187,9 +184,12 @@ public struct TableDelta: Sendable {
     ///   chains, or its new ones before the commit, the copy translates;
     /// - ``retire``: the copy deleted; what falls through it, the new table translates.
     ///
-    /// Interval maps (splits of more than 100 values) cannot keep a service's old ranges next
-    /// to its new ones, which overlap them: temporary ranges cover the difference instead
-    /// (``RangeBridge``), and a service's ranges that are wholly new are added in ``prepare``.
+    /// Every pick chain has maps of its own (one modulus each), so a service whose modulus
+    /// changes leaves one map and enters another: the old map keeps its slots until ``retire``,
+    /// the new one has them from ``prepare`` (hash map) or ``switchover`` at the latest. Interval
+    /// maps (splits of more than 100 values) cannot keep a service's old ranges beside new ones
+    /// of the same modulus, which overlap them; both cover every value drawn, so the switchover
+    /// replaces them in one step (``RangeGroup``).
     public enum Phase: Sendable {
         case prepare, switchover, retire
     }
@@ -217,10 +217,11 @@ public struct TableDelta: Sendable {
     /// - A set (and an rbtree interval set) switches every element over.
     /// - A map switches over the keys added again with other data; keys that disappear wait for
     ///   ``Phase/retire``, once no rule draws them.
-    /// - A pipapo map works by service (``RangeBridge``): a service whose ranges are all new
-    ///   gets them in ``Phase/prepare`` (the pipapo map shows elements a moment after the hash
-    ///   map that leads to them), a service that leaves keeps its ranges until the retire, and a
-    ///   service whose ranges change switches them over with bridges on both sides.
+    /// - A pipapo map works by service (``RangeGroup``): a service whose ranges are all new
+    ///   gets them in ``Phase/prepare`` (the kernel shows a pipapo map's new elements a moment
+    ///   after the generation flips, later than the hash map that leads to them), a service
+    ///   that leaves keeps its ranges until the retire, and a service whose ranges change
+    ///   (within one modulus, so old and new both cover every value drawn) switches them over.
     private func phases(of change: ElementChange) -> PhasedChange {
         guard let set = desired.set(named: change.set), set.isMap, !set.isInterval || set.isPipapo else {
             return PhasedChange(switchedOut: change.removed, switchedIn: change.added)
@@ -235,32 +236,22 @@ public struct TableDelta: Sendable {
             return phased
         }
         let fields = set.concatFieldLengths
-        let before = Set(change.removed.compactMap { RangeBridge.group(of: $0, fields: fields) })
-        let after = Set(change.added.compactMap { RangeBridge.group(of: $0, fields: fields) })
-        var replacedOut: [WireElement] = [], replacedIn: [WireElement] = []
+        let before = Set(change.removed.compactMap { RangeGroup(of: $0, fields: fields) })
+        let after = Set(change.added.compactMap { RangeGroup(of: $0, fields: fields) })
         for element in change.removed {
-            if let group = RangeBridge.group(of: element, fields: fields), !after.contains(group) {
+            if let group = RangeGroup(of: element, fields: fields), !after.contains(group) {
                 phased.retired.append(element)
             } else {
-                replacedOut.append(element)
+                phased.switchedOut.append(element)
             }
         }
         for element in change.added {
-            if let group = RangeBridge.group(of: element, fields: fields), !before.contains(group) {
+            if let group = RangeGroup(of: element, fields: fields), !before.contains(group) {
                 phased.prepared.append(element)
             } else {
-                replacedIn.append(element)
+                phased.switchedIn.append(element)
             }
         }
-        // Bridges only between a service's old and new ranges; what only the new ones cover
-        // points at an old endpoint, what only the old ones covered at a new one.
-        let ahead = RangeBridge.elements(bridging: replacedIn, by: replacedOut, fields: fields)
-        let behind = RangeBridge.elements(bridging: replacedOut, by: replacedIn, fields: fields)
-        phased.prepared += ahead
-        phased.switchedOut = ahead + replacedOut
-        phased.switchedIn = replacedIn + behind
-        phased.retired += behind
-        phased.bridges = ahead.count + behind.count
         return phased
     }
 
@@ -300,7 +291,7 @@ public struct TableDelta: Sendable {
             // all before deleting any.
             for name in removedChains { ObjectEncoding.flushChain(batch, family: family, table: table, name: name) }
             for name in removedChains { ObjectEncoding.deleteChain(batch, family: family, table: table, name: name) }
-            for name in removedSets { ObjectEncoding.deleteSet(batch, family: family, table: table, name: name) }
+            for set in removedSets { ObjectEncoding.deleteSet(batch, family: family, table: table, name: set.name) }
         }
     }
 
@@ -346,7 +337,7 @@ public struct TableDelta: Sendable {
     }
 
     /// A phase's element changes: every deletion before any addition, as a changed element is
-    /// both and a bridge may overlap the ranges deleted beside it.
+    /// both and a service's new ranges may overlap the ones deleted beside them.
     private func appendElementChanges(of phase: Phase, to batch: NetlinkBatch) {
         let changes = elementChanges(in: phase)
         for change in changes where !change.removed.isEmpty {

@@ -5,7 +5,9 @@ import TurnoutModel
 /// Per-packet cost does not grow with the table: one concatenated-key map lookup finds the
 /// frontend (`ip daddr . meta l4proto . th dport vmap @service-ips4`), and one hash-map lookup
 /// keyed by the frontend and `numgen random mod Σw` picks and rewrites to the endpoint (an
-/// interval map only for splits too fine for one element per value; see `WeightedPick`). There is no chain per
+/// interval map only for splits too fine for one element per value; see `WeightedPick`). Services
+/// whose reduced weights sum to the same N share one pick chain and its maps (one per family), so
+/// the pick maps come and go with their chain. There is no chain per
 /// service or endpoint, because chains are what make kernel commits slow (linux-pitfalls.md);
 /// only services with client-IP affinity get their own chains, as in kube-proxy.
 ///
@@ -21,9 +23,9 @@ public enum NftablesServiceCompiler {
     public static let rejectChain = "reject-connection"
     public static let proxyRedirectChain = "redirect-to-proxy"
     /// `weighted-pick-N`: picks among endpoints whose reduced weights sum to N, one map element
-    /// per drawn value (`endpoint-picks4/6`).
+    /// per drawn value (`endpoint-picks4-modN`, `endpoint-picks6-modN`).
     public static let weightedPickPrefix = "weighted-pick-"
-    /// `weighted-range-N`: the same for splits held as ranges (`endpoint-ranges4/6`).
+    /// `weighted-range-N`: the same for splits held as ranges (`endpoint-ranges4-modN`, …).
     public static let weightedRangePrefix = "weighted-range-"
     public static let serviceChainPrefix = "service-"
     public static let endpointChainPrefix = "endpoint-"
@@ -31,6 +33,14 @@ public enum NftablesServiceCompiler {
 
     // Sets and maps, one per family: "service-ips4", "service-ips6", ….
     public static let serviceIPsMap = "service-ips"
+    /// One pair of maps per pick chain, named with its modulus: "endpoint-picks4-mod10".
+    ///
+    /// Why not one map for every modulus: a rule that looks up a map makes the kernel check
+    /// every element already in it when the rule is added (`nf_tables_bind_set` walks the map
+    /// unless another rule of the same chain is bound to it). A pick chain for a modulus no
+    /// service used before then cost a walk over every service's slots: 25–28 ms at 10,000
+    /// services × 10 endpoints. A chain's own maps hold only its services' slots, and are
+    /// empty when the chain is added.
     public static let endpointPicksMap = "endpoint-picks"
     public static let endpointRangesMap = "endpoint-ranges"
     public static let noEndpointServicesSet = "no-endpoint-services"
@@ -64,8 +74,8 @@ public enum NftablesServiceCompiler {
     }
 
     /// The table holding `services`' contributions: the skeleton (base chains, fixed chains,
-    /// every set and map declared for both families), the shared chains they use, their own
-    /// chains and sets, and the union of their elements.
+    /// the fixed sets and maps declared for both families), the shared chains they use with
+    /// those chains' maps, their own chains and sets, and the union of their elements.
     ///
     /// With `.canonical` (what `compile` gives, and what text and tests want) each set's
     /// elements are sorted and unique. `.unsorted` skips that work (about a third of compiling
@@ -86,7 +96,8 @@ public enum NftablesServiceCompiler {
             ownSets += service.sets
         }
         let base = skeleton()
-        let sets = base.sets.map { declared in
+        let shared = sharedChains.sorted()
+        let sets = (base.sets + shared.flatMap(sets(for:))).map { declared in
             var set = declared
             let members = elements[set.name] ?? []
             switch elementOrder {
@@ -97,7 +108,7 @@ public enum NftablesServiceCompiler {
         }
         return RuleTable(name: tableName, family: .inet,
                          sets: sets + ownSets.sorted { $0.name < $1.name },
-                         chains: base.chains + sharedChains.sorted().map { chain(for: $0, options: options) } + ownChains.sorted { $0.name < $1.name })
+                         chains: base.chains + shared.map { chain(for: $0, options: options) } + ownChains.sorted { $0.name < $1.name })
     }
 
     /// How `assemble` leaves each set's elements.
@@ -108,9 +119,9 @@ public enum NftablesServiceCompiler {
         case unsorted
     }
 
-    /// The table with no service in it: base chains, fixed chains, and every set and map
-    /// declared (empty) for both families. Services only ever add elements, shared chains and
-    /// their own chains and sets to it.
+    /// The table with no service in it: base chains, fixed chains, and the fixed sets and maps
+    /// declared (empty) for both families. Services only ever add elements, shared chains (with
+    /// their maps) and their own chains and sets to it.
     public static func skeleton() -> RuleTable {
         var chains: [Chain] = baseChains.map { entry in
             Chain(name: entry.name, base: entry.spec, rules: [
@@ -135,10 +146,7 @@ public enum NftablesServiceCompiler {
         var sets: [NamedSet] = []
         for family in IPFamily.allCases {
             let suffix = familySuffix(family)
-            let pickKey = frontendKey(family) + [.random(modulus: 1)]
             sets.append(NamedSet(name: serviceIPsMap + suffix, key: frontendKey(family), dataType: .verdict))
-            sets.append(NamedSet(name: endpointPicksMap + suffix, key: pickKey, dataType: .socket(family)))
-            sets.append(NamedSet(name: endpointRangesMap + suffix, key: pickKey, dataType: .socket(family), isInterval: true))
             sets.append(NamedSet(name: noEndpointServicesSet + suffix, key: frontendKey(family)))
             sets.append(NamedSet(name: hairpinSet + suffix, key: [.address(.source, family), .address(.destination, family)]))
         }
@@ -151,12 +159,34 @@ public enum NftablesServiceCompiler {
         case .proxyRedirect:
             return Chain(name: shared.name, rules: [Rule([.transport([.tcp])], [.redirect(port: options.proxyPort)])])
         case .pick(let modulus), .range(let modulus):
-            let map: String
-            if case .pick = shared { map = endpointPicksMap } else { map = endpointRangesMap }
             return Chain(name: shared.name, rules: IPFamily.allCases.map { family in
                 Rule([.transport([.tcp, .udp, .sctp])],
-                     [.dnatMap(frontendKey(family) + [.random(modulus: modulus)], map: map + familySuffix(family), family: family)])
+                     [.dnatMap(frontendKey(family) + [.random(modulus: modulus)], map: mapName(of: shared, family: family), family: family)])
             })
+        }
+    }
+
+    /// The maps a shared chain looks up, as `assemble` declares them: a pick or range chain's
+    /// endpoint map for each family; none for the proxy redirect.
+    public static func sets(for shared: SharedChain) -> [NamedSet] {
+        switch shared {
+        case .proxyRedirect:
+            return []
+        case .pick(let modulus), .range(let modulus):
+            let isRange = if case .range = shared { true } else { false }
+            return IPFamily.allCases.map { family in
+                NamedSet(name: mapName(of: shared, family: family), key: frontendKey(family) + [.random(modulus: modulus)],
+                         dataType: .socket(family), isInterval: isRange)
+            }
+        }
+    }
+
+    /// `endpoint-picks4-mod10`: the map of `weighted-pick-10` for IPv4.
+    static func mapName(of shared: SharedChain, family: IPFamily) -> String {
+        switch shared {
+        case .proxyRedirect: preconditionFailure("the proxy redirect looks up no map")
+        case .pick(let modulus): "\(endpointPicksMap)\(familySuffix(family))-mod\(modulus)"
+        case .range(let modulus): "\(endpointRangesMap)\(familySuffix(family))-mod\(modulus)"
         }
     }
 
@@ -210,7 +240,7 @@ public enum NftablesServiceCompiler {
                 return
             }
             let shared: SharedChain = pick.usesExactSlots ? .pick(modulus: pick.total) : .range(modulus: pick.total)
-            let map = (pick.usesExactSlots ? endpointPicksMap : endpointRangesMap) + suffix
+            let map = mapName(of: shared, family: family)
             rules.sharedChains.insert(shared)
             rules.elements.append(SetMember(set: serviceIPsMap + suffix, element: SetElement(key, .verdict(.goto(shared.name)))))
             for slot in pick.slots {

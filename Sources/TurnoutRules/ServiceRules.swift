@@ -17,7 +17,8 @@ public struct ServiceRules: Hashable, Sendable {
     /// Chains only this service jumps to (client-IP affinity), and the sets they use.
     public var chains: [Chain]
     public var sets: [NamedSet]
-    /// Chains other services may jump to as well.
+    /// Chains other services may jump to as well, each with the maps it looks up
+    /// (`NftablesServiceCompiler.sets(for:)`), which hold some of `elements`.
     public var sharedChains: Set<SharedChain>
 
     public init(elements: [SetMember] = [], sharedElements: [SetMember] = [], chains: [Chain] = [],
@@ -48,9 +49,11 @@ public struct SetMember: Hashable, Sendable {
 public enum SharedChain: Hashable, Sendable, Comparable {
     /// `redirect-to-proxy` (proxy mode).
     case proxyRedirect
-    /// `weighted-pick-N`: one map element per drawn value.
+    /// `weighted-pick-N`: one element per drawn value in its maps `endpoint-picks4-modN` and
+    /// `endpoint-picks6-modN`.
     case pick(modulus: UInt32)
-    /// `weighted-range-N`: the draw's values held as ranges.
+    /// `weighted-range-N`: the draw's values held as ranges, in `endpoint-ranges4-modN` and
+    /// `endpoint-ranges6-modN`.
     case range(modulus: UInt32)
 
     public var name: String {

@@ -8,8 +8,10 @@ import TurnoutTestSupport
 @Suite("turnout apply --watch (binary, in a namespace)", .serialized,
        .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
 struct ApplyWatchTests {
+    /// The table as nft lists it: the pick maps' elements (`endpoint-picks4-modN`) are the only
+    /// ones that map a key to `address . port`.
     static func picks(_ ns: NetworkNamespace) -> String {
-        (try? ns.run("nft", ["list", "map", "inet", "turnout", "endpoint-picks4"]).standardOutput) ?? ""
+        (try? ns.run("nft", ["list", "table", "inet", "turnout"]).standardOutput) ?? ""
     }
 
     /// The weighted pick's slots per endpoint, as the kernel holds them (nft lists one element

@@ -5,7 +5,7 @@ import TurnoutTestSupport
 /// `plan` output of a large table must load with the real nft, not only the small examples:
 /// nft 1.0.6 fails on one element statement of about 2,000 range elements, which the renderer
 /// avoids by chunking. 2,000 dual-stack 997:3 splits (too fine for one element per drawn value,
-/// so held as ranges in `endpoint-ranges4/6`) = 4,000 range elements per family.
+/// so held as ranges in `endpoint-ranges4-mod1000` and `endpoint-ranges6-mod1000`) = 4,000 range elements per family.
 @Suite("Large tables load with the real nft")
 struct LargeTableLoadTests {
     static let services = 2_000
@@ -38,7 +38,7 @@ struct LargeTableLoadTests {
         try Self.canaries().write(toFile: table, atomically: true, encoding: .utf8)
         let plan = try turnout("plan", "-f", table)
         #expect(plan.status == 0, "\(plan.standardError)")
-        #expect(plan.standardOutput.contains("add element inet turnout endpoint-ranges4 {"))
+        #expect(plan.standardOutput.contains("add element inet turnout endpoint-ranges4-mod1000 {"))
         let rules = directory.appendingPathComponent("large.nft").path
         try plan.standardOutput.write(toFile: rules, atomically: true, encoding: .utf8)
 
@@ -46,10 +46,10 @@ struct LargeTableLoadTests {
             let load = try namespace.run("nft", ["-f", rules])
             #expect(load.status == 0, "\(load.standardError)")
             for family in ["4", "6"] {
-                let listing = try namespace.run("nft", ["list", "map", "inet", "turnout", "endpoint-ranges\(family)"])
+                let listing = try namespace.run("nft", ["list", "map", "inet", "turnout", "endpoint-ranges\(family)-mod1000"])
                 #expect(listing.status == 0, "\(listing.standardError)")
                 let elements = listing.standardOutput.components(separatedBy: " . tcp . 80 . ").count - 1
-                #expect(elements == 2 * Self.services, "endpoint-ranges\(family) holds \(elements) elements")
+                #expect(elements == 2 * Self.services, "endpoint-ranges\(family)-mod1000 holds \(elements) elements")
             }
         }
     }

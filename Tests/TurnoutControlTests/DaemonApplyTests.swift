@@ -94,14 +94,17 @@ struct DaemonApplyTests {
         }
     }
 
-    /// One service of `endpoints` distinct IPv4 endpoints: as many pick and hairpin elements.
-    static func wide(endpoints: Int) -> ServiceTable {
-        ServiceTable(services: [Service(name: ServiceName("shop/wide")!, addresses: [IPAddress("10.96.1.1")!],
-                                        ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
-                                        endpoints: (0..<endpoints).map { Endpoint(address: IPAddress("10.2.\($0 / 250).\($0 % 250 + 1)")!) })])
+    /// `services` services of 4 distinct IPv4 endpoints each, all drawing from one pick chain
+    /// (`weighted-pick-4`): 4 elements per service in its map and in the hairpin set.
+    static func crowd(services: Int) -> ServiceTable {
+        ServiceTable(services: (0..<services).map { index in
+            Service(name: ServiceName("shop/crowd-\(index)")!, addresses: [IPAddress("10.96.\(index / 250).\(index % 250 + 1)")!],
+                    ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
+                    endpoints: (0..<4).map { Endpoint(address: IPAddress("10.2.\(index / 60).\(index % 60 * 4 + $0 + 1)")!) })
+        })
     }
 
-    @Test("a map crossing its capacity (1,024 → 1,025 elements) → rebuilt with the next size; a change within the size → patched")
+    @Test("a map crossing its capacity (1,024 → 1,028 elements) → rebuilt with the next size; a change within the size → patched")
     func capacityCrossing() throws {
         try withNetworkNamespace(prefix: "turnout-daemon") { ns in
             let records = ns.scratchDirectory
@@ -109,24 +112,23 @@ struct DaemonApplyTests {
             let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
             func capacity(_ set: String) throws -> UInt32? { try daemon.readInstalled()?.set(named: set)?.capacity }
 
-            _ = try daemon.apply(Self.wide(endpoints: 1024), options: options)
-            #expect(try capacity("endpoint-picks4") == 1024)
+            _ = try daemon.apply(Self.crowd(services: 256), options: options)
+            #expect(try capacity("endpoint-picks4-mod4") == 1024)
             #expect(try capacity("hairpin-endpoints4") == 1024)
-            #expect(try capacity("endpoint-ranges4") == nil)  // interval maps keep the kernel's growth
 
-            let grown = try daemon.apply(Self.wide(endpoints: 1025), options: options)
+            let grown = try daemon.apply(Self.crowd(services: 257), options: options)
             #expect(grown.outcome == .rebuilt, "\(grown.outcome)")
-            #expect(try capacity("endpoint-picks4") == 2048)
-            #expect(try daemon.readInstalled() == NftablesLowering.lower(NftablesServiceCompiler.compile(Self.wide(endpoints: 1025), options: options)))
+            #expect(try capacity("endpoint-picks4-mod4") == 2048)
+            #expect(try daemon.readInstalled() == NftablesLowering.lower(NftablesServiceCompiler.compile(Self.crowd(services: 257), options: options)))
 
-            let within = try daemon.apply(Self.wide(endpoints: 1100), options: options)
+            let within = try daemon.apply(Self.crowd(services: 275), options: options)
             #expect(within.outcome == .incremental, "\(within.outcome)")
-            #expect(within.changedServices == 1)
+            #expect(within.changedServices == 18)
 
-            let shrunk = try daemon.apply(Self.wide(endpoints: 1000), options: options)
+            let shrunk = try daemon.apply(Self.crowd(services: 250), options: options)
             #expect(shrunk.outcome == .rebuilt, "\(shrunk.outcome)")
-            #expect(try capacity("endpoint-picks4") == 1024)
-            let status = try NftablesBackend(namespacePath: ns.path, recordDirectory: records).status(comparingWith: Self.wide(endpoints: 1000), options: options)
+            #expect(try capacity("endpoint-picks4-mod4") == 1024)
+            let status = try NftablesBackend(namespacePath: ns.path, recordDirectory: records).status(comparingWith: Self.crowd(services: 250), options: options)
             #expect(status.drift == [], "\(status.drift ?? [])")
         }
     }
@@ -140,7 +142,7 @@ struct DaemonApplyTests {
             var table = try Self.examples()
             _ = try daemon.apply(table, options: options)
             // Someone deletes one of Turnout's pick elements by hand: the generation moves.
-            let deleted = try ns.run("nft", ["delete", "element", "inet", "turnout", "endpoint-picks4", "{ 10.96.0.20 . tcp . 80 . 9 }"])
+            let deleted = try ns.run("nft", ["delete", "element", "inet", "turnout", "endpoint-picks4-mod10", "{ 10.96.0.20 . tcp . 80 . 9 }"])
             try #require(deleted.status == 0, "\(deleted.standardError)")
             table = ServiceTable(services: Self.weights("shop/checkout", [70, 30])(table.services))
             let report = try daemon.apply(table, options: options)

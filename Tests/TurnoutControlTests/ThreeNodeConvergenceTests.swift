@@ -32,8 +32,10 @@ struct ThreeNodeConvergenceTests {
     /// them, read over netlink; nil while the table is not there.
     static func stableSlots(_ node: NetworkNamespace) -> Int? {
         guard let backend = try? NftablesBackend(namespacePath: node.path),
-              let table = try? backend.readInstalled(), let picks = table.set(named: "endpoint-picks4") else { return nil }
-        return picks.elements.count { $0.data?.starts(with: [10, 1, 0, 5]) == true }
+              let table = try? backend.readInstalled() else { return nil }
+        // Each pick chain has its own map (`endpoint-picks4-mod10` for 90/10).
+        let picks = table.sets.filter { $0.name.hasPrefix("endpoint-picks4-") }
+        return picks.reduce(0) { $0 + $1.elements.count { $0.data?.starts(with: [10, 1, 0, 5]) == true } }
     }
 
     @Test("one publish → all three converge; 50 weight changes → every node follows each (p50/p99 printed); 500 changes in ~1 s → a few installs, final state exact; etcd down → rules kept; back → converged; the apps' connections never fail")

@@ -171,7 +171,7 @@ struct ServiceTrafficTests {
             let changeTime = clock.now - start
             #expect(changed.outcome == .incremental)
             #expect(changed.messages == 4, "\(changed.changes)")
-            #expect(changed.changes == ["map endpoint-picks4: -2 +2 elements"])
+            #expect(changed.changes == ["map endpoint-picks4-mod10: -2 +2 elements"])
             try expectSplit(weights: ["stable": 9, "canary": 1], "5,000 services, 270/30") { try lab.split(to: "10.96.0.20", port: 80, count: Self.connections) }
 
             // The same change in a 10-service table costs the same: the count does not grow with the table.

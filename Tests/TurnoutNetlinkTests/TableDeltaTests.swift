@@ -6,39 +6,44 @@ import TurnoutRules
 /// How `TableDelta` chooses between patching and rebuilding, on lowered tables (no kernel).
 @Suite("Table delta: patch or rebuild")
 struct TableDeltaTests {
-    /// `count` services, each split `first:second` over two endpoints.
-    static func splits(_ count: Int, first: UInt32, second: UInt32, changing changed: Int = 0, to newFirst: UInt32 = 0) -> WireTable {
+    /// `count` services, each split `first:second` over two endpoints; the first `changed` of
+    /// them split `newSplit` instead.
+    static func splits(_ count: Int, first: UInt32, second: UInt32, changing changed: Int = 0, to newSplit: (UInt32, UInt32) = (0, 0)) -> WireTable {
         let services = (0..<count).map { index in
             let (high, low) = (index / 250, index % 250 + 1)
-            let weight = index < changed ? newFirst : first
+            let weights = index < changed ? newSplit : (first, second)
             return Service(name: ServiceName("split/svc-\(index)")!, addresses: [IPAddress("10.96.\(high).\(low)")!],
                            ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
-                           endpoints: [Endpoint(address: IPAddress("10.1.\(high).\(low)")!, weight: weight),
-                                       Endpoint(address: IPAddress("10.2.\(high).\(low)")!, weight: second)])
+                           endpoints: [Endpoint(address: IPAddress("10.1.\(high).\(low)")!, weight: weights.0),
+                                       Endpoint(address: IPAddress("10.2.\(high).\(low)")!, weight: weights.1)])
         }
         return NftablesLowering.lower(NftablesServiceCompiler.compile(ServiceTable(services: services)))
     }
 
     struct Case: Sendable, CustomTestStringConvertible {
         var what: String
-        var weights: (first: UInt32, second: UInt32, changedTo: UInt32)
+        var weights: (first: UInt32, second: UInt32)
+        var changedTo: (UInt32, UInt32)
         var changed: Int
         var rebuild: Bool
         var testDescription: String { what }
     }
 
     @Test("1,000 services, some splits changed → patch or rebuild", arguments: [
-        // 997:3 → 998:3 moves one range boundary: two deletions from a 2,000-element pipapo set.
-        Case(what: "one fine split changed (pipapo) → patch", weights: (997, 3, 998), changed: 1, rebuild: false),
+        // 997:3 → 993:7 moves one range boundary: two deletions from a 2,000-element pipapo set.
+        Case(what: "one fine split changed (pipapo) → patch", weights: (997, 3), changedTo: (993, 7), changed: 1, rebuild: false),
         // Every range changes: 2,000 deletions × 2,000 elements, far above a rebuild's cost.
-        Case(what: "every fine split changed (pipapo) → rebuild", weights: (997, 3, 998), changed: 1_000, rebuild: true),
+        Case(what: "every fine split changed (pipapo) → rebuild", weights: (997, 3), changedTo: (993, 7), changed: 1_000, rebuild: true),
+        // 997:3 → 998:3 draws mod 1,001: every service moves to a new map and the old one is
+        // deleted whole, which costs no per-element rewrite.
+        Case(what: "every fine split changes modulus (pipapo) → patch", weights: (997, 3), changedTo: (998, 3), changed: 1_000, rebuild: false),
         // Hash-map deletions cost the same at any size: patched however many change.
-        Case(what: "every 9:1 split changed to 8:2 (hash map) → patch", weights: (9, 1, 8), changed: 1_000, rebuild: false),
+        Case(what: "every 9:1 split changed to 8:2 (hash map) → patch", weights: (9, 1), changedTo: (8, 2), changed: 1_000, rebuild: false),
     ])
     func choice(_ example: Case) {
         let installed = Self.splits(1_000, first: example.weights.first, second: example.weights.second)
         let desired = Self.splits(1_000, first: example.weights.first, second: example.weights.second,
-                                  changing: example.changed, to: example.weights.changedTo)
+                                  changing: example.changed, to: example.changedTo)
         let delta = TableDelta(installed: installed, desired: desired)
         if example.rebuild {
             guard case .rebuild(let reason) = delta.plan else { Issue.record("expected a rebuild, got \(delta.plan)"); return }
@@ -67,23 +72,26 @@ struct TableDeltaPhaseTests {
         return batch.messageDescriptions.filter { $0 != "begin transaction" && $0 != "end transaction" }
     }
 
-    @Test("9:1 → 2:1 (pick chain 10 → 3) → prepare adds chain 3; switchover keeps slots 3–9; retire drops them, then chain 10")
+    @Test("9:1 → 2:1 (pick chain 10 → 3) → prepare adds chain 3 and its maps, filled; switchover only redirects the VIP; retire deletes chain 10, then its maps")
     func shrinkingSplit() {
         let delta = TableDelta(installed: TableDeltaTests.splits(1, first: 9, second: 1), desired: TableDeltaTests.splits(1, first: 2, second: 1))
         #expect(delta.phases == [.prepare, .switchover, .retire])
         let prepare = Self.messages(delta, .prepare)
         #expect(prepare.contains { $0.contains("chain") && $0.contains("weighted-pick-3") })
-        #expect(!prepare.contains { $0.contains("weighted-pick-10") || $0.contains("endpoint-picks") || $0.contains("service-ips") }, "\(prepare)")
+        #expect(prepare.contains { $0.contains("endpoint-picks4-mod3") })
+        #expect(!prepare.contains { $0.contains("weighted-pick-10") || $0.contains("mod10") || $0.contains("service-ips") }, "\(prepare)")
+        // The maps come before the rules that look them up, their elements with them: the
+        // kernel checks a map's elements once, when a rule is bound to it.
+        let firstRule = prepare.firstIndex { $0.contains("rule") }, map = prepare.firstIndex { $0.contains("endpoint-picks4-mod3") }
+        #expect(map != nil && firstRule != nil && map! < firstRule!, "\(prepare)")
         let switchover = Self.messages(delta, .switchover)
-        #expect(!switchover.contains { $0.contains("chain") }, "\(switchover)")
+        #expect(switchover.allSatisfy { $0.contains("service-ips4") }, "\(switchover)")
+        // Nothing is deleted from the old map: the old chain draws from it until the retire,
+        // which deletes the chain before the maps its rules look up.
         let retire = Self.messages(delta, .retire)
-        #expect(retire.first?.contains("endpoint-picks4") == true, "\(retire)")
-        #expect(retire.last?.contains("weighted-pick-10") == true, "\(retire)")
-        // Every key that leaves the pick map leaves in the retire phase, none in the switchover.
-        let removedKeys = delta.elementChanges.first { $0.set == "endpoint-picks4" }.map { change in
-            Set(change.removed.map(\.key)).subtracting(change.added.map(\.key))
-        } ?? []
-        #expect(removedKeys.count == 7, "slots 3–9 of 10")
+        #expect(!retire.contains { $0.contains("element") }, "\(retire)")
+        let chain = retire.lastIndex { $0.contains("weighted-pick-10") }, oldMap = retire.firstIndex { $0.contains("endpoint-picks4-mod10") }
+        #expect(chain != nil && oldMap != nil && chain! < oldMap!, "\(retire)")
     }
 
     @Test("9:1 → 7:3 (the same pick chain, 10) → one switchover that gives slots 7 and 8 the other endpoint; nothing to prepare or retire")
@@ -113,6 +121,6 @@ struct TableDeltaPhaseTests {
     func growingSplit() {
         let delta = TableDelta(installed: TableDeltaTests.splits(1, first: 2, second: 1), desired: TableDeltaTests.splits(1, first: 9, second: 1))
         #expect(delta.phases == [.prepare, .switchover, .retire])
-        #expect(Self.messages(delta, .retire).allSatisfy { !$0.contains("endpoint-picks") }, "no pick slot disappears when the modulus grows")
+        #expect(Self.messages(delta, .retire).allSatisfy { !$0.contains("element") }, "the old maps are deleted whole, after the chain")
     }
 }

@@ -96,9 +96,10 @@ struct TransactionTests {
     /// minutes: the client timed out. Such an entry is the evidence looked for here (reply source
     /// = the VIP), along with the client's own errors.
     ///
-    /// The switches: exact slots (`weighted-pick-10` ↔ `-3`, 7 slots retired each way down);
-    /// ranges (`weighted-range-1000` ↔ `-200`, an interval map whose old and new draws the other
-    /// side's ranges do not cover: 3 of 3 runs failed without the bridges); and a rebuild every
+    /// The switches: exact slots (`weighted-pick-10` ↔ `-3`, each with its own map, the old one
+    /// deleted whole in the retire); ranges (`weighted-range-1000` ↔ `-200`, two interval maps,
+    /// the new one filled in the prepare: when both draws shared one map, 3 of 3 runs failed
+    /// without temporary ranges bridging what only one side covered); and a rebuild every
     /// time (1,100 more services on one side take `service-ips4` across its size, which the
     /// kernel cannot change in place).
     @Test("weights switched as fast as apply goes, under 6 s of connections to the VIP → no connection fails, none escapes DNAT",

@@ -21,7 +21,8 @@ struct CompilerPropertyTests {
         let large = NftablesServiceCompiler.compile(Self.generated(services: 1_000))
         #expect(small.chains == large.chains)
         #expect(large.set(named: "service-ips4")?.elements.count == 1_000)
-        #expect(large.set(named: "endpoint-picks4")?.elements.count == 3_000)
+        #expect(large.set(named: "endpoint-picks4-mod3")?.elements.count == 3_000)
+        #expect(small.sets.map(\.name) == large.sets.map(\.name), "the same maps too")
     }
 
     @Test("services with proportional weights share one pick chain (90/10 and 9/1 → weighted-pick-10)")
@@ -32,6 +33,8 @@ struct CompilerPropertyTests {
               - {name: a/b, addresses: [10.96.0.2], ports: [{port: 80}], endpoints: [{address: 10.1.0.3, weight: 9}, {address: 10.1.0.4, weight: 1}]}
             """))
         #expect(rules.chains.map(\.name).filter { $0.hasPrefix("weighted-pick-") } == ["weighted-pick-10"])
+        #expect(rules.sets.map(\.name).filter { $0.hasPrefix("endpoint-picks") } == ["endpoint-picks4-mod10", "endpoint-picks6-mod10"])
+        #expect(rules.set(named: "endpoint-picks4-mod10")?.elements.count == 20)
     }
 
     /// One service with these weights → which pick map holds it, how many elements, which chain.
@@ -47,21 +50,21 @@ struct CompilerPropertyTests {
     }
 
     @Test("a split → one hash-map element per drawn value, ranges only past 100 values", arguments: [
-        PickLayoutCase(weights: [90, 10], map: "endpoint-picks4", elements: 10, chain: "weighted-pick-10"),
-        PickLayoutCase(weights: [1, 1, 1], map: "endpoint-picks4", elements: 3, chain: "weighted-pick-3"),
-        PickLayoutCase(weights: [99, 1], map: "endpoint-picks4", elements: 100, chain: "weighted-pick-100"),
-        PickLayoutCase(weights: Array(repeating: 5, count: 150), map: "endpoint-picks4", elements: 150, chain: "weighted-pick-150"),
-        PickLayoutCase(weights: [100, 1], map: "endpoint-ranges4", elements: 2, chain: "weighted-range-101"),
-        PickLayoutCase(weights: [997, 2, 1], map: "endpoint-ranges4", elements: 3, chain: "weighted-range-1000"),
+        PickLayoutCase(weights: [90, 10], map: "endpoint-picks4-mod10", elements: 10, chain: "weighted-pick-10"),
+        PickLayoutCase(weights: [1, 1, 1], map: "endpoint-picks4-mod3", elements: 3, chain: "weighted-pick-3"),
+        PickLayoutCase(weights: [99, 1], map: "endpoint-picks4-mod100", elements: 100, chain: "weighted-pick-100"),
+        PickLayoutCase(weights: Array(repeating: 5, count: 150), map: "endpoint-picks4-mod150", elements: 150, chain: "weighted-pick-150"),
+        PickLayoutCase(weights: [100, 1], map: "endpoint-ranges4-mod101", elements: 2, chain: "weighted-range-101"),
+        PickLayoutCase(weights: [997, 2, 1], map: "endpoint-ranges4-mod1000", elements: 3, chain: "weighted-range-1000"),
     ])
     func pickLayout(_ layout: PickLayoutCase) {
         let service = Service(name: ServiceName("ns/split")!, addresses: [IPAddress("10.96.0.1")!],
                               ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
                               endpoints: layout.weights.enumerated().map { Endpoint(address: IPAddress("10.1.0.1")!.offset($0.offset), weight: $0.element) })
         let rules = NftablesServiceCompiler.compile(ServiceTable(services: [service]))
-        let other = layout.map == "endpoint-picks4" ? "endpoint-ranges4" : "endpoint-picks4"
         #expect(rules.set(named: layout.map)?.elements.count == layout.elements)
-        #expect(rules.set(named: other)?.elements.isEmpty == true)
+        // The chain's two maps (IPv4 holds the service), and no other pick or range map.
+        #expect(rules.sets.map(\.name).filter { $0.hasPrefix("endpoint-") } == [layout.map, layout.map.replacing("4-mod", with: "6-mod")])
         #expect(rules.chains.map(\.name).filter { $0.hasPrefix("weighted-") } == [layout.chain])
     }
 
