@@ -26,7 +26,7 @@ public struct ApplyReport: Sendable, Equatable {
     /// Kernel messages sent: netlink messages in the batch (nft, including batch begin/end), or
     /// lines of `iptables-restore` input (iptables). 0 when nothing was sent.
     public var messages: Int
-    /// One line per changed object, for people: `map endpoint-picks4: -2 +2 elements`.
+    /// One line per changed object, for people: `map endpoint-picks4-mod10: -2 +2 elements`.
     public var changes: [String]
     /// Why a rebuild happened (the drift seen), when `outcome == .rebuilt`.
     public var reason: String?

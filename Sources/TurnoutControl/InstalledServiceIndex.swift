@@ -215,11 +215,21 @@ struct InstalledServiceIndex {
             next.elementCounts[set, default: 0] += elements.count
             for element in elements { next.digest.add(element, in: set) }
         }
-        // A sized hash set whose count crosses a power of two changes its definition: the
-        // kernel cannot resize it in place, so the whole table is rebuilt. (A shared chain's
-        // map added or deleted with more elements than the smallest capacity crosses too: the
-        // empty declaration it is added or deleted as would not be what the kernel holds.)
-        for set in Set(removedBySet.keys).union(addedBySet.keys) where skeleton.set(named: set)?.capacity != nil {
+        // A map added or deleted with its chain is sized for what it will hold or held, as the
+        // whole table's lowering sizes it.
+        let addedSetNames = Set(addedSets.map(\.name))
+        func sized(_ set: WireSet, elements: Int) -> WireSet {
+            guard set.capacity != nil else { return set }
+            var sized = set
+            sized.capacity = UInt32(NamedSet.capacity(forElements: elements))
+            return sized
+        }
+        addedSets = addedSets.map { sized($0, elements: next.elementCounts[$0.name] ?? 0) }
+        removedSets = removedSets.map { sized($0, elements: elementCounts[$0.name] ?? 0) }
+        // A sized hash set that stays and whose count crosses a power of two changes its
+        // definition: the kernel cannot resize it in place, so the whole table is rebuilt.
+        for set in Set(removedBySet.keys).union(addedBySet.keys).subtracting(deletedSets).subtracting(addedSetNames)
+        where skeleton.set(named: set)?.capacity != nil {
             if NamedSet.capacity(forElements: elementCounts[set] ?? 0) != NamedSet.capacity(forElements: next.elementCounts[set] ?? 0) {
                 return nil
             }

@@ -2,7 +2,7 @@ import TurnoutModel
 import TurnoutRules
 
 /// The chains and sets one service owns (client-IP affinity), as wire values. Its elements are
-/// lowered on their own (`ServiceLowering.lower(_:)` of set members), only when they are sent.
+/// lowered on their own (`ServiceLowering.lower(_:sharedChains:)` of set members), only when they are sent.
 public struct WireServiceObjects: Hashable, Sendable {
     public var chains: [WireChain]
     public var sets: [WireSet]
@@ -26,7 +26,8 @@ public struct WireSetMember: Hashable, Sendable {
 /// the whole table (tested), because both go through the same key layouts and rule lowering.
 /// Immutable; any thread.
 public struct ServiceLowering: Sendable {
-    /// The skeleton as wire values: every declared set (no elements) and the fixed chains.
+    /// The skeleton as wire values: the fixed sets (no elements) and the fixed chains. The maps of
+    /// shared chains are not in it (``skeleton(with:)``).
     public let skeleton: WireTable
     private let skeletonRules: RuleTable
     private let options: ServiceCompilerOptions

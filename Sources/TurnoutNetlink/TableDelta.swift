@@ -18,7 +18,10 @@ public struct TableDelta: Sendable {
 
     public var plan: Plan
     /// The table to create or rebuild. For a patch only its family, name and set kinds are read,
-    /// so a patch computed elsewhere may pass the table's skeleton (sets without elements).
+    /// so a patch computed elsewhere may pass the table's skeleton (sets without elements); it
+    /// must declare every set the patch's element changes touch, the maps of pick chains included
+    /// (`ServiceLowering.skeleton(with:)`): a set it does not declare is switched over whole,
+    /// which would delete keys old rules still draw before the retire.
     public let desired: WireTable
     var addedChains: [WireChain] = []
     var changedChains: [WireChain] = []
@@ -72,7 +75,7 @@ public struct TableDelta: Sendable {
         phased = self.elementChanges.map(phases(of:))
     }
 
-    /// One line per changed object, for people: `map endpoint-picks4: -2 +2 elements`.
+    /// One line per changed object, for people: `map endpoint-picks4-mod10: -2 +2 elements`.
     public var changes: [String] {
         switch plan {
         case .unchanged: return []
@@ -185,8 +188,10 @@ public struct TableDelta: Sendable {
     /// - ``retire``: the copy deleted; what falls through it, the new table translates.
     ///
     /// Every pick chain has maps of its own (one modulus each), so a service whose modulus
-    /// changes leaves one map and enters another: the old map keeps its slots until ``retire``,
-    /// the new one has them from ``prepare`` (hash map) or ``switchover`` at the latest. Interval
+    /// changes leaves one map and enters another: the old map keeps its slots until ``retire``;
+    /// the new one gets them in ``switchover`` (a hash map, looked up only after the switchover's
+    /// `service-ips` element), in ``prepare`` (an interval map), or with the map itself when the
+    /// map is new and the delta compares whole tables. Interval
     /// maps (splits of more than 100 values) cannot keep a service's old ranges beside new ones
     /// of the same modulus, which overlap them; both cover every value drawn, so the switchover
     /// replaces them in one step (``RangeGroup``).
@@ -276,8 +281,15 @@ public struct TableDelta: Sendable {
             return
         case (.patch, .prepare):
             for chain in addedChains { ObjectEncoding.addChain(batch, family: family, table: table, chain) }
-            for set in addedSets { ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID()) }
+            // A new map's elements after the rules that look it up, as for a whole table: the
+            // kernel checks what a map holds when a rule is bound to it.
+            for set in addedSets {
+                ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID(), withElements: false)
+            }
             for chain in addedChains { addRules(of: chain, to: batch) }
+            for set in addedSets where !set.elements.isEmpty {
+                ObjectEncoding.addElements(batch, family: family, table: table, set: set.name, set.elements)
+            }
             appendElementChanges(of: .prepare, to: batch)
         case (.patch, .switchover):
             appendElementChanges(of: .switchover, to: batch)
@@ -349,14 +361,15 @@ public struct TableDelta: Sendable {
     }
 
     /// Undoes ``Phase/prepare`` when the switchover after it was refused. For a rebuild, the
-    /// copy is deleted. For a patch, the elements it added to existing maps are deleted, the
-    /// added chains emptied (releasing the sets their rules look up), then the added sets
-    /// deleted (releasing the chains their verdicts name), then the chains. Nothing reached
-    /// them in between.
+    /// copy is deleted. For a patch, the elements it added to maps that stay are deleted (an
+    /// added map goes whole, with its elements), the added chains emptied (releasing the sets
+    /// their rules look up), then the added sets deleted (releasing the chains their verdicts
+    /// name), then the chains. Nothing reached them in between.
     public func appendUndoingPrepare(to batch: NetlinkBatch) {
         if case .rebuild = plan { TableRemoval.append(family: desired.family, name: Self.bridgeName(of: desired.name), to: batch) }
         guard case .patch = plan else { return }
-        for change in elementChanges(in: .prepare) {
+        let added = Set(addedSets.map(\.name))
+        for change in elementChanges(in: .prepare) where !added.contains(change.set) {
             ObjectEncoding.deleteElements(batch, family: desired.family, table: desired.name, set: change.set, change.added)
         }
         for chain in addedChains { ObjectEncoding.flushChain(batch, family: desired.family, table: desired.name, name: chain.name) }

@@ -94,14 +94,39 @@ struct DaemonApplyTests {
         }
     }
 
-    /// `services` services of 4 distinct IPv4 endpoints each, all drawing from one pick chain
-    /// (`weighted-pick-4`): 4 elements per service in its map and in the hairpin set.
-    static func crowd(services: Int) -> ServiceTable {
+    /// `services` services of 4 distinct IPv4 endpoints each, all drawing from one pick chain:
+    /// `weighted-pick-4` (4 elements per service in its map) or, with the first endpoint's weight
+    /// 2, `weighted-pick-5` (5). 4 elements per service in the hairpin set either way.
+    static func crowd(services: Int, firstWeight: UInt32 = 1) -> ServiceTable {
         ServiceTable(services: (0..<services).map { index in
             Service(name: ServiceName("shop/crowd-\(index)")!, addresses: [IPAddress("10.96.\(index / 250).\(index % 250 + 1)")!],
                     ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
-                    endpoints: (0..<4).map { Endpoint(address: IPAddress("10.2.\(index / 60).\(index % 60 * 4 + $0 + 1)")!) })
+                    endpoints: (0..<4).map { Endpoint(address: IPAddress("10.2.\(index / 60).\(index % 60 * 4 + $0 + 1)")!, weight: $0 == 0 ? firstWeight : 1) })
         })
+    }
+
+    @Test("257 services move from pick chain 4 (1,028 slots) to 5 (1,285) and back → patched service by service both ways, each new map sized for what it holds, status matches")
+    func mapsComeAndGoSized() throws {
+        try withNetworkNamespace(prefix: "turnout-daemon") { ns in
+            let records = ns.scratchDirectory
+            let options = ServiceCompilerOptions()
+            let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
+            func capacity(_ set: String) throws -> UInt32? { try daemon.readInstalled()?.set(named: set)?.capacity }
+            _ = try daemon.apply(Self.crowd(services: 257), options: options)
+            #expect(try capacity("endpoint-picks4-mod4") == 2048)
+            for (firstWeight, map) in [(UInt32(2), "endpoint-picks4-mod5"), (1, "endpoint-picks4-mod4")] {
+                let table = Self.crowd(services: 257, firstWeight: firstWeight)
+                let report = try daemon.apply(table, options: options)
+                #expect(report.outcome == .incremental, "\(report.outcome)")
+                #expect(report.changedServices == 257, "the daemon's patch, not a whole-table compare")
+                #expect(try capacity(map) == 2048)
+                #expect(try daemon.readInstalled() == NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options)))
+                let status = try NftablesBackend(namespacePath: ns.path, recordDirectory: records).status(comparingWith: table, options: options)
+                #expect(status.drift == [], "\(status.drift ?? [])")
+                // The record holds the digest the patch kept: a map sized otherwise would not match.
+                #expect(status.summary.contains { $0.hasPrefix("matches what Turnout last applied") }, "\(status.summary)")
+            }
+        }
     }
 
     @Test("a map crossing its capacity (1,024 → 1,028 elements) → rebuilt with the next size; a change within the size → patched")
