@@ -280,16 +280,7 @@ public struct TableDelta: Sendable {
         case (.create, _):
             return
         case (.patch, .prepare):
-            for chain in addedChains { ObjectEncoding.addChain(batch, family: family, table: table, chain) }
-            // A new map's elements after the rules that look it up, as for a whole table: the
-            // kernel checks what a map holds when a rule is bound to it.
-            for set in addedSets {
-                ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID(), withElements: false)
-            }
-            for chain in addedChains { addRules(of: chain, to: batch) }
-            for set in addedSets where !set.elements.isEmpty {
-                ObjectEncoding.addElements(batch, family: family, table: table, set: set.name, set.elements)
-            }
+            appendObjects(chains: addedChains, sets: addedSets, table: table, to: batch)
             appendElementChanges(of: .prepare, to: batch)
         case (.patch, .switchover):
             appendElementChanges(of: .switchover, to: batch)
@@ -317,15 +308,20 @@ public struct TableDelta: Sendable {
             ObjectEncoding.deleteTable(batch, family: family, name: name)
             ObjectEncoding.addTable(batch, family: family, name: name)
         }
-        for chain in desired.chains { ObjectEncoding.addChain(batch, family: family, table: name, chain) }
-        // Elements after rules: binding a map to a rule walks every element already in it
-        // (nf_tables_bind_set), once per chain that looks it up; an empty map costs nothing.
-        for set in desired.sets {
-            ObjectEncoding.addSet(batch, family: family, table: name, set, id: batch.makeSetID(), withElements: false)
-        }
-        for chain in desired.chains { addRules(of: chain, to: batch, table: name) }
-        for set in desired.sets where !set.elements.isEmpty {
-            ObjectEncoding.addElements(batch, family: family, table: name, set: set.name, set.elements)
+        appendObjects(chains: desired.chains, sets: desired.sets, table: name, to: batch)
+    }
+
+    /// New chains and sets of `table` with their rules and elements, in the order the kernel
+    /// checks least: chains (so rules may jump to any of them), sets without elements, rules,
+    /// then elements. Binding a map to a rule walks every element already in it
+    /// (nf_tables_bind_set), once per chain that looks it up; an empty map costs nothing.
+    private func appendObjects(chains: [WireChain], sets: [WireSet], table: String, to batch: NetlinkBatch) {
+        let family = desired.family
+        for chain in chains { ObjectEncoding.addChain(batch, family: family, table: table, chain) }
+        for set in sets { ObjectEncoding.addSet(batch, family: family, table: table, set, id: batch.makeSetID(), withElements: false) }
+        for chain in chains { addRules(of: chain, to: batch, table: table) }
+        for set in sets where !set.elements.isEmpty {
+            ObjectEncoding.addElements(batch, family: family, table: table, set: set.name, set.elements)
         }
     }
 

@@ -12,6 +12,31 @@ import TurnoutTestSupport
 @Suite("Daemon apply: per-service patches leave exactly the compiled table",
        .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
 struct DaemonApplyTests {
+    static let options = ServiceCompilerOptions()
+
+    /// A long-lived backend (the daemon's) in a fresh namespace, its apply records in the
+    /// namespace's scratch directory.
+    static func withDaemon(_ body: (NetworkNamespace, NftablesBackend) throws -> Void) throws {
+        try withNetworkNamespace(prefix: "turnout-daemon") { ns in
+            try body(ns, try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory))
+        }
+    }
+
+    /// What a fresh instance (the CLI) in `ns` reports against `table`: it trusts the record.
+    static func freshStatus(_ ns: NetworkNamespace, comparingWith table: ServiceTable) throws -> InstalledStatus {
+        try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory).status(comparingWith: table, options: options)
+    }
+
+    /// The whole table's lowering, which the kernel must hold after every patch.
+    static func compiled(_ table: ServiceTable) -> WireTable {
+        NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options))
+    }
+
+    /// The size the kernel holds for `set`.
+    static func capacity(_ set: String, in daemon: NftablesBackend) throws -> UInt32? {
+        try daemon.readInstalled()?.set(named: set)?.capacity
+    }
+
     /// Every example of rules/ in one table; a service name seen before (shop/api is in two
     /// examples) keeps its first definition, so frontends stay unique.
     static func examples() throws -> ServiceTable {
@@ -66,10 +91,8 @@ struct DaemonApplyTests {
 
     @Test("a sequence of changes through one backend → each read-back equals the compiled table, records match")
     func sequence() throws {
-        try withNetworkNamespace(prefix: "turnout-daemon") { ns in
-            let records = ns.scratchDirectory
-            let options = ServiceCompilerOptions()
-            let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
+        try Self.withDaemon { ns, daemon in
+            let options = Self.options
             var table = try Self.examples()
             #expect(try daemon.apply(table, options: options).outcome == .created)
 
@@ -79,11 +102,9 @@ struct DaemonApplyTests {
                 #expect(report.outcome == .incremental, "\(step.what): \(report.outcome) \(report.reason ?? "")")
                 // Every step touches one service: only it was compiled (the per-service path).
                 #expect(report.changedServices == 1, "\(step.what): changed services \(report.changedServices.map(String.init) ?? "nil (whole table)")")
-                let expected = NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options))
-                let installed = try daemon.readInstalled()
-                #expect(installed == expected, "\(step.what): the kernel's table differs from the compiled one")
+                #expect(try daemon.readInstalled() == Self.compiled(table), "\(step.what): the kernel's table differs from the compiled one")
                 // A fresh backend (the CLI) trusts the record: same table → unchanged, no drift.
-                let status = try NftablesBackend(namespacePath: ns.path, recordDirectory: records).status(comparingWith: table, options: options)
+                let status = try Self.freshStatus(ns, comparingWith: table)
                 #expect(status.summary.contains { $0.hasPrefix("matches what Turnout last applied") }, "\(step.what): \(status.summary)")
                 #expect(status.drift == [], "\(step.what): \(status.drift ?? [])")
             }
@@ -107,21 +128,17 @@ struct DaemonApplyTests {
 
     @Test("257 services move from pick chain 4 (1,028 slots) to 5 (1,285) and back → patched service by service both ways, each new map sized for what it holds, status matches")
     func mapsComeAndGoSized() throws {
-        try withNetworkNamespace(prefix: "turnout-daemon") { ns in
-            let records = ns.scratchDirectory
-            let options = ServiceCompilerOptions()
-            let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
-            func capacity(_ set: String) throws -> UInt32? { try daemon.readInstalled()?.set(named: set)?.capacity }
-            _ = try daemon.apply(Self.crowd(services: 257), options: options)
-            #expect(try capacity("endpoint-picks4-mod4") == 2048)
+        try Self.withDaemon { ns, daemon in
+            _ = try daemon.apply(Self.crowd(services: 257), options: Self.options)
+            #expect(try Self.capacity("endpoint-picks4-mod4", in: daemon) == 2048)
             for (firstWeight, map) in [(UInt32(2), "endpoint-picks4-mod5"), (1, "endpoint-picks4-mod4")] {
                 let table = Self.crowd(services: 257, firstWeight: firstWeight)
-                let report = try daemon.apply(table, options: options)
+                let report = try daemon.apply(table, options: Self.options)
                 #expect(report.outcome == .incremental, "\(report.outcome)")
                 #expect(report.changedServices == 257, "the daemon's patch, not a whole-table compare")
-                #expect(try capacity(map) == 2048)
-                #expect(try daemon.readInstalled() == NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options)))
-                let status = try NftablesBackend(namespacePath: ns.path, recordDirectory: records).status(comparingWith: table, options: options)
+                #expect(try Self.capacity(map, in: daemon) == 2048)
+                #expect(try daemon.readInstalled() == Self.compiled(table))
+                let status = try Self.freshStatus(ns, comparingWith: table)
                 #expect(status.drift == [], "\(status.drift ?? [])")
                 // The record holds the digest the patch kept: a map sized otherwise would not match.
                 #expect(status.summary.contains { $0.hasPrefix("matches what Turnout last applied") }, "\(status.summary)")
@@ -131,11 +148,9 @@ struct DaemonApplyTests {
 
     @Test("a map crossing its capacity (1,024 → 1,028 elements) → rebuilt with the next size; a change within the size → patched")
     func capacityCrossing() throws {
-        try withNetworkNamespace(prefix: "turnout-daemon") { ns in
-            let records = ns.scratchDirectory
-            let options = ServiceCompilerOptions()
-            let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
-            func capacity(_ set: String) throws -> UInt32? { try daemon.readInstalled()?.set(named: set)?.capacity }
+        try Self.withDaemon { ns, daemon in
+            let options = Self.options
+            func capacity(_ set: String) throws -> UInt32? { try Self.capacity(set, in: daemon) }
 
             _ = try daemon.apply(Self.crowd(services: 256), options: options)
             #expect(try capacity("endpoint-picks4-mod4") == 1024)
@@ -144,7 +159,7 @@ struct DaemonApplyTests {
             let grown = try daemon.apply(Self.crowd(services: 257), options: options)
             #expect(grown.outcome == .rebuilt, "\(grown.outcome)")
             #expect(try capacity("endpoint-picks4-mod4") == 2048)
-            #expect(try daemon.readInstalled() == NftablesLowering.lower(NftablesServiceCompiler.compile(Self.crowd(services: 257), options: options)))
+            #expect(try daemon.readInstalled() == Self.compiled(Self.crowd(services: 257)))
 
             let within = try daemon.apply(Self.crowd(services: 275), options: options)
             #expect(within.outcome == .incremental, "\(within.outcome)")
@@ -153,17 +168,15 @@ struct DaemonApplyTests {
             let shrunk = try daemon.apply(Self.crowd(services: 250), options: options)
             #expect(shrunk.outcome == .rebuilt, "\(shrunk.outcome)")
             #expect(try capacity("endpoint-picks4-mod4") == 1024)
-            let status = try NftablesBackend(namespacePath: ns.path, recordDirectory: records).status(comparingWith: Self.crowd(services: 250), options: options)
+            let status = try Self.freshStatus(ns, comparingWith: Self.crowd(services: 250))
             #expect(status.drift == [], "\(status.drift ?? [])")
         }
     }
 
     @Test("a commit from elsewhere between two applies → the daemon reads the kernel again and still converges")
     func foreignCommit() throws {
-        try withNetworkNamespace(prefix: "turnout-daemon") { ns in
-            let records = ns.scratchDirectory
-            let options = ServiceCompilerOptions()
-            let daemon = try NftablesBackend(namespacePath: ns.path, recordDirectory: records)
+        try Self.withDaemon { ns, daemon in
+            let options = Self.options
             var table = try Self.examples()
             _ = try daemon.apply(table, options: options)
             // Someone deletes one of Turnout's pick elements by hand: the generation moves.
@@ -173,7 +186,7 @@ struct DaemonApplyTests {
             let report = try daemon.apply(table, options: options)
             #expect(report.outcome == .rebuilt, "\(report.outcome)")
             #expect(report.changedServices == nil)  // the whole table, read back from the kernel
-            #expect(try daemon.readInstalled() == NftablesLowering.lower(NftablesServiceCompiler.compile(table, options: options)))
+            #expect(try daemon.readInstalled() == Self.compiled(table))
         }
     }
 }

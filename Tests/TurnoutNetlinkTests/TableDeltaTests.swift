@@ -80,10 +80,13 @@ struct TableDeltaPhaseTests {
         #expect(prepare.contains { $0.contains("chain") && $0.contains("weighted-pick-3") })
         #expect(prepare.contains { $0.contains("endpoint-picks4-mod3") })
         #expect(!prepare.contains { $0.contains("weighted-pick-10") || $0.contains("mod10") || $0.contains("service-ips") }, "\(prepare)")
-        // The maps come before the rules that look them up, their elements with them: the
-        // kernel checks a map's elements once, when a rule is bound to it.
-        let firstRule = prepare.firstIndex { $0.contains("rule") }, map = prepare.firstIndex { $0.contains("endpoint-picks4-mod3") }
+        // The maps come before the rules that look them up, their elements after: the kernel
+        // checks a map's elements when a rule is bound to it, and an empty map costs nothing.
+        let firstRule = prepare.firstIndex { $0.hasPrefix("add rule") }, lastRule = prepare.lastIndex { $0.hasPrefix("add rule") }
+        let map = prepare.firstIndex { $0.hasPrefix("add map endpoint-picks4-mod3") }
+        let elements = prepare.firstIndex { $0.hasPrefix("add elements to") && $0.contains("endpoint-picks4-mod3") }
         #expect(map != nil && firstRule != nil && map! < firstRule!, "\(prepare)")
+        #expect(elements != nil && lastRule != nil && lastRule! < elements!, "\(prepare)")
         let switchover = Self.messages(delta, .switchover)
         #expect(switchover.allSatisfy { $0.contains("service-ips4") }, "\(switchover)")
         // Nothing is deleted from the old map: the old chain draws from it until the retire,
