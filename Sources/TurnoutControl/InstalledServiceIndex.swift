@@ -80,7 +80,9 @@ struct InstalledServiceIndex {
 
     /// The patch from what is installed to `table`; `nil` when a patch is the wrong tool (an
     /// affinity set changes its timeout, a hash set outgrows or shrinks out of its capacity
-    /// class, or deleting from an interval map would cost more than a rebuild), so the caller compiles the whole table and lets `TableDelta` decide.
+    /// class or would overflow it before the retire, or deleting from an interval map would
+    /// cost more than a rebuild), so the caller compiles the whole table and lets `TableDelta`
+    /// decide.
     func patch(to table: ServiceTable) -> Patch? {
         // Both lists are sorted by name: one merge walk finds what was added, removed or changed.
         // Unchanged services share storage with the previous table, so most comparisons are by
@@ -246,6 +248,13 @@ struct InstalledServiceIndex {
                                changedChains: changedChains.sorted(by: byName), removedChains: removedChains.map(\.name).sorted(),
                                addedSets: addedSets.sorted { $0.name < $1.name }, removedSets: removedSets.sorted { $0.name < $1.name },
                                elementChanges: sets.map { TableDelta.ElementChange(set: $0, removed: removedBySet[$0] ?? [], added: addedBySet[$0] ?? []) })
+        // Keys that disappear stay until the retire: a sized set must have room for the new
+        // ones beside them, or the whole-table compare rebuilds it.
+        let overflow = next.delta.overflowReason { set in
+            guard skeleton.set(named: set)?.capacity != nil, !addedSetNames.contains(set), let count = elementCounts[set] else { return nil }
+            return (count, NamedSet.capacity(forElements: count))
+        }
+        if overflow != nil { return nil }
         return next
     }
 }

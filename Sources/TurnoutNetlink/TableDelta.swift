@@ -139,8 +139,37 @@ public struct TableDelta: Sendable {
         }
         if let reason = Self.rebuildReason(pipapoDeletions: pipapoDeletions, tableElements: desired.elementCount) {
             plan = .rebuild(reason: reason)
+            return
         }
         phased = elementChanges.map(phases(of:))
+        if let reason = overflowReason(installed: { name in
+            installedSets[name].flatMap { set in set.capacity.map { (set.elements.count, Int($0)) } }
+        }) {
+            plan = .rebuild(reason: reason)
+        }
+    }
+
+    /// Why this patch would overfill a sized set, as a rebuild reason; `nil` when every set
+    /// fits. `installed` gives a set's element count and size (nft's `size`) before the patch,
+    /// `nil` for a set without a size or one the patch adds.
+    ///
+    /// A size is a hard cap: the kernel refuses one element more with ENFILE, counting the
+    /// elements deleted earlier in the same transaction as free. A map's keys that disappear
+    /// stay until the retire while its new keys arrive in the prepare or the switchover, so a
+    /// map can overflow in between even when it ends no fuller (services leaving and others
+    /// joining). `NamedSet.capacity(forElements:)` keeps a fifth free for this; a batch larger
+    /// than that reserve gets a rebuild, which fills fresh sets.
+    public func overflowReason(installed: (String) -> (count: Int, capacity: Int)?) -> String? {
+        guard case .patch = plan else { return nil }
+        for (change, phased) in zip(elementChanges, phased) {
+            guard let (count, capacity) = installed(change.set) else { continue }
+            let afterPrepare = count + phased.prepared.count
+            let peak = max(afterPrepare, afterPrepare - phased.switchedOut.count + phased.switchedIn.count)
+            if peak > capacity {
+                return "\(change.set) would hold \(peak) elements before the retire, over its size \(capacity)"
+            }
+        }
+        return nil
     }
 
     /// Why a patch with these deletions from pipapo sets should be a rebuild instead, or `nil`.

@@ -91,17 +91,26 @@ public struct NamedSet: Hashable, Sendable {
         isInterval || isDynamic ? nil : Self.capacity(forElements: elements.count)
     }
 
-    /// The power of two at least `count`, and at least `minimumCapacity`.
+    /// The smallest power of two that `count` fills to at most four fifths, and at least
+    /// `minimumCapacity`.
     ///
-    /// Why: without a size the kernel keeps a hash set in a resizable rhashtable, and filling
-    /// one with 100,000 elements in one transaction spends most of its time growing it
+    /// Why a size: without one the kernel keeps a hash set in a resizable rhashtable, and
+    /// filling one with 100,000 elements in one transaction spends most of its time growing it
     /// (`rhashtable_insert_slow`: 270 of 500 ms at 10,000 services here). With a size it picks
-    /// a fixed hash sized for it. The size is also a hard cap (more elements fail with ENFILE),
-    /// so the capacity is a pure function of the element count: a change that crosses a power
-    /// of two changes the set's definition, and the apply rebuilds the table rather than patch.
+    /// a fixed hash sized for it. The size is also a hard cap (one more element fails with
+    /// ENFILE), so the capacity is a pure function of the element count: a change that crosses
+    /// a size class changes the set's definition, and the apply rebuilds the table rather than
+    /// patch.
+    ///
+    /// Why the fifth kept free: a patch adds a map's new keys in its switchover but deletes the
+    /// keys that disappear only in its retire (`TableDelta.Phase`), so in between the map holds
+    /// both. A full map then refused one service leaving and another joining (ENFILE). The
+    /// reserve, at least 205 elements, holds one service's change of pick slots (at most 100,
+    /// `WeightedPick.exactSlotLimit`, unless it has one slot per endpoint); a change that would
+    /// still overflow it is rebuilt instead of patched (`TableDelta.overflowReason`).
     public static func capacity(forElements count: Int) -> Int {
         var capacity = minimumCapacity
-        while capacity < count { capacity *= 2 }
+        while capacity * 4 < count * 5 { capacity *= 2 }
         return capacity
     }
 

@@ -146,30 +146,65 @@ struct DaemonApplyTests {
         }
     }
 
-    @Test("a map crossing its capacity (1,024 → 1,028 elements) → rebuilt with the next size; a change within the size → patched")
+    @Test("a map crossing its size class (816 → 820 elements: over four fifths of 1,024) → rebuilt with the next size; a change within the class → patched")
     func capacityCrossing() throws {
         try Self.withDaemon { ns, daemon in
             let options = Self.options
             func capacity(_ set: String) throws -> UInt32? { try Self.capacity(set, in: daemon) }
 
-            _ = try daemon.apply(Self.crowd(services: 256), options: options)
+            _ = try daemon.apply(Self.crowd(services: 204), options: options)
             #expect(try capacity("endpoint-picks4-mod4") == 1024)
             #expect(try capacity("hairpin-endpoints4") == 1024)
 
-            let grown = try daemon.apply(Self.crowd(services: 257), options: options)
+            let grown = try daemon.apply(Self.crowd(services: 205), options: options)
             #expect(grown.outcome == .rebuilt, "\(grown.outcome)")
             #expect(try capacity("endpoint-picks4-mod4") == 2048)
-            #expect(try daemon.readInstalled() == Self.compiled(Self.crowd(services: 257)))
+            #expect(try daemon.readInstalled() == Self.compiled(Self.crowd(services: 205)))
 
-            let within = try daemon.apply(Self.crowd(services: 275), options: options)
+            let within = try daemon.apply(Self.crowd(services: 223), options: options)
             #expect(within.outcome == .incremental, "\(within.outcome)")
             #expect(within.changedServices == 18)
 
-            let shrunk = try daemon.apply(Self.crowd(services: 250), options: options)
+            let shrunk = try daemon.apply(Self.crowd(services: 200), options: options)
             #expect(shrunk.outcome == .rebuilt, "\(shrunk.outcome)")
             #expect(try capacity("endpoint-picks4-mod4") == 1024)
-            let status = try Self.freshStatus(ns, comparingWith: Self.crowd(services: 250))
+            let status = try Self.freshStatus(ns, comparingWith: Self.crowd(services: 200))
             #expect(status.drift == [], "\(status.drift ?? [])")
+        }
+    }
+
+    /// 204 services hold 816 of `endpoint-picks4-mod4`'s 1,024 slots. Services that leave keep
+    /// their slots until the retire, beside those of the services that join: the kernel would
+    /// refuse the 1,025th with ENFILE and fail the apply.
+    @Test("816 of 1,024 slots held, 52 services replaced by others → patched (1,024 at the peak); then 53 → rebuilt (1,028); the kernel exact after each")
+    func overflowBeforeRetire() throws {
+        try Self.withDaemon { ns, daemon in
+            func replacing(_ count: Int, in table: ServiceTable, tag: Int) -> ServiceTable {
+                var services = Array(table.services.dropFirst(count))
+                services += (0..<count).map { index in
+                    Service(name: ServiceName("shop/newcomer-\(tag)-\(index)")!, addresses: [IPAddress("10.97.\(tag).\(index + 1)")!],
+                            ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
+                            endpoints: (0..<4).map { Endpoint(address: IPAddress("10.3.\(tag).\(index * 4 + $0 + 1)")!) })
+                }
+                return ServiceTable(services: services)
+            }
+            var table = Self.crowd(services: 204)
+            _ = try daemon.apply(table, options: Self.options)
+            #expect(try Self.capacity("endpoint-picks4-mod4", in: daemon) == 1024)
+            for (count, expected) in [(52, ApplyReport.Outcome.incremental), (53, .rebuilt)] {
+                table = replacing(count, in: table, tag: count)
+                let report = try daemon.apply(table, options: Self.options)
+                #expect(report.outcome == expected, "\(report.outcome): \(report.reason ?? "")")
+                if expected == .rebuilt {
+                    #expect(report.reason?.contains("would hold 1028 elements before the retire, over its size 1024") == true, "\(report.reason ?? "")")
+                } else {
+                    #expect(report.changedServices == 2 * count)
+                }
+                #expect(try Self.capacity("endpoint-picks4-mod4", in: daemon) == 1024)
+                #expect(try daemon.readInstalled() == Self.compiled(table))
+                let status = try Self.freshStatus(ns, comparingWith: table)
+                #expect(status.drift == [], "\(status.drift ?? [])")
+            }
         }
     }
 

@@ -6,12 +6,12 @@ import TurnoutRules
 /// How `TableDelta` chooses between patching and rebuilding, on lowered tables (no kernel).
 @Suite("Table delta: patch or rebuild")
 struct TableDeltaTests {
-    /// `count` services, each split `first:second` over two endpoints; the first `changed` of
-    /// them split `newSplit` instead.
-    static func splits(_ count: Int, first: UInt32, second: UInt32, changing changed: Int = 0, to newSplit: (UInt32, UInt32) = (0, 0)) -> WireTable {
-        let services = (0..<count).map { index in
+    /// `count` services (numbered from `start`), each split `first:second` over two endpoints;
+    /// the first `changed` of them split `newSplit` instead.
+    static func splits(_ count: Int, from start: Int = 0, first: UInt32, second: UInt32, changing changed: Int = 0, to newSplit: (UInt32, UInt32) = (0, 0)) -> WireTable {
+        let services = (start..<start + count).map { index in
             let (high, low) = (index / 250, index % 250 + 1)
-            let weights = index < changed ? newSplit : (first, second)
+            let weights = index - start < changed ? newSplit : (first, second)
             return Service(name: ServiceName("split/svc-\(index)")!, addresses: [IPAddress("10.96.\(high).\(low)")!],
                            ports: [ServicePort(name: "http", port: 80, targetPort: 8080)],
                            endpoints: [Endpoint(address: IPAddress("10.1.\(high).\(low)")!, weight: weights.0),
@@ -50,6 +50,29 @@ struct TableDeltaTests {
             #expect(reason.contains("interval maps"), "\(reason)")
         } else {
             #expect(delta.plan == .patch)
+        }
+    }
+
+    /// 1:1 splits draw 2 slots each from `endpoint-picks4-mod2`: 408 services hold 816 of its
+    /// 1,024. The services that leave keep their slots until the retire, beside those of the
+    /// services that join.
+    @Test("816 of 1,024 slots held, n services leave and n others join → patch while both fit, rebuild when the kernel would refuse the overflow", arguments: [
+        (104, false),  // 816 + 208 = 1,024
+        (105, true),  // 816 + 210 = 1,026
+    ])
+    func overflow(swapped: Int, rebuild: Bool) throws {
+        let installed = Self.splits(408, first: 1, second: 1)
+        let desired = Self.splits(408, from: swapped, first: 1, second: 1)
+        #expect(installed.set(named: "endpoint-picks4-mod2")?.capacity == 1024)
+        #expect(desired.set(named: "endpoint-picks4-mod2")?.capacity == 1024)
+        let delta = TableDelta(installed: installed, desired: desired)
+        if rebuild {
+            guard case .rebuild(let reason) = delta.plan else { Issue.record("expected a rebuild, got \(delta.plan)"); return }
+            #expect(reason == "endpoint-picks4-mod2 would hold 1026 elements before the retire, over its size 1024")
+        } else {
+            #expect(delta.plan == .patch)
+            let change = try #require(delta.elementChanges(in: .switchover).first { $0.set == "endpoint-picks4-mod2" })
+            #expect((change.removed.count, change.added.count) == (0, 2 * swapped))
         }
     }
 
