@@ -39,8 +39,9 @@ public final class NftablesBackend {
     private var index: InstalledServiceIndex?
     private var unindexed: (table: ServiceTable, rules: [ServiceRules], options: ServiceCompilerOptions)?
     /// Runs just before each phase's transaction is sent. Tests land another process's commit
-    /// between two phases with it, as kube-proxy or firewalld committing at that moment would.
-    var beforePhase: ((TableDelta.Phase) -> Void)?
+    /// between two phases with it, as kube-proxy or firewalld committing at that moment would;
+    /// an error it throws stands for the kernel refusing the phase.
+    var beforePhase: ((TableDelta.Phase) throws(NetlinkError) -> Void)?
     /// Waits between a switchover and its retire (``GracePeriod``); tests record the call.
     var awaitGracePeriod: () -> Void = { GracePeriod.wait() }
 
@@ -96,6 +97,7 @@ public final class NftablesBackend {
     /// otherwise it compiles the whole table and compares it with what is installed.
     public func apply(_ table: ServiceTable, options: ServiceCompilerOptions) throws(NetlinkError) -> ApplyReport {
         settleFirst()
+        var refused: NetlinkError?
         if let generation = try usableIndexGeneration(options: options), let patch = index?.patch(to: table) {
             if patch.delta.plan == .unchanged {
                 index?.commit(patch, generation: generation)
@@ -111,12 +113,14 @@ public final class NftablesBackend {
                                    changedServices: patch.changedServices)
             } catch where error.errno == ERESTART {
                 // Another transaction committed first: fall through to the full path, which reads.
+            } catch where !error.isPermissionDenied {
+                refused = error
             }
         }
         let rules = table.services.map { NftablesServiceCompiler.rules(for: $0, options: options) }
         // Lowering sorts and deduplicates every set by its wire bytes, so the IR's own sort is skipped.
         let desired = NftablesLowering.lower(NftablesServiceCompiler.assemble(rules, options: options, elementOrder: .unsorted))
-        let report = try apply(desired)
+        let report = try apply(desired, refusedPatch: refused)
         unindexed = (table, rules, options)
         return report
     }
@@ -136,8 +140,18 @@ public final class NftablesBackend {
     }
 
     /// Makes the kernel's copy of `desired.name` exactly `desired`.
+    ///
+    /// A patch the kernel refuses for any reason but a concurrent commit or a missing
+    /// permission is sent again as a rebuild, once: computed again, the same patch would be
+    /// refused again, and a daemon would stay stuck on that table. The report's reason says so.
     public func apply(_ desired: WireTable) throws(NetlinkError) -> ApplyReport {
+        try apply(desired, refusedPatch: nil)
+    }
+
+    /// ``apply(_:)`` after the daemon path's patch was refused with `refusedPatch`, if it was.
+    private func apply(_ desired: WireTable, refusedPatch: NetlinkError?) throws(NetlinkError) -> ApplyReport {
         settleFirst()
+        var refusedPatch = refusedPatch
         index = nil
         unindexed = nil
         let recordPath = recordPath(desired.name)
@@ -162,6 +176,9 @@ public final class NftablesBackend {
                         ? "no record of what Turnout last wrote in this namespace"
                         : "the installed table is not what Turnout last wrote (changed outside Turnout)")
                 }
+            }
+            if let refusedPatch, delta.plan == .patch {
+                delta.plan = .rebuild(reason: "the kernel refused the patch (\(refusedPatch))")
             }
             if delta.plan == .unchanged {
                 // A rebuild whose retire was refused (another commit came first) left its copy
@@ -193,6 +210,9 @@ public final class NftablesBackend {
                 sent = try commit(delta, from: generation, recordPath: recordPath)
             } catch where error.errno == ERESTART && attempt < 5 {
                 continue  // another transaction committed between our read and our commit
+            } catch where error.errno != ERESTART && !error.isPermissionDenied && delta.plan == .patch && refusedPatch == nil {
+                refusedPatch = error
+                continue
             }
             let digest = WireDigest(desired)
             lastWritten = (sent.generation, desired, digest)
@@ -358,8 +378,8 @@ public final class NftablesBackend {
         let batch = NetlinkBatch(generation: generation)
         delta.append(phase, to: batch)
         if waitFirst { awaitGracePeriod() }
-        beforePhase?(phase)
         do throws(NetlinkError) {
+            try beforePhase?(phase)
             try socket.commit(batch, expectedGeneration: generation)
         } catch {
             guard undoable else { throw error }

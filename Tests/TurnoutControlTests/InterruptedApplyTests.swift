@@ -9,8 +9,9 @@ import TurnoutTestSupport
 /// Another process commits to the ruleset between two of an apply's transactions (as kube-proxy
 /// or firewalld may at any moment): the kernel refuses the next phase (its batch is bound to the
 /// generation the phase before made), and the apply must still end with exactly the desired
-/// table, no `turnout-bridge` copy left, and the other process's table untouched.
-@Suite("apply interrupted between its phases by another commit",
+/// table, no `turnout-bridge` copy left, and the other process's table untouched. A phase the
+/// kernel refuses for its own reasons must not leave a daemon stuck either.
+@Suite("apply interrupted between its phases by another commit, or refused",
        .enabled(if: KernelLab.isEnabled, Comment(rawValue: KernelLab.skipReason)))
 struct InterruptedApplyTests {
     /// rules/canary.yaml with other weights: 9:1 → 2:1 changes its pick chain and slots, a
@@ -79,6 +80,59 @@ struct InterruptedApplyTests {
                     "no copy left; report: \(report.changes)")
             let other = try ns.run("nft", ["list", "table", "inet", "other"]).standardOutput
             #expect(other.contains("type filter hook output priority filter + 5; policy accept;"), "\(other)")
+        }
+    }
+
+    struct Refusal: Sendable, CustomTestStringConvertible {
+        /// The daemon's path (the instance that wrote the first table) or the CLI's (a fresh
+        /// instance that reads the kernel back and trusts the record).
+        var daemon: Bool
+        /// The phases the kernel refuses, by their position among those sent.
+        var refused: Set<Int>
+        var phases: [TableDelta.Phase]
+        /// nil: the apply ends with the desired table, rebuilt; else the error it throws.
+        var thrown: Int32?
+        var testDescription: String {
+            "\(daemon ? "daemon" : "fresh instance"), phases \(refused.sorted()) of [\(phases.map { "\($0)" }.joined(separator: ", "))] refused"
+        }
+    }
+
+    @Test("a patch the kernel refuses (EINVAL, standing for any refusal but ERESTART) → sent again as a rebuild, once; the kernel exact, the reason names the refusal; refused again → the error",
+          arguments: [
+              Refusal(daemon: true, refused: [0], phases: [.prepare, .prepare, .switchover, .retire], thrown: nil),
+              // The refused switchover's prepare is undone; the full path then patches from the same table.
+              Refusal(daemon: true, refused: [1], phases: [.prepare, .switchover, .prepare, .switchover, .retire], thrown: nil),
+              Refusal(daemon: false, refused: [0], phases: [.prepare, .prepare, .switchover, .retire], thrown: nil),
+              Refusal(daemon: false, refused: [0, 1], phases: [.prepare, .prepare], thrown: EINVAL),
+          ])
+    func refusedPatch(_ test: Refusal) throws {
+        try withNetworkNamespace(prefix: "tx-refused") { ns in
+            let first = try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory)
+            let before = try Self.canary(9, 1)
+            _ = try first.apply(before, options: ServiceCompilerOptions())
+            let backend = test.daemon ? first : try NftablesBackend(namespacePath: ns.path, recordDirectory: ns.scratchDirectory)
+            var phasesSeen: [TableDelta.Phase] = []
+            backend.beforePhase = { phase throws(NetlinkError) in
+                phasesSeen.append(phase)
+                if test.refused.contains(phasesSeen.count - 1) {
+                    throw NetlinkError(call: "the test refusing the \(phase)", errno: EINVAL)
+                }
+            }
+            let desired = try Self.canary(2, 1)
+            do throws(NetlinkError) {
+                let report = try backend.apply(desired, options: ServiceCompilerOptions())
+                #expect(test.thrown == nil, "applied: \(report.outcome)")
+                #expect(report.outcome == .rebuilt, "\(report.outcome)")
+                #expect(report.reason == "the kernel refused the patch (the test refusing the \(phasesSeen[test.refused.min()!]): Invalid argument (errno 22))",
+                        "\(report.reason ?? "")")
+            } catch {
+                #expect(error.errno == test.thrown, "\(error)")
+            }
+            #expect(phasesSeen == test.phases)
+            backend.beforePhase = nil
+            let expected = test.thrown == nil ? desired : before
+            #expect(try backend.status(comparingWith: expected, options: ServiceCompilerOptions()).drift == [])
+            #expect(try backend.readInstalled(TableDelta.bridgeName(of: NftablesServiceCompiler.tableName)) == nil)
         }
     }
 }
