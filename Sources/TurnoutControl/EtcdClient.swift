@@ -12,8 +12,10 @@ import TurnoutModel
 /// ``HTTPExchange/connectTimeout`` of it), and is abandoned at once when the optional
 /// `interrupt` descriptor becomes readable. Calls block the calling thread. `http://` and
 /// `https://` (with a ``TLSClientConfiguration``: the CAs to trust, a client certificate) with
-/// an IP address, `localhost` or a host name (resolved at each connection, see ``Member``). A
-/// value; `Sendable`, usable from any thread. Errors are ``EtcdError``.
+/// an IP address, `localhost` or a host name (resolved at each connection, see ``Member``).
+/// With ``EtcdCredentials`` every request carries a token (etcd's `Authorization` header),
+/// fetched before the first one and again when etcd calls it invalid (expired). A value;
+/// `Sendable`, usable from any thread. Errors are ``EtcdError``.
 ///
 /// Given several members (`http://A:2379,http://B:2379,http://C:2379`, as `etcdctl
 /// --endpoints` takes them), a request goes to the member that last answered and moves on to
@@ -27,6 +29,8 @@ public struct EtcdClient: Sendable {
     public let url: String
     /// The TLS files for `https://` members; nil for `http://`.
     public let tls: TLSClientConfiguration?
+    /// The user requests authenticate as; nil for an etcd without authentication.
+    public let credentials: EtcdCredentials?
     /// How long one request may take on one member, from connect to the last byte of its
     /// response.
     public var requestTimeout: Duration = .seconds(5)
@@ -36,6 +40,19 @@ public struct EtcdClient: Sendable {
     private let lastAnswered = MemberIndex()
     /// Each host name's addresses as last resolved: used when a lookup fails or times out.
     private let lastResolved = ResolvedAddresses()
+    /// The token the credentials were last traded for.
+    private let token = AuthToken()
+
+    /// The token every copy of the client uses; a class so that one authentication serves them
+    /// all. Two requests that find it invalid at once may both authenticate: each token works.
+    private final class AuthToken: Sendable {
+        let value = Mutex<String?>(nil)
+        /// How many times a token was fetched, for tests.
+        let fetched = Atomic<Int>(0)
+    }
+
+    /// How many times this client and its copies fetched a token (authenticated).
+    var authentications: Int { token.fetched.load(ordering: .relaxed) }
 
     /// Which member a request tries first; a class so that every copy of the client (the
     /// source's thread holds one) learns of a failover. An atomic, not a lock: a request only
@@ -73,8 +90,9 @@ public struct EtcdClient: Sendable {
     /// etcd member, all of one scheme); HOST an IPv4 address, `[IPv6]`, `localhost` or a host
     /// name, PORT 2379 when absent, a trailing `/` allowed. `https://` members are reached with
     /// `tls` (nil: the system's CAs, no client certificate); `tls` naming files with `http://`
-    /// members is an error, as the files would be ignored. Throws a message naming what is wrong.
-    public init(url: String, tls: TLSClientConfiguration? = nil) throws(ValueError) {
+    /// members is an error, as the files would be ignored. `credentials` are for an etcd with
+    /// authentication enabled. Throws a message naming what is wrong.
+    public init(url: String, tls: TLSClientConfiguration? = nil, credentials: EtcdCredentials? = nil) throws(ValueError) {
         var members: [Member] = []
         var schemes: Set<String> = []
         for text in url.split(separator: ",", omittingEmptySubsequences: false) {
@@ -101,6 +119,7 @@ public struct EtcdClient: Sendable {
         }
         self.members = members
         self.url = url
+        self.credentials = credentials
     }
 
     /// The member requests try first: the one that answered last.
@@ -289,12 +308,14 @@ public struct EtcdClient: Sendable {
                       "\"start_revision\":\"\(startRevision)\""]
         if progressNotify { fields.append("\"progress_notify\":true") }
         let body = Array("{\"create_request\":{\(fields.joined(separator: ","))}}".utf8)
-        return try onMembers("/v3/watch", .read) { member throws(EtcdError) in
-            let exchange = try open("/v3/watch", on: member, body: body, until: .now + requestTimeout)
-            guard exchange.head.status == 200 else {
-                throw Self.refusal(exchange, body: (try? exchange.readBody(until: .now + requestTimeout)) ?? [])
+        return try authorized { headers throws(EtcdError) in
+            try onMembers("/v3/watch", .read) { member throws(EtcdError) in
+                let exchange = try open("/v3/watch", on: member, headers: headers, body: body, until: .now + requestTimeout)
+                guard exchange.head.status == 200 else {
+                    throw Self.refusal(exchange, body: (try? exchange.readBody(until: .now + requestTimeout)) ?? [])
+                }
+                return EtcdWatch(exchange: exchange)
             }
-            return EtcdWatch(exchange: exchange)
         }
     }
 
@@ -352,10 +373,15 @@ public struct EtcdClient: Sendable {
     /// Sends `{fields}` to `path`; the request's name, the body of a 200 answer and the member
     /// that gave it.
     private func post(_ path: String, _ fields: [String], _ retry: Retry) throws(EtcdError) -> (String, [UInt8], SocketAddress) {
+        try authorized { headers throws(EtcdError) in try post(path, fields, retry, headers: headers) }
+    }
+
+    /// ``post(_:_:_:)`` with `headers`, and no token of its own.
+    private func post(_ path: String, _ fields: [String], _ retry: Retry, headers: [(name: String, value: String)]) throws(EtcdError) -> (String, [UInt8], SocketAddress) {
         let payload = Array("{\(fields.joined(separator: ","))}".utf8)
         return try onMembers(path, retry) { member throws(EtcdError) in
             let deadline = ContinuousClock.now + requestTimeout
-            let exchange = try open(path, on: member, body: payload, until: deadline)
+            let exchange = try open(path, on: member, headers: headers, body: payload, until: deadline)
             let body: [UInt8]
             do throws(HTTPError) {
                 body = try exchange.readBody(until: deadline)
@@ -367,16 +393,44 @@ public struct EtcdClient: Sendable {
         }
     }
 
+    /// Runs `request` with the token's header (none without credentials). When etcd calls the
+    /// token invalid (it expired, or the auth store changed since), fetches another and runs the
+    /// request once more: a request refused for its token was not carried out.
+    private func authorized<Answer>(_ request: ([(name: String, value: String)]) throws(EtcdError) -> Answer) throws(EtcdError) -> Answer {
+        guard let credentials else { return try request([]) }
+        let current: String
+        if let kept = token.value.withLock({ $0 }) { current = kept } else { current = try authenticate(credentials) }
+        do throws(EtcdError) {
+            return try request([("Authorization", current)])
+        } catch where error.isInvalidToken {
+            return try request([("Authorization", try authenticate(credentials))])
+        }
+    }
+
+    /// Trades `credentials` for a token (`POST /v3/auth/authenticate`) and keeps it.
+    private func authenticate(_ credentials: EtcdCredentials) throws(EtcdError) -> String {
+        let (request, body, _) = try post("/v3/auth/authenticate", ["\"name\":\(JSONValue.quoted(credentials.user))", "\"password\":\(JSONValue.quoted(credentials.password))"],
+                                          .read, headers: [])
+        let answer: EtcdGatewayJSON.AuthenticateResponse = try Self.decode(body, request: request)
+        guard let token = answer.token, !token.isEmpty, !token.contains(where: \.isNewline) else {
+            throw .badResponse(request: request, what: "no token for user \(credentials.user)")
+        }
+        self.token.value.withLock { $0 = token }
+        self.token.fetched.add(1, ordering: .relaxed)
+        return token
+    }
+
     /// Opens the request on `member`: on each of its addresses in turn (a host name's, resolved
     /// now) until one takes the connection.
-    private func open(_ path: String, on member: Member, body: [UInt8], until deadline: ContinuousClock.Instant) throws(EtcdError) -> HTTPExchange {
+    private func open(_ path: String, on member: Member, headers: [(name: String, value: String)], body: [UInt8],
+                      until deadline: ContinuousClock.Instant) throws(EtcdError) -> HTTPExchange {
         let addresses = try addresses(of: member, path, until: deadline)
         var index = 0
         while true {
             if index > 0 { try stopIfInterrupted(before: member, path) }
             do {
                 return try HTTPExchange(server: addresses[index], tls: tls, serverName: member.host, method: "POST", path: path,
-                                        body: body, until: deadline, interrupt: interrupt)
+                                        headers: headers, body: body, until: deadline, interrupt: interrupt)
             } catch {
                 // Another address of the same name, only when this one took no connection.
                 index += 1

@@ -25,6 +25,13 @@ public enum EtcdError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// True when etcd refused a request for its token: expired (HTTP 401, gRPC code 16), or
+    /// issued before the users or roles last changed. Another token may succeed.
+    var isInvalidToken: Bool {
+        guard case .refused(_, let status, let message, let code) = self else { return false }
+        return status == 401 || code == 16 || message.contains("revision of auth store is old")
+    }
+
     /// True when the caller's interrupt ended the request (a source stopping), not etcd.
     public var isInterrupted: Bool {
         if case .unreachable(let error) = self, error.kind == .interrupted { return true }

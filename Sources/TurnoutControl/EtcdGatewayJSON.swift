@@ -82,6 +82,11 @@ enum EtcdGatewayJSON {
     }
 
     /// The body of an error answer: `{"error": "...", "message": "...", "code": 11}`.
+    /// `/v3/auth/authenticate`'s answer.
+    struct AuthenticateResponse: Decodable {
+        var token: String?
+    }
+
     struct ErrorBody: Decodable {
         var error: ErrorDetail?
         var message: String?

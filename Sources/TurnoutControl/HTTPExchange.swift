@@ -53,10 +53,11 @@ final class HTTPExchange {
 
     /// Connects to `server`, sends `method path` with `body` and reads the response head. With
     /// `tls`, the connection is TLS, and the server's certificate must name `serverName` (the
-    /// host the URL gave; the server's address when nil).
+    /// host the URL gave; the server's address when nil). `headers` are sent as given: the
+    /// caller keeps line breaks out of them.
     init(server: SocketAddress, tls: TLSClientConfiguration? = nil, serverName: String? = nil, method: String, path: String,
-         body: [UInt8], contentType: String = "application/json", until deadline: ContinuousClock.Instant,
-         interrupt: Int32?) throws(HTTPError) {
+         headers: [(name: String, value: String)] = [], body: [UInt8], contentType: String = "application/json",
+         until deadline: ContinuousClock.Instant, interrupt: Int32?) throws(HTTPError) {
         let request = Self.requestName(method: method, scheme: tls == nil ? "http" : "https", server: server, serverName: serverName, path: path)
         self.request = request
         self.server = server
@@ -85,6 +86,7 @@ final class HTTPExchange {
         self.session = session
         let host = serverName.flatMap { IPAddress($0) == nil ? "\($0):\(server.port)" : nil } ?? "\(server)"
         let text = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\n"
+            + headers.map { "\($0.name): \($0.value)\r\n" }.joined()
             + "Content-Type: \(contentType)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         do throws(HTTPError.Kind) {
             try Self.send(Array(text.utf8) + body, on: connection, session, until: deadline, interrupt: interrupt)

@@ -20,20 +20,21 @@ public enum TableSourceURL: Sendable, Hashable {
     }
 
     /// The source that watches this location; `tls` is for an `https://` etcd (nil: the
-    /// system's CAs). Throws `ValueError` for an etcd endpoint that is not `http(s)://HOST:PORT`,
-    /// for TLS files given with a file source or an `http://` etcd, or what starting a file
-    /// watch throws.
-    public func open(tls: TLSClientConfiguration? = nil) throws -> any TableSource {
+    /// system's CAs), `credentials` for an etcd with authentication. Throws `ValueError` for an
+    /// etcd endpoint that is not `http(s)://HOST:PORT`, for TLS files or credentials given with
+    /// a file source, for TLS files with an `http://` etcd, or what starting a file watch throws.
+    public func open(tls: TLSClientConfiguration? = nil, credentials: EtcdCredentials? = nil) throws -> any TableSource {
         switch self {
         case .file(let path):
             if let tls, tls.namesFiles { throw ValueError("file:\(path): TLS certificates are for an etcd source only") }
+            if credentials != nil { throw ValueError("file:\(path): an etcd user is for an etcd source only") }
             return try FileTableSource(path: path)
-        case .etcd(let endpoint): return try EtcdTableSource(client: EtcdClient(url: endpoint, tls: tls))
+        case .etcd(let endpoint): return try EtcdTableSource(client: EtcdClient(url: endpoint, tls: tls, credentials: credentials))
         }
     }
 
-    /// `TableSourceURL(text).open(tls:)`.
-    public static func open(_ text: String, tls: TLSClientConfiguration? = nil) throws -> any TableSource {
-        try TableSourceURL(text).open(tls: tls)
+    /// `TableSourceURL(text).open(tls:credentials:)`.
+    public static func open(_ text: String, tls: TLSClientConfiguration? = nil, credentials: EtcdCredentials? = nil) throws -> any TableSource {
+        try TableSourceURL(text).open(tls: tls, credentials: credentials)
     }
 }

@@ -52,6 +52,8 @@ struct ApplyCommand: ParsableCommand {
 
     @OptionGroup var etcdTLS: EtcdTLSOptions
 
+    @OptionGroup var etcdUser: EtcdCredentialOptions
+
     @Option(name: .customLong("last-good"), help: ArgumentHelp("With --watch, the file that keeps the last table applied ('none': no file).", valueName: "path"))
     var lastGood = "/var/lib/turnout/last-good.json"
 
@@ -65,6 +67,7 @@ struct ApplyCommand: ParsableCommand {
             guard file != nil else { throw ValidationError("apply needs -f FILE (or --watch --source URL)") }
             guard source == nil else { throw ValidationError("--source needs --watch") }
             guard !etcdTLS.isGiven else { throw ValidationError("--etcd-cacert, --etcd-cert and --etcd-key need --watch --source etcd:https://…") }
+            guard !etcdUser.isGiven else { throw ValidationError("--etcd-user and --etcd-password-file need --watch --source etcd:…") }
         }
     }
 
@@ -87,9 +90,10 @@ struct ApplyCommand: ParsableCommand {
     private func runWatching() throws {
         let location = source ?? "file:\(file!)"
         let tls = try etcdTLS.configuration()
+        let credentials = try etcdUser.credentials()
         let tableSource: any TableSource
         do {
-            tableSource = try TableSourceURL.open(location, tls: tls)
+            tableSource = try TableSourceURL.open(location, tls: tls, credentials: credentials)
         } catch {
             throw BadInput(message: "apply: --source \(error)")
         }

@@ -56,6 +56,8 @@ struct ProxyCommand: ParsableCommand {
 
     @OptionGroup var etcdTLS: EtcdTLSOptions
 
+    @OptionGroup var etcdUser: EtcdCredentialOptions
+
     @Option(name: .customLong("last-good"), help: ArgumentHelp("A file that keeps the last table installed, read at start before the source answers (default: none).", valueName: "path"))
     var lastGood: String?
 
@@ -143,11 +145,12 @@ struct ProxyCommand: ParsableCommand {
         guard (file == nil) != (source == nil) else { throw BadInput(message: "proxy: give the table with -f FILE or --source URL (one of them)") }
         let location = source ?? "file:\(file!)"
         let tls = try etcdTLS.configuration()
+        let credentials = try etcdUser.credentials()
         let url: TableSourceURL
         let tableSource: any TableSource
         do {
             url = try TableSourceURL(location)
-            tableSource = try url.open(tls: tls)
+            tableSource = try url.open(tls: tls, credentials: credentials)
         } catch {
             throw BadInput(message: "proxy: --source \(error)")
         }

@@ -41,15 +41,18 @@ struct PublishCommand: ParsableCommand {
 
     @OptionGroup var tls: EtcdTLSOptions
 
+    @OptionGroup var user: EtcdCredentialOptions
+
     func validate() throws {
         guard maxTxnOps > 0 else { throw ValidationError("--max-txn-ops must be at least 1") }
     }
 
     func run() throws {
         let tlsFiles = try tls.configuration()
+        let credentials = try user.credentials()
         let client: EtcdClient
         do {
-            client = try EtcdClient(url: etcd, tls: tlsFiles)
+            client = try EtcdClient(url: etcd, tls: tlsFiles, credentials: credentials)
         } catch {
             throw BadInput(message: "--etcd \(error)")
         }

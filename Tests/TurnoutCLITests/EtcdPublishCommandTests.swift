@@ -56,6 +56,31 @@ struct EtcdPublishCommandTests {
         }
     }
 
+    @Test("an etcd with authentication → --etcd-user with --etcd-password-file publishes; without them etcd refuses (exit 1); a user without the file, or a missing file → exit 2 naming it")
+    func authenticated() throws {
+        try withEtcdLab { lab in
+            try lab.enableAuthentication(user: "publisher", password: "pw")
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-publish-pw-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            try "pw\n".write(toFile: file, atomically: true, encoding: .utf8)
+            let publish = ["publish", "-f", "rules/canary.yaml", "--etcd", lab.url]
+
+            let written = try turnout(publish + ["--etcd-user", "publisher", "--etcd-password-file", file])
+            #expect(written.status == 0, "\(written.standardError)")
+            #expect(try lab.contents().values == Self.canaryKeys)
+
+            let anonymous = try turnout(publish)
+            #expect(anonymous.status == 1)
+            #expect(anonymous.standardError.contains("user name is empty"), "\(anonymous.standardError)")
+            let alone = try turnout(publish + ["--etcd-user", "publisher"])
+            #expect(alone.status == 2)
+            #expect(alone.standardError.contains("--etcd-user and --etcd-password-file go together"), "\(alone.standardError)")
+            let missing = try turnout(publish + ["--etcd-user", "publisher", "--etcd-password-file", file + "-missing"])
+            #expect(missing.status == 2)
+            #expect(missing.standardError.contains("--etcd-password-file \(file)-missing: No such file or directory"), "\(missing.standardError)")
+        }
+    }
+
     @Test("a bad table → exit 2 naming file:line and field, nothing written; etcd down → exit 1 naming the URL (each member's, when several are given)")
     func failures() throws {
         try withEtcdLab { lab in

@@ -42,6 +42,10 @@ public final class EtcdLab: Sendable {
     /// The member's name and every member's peer URL (`lab=http://127.0.0.1:PORT` alone).
     public let name: String
     let initialCluster: String
+    /// etcd's `--auth-token-ttl` in seconds (nil: etcd's 300).
+    public let authTokenTTL: Int?
+    /// The user the lab's own requests authenticate as once ``enableAuthentication(user:password:)`` ran.
+    private let user = Mutex<(name: String, password: String)?>(nil)
     private let process = Mutex<LabProcess?>(nil)
     /// Every run's stderr, for failure messages.
     private let logs = Locked<[String]>([])
@@ -61,7 +65,9 @@ public final class EtcdLab: Sendable {
     public var url: String { "\(tls == nil ? "http" : "https")://\(host):\(clientPort)" }
 
     private init(clientPort: UInt16, peerPort: UInt16, dataDirectory: String, maximumTransactionOperations: Int,
-                 namespace: NetworkNamespace?, host: String, tls: TLS? = nil, name: String = "lab", initialCluster: String? = nil) {
+                 namespace: NetworkNamespace?, host: String, tls: TLS? = nil, name: String = "lab", initialCluster: String? = nil,
+                 authTokenTTL: Int? = nil) {
+        self.authTokenTTL = authTokenTTL
         self.tls = tls
         self.name = name
         self.initialCluster = initialCluster ?? "\(name)=http://127.0.0.1:\(peerPort)"
@@ -78,11 +84,13 @@ public final class EtcdLab: Sendable {
     /// on `host` (an address of that namespace other namespaces can reach); its ports are taken
     /// from this process's namespace's free ones, which in a new namespace are free too.
     /// With `tls`, it serves clients over https only and asks them for a certificate.
+    /// `authTokenTTL` is etcd's `--auth-token-ttl` (seconds a token stays valid).
     public static func start(maximumTransactionOperations: Int = 128, in namespace: NetworkNamespace? = nil,
-                             host: String = "127.0.0.1", tls: TLS? = nil) throws -> EtcdLab {
+                             host: String = "127.0.0.1", tls: TLS? = nil, authTokenTTL: Int? = nil) throws -> EtcdLab {
         guard isInstalled else { throw ServiceLabError("\(executable) is not installed (scripts/bootstrap installs etcd-server)") }
         let lab = EtcdLab(clientPort: try freePort(), peerPort: try freePort(), dataDirectory: newDataDirectory(),
-                          maximumTransactionOperations: maximumTransactionOperations, namespace: namespace, host: host, tls: tls)
+                          maximumTransactionOperations: maximumTransactionOperations, namespace: namespace, host: host, tls: tls,
+                          authTokenTTL: authTokenTTL)
         do {
             try lab.restart()
         } catch {
@@ -136,7 +144,7 @@ public final class EtcdLab: Sendable {
             "--max-txn-ops", "\(maximumTransactionOperations)",
             // Loopback peers answer in microseconds: elect within half a second.
             "--heartbeat-interval", "50", "--election-timeout", "500",
-        ] + (tls.map { tls in
+        ] + (authTokenTTL.map { ["--auth-token-ttl", "\($0)"] } ?? []) + (tls.map { tls in
             ["--cert-file", tls.serving.certificate, "--key-file", tls.serving.key,
              "--trusted-ca-file", tls.certificates.caFile, "--client-cert-auth"]
         } ?? []))
@@ -170,6 +178,24 @@ public final class EtcdLab: Sendable {
     /// Lets a paused process run again (SIGCONT).
     public func resume() { process.withLock { $0 }?.signal(SIGCONT) }
 
+    /// Turns etcd's authentication on with `user` in the root role (etcdctl's `role add root`,
+    /// `user add`, `user grant-role`, `auth enable`; a user `root` too, with the same password,
+    /// as etcd requires): from then on every request needs a token, the lab's own ones included
+    /// (they authenticate as `user`).
+    public func enableAuthentication(user name: String, password: String) throws {
+        func json(_ fields: [String: String]) throws -> String {
+            String(decoding: try JSONSerialization.data(withJSONObject: fields), as: UTF8.self)
+        }
+        // etcd turns authentication on only with a user named root in the root role.
+        _ = try gateway("/v3/auth/role/add", try json(["name": "root"]))
+        for user in Set(["root", name]) {
+            _ = try gateway("/v3/auth/user/add", try json(["name": user, "password": password]))
+            _ = try gateway("/v3/auth/user/grant", try json(["user": user, "role": "root"]))
+        }
+        _ = try gateway("/v3/auth/enable", "{}")
+        user.withLock { $0 = (name, password) }
+    }
+
     /// Compacts the history up to `revision`, so a watch from before it is canceled.
     public func compact(to revision: Int64) throws {
         _ = try gateway("/v3/kv/compaction", #"{"revision": "\#(revision)", "physical": true}"#)
@@ -199,17 +225,25 @@ public final class EtcdLab: Sendable {
     /// POSTs `body` to etcd's JSON gateway at `path` with python3's urllib; the JSON answer.
     private func gateway(_ path: String, _ body: String) throws -> [String: Any] {
         // Over https, python's ssl module checks etcd's certificate and presents the client's.
+        // With authentication on, it trades the lab's user for a token first.
         let script = """
-            import ssl, sys, urllib.request
+            import json, ssl, sys, urllib.request
             context = None
-            if len(sys.argv) > 3:
-                context = ssl.create_default_context(cafile=sys.argv[3])
-                context.load_cert_chain(sys.argv[4], sys.argv[5])
-            request = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")
+            if sys.argv[5]:
+                context = ssl.create_default_context(cafile=sys.argv[5])
+                context.load_cert_chain(sys.argv[6], sys.argv[7])
+            headers = {}
+            if sys.argv[3]:
+                login = json.dumps({"name": sys.argv[3], "password": sys.argv[4]}).encode()
+                answer = urllib.request.urlopen(urllib.request.Request(sys.argv[1].rsplit("/v3/", 1)[0] + "/v3/auth/authenticate",
+                                                                       data=login, method="POST"), timeout=10, context=context)
+                headers["Authorization"] = json.loads(answer.read().decode())["token"]
+            request = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST", headers=headers)
             sys.stdout.write(urllib.request.urlopen(request, timeout=10, context=context).read().decode())
             """
-        let files = tls.map { [$0.certificates.caFile, $0.certificates.clientCertificateFile, $0.certificates.clientKeyFile] } ?? []
-        let result = try Subprocess.run("/usr/bin/python3", ["-c", script, url + path, body] + files, timeLimit: .seconds(20))
+        let files = tls.map { [$0.certificates.caFile, $0.certificates.clientCertificateFile, $0.certificates.clientKeyFile] } ?? ["", "", ""]
+        let login = user.withLock { $0 }.map { [$0.name, $0.password] } ?? ["", ""]
+        let result = try Subprocess.run("/usr/bin/python3", ["-c", script, url + path, body] + login + files, timeLimit: .seconds(20))
         guard result.status == 0, let json = try? JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any] else {
             throw ServiceLabError("etcd \(path) \(body): \(result.standardError)\(result.standardOutput)")
         }
@@ -282,7 +316,8 @@ public func withEtcdCluster<Result>(members: Int = 3, _ body: ([EtcdLab]) throws
 
 /// Runs `body` with a fresh etcd (https with `tls`), always destroyed afterwards (also when
 /// `body` throws).
-public func withEtcdLab<Result>(maximumTransactionOperations: Int = 128, tls: EtcdLab.TLS? = nil, _ body: (EtcdLab) throws -> Result) throws -> Result {
-    try withStartedLab("etcd lab", start: { try EtcdLab.start(maximumTransactionOperations: maximumTransactionOperations, tls: tls) },
+public func withEtcdLab<Result>(maximumTransactionOperations: Int = 128, tls: EtcdLab.TLS? = nil, authTokenTTL: Int? = nil,
+                                _ body: (EtcdLab) throws -> Result) throws -> Result {
+    try withStartedLab("etcd lab", start: { try EtcdLab.start(maximumTransactionOperations: maximumTransactionOperations, tls: tls, authTokenTTL: authTokenTTL) },
                        stop: { $0.destroy() }, body)
 }

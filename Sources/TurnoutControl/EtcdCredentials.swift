@@ -1,0 +1,44 @@
+import Glibc
+import TurnoutModel
+
+/// A user name and password for an etcd that has authentication enabled (`etcdctl auth
+/// enable`), as etcdctl's `--user` takes them.
+///
+/// ``EtcdClient`` trades them for a token (`POST /v3/auth/authenticate`) before its first
+/// request and again when etcd says the token is no longer valid (it expires after etcd's
+/// `--auth-token-ttl`, 300 s by default). The password is read from a file, never from the
+/// command line, where every user of the host could read it in `ps`.
+public struct EtcdCredentials: Sendable, Hashable {
+    public var user: String
+    public var password: String
+
+    public init(user: String, password: String) throws(ValueError) {
+        guard !user.isEmpty else { throw ValueError("an etcd user name cannot be empty") }
+        guard !password.isEmpty else { throw ValueError("the password of etcd user \(user) is empty") }
+        self.user = user
+        self.password = password
+    }
+
+    /// `user` with the password in `passwordFile`: its first line (a secret mounted from
+    /// Kubernetes or written by `echo` ends with a newline, which is not part of it). Throws a
+    /// message naming the file when it cannot be read or holds no password.
+    public init(user: String, passwordFile: String) throws(ValueError) {
+        let fd = open(passwordFile, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ValueError("\(passwordFile): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count <= 65_536 {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { throw ValueError("\(passwordFile): \(String(cString: strerror(errno)))") }
+            if count == 0 { break }
+            bytes += chunk[..<count]
+        }
+        guard bytes.count <= 65_536 else { throw ValueError("\(passwordFile): over 64 KiB, not a password file") }
+        let firstLine = bytes.split(separator: UInt8(ascii: "\n"), maxSplits: 1, omittingEmptySubsequences: false).first ?? []
+        let password = String(decoding: firstLine.last == UInt8(ascii: "\r") ? firstLine.dropLast() : firstLine[...], as: UTF8.self)
+        guard !password.isEmpty else { throw ValueError("\(passwordFile): no password on its first line") }
+        try self.init(user: user, password: password)
+    }
+}
