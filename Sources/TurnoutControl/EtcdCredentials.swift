@@ -8,9 +8,14 @@ import TurnoutModel
 /// request and again when etcd says the token is no longer valid (it expires after etcd's
 /// `--auth-token-ttl`, 300 s by default). The password is read from a file, never from the
 /// command line, where every user of the host could read it in `ps`.
-public struct EtcdCredentials: Sendable, Hashable {
+public struct EtcdCredentials: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
     public var user: String
     public var password: String
+
+    /// `user NAME`: the password stays out of logs and error messages, also when a value that
+    /// holds the credentials (a client) is printed whole.
+    public var description: String { "user \(user)" }
+    public var debugDescription: String { description }
 
     public init(user: String, password: String) throws(ValueError) {
         guard !user.isEmpty else { throw ValueError("an etcd user name cannot be empty") }

@@ -144,6 +144,7 @@ public final class NftablesBackend {
     /// A patch the kernel refuses for any reason but a concurrent commit or a missing
     /// permission is sent again as a rebuild, once: computed again, the same patch would be
     /// refused again, and a daemon would stay stuck on that table. The report's reason says so.
+    /// If the rebuild is refused too, the patch's error is thrown.
     public func apply(_ desired: WireTable) throws(NetlinkError) -> ApplyReport {
         try apply(desired, refusedPatch: nil)
     }
@@ -213,6 +214,11 @@ public final class NftablesBackend {
             } catch where error.errno != ERESTART && !error.isPermissionDenied && delta.plan == .patch && refusedPatch == nil {
                 refusedPatch = error
                 continue
+            } catch {
+                // A rebuild refused after its patch was: the patch's error names what the kernel
+                // objected to first, in the table itself rather than in its copy.
+                if let refusedPatch, error.errno != ERESTART { throw refusedPatch }
+                throw error
             }
             let digest = WireDigest(desired)
             lastWritten = (sent.generation, desired, digest)

@@ -92,5 +92,7 @@ struct EtcdAuthTests {
         try "\n".write(toFile: file, atomically: true, encoding: .utf8)
         #expect(throws: ValueError("\(file): no password on its first line")) { try EtcdCredentials(user: "u", passwordFile: file) }
         #expect(throws: ValueError("\(file)-missing: No such file or directory")) { try EtcdCredentials(user: "u", passwordFile: file + "-missing") }
+        let client = try EtcdClient(url: "http://127.0.0.1:2379", credentials: try EtcdCredentials(user: "u", password: "hunter2"))
+        #expect(!"\(client)".contains("hunter2") && "\(client)".contains("user u"), "a printed client shows no password: \(client)")
     }
 }

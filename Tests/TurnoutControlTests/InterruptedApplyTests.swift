@@ -115,7 +115,7 @@ struct InterruptedApplyTests {
             backend.beforePhase = { phase throws(NetlinkError) in
                 phasesSeen.append(phase)
                 if test.refused.contains(phasesSeen.count - 1) {
-                    throw NetlinkError(call: "the test refusing the \(phase)", errno: EINVAL)
+                    throw NetlinkError(call: "the test refusing phase \(phasesSeen.count - 1) (\(phase))", errno: EINVAL)
                 }
             }
             let desired = try Self.canary(2, 1)
@@ -123,10 +123,12 @@ struct InterruptedApplyTests {
                 let report = try backend.apply(desired, options: ServiceCompilerOptions())
                 #expect(test.thrown == nil, "applied: \(report.outcome)")
                 #expect(report.outcome == .rebuilt, "\(report.outcome)")
-                #expect(report.reason == "the kernel refused the patch (the test refusing the \(phasesSeen[test.refused.min()!]): Invalid argument (errno 22))",
+                let first = test.refused.min()!
+                #expect(report.reason == "the kernel refused the patch (the test refusing phase \(first) (\(phasesSeen[first])): Invalid argument (errno 22))",
                         "\(report.reason ?? "")")
             } catch {
                 #expect(error.errno == test.thrown, "\(error)")
+                #expect(error.call == "the test refusing phase 0 (prepare)", "the patch's error, not the rebuild's")
             }
             #expect(phasesSeen == test.phases)
             backend.beforePhase = nil
