@@ -1,3 +1,4 @@
+import FoundationEssentials
 import Glibc
 import TurnoutModel
 
@@ -28,21 +29,13 @@ public struct EtcdCredentials: Sendable, Hashable, CustomStringConvertible, Cust
     /// Kubernetes or written by `echo` ends with a newline, which is not part of it). Throws a
     /// message naming the file when it cannot be read or holds no password.
     public init(user: String, passwordFile: String) throws(ValueError) {
-        let fd = open(passwordFile, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ValueError("\(passwordFile): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while bytes.count <= 65_536 {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw ValueError("\(passwordFile): \(String(cString: strerror(errno)))") }
-            if count == 0 { break }
-            bytes += chunk[..<count]
+        // access(2) for the errno that names why; the file is a few bytes, read once at start.
+        guard access(passwordFile, R_OK) == 0 else { throw ValueError("\(passwordFile): \(String(cString: strerror(errno)))") }
+        guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
+            throw ValueError("\(passwordFile): not UTF-8 text")
         }
-        guard bytes.count <= 65_536 else { throw ValueError("\(passwordFile): over 64 KiB, not a password file") }
-        let firstLine = bytes.split(separator: UInt8(ascii: "\n"), maxSplits: 1, omittingEmptySubsequences: false).first ?? []
-        let password = String(decoding: firstLine.last == UInt8(ascii: "\r") ? firstLine.dropLast() : firstLine[...], as: UTF8.self)
+        // "\r\n" is one Character, a newline like "\n".
+        let password = String(text.prefix { !$0.isNewline })
         guard !password.isEmpty else { throw ValueError("\(passwordFile): no password on its first line") }
         try self.init(user: user, password: password)
     }

@@ -41,9 +41,7 @@ struct EtcdAuthTests {
             #expect(try lab.contents().values.count == 3)
             #expect(try client.range(prefix: EtcdTableLayout.standard.prefix).keyValues.count == 3)
 
-            let source = try EtcdTableSource(client: client)
-            let recorder = EtcdTableSourceTests.Recorder()
-            try source.start { recorder.record($0) }
+            let (source, recorder) = try EtcdTableSourceTests.started(client)
             defer { source.stop() }
             #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(table)))
             let changed = EtcdTableSourceTests.changing(table, endpoint: 0) { $0.weight = 70 }
@@ -67,9 +65,7 @@ struct EtcdAuthTests {
             #expect(client.authentications == 2, "the expired token was replaced once")
 
             Thread.sleep(forTimeInterval: 3)
-            let source = try EtcdTableSource(client: client)
-            let recorder = EtcdTableSourceTests.Recorder()
-            try source.start { recorder.record($0) }
+            let (source, recorder) = try EtcdTableSourceTests.started(client)
             defer { source.stop() }
             #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(table)))
             #expect(client.authentications >= 3)

@@ -33,9 +33,7 @@ struct EtcdTLSTests {
             #expect(outcome.plan.puts.count == 3)
             #expect(try lab.contents().values.count == 3)
 
-            let source = try EtcdTableSource(client: client)
-            let recorder = EtcdTableSourceTests.Recorder()
-            try source.start { recorder.record($0) }
+            let (source, recorder) = try EtcdTableSourceTests.started(client)
             defer { source.stop() }
             #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(table)))
 

@@ -70,6 +70,12 @@ struct EtcdTableSourceTests {
                         requestTimeout: Duration = .seconds(5)) throws -> (EtcdTableSource, Recorder) {
         var client = try EtcdClient(url: url)
         client.requestTimeout = requestTimeout
+        return try started(client, checkInterval: checkInterval)
+    }
+
+    /// A started source reading through `client` (its TLS files, its user) recording into a new
+    /// recorder; stopped by the caller.
+    static func started(_ client: EtcdClient, checkInterval: Duration = EtcdTableSource.standardCheckInterval) throws -> (EtcdTableSource, Recorder) {
         let source = try EtcdTableSource(client: client, checkInterval: checkInterval)
         let recorder = Recorder()
         try source.start { recorder.record($0) }
