@@ -54,11 +54,11 @@ struct ApplyCommand: ParsableCommand {
 
     @OptionGroup var etcdUser: EtcdCredentialOptions
 
-    @Option(name: .customLong("last-good"), help: ArgumentHelp("With --watch, the file that keeps the last table applied ('none': no file).", valueName: "path"))
-    var lastGood = "/var/lib/turnout/last-good.json"
+    @Option(name: .customLong("last-good"), help: ArgumentHelp("With --watch, the file that keeps the last table applied ('none': no file; default \(WatchDaemonFiles.lastGoodPath), named for the network namespace outside the host's).", valueName: "path"))
+    var lastGood: String?
 
-    @Option(name: .customLong("status-file"), help: ArgumentHelp("With --watch, where the daemon's state is written for `turnout status`.", valueName: "path"))
-    var statusFile = ReconcilerStatusFile.defaultPath
+    @Option(name: .customLong("status-file"), help: ArgumentHelp("With --watch, where the daemon's state is written for `turnout status` (default \(WatchDaemonFiles.statusPath), named for the network namespace outside the host's).", valueName: "path"))
+    var statusFile: String?
 
     func validate() throws {
         if watch {
@@ -68,6 +68,7 @@ struct ApplyCommand: ParsableCommand {
             guard source == nil else { throw ValidationError("--source needs --watch") }
             guard !etcdTLS.isGiven else { throw ValidationError("--etcd-cacert, --etcd-cert and --etcd-key need --watch --source etcd:https://…") }
             guard !etcdUser.isGiven else { throw ValidationError("--etcd-user and --etcd-password-file need --watch --source etcd:…") }
+            guard lastGood == nil, statusFile == nil else { throw ValidationError("--last-good and --status-file need --watch") }
         }
     }
 
@@ -98,9 +99,26 @@ struct ApplyCommand: ParsableCommand {
             throw BadInput(message: "apply: --source \(error)")
         }
         try KernelAccess.require(for: "apply --watch")
-        let lastGoodPath = lastGood == "none" ? nil : lastGood
+        let namespace: NetworkNamespaceKey
+        do { namespace = try NetworkNamespaceKey.current() } catch {
+            throw RuntimeFailure(message: "turnout apply: cannot tell which network namespace this is: \(error)")
+        }
+        let files = WatchDaemonFiles(namespace: namespace)
+        let lastGoodPath = lastGood == "none" ? nil : (lastGood ?? files.lastGood)
+        let statusFile = statusFile ?? files.status
         if let lastGoodPath { Self.makeParentDirectory(of: lastGoodPath) }
         Self.makeParentDirectory(of: statusFile)
+        Self.makeParentDirectory(of: files.lock)
+        // Held until this process exits: the kernel drops it however the daemon ends.
+        let lock: DaemonLock
+        do { lock = try DaemonLock(path: files.lock) } catch {
+            switch error {
+            case .held(_, let pid):
+                throw RuntimeFailure(message: "turnout apply: another apply --watch\(pid.map { " (PID \($0))" } ?? "") already keeps \(namespace)'s rules (lock \(files.lock)); stop it first")
+            case .system(let failure):
+                throw RuntimeFailure(message: "turnout apply: cannot take the lock of \(namespace): \(failure)")
+            }
+        }
 
         var signals = sigset_t()
         sigemptyset(&signals)
@@ -116,7 +134,7 @@ struct ApplyCommand: ParsableCommand {
         } catch {
             throw RuntimeFailure(message: "turnout apply: cannot start watching \(location): \(error)")
         }
-        print("turnout apply: watching \(location) (mode \(dispatch.mode.rawValue), \(backend.rawValue)); last good table in \(lastGoodPath ?? "no file")")
+        print("turnout apply: watching \(location) (mode \(dispatch.mode.rawValue), \(backend.rawValue)) in \(namespace); last good table in \(lastGoodPath ?? "no file"), status in \(statusFile)")
         fflush(nil)
 
         // The status file follows the reconciler: rewritten when its state moved, checked every 250 ms.
@@ -139,6 +157,7 @@ struct ApplyCommand: ParsableCommand {
                 reconciler.stop()
                 if let notice = target.settle() { log("before stopping: \(notice)") }
                 try? ReconcilerStatusFile.write(reconciler.status, to: statusFile)
+                _ = consume lock
                 return
             }
             if received == SIGHUP {

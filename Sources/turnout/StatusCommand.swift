@@ -19,8 +19,8 @@ struct StatusCommand: ParsableCommand {
 
         With a socket capture (`init --backend bpf`) in this network namespace, also its programs,
         inbound listener and counters, read from its pins (run with `nsenter --net`: `ip netns exec`
-        hides /sys/fs/bpf). With a `turnout apply --watch` running, also its source, the revision
-        installed and when.
+        hides /sys/fs/bpf). With a `turnout apply --watch` in this network namespace, also whether
+        it still runs, its source, the revision installed and when.
         With a `turnout proxy` answering on --admin, also its readiness, table generation,
         connections per endpoint with their health, and what its services refused. No proxy
         there is a line, not an error. Something else answering on the default 127.0.0.1:15000
@@ -40,8 +40,8 @@ struct StatusCommand: ParsableCommand {
     @Option(help: "nft or iptables.")
     var backend: Backend = .nft
 
-    @Option(name: .customLong("status-file"), help: ArgumentHelp("Where a running `apply --watch` leaves its state.", valueName: "path"))
-    var statusFile = ReconcilerStatusFile.defaultPath
+    @Option(name: .customLong("status-file"), help: ArgumentHelp("Where `apply --watch` leaves its state (default: this network namespace's, as apply --watch picks it).", valueName: "path"))
+    var statusFile: String?
 
     @Option(help: ArgumentHelp("The proxy's admin address to read /ready and /stats from (default 127.0.0.1:15000; 'none' to skip).",
                                valueName: "address"))
@@ -71,8 +71,18 @@ struct StatusCommand: ParsableCommand {
         for capture in try KernelCommandFailed.wrapping("status", { try SocketCaptureStatus.installed() }) {
             for line in capture.summary { print(line) }
         }
-        if let watching = try? ReconcilerStatusFile.read(statusFile) {
-            for line in ReconcilerStatusFile.summary(watching, now: WallClock.now()) { print(line) }
+        if let namespace = try? NetworkNamespaceKey.current() {
+            let files = WatchDaemonFiles(namespace: namespace)
+            if let watching = try? ReconcilerStatusFile.read(statusFile ?? files.status) {
+                // The file outlives its daemon (a stop writes its last state; a crash leaves the
+                // one before): the namespace's lock says whether anyone still keeps it.
+                if let pid = DaemonLock.holder(of: files.lock) {
+                    print("apply --watch running" + (pid > 0 ? " (PID \(pid))" : ""))
+                } else {
+                    print("apply --watch not running; its last state:")
+                }
+                for line in ReconcilerStatusFile.summary(watching, now: WallClock.now()) { print(line) }
+            }
         }
         if let drift = status.drift, let file {
             if drift.isEmpty {

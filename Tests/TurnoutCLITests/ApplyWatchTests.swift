@@ -89,11 +89,67 @@ struct ApplyWatchTests {
         }
     }
 
+    @Test("two namespaces, default files → each daemon's status and last-good are its own; a second daemon in one → exit 1 naming the first, nothing changed; the first killed → status says it is not running")
+    func filesPerNamespace() throws {
+        try withNetworkNamespace(prefix: "cli-watch-a") { a in
+            try withNetworkNamespace(prefix: "cli-watch-b") { b in
+                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-watch-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let tableA = directory + "/a.yaml", tableB = directory + "/b.yaml"
+                // The defaults as the daemons pick them: the lab namespaces are named (ip netns add).
+                let files = [a, b].map { ns in
+                    (status: "/run/turnout/watch-status-netns-\(ns.name).json", lastGood: "/var/lib/turnout/last-good-netns-\(ns.name).json",
+                     lock: "/run/turnout/apply-watch-netns-\(ns.name).lock")
+                }
+                defer {
+                    try? FileManager.default.removeItem(atPath: directory)
+                    for file in files { for path in [file.status, file.lastGood, file.lock] { unlink(path) } }
+                }
+                try CanaryTable.yaml(stable: 90, canary: 10).write(toFile: tableA, atomically: true, encoding: .utf8)
+                try CanaryTable.yaml(stable: 50, canary: 50).write(toFile: tableB, atomically: true, encoding: .utf8)
+
+                let daemonA = try Self.watch(a, ["-f", tableA])
+                defer { daemonA.stop() }
+                let daemonB = try Self.watch(b, ["-f", tableB])
+                defer { daemonB.stop() }
+                #expect(ProxyLab.eventually(within: .seconds(10)) { Self.slots(a) == (9, 1) && Self.slots(b) == (1, 1) },
+                        "stderr: \(daemonA.standardError) \(daemonB.standardError)")
+                #expect(daemonA.waitForOutput("status in \(files[0].status)", within: .seconds(5)), "\(daemonA.standardOutput)")
+                let status = { (ns: NetworkNamespace) in (try? ns.run(Repository.turnoutBinary, ["status", "--admin", "none"]).standardOutput) ?? "" }
+                #expect(ProxyLab.eventually(within: .seconds(5)) {
+                    status(a).contains("source file:\(tableA): up") && status(b).contains("source file:\(tableB): up")
+                }, "a: \(status(a))\nb: \(status(b))")
+                #expect(status(a).contains("apply --watch running (PID \(daemonA.pid))"), "\(status(a))")
+                #expect(!status(a).contains(tableB) && !status(b).contains(tableA))
+                #expect(ProxyLab.eventually(within: .seconds(5)) {
+                    (try? String(contentsOfFile: files[0].lastGood, encoding: .utf8))?.contains("\"weight\":90") == true
+                        && (try? String(contentsOfFile: files[1].lastGood, encoding: .utf8))?.contains("\"weight\":50") == true
+                })
+
+                // A second daemon in a: refused before it touches anything.
+                let second = try a.run(Repository.turnoutBinary, ["apply", "--watch", "-f", tableB], timeLimit: .seconds(20))
+                #expect(second.status == 1, "\(second.standardError)")
+                #expect(second.standardError.contains("another apply --watch (PID \(daemonA.pid)) already keeps network namespace \(a.name)'s rules"),
+                        "\(second.standardError)")
+                #expect(Self.slots(a) == (9, 1))
+                #expect((try? String(contentsOfFile: files[0].lastGood, encoding: .utf8))?.contains("\"weight\":90") == true)
+
+                // Killed: the status file stays, and says so.
+                daemonA.signal(SIGKILL)
+                #expect(daemonA.waitForExit(within: .seconds(10)) != nil)
+                #expect(status(a).contains("apply --watch not running; its last state:\nsource file:\(tableA): up"), "\(status(a))")
+                #expect(status(b).contains("apply --watch running (PID \(daemonB.pid))"), "\(status(b))")
+            }
+        }
+    }
+
     @Test("bad invocations → exit 2", arguments: [
         ["apply", "--source", "file:/x"],                 // --source without --watch
         ["apply", "--watch"],                             // no table
         ["apply", "--watch", "-f", "a", "--source", "file:b"],
         ["apply", "--watch", "--source", "etcd:"],         // not a URL
+        ["apply", "-f", "rules/canary.yaml", "--last-good", "/tmp/x"],   // daemon files without --watch
+        ["apply", "-f", "rules/canary.yaml", "--status-file", "/tmp/x"],
     ])
     func badInvocation(_ arguments: [String]) throws {
         let result = try Subprocess.run(Repository.turnoutBinary, arguments, workingDirectory: Repository.root.path, timeLimit: .seconds(20))
