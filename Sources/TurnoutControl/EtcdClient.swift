@@ -407,9 +407,12 @@ public struct EtcdClient: Sendable {
         }
     }
 
-    /// Trades `credentials` for a token (`POST /v3/auth/authenticate`) and keeps it.
+    /// Trades `credentials` for a token (`POST /v3/auth/authenticate`) and keeps it. The
+    /// password is read now (a file's, as it is at this moment).
     private func authenticate(_ credentials: EtcdCredentials) throws(EtcdError) -> String {
-        let (request, body, _) = try post("/v3/auth/authenticate", ["\"name\":\(JSONValue.quoted(credentials.user))", "\"password\":\(JSONValue.quoted(credentials.password))"],
+        let password: String
+        do { password = try credentials.password() } catch { throw .credentials(error) }
+        let (request, body, _) = try post("/v3/auth/authenticate", ["\"name\":\(JSONValue.quoted(credentials.user))", "\"password\":\(JSONValue.quoted(password))"],
                                           .read, headers: [])
         let answer: EtcdGatewayJSON.AuthenticateResponse = try Self.decode(body, request: request)
         guard let token = answer.token, !token.isEmpty, !token.contains(where: \.isNewline) else {

@@ -1,3 +1,5 @@
+import TurnoutModel
+
 /// Why a request to etcd failed, naming the server, the call and etcd's own words.
 ///
 /// `description` is the message for people and logs, e.g.
@@ -11,6 +13,8 @@ public enum EtcdError: Error, Sendable, CustomStringConvertible {
     case badResponse(request: String, what: String)
     /// No member of several answered: each one's failure, in the order tried.
     indirect case noMemberAnswered([EtcdError])
+    /// The password could not be read for an authentication (its file gone or emptied).
+    case credentials(ValueError)
 
     public var description: String {
         switch self {
@@ -22,6 +26,8 @@ public enum EtcdError: Error, Sendable, CustomStringConvertible {
             "etcd \(request): unexpected answer: \(what)"
         case .noMemberAnswered(let failures):
             "no etcd member answered: " + failures.map(\.description).joined(separator: "; ")
+        case .credentials(let error):
+            "etcd password: \(error)"
         }
     }
 

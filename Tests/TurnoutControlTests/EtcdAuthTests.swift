@@ -77,6 +77,40 @@ struct EtcdAuthTests {
         }
     }
 
+    @Test("the password rotated while a source runs (etcd's user passwd, then the file rewritten) → the same client authenticates with the file's new line: a publish and the running source's next change go through; the file gone → an error naming it")
+    func rotatedPassword() throws {
+        try withEtcdLab { lab in
+            try lab.enableAuthentication(user: Self.user, password: Self.password)
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-pw-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            try "\(Self.password)\n".write(toFile: file, atomically: true, encoding: .utf8)
+            let client = try EtcdClient(url: lab.url, credentials: try EtcdCredentials(user: Self.user, passwordFile: file))
+            let table = try EtcdTableSourceTests.canary()
+            _ = try EtcdPublisher.publish(table, to: client)
+            let (source, recorder) = try EtcdTableSourceTests.started(client)
+            defer { source.stop() }
+            #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(table)))
+            let before = client.authentications
+
+            // The operator's order: etcd first (every token dies), then the mounted secret.
+            try lab.changePassword(user: Self.user, to: "rotated-1")
+            try "rotated-1\n".write(toFile: file, atomically: true, encoding: .utf8)
+            let changed = EtcdTableSourceTests.changing(table, endpoint: 0) { $0.weight = 70 }
+            _ = try EtcdPublisher.publish(changed, to: client)
+            #expect(client.authentications > before, "the refused token was replaced")
+            #expect(recorder.waitForTable(EtcdTableLayout.readBackOrder(changed)), "the running source follows after the rotation")
+            #expect(try lab.contents().values.values.contains { $0.contains("\"weight\":70") })
+
+            try FileManager.default.removeItem(atPath: file)
+            try lab.changePassword(user: Self.user, to: "rotated-2")
+            #expect {
+                _ = try client.range(prefix: EtcdTableLayout.standard.prefix)
+            } throws: { error in
+                "\(error)" == "etcd password: \(file): No such file or directory"
+            }
+        }
+    }
+
     @Test("a password file → its first line (a trailing newline, CR LF too, is not part of it); a missing or empty file → an error naming it", arguments: [
         ("pw\n", "pw"), ("pw\r\nsecond line\n", "pw"), ("no newline", "no newline"),
     ])
@@ -84,7 +118,7 @@ struct EtcdAuthTests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-pw-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: file) }
         try contents.write(toFile: file, atomically: true, encoding: .utf8)
-        #expect(try EtcdCredentials(user: "u", passwordFile: file).password == password)
+        #expect(try EtcdCredentials(user: "u", passwordFile: file).password() == password)
         try "\n".write(toFile: file, atomically: true, encoding: .utf8)
         #expect(throws: ValueError("\(file): no password on its first line")) { try EtcdCredentials(user: "u", passwordFile: file) }
         #expect(throws: ValueError("\(file)-missing: No such file or directory")) { try EtcdCredentials(user: "u", passwordFile: file + "-missing") }

@@ -196,6 +196,14 @@ public final class EtcdLab: Sendable {
         user.withLock { $0 = (name, password) }
     }
 
+    /// Changes `name`'s password (etcdctl's `user passwd`): etcd then refuses every token issued
+    /// before. The lab's own requests use the new one when `name` is the lab's user.
+    public func changePassword(user name: String, to password: String) throws {
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["name": name, "password": password]), as: UTF8.self)
+        _ = try gateway("/v3/auth/user/changepw", body)
+        user.withLock { if $0?.name == name { $0?.password = password } }
+    }
+
     /// Compacts the history up to `revision`, so a watch from before it is canceled.
     public func compact(to revision: Int64) throws {
         _ = try gateway("/v3/kv/compaction", #"{"revision": "\#(revision)", "physical": true}"#)
