@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Glibc
 import Synchronization
 import TurnoutModel
 import TurnoutProxy
@@ -26,6 +27,22 @@ public final class ProxyAdmin: Sendable {
 
     /// The bound address (the kernel's port when 0 was asked for).
     public var address: SocketAddress { server.address }
+
+    /// Runs `bind` (a ``ProxyAdmin`` init) again every 20 ms while it fails with EADDRINUSE,
+    /// for at most `limit`: a replacing proxy waits so for the proxy it replaced to free the
+    /// admin address, which that one does on SIGUSR2. Any other error, or EADDRINUSE after
+    /// `limit` (`.zero`: one try), is thrown.
+    public static func binding(waitingAtMost limit: Duration,
+                               _ bind: () throws(SystemCallError) -> ProxyAdmin) throws(SystemCallError) -> ProxyAdmin {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            do throws(SystemCallError) {
+                return try bind()
+            } catch where error.errno == EADDRINUSE && ContinuousClock.now < deadline {
+                usleep(20_000)
+            }
+        }
+    }
 
     /// `/ready` answers 503 from now on (the proxy is stopping).
     public func markNotReady() { readyFlag.value = false }

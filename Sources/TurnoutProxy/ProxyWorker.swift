@@ -104,6 +104,7 @@ final class ProxyWorker {
     private func handle(token: UInt64, events: UInt32, now: ContinuousClock.Instant) {
         if token == Self.wakeToken {
             signal.wakeup.drain()
+            if signal.isClosingListeners && !signal.haveListenersClosed { closeListeners() }
             return
         }
         if token >= Self.listenerTokenBase {
@@ -141,7 +142,7 @@ final class ProxyWorker {
     // MARK: - accepting
 
     private func acceptAll(_ index: Int, now: ContinuousClock.Instant) {
-        guard !acceptPause.isPaused else { return }
+        guard !acceptPause.isPaused, !signal.haveListenersClosed else { return }
         let listener = listeners[index]
         while true {
             let fd: Int32
@@ -159,6 +160,18 @@ final class ProxyWorker {
             counters.accepted.wrappingAdd(1, ordering: .relaxed)
             admit(fd, from: listener, now: now)
         }
+    }
+
+    /// Shuts every listener down (``Syscalls/stopListening(_:)``), leaving it registered: its
+    /// one edge-triggered hang-up finds ``acceptAll(_:now:)`` refusing to accept.
+    private func closeListeners() {
+        // What already waits is served here; what arrives in between moves or is reset with
+        // the queue (see stopListening).
+        for listener in listeners.indices { acceptAll(listener, now: .now) }
+        for listener in listeners {
+            do throws(SystemCallError) { try Syscalls.stopListening(listener.descriptor) } catch { log("worker \(index): \(error)") }
+        }
+        signal.confirmListenersClosed()
     }
 
     private func pauseAccepting(after error: SystemCallError, now: ContinuousClock.Instant) {
@@ -426,12 +439,15 @@ final class ProxyWorker {
     }
 }
 
-/// How another thread stops a worker: a flag and the ``Wakeup`` in its epoll set.
+/// How another thread stops a worker, or has it stop listening: flags and the ``Wakeup`` in
+/// its epoll set (or ring).
 ///
 /// Shared by the worker and its ``TransparentProxy``.
 final class WorkerSignal: Sendable {
     let wakeup: Wakeup
     private let stopping = Atomic(false)
+    private let closingListeners = Atomic(false)
+    private let listenersClosed = Atomic(false)
 
     init() throws(SystemCallError) {
         wakeup = try Wakeup()
@@ -443,4 +459,17 @@ final class WorkerSignal: Sendable {
         stopping.store(true, ordering: .releasing)
         wakeup.signal()
     }
+
+    /// Asks the worker to stop listening (``TransparentProxy/closeListeners()``).
+    func closeListeners() {
+        closingListeners.store(true, ordering: .releasing)
+        wakeup.signal()
+    }
+
+    var isClosingListeners: Bool { closingListeners.load(ordering: .acquiring) }
+
+    /// Set by the worker once its listeners are shut down.
+    func confirmListenersClosed() { listenersClosed.store(true, ordering: .releasing) }
+
+    var haveListenersClosed: Bool { listenersClosed.load(ordering: .acquiring) }
 }

@@ -153,6 +153,15 @@ enum Syscalls {
         guard shutdown(fd, Int32(SHUT_WR)) == 0 else { throw SystemCallError(call: "shutdown(SHUT_WR)", errno: errno) }
     }
 
+    /// Stops a listening socket without closing its descriptor: `shutdown(SHUT_RD)` takes it
+    /// out of its `SO_REUSEPORT` group and ends its listen (the corresponding C call is
+    /// `shutdown(2)`). With `net.ipv4.tcp_migrate_req=1` the kernel moves the connections
+    /// waiting in its accept queue to another listener of the group (a replacing proxy's);
+    /// without, it resets them, as a close would. Armed accepts end with EINVAL.
+    static func stopListening(_ fd: Int32) throws(SystemCallError) {
+        guard shutdown(fd, Int32(SHUT_RD)) == 0 else { throw SystemCallError(call: "shutdown(listener, SHUT_RD)", errno: errno) }
+    }
+
     // MARK: - Health checks and wake-ups
 
     /// `poll(2)` over several descriptors: the count ready (their `revents` set), 0 once

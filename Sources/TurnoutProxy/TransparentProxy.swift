@@ -154,6 +154,23 @@ public final class TransparentProxy: Sendable {
         workers.reduce(0) { $0 + $1.counters.accepted.load(ordering: .relaxed) }
     }
 
+    /// Stops listening and keeps relaying: each worker shuts its listeners down
+    /// (`shutdown(SHUT_RD)`, which takes them out of their `SO_REUSEPORT` groups), so new
+    /// connections go to the other listeners of the group only (a replacing proxy's), while
+    /// every open connection goes on. Connections waiting in an accept queue move with
+    /// `net.ipv4.tcp_migrate_req=1` and are reset without it. Returns once every worker has
+    /// done so, or false after `limit` (a worker stuck in a long batch). Cannot be undone.
+    @discardableResult
+    public func closeListeners(waitingAtMost limit: Duration = .seconds(2)) -> Bool {
+        for worker in workers { worker.signal.closeListeners() }
+        let deadline = ContinuousClock.now + limit
+        while !workers.allSatisfy({ $0.signal.haveListenersClosed }) {
+            guard ContinuousClock.now < deadline else { return false }
+            usleep(1_000)
+        }
+        return true
+    }
+
     /// Stops every worker (their relays are closed) and waits for their threads.
     public func stop() {
         let running = threads.withLock { threads in

@@ -45,6 +45,13 @@ struct ProxyCommand: ParsableCommand {
         no connection has been open and none accepted for 1 s, or after --drain-time seconds,
         closing what is still open. SIGINT while draining exits at once; a second SIGTERM changes
         nothing (an orchestrator may send it twice: a preStop hook, then the kubelet).
+
+        Replacing a running proxy (an upgrade) refuses no connection: start the new one with
+        --replace PID, as the same user, in the same network namespace. It binds its listeners
+        beside the old one's (SO_REUSEPORT), then sends the old one SIGUSR2, which frees its admin
+        address, shuts its listeners down and drains its open connections as on SIGTERM. With
+        net.ipv4.tcp_migrate_req=1 (set by the new proxy when it may, else logged) the kernel
+        moves connections still waiting in the old listeners' queues to the new ones.
         """
     )
 
@@ -134,6 +141,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("panic-threshold"), help: "Percent of a service's endpoints that must be available for health to count; below it all are tried (default 50; 0 never).")
     var panicThreshold = 50
 
+    @Option(name: .customLong("replace"), help: ArgumentHelp("A running turnout proxy to take over from (an upgrade): bind beside it, then send it SIGUSR2 (it stops listening and drains).", valueName: "pid"))
+    var replace: Int32?
+
     @Option(name: .customLong("drain-time"), help: "Seconds a SIGTERM or SIGINT lets open connections finish (new ones still served) before the proxy exits (default 5; sooner once none has been open for 1 s; 0 = at once).")
     var drainTime: Double = 5
 
@@ -163,29 +173,55 @@ struct ProxyCommand: ParsableCommand {
             table = try lastGood.flatMap { path throws(TableError) in try LastGoodTable.read(path) } ?? ServiceTable(services: [])
         }
         let adminAddress: SocketAddress? = admin == "none" ? nil : try Self.address(admin, "--admin")
+        let replaced = try replace.map { pid in
+            do { return try ReplacedProxy(pid: pid) } catch { throw BadInput(message: "proxy: --replace \(pid): \(error)") }
+        }
 
         // Signals are taken by sigtimedwait on this thread only: block them before any other
         // thread exists, so every thread inherits the mask and none is interrupted.
         var signals = sigset_t()
         sigemptyset(&signals)
-        for signal in [SIGHUP, SIGTERM, SIGINT] { sigaddset(&signals, signal) }
+        for signal in [SIGHUP, SIGTERM, SIGINT, SIGUSR2] { sigaddset(&signals, signal) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let log: @Sendable (String) -> Void = { line in printError("turnout proxy: \(line)") }
+        if let replaced, let problem = replaced.enableRequestMigration() { log(problem) }
         let proxy: TransparentProxy
         let reconciler: Reconciler
-        let adminServer: ProxyAdmin?
+        var adminServer: ProxyAdmin?
         do {
             proxy = try TransparentProxy(configuration: configuration, table: table, log: log)
             reconciler = try Reconciler(source: tableSource, targets: [ProxyReloadTarget(proxy)], lastGoodFile: lastGood,
                                         installed: table, log: log)
-            adminServer = try adminAddress.map { address throws(SystemCallError) in
-                try ProxyAdmin(proxy: proxy, address: address, source: location) { reconciler.status }
+            if replaced == nil {
+                adminServer = try adminAddress.map { address throws(SystemCallError) in
+                    try ProxyAdmin(proxy: proxy, address: address, source: location) { reconciler.status }
+                }
+            } else {
+                adminServer = nil
             }
             try reconciler.start()
         } catch {
             let listeners = configuration.outbound + configuration.inbound + (adminAddress.map { [$0] } ?? [])
-            throw RuntimeFailure(message: "turnout proxy: cannot start: \(error)" + busyPortHint(error, listeners: listeners))
+            let sameUser = replaced != nil && error.errno == EADDRINUSE
+                ? "\n  (--replace: run as the same user as PID \(replace!); an SO_REUSEPORT group takes one user's sockets only)" : ""
+            throw RuntimeFailure(message: "turnout proxy: cannot start: \(error)" + busyPortHint(error, listeners: listeners) + sameUser)
+        }
+        if let replaced {
+            // Listening beside it now: the old proxy may stop listening. From here on nothing
+            // may end this one, or no proxy would be left: its admin address, which the old one
+            // frees within milliseconds of the signal, is waited for and at worst done without.
+            do throws(SystemCallError) {
+                try replaced.handOver()
+                log("replacing PID \(replaced.pid): listening beside it; sent SIGUSR2")
+                adminServer = try adminAddress.map { address throws(SystemCallError) in
+                    try ProxyAdmin.binding(waitingAtMost: .seconds(10)) { () throws(SystemCallError) in
+                        try ProxyAdmin(proxy: proxy, address: address, source: location) { reconciler.status }
+                    }
+                }
+            } catch {
+                log("--replace \(replaced.pid): \(error); serving on without an admin endpoint")
+            }
         }
         print("turnout proxy: \(configuration.workers) worker\(configuration.workers == 1 ? "" : "s") (\(proxy.io.rawValue)); outbound \(configuration.outbound.map { "\($0)" }.joined(separator: ", "))"
               + "; inbound \(configuration.inbound.isEmpty ? "none" : configuration.inbound.map { "\($0)" }.joined(separator: ", "))"
@@ -201,22 +237,41 @@ struct ProxyCommand: ParsableCommand {
             let received = sigwaitinfo(&signals, nil)
             if received == SIGTERM || received == SIGINT {
                 adminServer?.markNotReady()
-                drain(proxy, signal: received, waitingOn: &signals, reread: reread, log: log)
+                drain(proxy, signal: received, admin: adminServer, waitingOn: &signals, reread: reread, log: log)
                 reconciler.stop()
                 proxy.stop()
                 adminServer?.stop()
+                return
+            }
+            if received == SIGUSR2 {
+                handOver(proxy, admin: adminServer, log: log)
+                drain(proxy, signal: received, admin: adminServer, waitingOn: &signals, reread: reread, log: log)
+                reconciler.stop()
+                proxy.stop()
                 return
             }
             if received == SIGHUP { reread() }
         }
     }
 
+    /// A replacing proxy listens beside this one (SIGUSR2): free the admin address for it and
+    /// stop listening, so every new connection goes to it; open ones go on here.
+    private func handOver(_ proxy: TransparentProxy, admin: ProxyAdmin?, log: @Sendable (String) -> Void) {
+        admin?.markNotReady()
+        admin?.stop()
+        let closed = proxy.closeListeners()
+        log("signal SIGUSR2: handing over to a replacing proxy: admin address freed, listeners shut down"
+            + (closed ? "" : " (a worker did not confirm within 2 s)"))
+    }
+
     /// Serves on until ``ProxyDrain`` says the proxy may stop, or SIGINT comes; SIGHUP still
     /// re-reads the table meanwhile. A second SIGTERM is logged and changes nothing: Kubernetes
     /// sends one after a preStop hook that may have sent its own, and either must not cut the
     /// drain short. Observes every 50 ms.
-    private func drain(_ proxy: TransparentProxy, signal first: Int32, waitingOn signals: inout sigset_t,
+    private func drain(_ proxy: TransparentProxy, signal first: Int32, admin: ProxyAdmin?, waitingOn signals: inout sigset_t,
                        reread: () -> Void, log: @Sendable (String) -> Void) {
+        // A replacing proxy may come while this one drains for SIGTERM: it then stops listening too.
+        var handedOver = first == SIGUSR2
         var drain = ProxyDrain(started: .now, limit: .seconds(drainTime), accepted: proxy.acceptedConnections)
         log("signal \(Self.name(first)): draining \(Self.connections(proxy.openConnections)) for at most \(drainTime == drainTime.rounded() ? "\(Int(drainTime))" : "\(drainTime)") s"
             + " (sooner once none has been open for 1 s; SIGINT stops at once)")
@@ -240,6 +295,10 @@ struct ProxyCommand: ParsableCommand {
             if received == SIGTERM {
                 log("signal SIGTERM again: draining on (SIGINT stops at once)")
             }
+            if received == SIGUSR2 && !handedOver {
+                handOver(proxy, admin: admin, log: log)
+                handedOver = true
+            }
             if received == SIGHUP { reread() }
         }
     }
@@ -250,7 +309,7 @@ struct ProxyCommand: ParsableCommand {
     }
 
     private static func name(_ signal: Int32) -> String {
-        signal == SIGTERM ? "SIGTERM" : signal == SIGINT ? "SIGINT" : "signal \(signal)"
+        signal == SIGTERM ? "SIGTERM" : signal == SIGINT ? "SIGINT" : signal == SIGUSR2 ? "SIGUSR2" : "signal \(signal)"
     }
 
     private func proxyConfiguration() throws -> ProxyConfiguration {

@@ -96,15 +96,12 @@ struct ApplyWatchTests {
                 let directory = FileManager.default.temporaryDirectory.appendingPathComponent("turnout-watch-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
                 let tableA = directory + "/a.yaml", tableB = directory + "/b.yaml"
-                // The defaults as the daemons pick them: the lab namespaces are named (ip netns add).
+                // The defaults as the daemons pick them: the lab namespaces are named (ip netns
+                // add). The lab removes them with the namespace.
                 let files = [a, b].map { ns in
-                    (status: "/run/turnout/watch-status-netns-\(ns.name).json", lastGood: "/var/lib/turnout/last-good-netns-\(ns.name).json",
-                     lock: "/run/turnout/apply-watch-netns-\(ns.name).lock")
+                    (status: "/run/turnout/watch-status-netns-\(ns.name).json", lastGood: "/var/lib/turnout/last-good-netns-\(ns.name).json")
                 }
-                defer {
-                    try? FileManager.default.removeItem(atPath: directory)
-                    for file in files { for path in [file.status, file.lastGood, file.lock] { unlink(path) } }
-                }
+                defer { try? FileManager.default.removeItem(atPath: directory) }
                 try CanaryTable.yaml(stable: 90, canary: 10).write(toFile: tableA, atomically: true, encoding: .utf8)
                 try CanaryTable.yaml(stable: 50, canary: 50).write(toFile: tableB, atomically: true, encoding: .utf8)
 

@@ -213,6 +213,43 @@ struct ProxyCommandTests {
         }
     }
 
+    @Test("--replace PID while an app connects without pause → not one connection refused or reset: the new proxy binds beside the old, which on SIGUSR2 frees the admin address, stops listening and serves its held connection to the end, then exits 0; the new one answers /ready and takes every later connection",
+          arguments: ["uring", "epoll"])
+    func replaceWithoutRefusing(_ io: String) throws {
+        try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
+            let old = try Self.startReady(in: lab, ports: [8081], ["--drain-time", "30", "--io", io])
+            defer { old.stop() }
+            let held = try lab.hold(to: Self.vip, port: 80)
+            defer { held.close() }
+            let load = BackgroundCall { try lab.connections(for: .seconds(4), to: Self.vip, port: 80) }
+            Thread.sleep(forTimeInterval: 1)
+
+            let new = try Self.start(in: lab, table: lab.stateDirectory + "/table.yaml", ["--replace", "\(old.pid)", "--io", io])
+            defer { new.stop() }
+            #expect(new.waitForOutput("replacing PID \(old.pid): listening beside it; sent SIGUSR2", inStandardError: true, within: .seconds(10)),
+                    "stderr: \(new.standardError)")
+            #expect(old.waitForOutput("signal SIGUSR2: handing over to a replacing proxy: admin address freed, listeners shut down",
+                                      inStandardError: true, within: .seconds(5)), "stderr: \(old.standardError)")
+            try Self.requireReady(new, in: lab)
+            #expect(!new.standardError.contains("tcp_migrate_req"), "root sets it: \(new.standardError)")
+
+            let tally = try load.result(within: .seconds(30))
+            #expect(tally.keys.allSatisfy { $0 == "port 8081" }, "connections refused or reset during the hand-over: \(tally)")
+            #expect((tally["port 8081"] ?? 0) > 50, "\(tally)")
+            #expect(held.exchange() == .answered(held.firstLine), "the held connection goes on through the old proxy")
+            #expect(old.isRunning, "the old proxy left with a connection open: \(old.standardError)")
+
+            // Later connections: all the new proxy's (its own counter), none the old one's.
+            let before = try Self.stats(lab)["accepted"] as? Int ?? -1
+            #expect(try lab.connections(20, to: Self.vip, port: 80) == ["port 8081": 20])
+            #expect(try Self.stats(lab)["accepted"] as? Int == before + 20)
+            held.close()
+            #expect(old.waitForExit(within: .seconds(10)) == 0, "stderr: \(old.standardError)")
+            #expect(old.standardError.contains("drained: no connection open; stopping"), "\(old.standardError)")
+            #expect(new.isRunning)
+        }
+    }
+
     @Test("/stats and /config → JSON of the counters and the routes in use; an unknown path → 404")
     func adminEndpoints() throws {
         try withProxyLab(upstreams: [ProxyLab.Upstream(port: 8081)]) { lab in
@@ -508,6 +545,9 @@ struct ProxyCommandFlagTests {
         (["--drain-time", "-1"], "--drain-time"),
         (["--drain-time", "3601"], "--drain-time"),
         (["--drain-time", "inf"], "--drain-time"),
+        (["--replace", "1"], "--replace 1: not another process's PID"),
+        (["--replace", "\(getpid())"], "not a turnout proxy"),            // this test process
+        (["--replace", "999999999"], "no process with this PID"),
         (["--no-such-flag"], "--no-such-flag"),
     ])
     func badFlag(_ flags: [String], _ named: String) throws {

@@ -109,6 +109,7 @@ public final class NetworkNamespace: Sendable {
     /// fail transiently; throws `NetworkNamespaceError` if the namespace is still there after that.
     public func remove() throws {
         guard !isRemoved.load(ordering: .acquiring) else { return }
+        removeTurnoutFiles()
         let ip = try Subprocess.locate("ip")
         var result = try Subprocess.run(ip, ["netns", "del", name], timeLimit: .seconds(30))
         if result.status != 0 && exists {
@@ -120,6 +121,23 @@ public final class NetworkNamespace: Sendable {
         }
         isRemoved.store(true, ordering: .releasing)
         try? FileManager.default.removeItem(atPath: scratchDirectory)
+    }
+
+    /// The files turnout keeps per namespace on the shared filesystem: apply records
+    /// (`/run/turnout/nft-TABLE-netnsINODE.state`), `apply --watch`'s status and lock
+    /// (`…-netns-NAME.json`, `.lock`) and its last-good table in `/var/lib/turnout`. Removed
+    /// before the namespace is, while it still holds its inode number: a namespace made later
+    /// (by a test running beside this one) may get the same number, and its record is its own.
+    private func removeTurnoutFiles() {
+        var info = stat()
+        let inode = stat(path, &info) == 0 ? "-netns\(info.st_ino)." : nil
+        let named = "-netns-\(name)."
+        for directory in ["/run/turnout", "/var/lib/turnout"] {
+            for file in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            where file.contains(named) || inode.map(file.contains) == true {
+                unlink("\(directory)/\(file)")
+            }
+        }
     }
 
     /// Whether `ip netns` still lists this namespace (its bind mount under /run/netns exists).
