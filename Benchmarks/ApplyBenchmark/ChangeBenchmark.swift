@@ -249,7 +249,8 @@ struct ChangeBenchmark {
         if tools.nft != nil {
             let old = scenario.pickElements(in: scenario.base), new = scenario.pickElements(in: scenario.changed[.sameModulus]!)
             // One element per drawn value: as many as the pick chain's modulus, which names its map.
-            let map = "inet \(NftablesServiceCompiler.tableName) \(NftablesServiceCompiler.endpointPicksMap)4-mod\(old.count)"
+            let chain = SharedChain.pick(modulus: UInt32(old.count))
+            let map = "inet \(NftablesServiceCompiler.tableName) \(NftablesServiceCompiler.mapName(of: chain, family: .ipv4))"
             func delete(_ elements: [(key: String, value: String)]) -> String {
                 "delete element \(map) { \(elements.map(\.key).joined(separator: ", ")) }\n"
             }

@@ -31,10 +31,8 @@ public struct EtcdCredentials: Sendable, Hashable, CustomStringConvertible, Cust
     public var debugDescription: String { description }
 
     public init(user: String, password: String) throws(ValueError) {
-        guard !user.isEmpty else { throw ValueError("an etcd user name cannot be empty") }
         guard !password.isEmpty else { throw ValueError("the password of etcd user \(user) is empty") }
-        self.user = user
-        passwordSource = .given(password)
+        try self.init(user: user, source: .given(password))
     }
 
     /// `user` with the password in `passwordFile`: its first line (a secret mounted from
@@ -42,10 +40,14 @@ public struct EtcdCredentials: Sendable, Hashable, CustomStringConvertible, Cust
     /// is read now, so that a missing or empty one is an error at start naming it, and again at
     /// every authentication.
     public init(user: String, passwordFile: String) throws(ValueError) {
+        try self.init(user: user, source: .file(passwordFile))
+        _ = try password()
+    }
+
+    private init(user: String, source: PasswordSource) throws(ValueError) {
         guard !user.isEmpty else { throw ValueError("an etcd user name cannot be empty") }
         self.user = user
-        passwordSource = .file(passwordFile)
-        _ = try password()
+        passwordSource = source
     }
 
     /// The password now: the one given, or the file's first line as it reads at this moment.
@@ -55,9 +57,9 @@ public struct EtcdCredentials: Sendable, Hashable, CustomStringConvertible, Cust
         case .given(let password):
             return password
         case .file(let path):
-            // access(2) for the errno that names why; the file is a few bytes.
-            guard access(path, R_OK) == 0 else { throw ValueError("\(path): \(String(cString: strerror(errno)))") }
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValueError("\(path): not UTF-8 text") }
+            let bytes: [UInt8]
+            do { bytes = try FileContents.read(path) } catch { throw ValueError("\(path): \(String(cString: strerror(error.errno)))") }
+            guard let text = String(validating: bytes, as: UTF8.self) else { throw ValueError("\(path): not UTF-8 text") }
             // "\r\n" is one Character, a newline like "\n".
             let password = String(text.prefix { !$0.isNewline })
             guard !password.isEmpty else { throw ValueError("\(path): no password on its first line") }

@@ -81,12 +81,12 @@ enum EtcdGatewayJSON {
         var kv: KeyValue?
     }
 
-    /// The body of an error answer: `{"error": "...", "message": "...", "code": 11}`.
     /// `/v3/auth/authenticate`'s answer.
     struct AuthenticateResponse: Decodable {
         var token: String?
     }
 
+    /// The body of an error answer: `{"error": "...", "message": "...", "code": 11}`.
     struct ErrorBody: Decodable {
         var error: ErrorDetail?
         var message: String?

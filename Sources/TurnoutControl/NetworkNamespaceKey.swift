@@ -45,8 +45,15 @@ public struct NetworkNamespaceKey: Sendable, Hashable, CustomStringConvertible {
     /// read; the initial namespace's link closed to it or `/run/netns` missing just means "not
     /// that one" (an unreadable initial namespace makes the host's own files inode-named).
     public static func current() throws(SystemCallError) -> NetworkNamespaceKey {
-        guard let own = Self.node(of: "/proc/self/ns/net") else {
-            throw SystemCallError(call: "stat(/proc/self/ns/net)", errno: errno)
+        try of(process: nil)
+    }
+
+    /// The namespace of the process `pid` (nil: the caller), as ``current()`` names it. Throws
+    /// when its `/proc/PID/ns/net` cannot be read (no such process, or not the caller's to see).
+    public static func of(process pid: Int32?) throws(SystemCallError) -> NetworkNamespaceKey {
+        let link = "/proc/\(pid.map { "\($0)" } ?? "self")/ns/net"
+        guard let own = Self.node(of: link) else {
+            throw SystemCallError(call: "stat(\(link))", errno: errno)
         }
         // Only entries on the namespace filesystem's device: a stale file left in /run/netns
         // (its bind mount gone) is a tmpfs inode whose number could equal a namespace's.

@@ -113,7 +113,7 @@ public final class NftablesBackend {
                                    changedServices: patch.changedServices)
             } catch where error.errno == ERESTART {
                 // Another transaction committed first: fall through to the full path, which reads.
-            } catch where !error.isPermissionDenied {
+            } catch where error.refusesContent {
                 refused = error
             }
         }
@@ -211,7 +211,7 @@ public final class NftablesBackend {
                 sent = try commit(delta, from: generation, recordPath: recordPath)
             } catch where error.errno == ERESTART && attempt < 5 {
                 continue  // another transaction committed between our read and our commit
-            } catch where error.errno != ERESTART && !error.isPermissionDenied && delta.plan == .patch && refusedPatch == nil {
+            } catch where error.refusesContent && delta.plan == .patch {
                 refusedPatch = error
                 continue
             } catch {
@@ -437,4 +437,12 @@ public final class NftablesBackend {
         // The record only saves a rebuild later; failing to write it must not fail the apply.
         try? ApplyRecord(digest: digest.description, generation: generation).save(to: path)
     }
+}
+
+private extension NetlinkError {
+    /// The kernel refused a transaction for what it holds (a full map, an object it rejects):
+    /// not ERESTART (another commit came first, and the apply starts over) and not a missing
+    /// permission. A patch so refused is sent again as a rebuild, once; computed again, the
+    /// same patch would be refused again.
+    var refusesContent: Bool { errno != ERESTART && !isPermissionDenied }
 }

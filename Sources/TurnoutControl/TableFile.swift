@@ -42,18 +42,8 @@ public enum TableFile {
     }
 
     private static func read(_ path: String) throws(TableError) -> String {
-        guard let file = fopen(path, "rb") else { throw unreadable(path, errno: errno) }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let count = fread(&chunk, 1, chunk.count, file)
-            if count > 0 { bytes.append(contentsOf: chunk[0..<count]) }
-            if count < chunk.count {
-                if ferror(file) != 0 { throw unreadable(path, errno: errno) }
-                break
-            }
-        }
+        let bytes: [UInt8]
+        do { bytes = try FileContents.read(path) } catch { throw unreadable(path, errno: error.errno) }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw TableError(issues: [TableIssue(location: SourceLocation(file: path, line: 1, column: 1), field: "(file)",
                                                  message: "not UTF-8 text")])

@@ -10,10 +10,15 @@ import TurnoutModel
 /// keep arriving wait in the listener's backlog until relays close, instead of being accepted
 /// only to be reset (or, retried at once, making the worker spin). The first pause is logged;
 /// every pause is counted (`acceptPauses`). Owned by one worker thread.
+///
+/// A pause may also be for good (``stopForGood()``): the worker's listeners were shut down for a
+/// replacing proxy, and nothing may arm an accept on them again.
 struct AcceptPause {
     /// Until when accepting waits; nil while accepting.
     private(set) var until: ContinuousClock.Instant?
     private var logged = false
+    /// Set by ``stopForGood()``; no pause ends then.
+    private(set) var isStopped = false
 
     /// Whether a call's errno says the process (or the system) is out of descriptors or the
     /// memory for one.
@@ -21,7 +26,13 @@ struct AcceptPause {
         [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(code)
     }
 
-    var isPaused: Bool { until != nil }
+    var isPaused: Bool { isStopped || until != nil }
+
+    /// Accepting ends for good: ``isPaused`` stays true and ``endIfDue(_:)`` false.
+    mutating func stopForGood() {
+        isStopped = true
+        until = nil
+    }
 
     /// Starts (or restarts) a pause after `error`; returns the line to log the first time.
     mutating func start(after error: SystemCallError, now: ContinuousClock.Instant, pause: Duration,
@@ -41,7 +52,7 @@ struct AcceptPause {
 
     /// Ends the pause when it is over; true when accepting may start again.
     mutating func endIfDue(_ now: ContinuousClock.Instant) -> Bool {
-        guard let until, now >= until else { return false }
+        guard !isStopped, let until, now >= until else { return false }
         self.until = nil
         return true
     }

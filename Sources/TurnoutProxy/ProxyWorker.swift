@@ -104,7 +104,7 @@ final class ProxyWorker {
     private func handle(token: UInt64, events: UInt32, now: ContinuousClock.Instant) {
         if token == Self.wakeToken {
             signal.wakeup.drain()
-            if signal.isClosingListeners && !signal.haveListenersClosed { closeListeners() }
+            if signal.isClosingListeners && !acceptPause.isStopped { closeListeners() }
             return
         }
         if token >= Self.listenerTokenBase {
@@ -142,7 +142,7 @@ final class ProxyWorker {
     // MARK: - accepting
 
     private func acceptAll(_ index: Int, now: ContinuousClock.Instant) {
-        guard !acceptPause.isPaused, !signal.haveListenersClosed else { return }
+        guard !acceptPause.isPaused else { return }
         let listener = listeners[index]
         while true {
             let fd: Int32
@@ -163,11 +163,12 @@ final class ProxyWorker {
     }
 
     /// Shuts every listener down (``Syscalls/stopListening(_:)``), leaving it registered: its
-    /// one edge-triggered hang-up finds ``acceptAll(_:now:)`` refusing to accept.
+    /// one edge-triggered hang-up finds ``acceptAll(_:now:)`` paused for good.
     private func closeListeners() {
         // What already waits is served here; what arrives in between moves or is reset with
         // the queue (see stopListening).
         for listener in listeners.indices { acceptAll(listener, now: .now) }
+        acceptPause.stopForGood()
         for listener in listeners {
             do throws(SystemCallError) { try Syscalls.stopListening(listener.descriptor) } catch { log("worker \(index): \(error)") }
         }

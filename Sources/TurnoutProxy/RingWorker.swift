@@ -59,8 +59,6 @@ final class RingWorker {
     /// Whether each listener's multishot accept is armed (one ends on an error such as EMFILE).
     private var accepting: [Bool]
     private var acceptPause = AcceptPause()
-    /// Set once the listeners are shut down (a replacing proxy took over): none is armed again.
-    private var listenersShut = false
     private var loggedBufferShortage = false
     /// Relays whose state changed in this batch of completions: pumped once after it, knowing
     /// every completion of the batch (an end of stream that came with the last bytes sends them
@@ -136,7 +134,7 @@ final class RingWorker {
             for relay in touched { pump(relay) }
             touched.removeAll(keepingCapacity: true)
             if !starved.isEmpty && heldBuffers < configuration.receiveBuffers { feedStarved() }
-            if acceptPause.endIfDue(now) && !listenersShut {
+            if acceptPause.endIfDue(now) {
                 for listener in listeners.indices where !accepting[listener] { try? armAccept(listener) }
             }
             if sweepDue {
@@ -156,7 +154,7 @@ final class RingWorker {
         if token == Self.wakeToken {
             signal.wakeup.drain()
             if !signal.isStopping { try? ring.poll(signal.wakeup.descriptor, events: CTurnoutUring_POLLIN, token: Self.wakeToken) }
-            if signal.isClosingListeners && !listenersShut { closeListeners() }
+            if signal.isClosingListeners && !acceptPause.isStopped { closeListeners() }
             return
         }
         if token == Self.sweepToken {
@@ -215,7 +213,7 @@ final class RingWorker {
         let result = completion.result
         // A listener shut down ends its multishot accept (EINVAL): nothing to log or arm again.
         // A connection it still delivered is served.
-        if listenersShut && result < 0 { return }
+        if acceptPause.isStopped && result < 0 { return }
         if result >= 0 {
             counters.accepted.wrappingAdd(1, ordering: .relaxed)
             admit(result, from: listeners[listener])
@@ -227,15 +225,15 @@ final class RingWorker {
             // Armed again after a pause, not at once: an error that repeats would spin.
             acceptPause.back(off: configuration.acceptPause, now: now)
         }
-        if !accepting[listener] && !acceptPause.isPaused && !listenersShut {
+        if !accepting[listener] && !acceptPause.isPaused {
             do throws(SystemCallError) { try armAccept(listener) } catch { log("worker \(index): \(error)") }
         }
     }
 
     /// Shuts every listener down (``Syscalls/stopListening(_:)``); their multishot accepts end
-    /// with EINVAL, which ``accepted(_:_:)`` then takes quietly.
+    /// with EINVAL, which ``accepted(_:_:)`` then takes quietly, and none is armed again.
     private func closeListeners() {
-        listenersShut = true
+        acceptPause.stopForGood()
         for listener in listeners {
             do throws(SystemCallError) { try Syscalls.stopListening(listener.descriptor) } catch { log("worker \(index): \(error)") }
         }

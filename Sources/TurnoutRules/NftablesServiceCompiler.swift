@@ -182,7 +182,7 @@ public enum NftablesServiceCompiler {
     }
 
     /// `endpoint-picks4-mod10`: the map of `weighted-pick-10` for IPv4.
-    static func mapName(of shared: SharedChain, family: IPFamily) -> String {
+    public static func mapName(of shared: SharedChain, family: IPFamily) -> String {
         switch shared {
         case .proxyRedirect: preconditionFailure("the proxy redirect looks up no map")
         case .pick(let modulus): "\(endpointPicksMap)\(familySuffix(family))-mod\(modulus)"

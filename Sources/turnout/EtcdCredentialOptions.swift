@@ -20,6 +20,7 @@ struct EtcdCredentialOptions: ParsableArguments {
     func credentials() throws -> EtcdCredentials? {
         guard isGiven else { return nil }
         guard let user, let passwordFile else { throw BadInput(message: "--etcd-user and --etcd-password-file go together: give both, or neither") }
+        guard !user.isEmpty else { throw BadInput(message: "--etcd-user: an etcd user name cannot be empty") }
         do {
             return try EtcdCredentials(user: user, passwordFile: passwordFile)
         } catch {

@@ -188,17 +188,16 @@ struct ProxyCommand: ParsableCommand {
         if let replaced, let problem = replaced.enableRequestMigration() { log(problem) }
         let proxy: TransparentProxy
         let reconciler: Reconciler
-        var adminServer: ProxyAdmin?
+        var adminServer: ProxyAdmin? = nil
         do {
             proxy = try TransparentProxy(configuration: configuration, table: table, log: log)
             reconciler = try Reconciler(source: tableSource, targets: [ProxyReloadTarget(proxy)], lastGoodFile: lastGood,
                                         installed: table, log: log)
+            // A replacing proxy binds its admin address once the old one frees it (below).
             if replaced == nil {
                 adminServer = try adminAddress.map { address throws(SystemCallError) in
                     try ProxyAdmin(proxy: proxy, address: address, source: location) { reconciler.status }
                 }
-            } else {
-                adminServer = nil
             }
             try reconciler.start()
         } catch {
@@ -235,19 +234,12 @@ struct ProxyCommand: ParsableCommand {
         }
         while true {
             let received = sigwaitinfo(&signals, nil)
-            if received == SIGTERM || received == SIGINT {
-                adminServer?.markNotReady()
+            if received == SIGTERM || received == SIGINT || received == SIGUSR2 {
+                if received == SIGUSR2 { handOver(proxy, admin: adminServer, log: log) } else { adminServer?.markNotReady() }
                 drain(proxy, signal: received, admin: adminServer, waitingOn: &signals, reread: reread, log: log)
                 reconciler.stop()
                 proxy.stop()
                 adminServer?.stop()
-                return
-            }
-            if received == SIGUSR2 {
-                handOver(proxy, admin: adminServer, log: log)
-                drain(proxy, signal: received, admin: adminServer, waitingOn: &signals, reread: reread, log: log)
-                reconciler.stop()
-                proxy.stop()
                 return
             }
             if received == SIGHUP { reread() }

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import TurnoutControl
 import TurnoutModel
 
 /// The running `turnout proxy` that `proxy --replace PID` takes over from: checked before
@@ -22,12 +23,15 @@ struct ReplacedProxy {
         guard let program = arguments.first, program.split(separator: "/").last == "turnout", arguments.dropFirst().first == "proxy" else {
             throw ValueError("not a turnout proxy (its command line: \(arguments.prefix(3).joined(separator: " ")))")
         }
-        var own = stat(), theirs = stat()
-        guard stat("/proc/self/ns/net", &own) == 0, stat("/proc/\(pid)/ns/net", &theirs) == 0 else {
-            throw ValueError("cannot read its network namespace: \(String(cString: strerror(errno)))")
+        let own: NetworkNamespaceKey, theirs: NetworkNamespaceKey
+        do {
+            own = try NetworkNamespaceKey.current()
+            theirs = try NetworkNamespaceKey.of(process: pid)
+        } catch {
+            throw ValueError("cannot read its network namespace: \(error)")
         }
-        guard own.st_ino == theirs.st_ino, own.st_dev == theirs.st_dev else {
-            throw ValueError("it runs in another network namespace; a replacement must share its ports")
+        guard own == theirs else {
+            throw ValueError("it runs in \(theirs), not in \(own); a replacement must share its ports")
         }
         self.pid = pid
     }

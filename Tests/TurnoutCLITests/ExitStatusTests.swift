@@ -41,7 +41,7 @@ struct ExitStatusTests {
         #expect(!result.standardError.isEmpty)
     }
 
-    @Test("etcd TLS options that cannot apply → exit 2 naming them, before anything starts", arguments: [
+    @Test("etcd TLS and user options that cannot apply → exit 2 naming them, before anything starts", arguments: [
         (["apply", "-f", "rules/canary.yaml", "--etcd-cacert", "/etc/hostname"], "need --watch --source etcd:https://"),
         (["apply", "--watch", "-f", "rules/canary.yaml", "--etcd-cacert", "CA"], "TLS certificates are for an etcd source only"),
         (["proxy", "--source", "etcd:https://127.0.0.1:1", "--etcd-cacert", "/nonexistent/ca.crt"],
@@ -49,6 +49,10 @@ struct ExitStatusTests {
         (["proxy", "--source", "etcd:http://127.0.0.1:1", "--etcd-cacert", "CA"],
          "TLS certificates are given, but etcd's address is http://"),
         (["proxy", "--source", "etcd:https://127.0.0.1:1", "--etcd-key", "/etc/hostname"], "--etcd-cert and --etcd-key go together"),
+        (["proxy", "--source", "etcd:http://127.0.0.1:1", "--etcd-user", "", "--etcd-password-file", "/etc/hostname"],
+         "--etcd-user: an etcd user name cannot be empty"),
+        (["proxy", "--source", "etcd:http://127.0.0.1:1", "--etcd-user", "u", "--etcd-password-file", "/"],
+         "--etcd-password-file /: Is a directory"),
     ] as [([String], String)])
     func etcdTLSOptions(_ arguments: [String], _ message: String) throws {
         let certificates = try TestCertificates()

@@ -51,7 +51,7 @@ struct EtcdAuthTests {
         }
     }
 
-    @Test("a token that expired (etcd's --auth-token-ttl 1, 3 s later) → the next read and a new watch authenticate again and succeed; a change published after another expiry reaches the running source")
+    @Test("a token that expired (etcd's --auth-token-ttl 1, 3 s later) → the next read authenticates again and succeeds, and so does a new source (its read renews the token its watch then uses); a change published after another expiry reaches the running source")
     func expiredToken() throws {
         try withEtcdLab(authTokenTTL: 1) { lab in
             try lab.enableAuthentication(user: Self.user, password: Self.password)
@@ -110,7 +110,11 @@ struct EtcdAuthTests {
             }
         }
     }
+}
 
+/// Credentials as values and password files on disk: no etcd needed, so never skipped.
+@Suite("etcd credentials: password files")
+struct EtcdCredentialsTests {
     @Test("a password file → its first line (a trailing newline, CR LF too, is not part of it); a missing or empty file → an error naming it", arguments: [
         ("pw\n", "pw"), ("pw\r\nsecond line\n", "pw"), ("no newline", "no newline"),
     ])

@@ -100,7 +100,7 @@ struct InterruptedApplyTests {
     @Test("a patch the kernel refuses (EINVAL, standing for any refusal but ERESTART) → sent again as a rebuild, once; the kernel exact, the reason names the refusal; refused again → the error",
           arguments: [
               Refusal(daemon: true, refused: [0], phases: [.prepare, .prepare, .switchover, .retire], thrown: nil),
-              // The refused switchover's prepare is undone; the full path then patches from the same table.
+              // The refused switchover's prepare is undone; the full path then rebuilds from the same table.
               Refusal(daemon: true, refused: [1], phases: [.prepare, .switchover, .prepare, .switchover, .retire], thrown: nil),
               Refusal(daemon: false, refused: [0], phases: [.prepare, .prepare, .switchover, .retire], thrown: nil),
               Refusal(daemon: false, refused: [0, 1], phases: [.prepare, .prepare], thrown: EINVAL),

@@ -183,9 +183,6 @@ public final class EtcdLab: Sendable {
     /// as etcd requires): from then on every request needs a token, the lab's own ones included
     /// (they authenticate as `user`).
     public func enableAuthentication(user name: String, password: String) throws {
-        func json(_ fields: [String: String]) throws -> String {
-            String(decoding: try JSONSerialization.data(withJSONObject: fields), as: UTF8.self)
-        }
         // etcd turns authentication on only with a user named root in the root role.
         _ = try gateway("/v3/auth/role/add", try json(["name": "root"]))
         for user in Set(["root", name]) {
@@ -199,8 +196,7 @@ public final class EtcdLab: Sendable {
     /// Changes `name`'s password (etcdctl's `user passwd`): etcd then refuses every token issued
     /// before. The lab's own requests use the new one when `name` is the lab's user.
     public func changePassword(user name: String, to password: String) throws {
-        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["name": name, "password": password]), as: UTF8.self)
-        _ = try gateway("/v3/auth/user/changepw", body)
+        _ = try gateway("/v3/auth/user/changepw", try json(["name": name, "password": password]))
         user.withLock { if $0?.name == name { $0?.password = password } }
     }
 
@@ -228,6 +224,11 @@ public final class EtcdLab: Sendable {
             values[String(decoding: key, as: UTF8.self)] = String(decoding: value, as: UTF8.self)
         }
         return (revision, values)
+    }
+
+    /// `fields` as a JSON object, for a gateway request's body.
+    private func json(_ fields: [String: String]) throws -> String {
+        String(decoding: try JSONSerialization.data(withJSONObject: fields), as: UTF8.self)
     }
 
     /// POSTs `body` to etcd's JSON gateway at `path` with python3's urllib; the JSON answer.
